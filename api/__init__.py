@@ -1,0 +1,1 @@
+"""The FastAPI app: Twilio webhooks, the dashboard, the internal API."""

@@ -1,0 +1,37 @@
+"""The API process (`deepclaw api`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import health
+from core.db import create_engine, sessionmaker
+from core.settings import Settings, get_settings
+from core.temporal import connect
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.sessions = sessionmaker(engine)
+        app.state.temporal = None
+        try:
+            app.state.temporal = await connect(settings)
+        except Exception as error:  # /healthz reports it and reconnects; serving the rest goes on
+            log.warning("Temporal not reachable at %s yet: %s", settings.temporal_address, error)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(title="DeepClaw", lifespan=lifespan)
+    app.include_router(health.router)
+    return app

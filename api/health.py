@@ -1,0 +1,56 @@
+"""GET /healthz: each component the API depends on, and 503 when any is down."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from core import heartbeat
+from core.temporal import connect
+
+router = APIRouter()
+
+CHECK_TIMEOUT_S = 2.0
+
+
+async def _database(request: Request) -> dict[str, Any]:
+    async with request.app.state.sessions() as session:
+        await session.execute(text("SELECT 1"))
+    return {"state": "up"}
+
+
+async def _temporal(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    if state.temporal is None:
+        state.temporal = await connect(state.settings)
+    await state.temporal.service_client.check_health()
+    return {"state": "up", "address": state.settings.temporal_address}
+
+
+async def _worker(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    fresh = await heartbeat.count_fresh(
+        request.app.state.sessions, service="worker", stale_after_s=settings.worker_heartbeat_stale_s
+    )
+    return {"state": "up" if fresh else "down", "instances": fresh}
+
+
+async def _check(probe: Any, request: Request) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(probe(request), CHECK_TIMEOUT_S)
+    except Exception as error:  # any failure is "down", with the reason for the operator
+        return {"state": "down", "error": f"{type(error).__name__}: {error}"[:300]}
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    names = ("database", "temporal", "worker")
+    results = await asyncio.gather(*(_check(p, request) for p in (_database, _temporal, _worker)))
+    components = dict(zip(names, results, strict=True))
+    healthy = all(c["state"] == "up" for c in components.values())
+    body = {"status": "ok" if healthy else "unavailable", "components": components}
+    return JSONResponse(body, status_code=200 if healthy else 503)

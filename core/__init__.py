@@ -1,0 +1,1 @@
+"""Shared core of DeepClaw: settings, database models, ports, logging and the CLI."""

@@ -1,0 +1,93 @@
+"""`deepclaw`: one entry point for every process, so production runs each as its own Deployment
+and `deepclaw dev` (behind `make run`) supervises them all locally."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from core.logs import configure_logging
+from core.settings import get_settings
+
+log = logging.getLogger("deepclaw")
+
+
+def _api() -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
+
+
+def _voice() -> None:
+    import uvicorn
+
+    from voice.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings), host=settings.voice_host, port=settings.voice_port, log_config=None, ws="websockets-sansio"
+    )
+
+
+def _worker() -> None:
+    from workers.main import run_worker
+
+    asyncio.run(run_worker(get_settings()))
+
+
+def _migrate() -> None:
+    from core.migrate import upgrade_to_head
+
+    settings = get_settings()
+    upgrade_to_head(settings.database_url)
+    log.info("database migrated to head")
+
+
+def _dev() -> int:
+    from devstack.supervisor import run_dev
+
+    return asyncio.run(run_dev(get_settings()))
+
+
+COMMANDS = {
+    "dev": (_dev, "run the whole platform locally (what `make run` does)"),
+    "api": (_api, "serve the API (webhooks, dashboard, internal API)"),
+    "voice": (_voice, "serve the voice bridge"),
+    "worker": (_worker, "run the Temporal worker"),
+    "migrate": (_migrate, "migrate the database to the latest schema"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="deepclaw", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure_logging(args.command, fmt=settings.log_format, level=settings.log_level)
+    handler, _ = COMMANDS[args.command]
+    code = 0
+    try:
+        code = handler() or 0
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        log.exception("%s failed", args.command)
+        code = 1
+    # temporalio can abort at interpreter exit in short CLIs (sdk-python #300): leave at once.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

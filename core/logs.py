@@ -1,0 +1,91 @@
+"""Structured logging: plain text for a terminal, JSON lines by setting.
+
+Every record carries the ids in scope (user, call, workflow) from context variables, and
+inside Temporal activities the workflow id is filled in automatically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_id", default=None)
+call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
+workflow_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("workflow_id", default=None)
+
+CONTEXT_FIELDS = ("user_id", "call_id", "workflow_id")
+
+
+@contextlib.contextmanager
+def log_context(
+    *, user_id: str | None = None, call_id: str | None = None, workflow_id: str | None = None
+) -> Iterator[None]:
+    """Bind ids to every log record emitted inside the block."""
+    tokens = []
+    for var, value in ((user_id_var, user_id), (call_id_var, call_id), (workflow_id_var, workflow_id)):
+        if value is not None:
+            tokens.append((var, var.set(value)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.user_id = getattr(record, "user_id", None) or user_id_var.get()
+        record.call_id = getattr(record, "call_id", None) or call_id_var.get()
+        record.workflow_id = getattr(record, "workflow_id", None) or workflow_id_var.get() or _temporal_workflow_id()
+        return True
+
+
+def _temporal_workflow_id() -> str | None:
+    from temporalio import activity
+
+    if activity.in_activity():
+        return activity.info().workflow_id
+    return None
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for field in CONTEXT_FIELDS:
+            if value := getattr(record, field, None):
+                entry[field] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, process_name: str) -> None:
+        super().__init__("%(asctime)s %(levelname)-5s " + f"[{process_name}] " + "%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = " ".join(f"{f}={v}" for f in CONTEXT_FIELDS if (v := getattr(record, f, None)))
+        return f"{line} [{ids}]" if ids else line
+
+
+def configure_logging(process_name: str, *, fmt: str = "text", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(process_name))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Access logs are noise next to our own request logging; SQL echo stays off.
+    for noisy in ("uvicorn.access", "httpx", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

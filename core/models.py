@@ -1,0 +1,241 @@
+"""Database schema. Invariants the platform relies on live here as constraints, not in code:
+one phone number per user and one user per number, one agent per user, one phone per user.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), nullable=False)
+
+
+def _timestamp(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=sa.DateTime(timezone=True), nullable=nullable, index=index)
+
+
+def _one_of(column: str, values: tuple[str, ...], name: str) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+PERSONALITIES = ("casual", "formal")
+NUMBER_STATES = ("available", "assigned", "releasing")
+AGENT_STATES = ("provisioning", "running", "idle", "sleeping", "archived")
+RUNTIMES = ("local", "kubernetes")
+CONVERSATION_KINDS = ("call", "sms")
+DIRECTIONS = ("inbound", "outbound")
+MESSAGE_ROLES = ("user", "agent", "system")
+REMINDER_STATES = ("scheduled", "fired", "cancelled", "failed")
+REMINDER_CHANNELS = ("sms", "call")
+OAUTH_PROVIDERS = ("google", "outlook")
+MCP_TRANSPORTS = ("streamable-http", "sse")
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (_one_of("personality", PERSONALITIES, "ck_users_personality"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    phone_e164: str = Field(sa_column_kwargs={"unique": True}, max_length=16, nullable=False)
+    phone_verified: bool = False
+    email: str | None = Field(default=None, max_length=320)
+    email_verified: bool = False
+    agent_name: str = Field(default="Claw", max_length=64)
+    voice: str = Field(default="aura-2-thalia-en", max_length=64)
+    personality: str = Field(default="casual", max_length=16)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class PhoneNumber(SQLModel, table=True):
+    """A number the platform owns. Assignment is exclusive in both directions."""
+
+    __tablename__ = "phone_numbers"
+    __table_args__ = (
+        _one_of("state", NUMBER_STATES, "ck_phone_numbers_state"),
+        sa.CheckConstraint(
+            "(state = 'assigned') = (user_id IS NOT NULL)", name="ck_phone_numbers_assigned_has_user"
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    e164: str = Field(sa_column_kwargs={"unique": True}, max_length=16, nullable=False)
+    provider_sid: str = Field(sa_column_kwargs={"unique": True}, max_length=64, nullable=False)
+    state: str = Field(default="available", max_length=16, index=True)
+    area_code: str | None = Field(default=None, max_length=8, index=True)
+    user_id: uuid.UUID | None = Field(
+        default=None, foreign_key="users.id", ondelete="RESTRICT", sa_column_kwargs={"unique": True}
+    )
+    # The pool's idempotency key for the purchase that produced this number.
+    purchase_key: str | None = Field(default=None, sa_column_kwargs={"unique": True}, max_length=128)
+    assigned_at: datetime | None = _timestamp()
+    released_at: datetime | None = _timestamp()
+    created_at: datetime = _created()
+
+
+class AgentInstance(SQLModel, table=True):
+    __tablename__ = "agent_instances"
+    __table_args__ = (
+        _one_of("state", AGENT_STATES, "ck_agent_instances_state"),
+        _one_of("runtime", RUNTIMES, "ck_agent_instances_runtime"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(
+        foreign_key="users.id", ondelete="CASCADE", sa_column_kwargs={"unique": True}, nullable=False
+    )
+    runtime: str = Field(max_length=16)
+    state: str = Field(default="provisioning", max_length=16)
+    endpoint: str | None = Field(default=None, max_length=512)
+    # Where the gateway token is kept (a secret name or local file), never the token itself.
+    token_ref: str | None = Field(default=None, max_length=256)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Conversation(SQLModel, table=True):
+    """One call, or one SMS thread day."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        _one_of("kind", CONVERSATION_KINDS, "ck_conversations_kind"),
+        _one_of("direction", DIRECTIONS, "ck_conversations_direction"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="CASCADE", index=True)
+    kind: str = Field(max_length=8)
+    direction: str = Field(max_length=8)
+    provider_sid: str | None = Field(default=None, sa_column_kwargs={"unique": True}, max_length=64)
+    from_number: str | None = Field(default=None, max_length=16)
+    to_number: str | None = Field(default=None, max_length=16)
+    started_at: datetime = _created()
+    ended_at: datetime | None = _timestamp()
+    duration_s: float | None = None
+    # Per-turn latency figures reported by the voice agent (AgentStartedSpeaking).
+    latency: dict[str, Any] | None = Field(default=None, sa_type=pg.JSONB)
+
+
+class Message(SQLModel, table=True):
+    """A transcript turn of a call, or one SMS."""
+
+    __tablename__ = "messages"
+    __table_args__ = (_one_of("role", MESSAGE_ROLES, "ck_messages_role"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    conversation_id: uuid.UUID = Field(foreign_key="conversations.id", ondelete="CASCADE", index=True)
+    role: str = Field(max_length=8)
+    content: str
+    provider_sid: str | None = Field(default=None, sa_column_kwargs={"unique": True}, max_length=64)
+    created_at: datetime = _created()
+
+
+class Reminder(SQLModel, table=True):
+    __tablename__ = "reminders"
+    __table_args__ = (
+        _one_of("state", REMINDER_STATES, "ck_reminders_state"),
+        _one_of("channel", REMINDER_CHANNELS, "ck_reminders_channel"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    due_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    text: str
+    channel: str = Field(default="sms", max_length=8)
+    state: str = Field(default="scheduled", max_length=16)
+    created_at: datetime = _created()
+
+
+class OAuthCredential(SQLModel, table=True):
+    """Tokens for Google/Outlook; stored encrypted, never in plain text."""
+
+    __tablename__ = "oauth_credentials"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "provider", name="uq_oauth_credentials_user_provider"),
+        _one_of("provider", OAUTH_PROVIDERS, "ck_oauth_credentials_provider"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE")
+    provider: str = Field(max_length=16)
+    scopes: str = ""
+    ciphertext: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
+    expires_at: datetime | None = _timestamp()
+    created_at: datetime = _created()
+
+
+class McpServer(SQLModel, table=True):
+    __tablename__ = "mcp_servers"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "name", name="uq_mcp_servers_user_name"),
+        _one_of("transport", MCP_TRANSPORTS, "ck_mcp_servers_transport"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    url: str = Field(max_length=1024)
+    transport: str = Field(default="streamable-http", max_length=16)
+    # Request headers (e.g. an API key) encrypted like OAuth tokens.
+    headers_ciphertext: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    enabled: bool = True
+    created_at: datetime = _created()
+
+
+class UsageRecord(SQLModel, table=True):
+    __tablename__ = "usage_records"
+    __table_args__ = (sa.CheckConstraint("quantity >= 0", name="ck_usage_records_quantity"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    kind: str = Field(max_length=32)  # call_seconds, sms_segments, llm_tokens, ...
+    quantity: float
+    conversation_id: uuid.UUID | None = Field(default=None, foreign_key="conversations.id", ondelete="SET NULL")
+    occurred_at: datetime = _created()
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL", index=True)
+    actor: str = Field(max_length=64)  # workflow type, "api", "operator", ...
+    action: str = Field(max_length=64)
+    workflow_id: str | None = Field(default=None, max_length=256)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=pg.JSONB)
+    created_at: datetime = _created()
+
+
+class ServiceHeartbeat(SQLModel, table=True):
+    """Liveness of worker processes, read by the API's /healthz."""
+
+    __tablename__ = "service_heartbeats"
+
+    instance: str = Field(primary_key=True, max_length=128)
+    service: str = Field(max_length=32, index=True)
+    task_queue: str = Field(max_length=128)
+    last_seen: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+
+
+class OutboxEmail(SQLModel, table=True):
+    """Mail sent by the local Mailer: the dashboard shows it instead of a real inbox."""
+
+    __tablename__ = "email_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    to_address: str = Field(max_length=320, index=True)
+    subject: str = Field(max_length=256)
+    body: str
+    created_at: datetime = _created()

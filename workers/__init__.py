@@ -1,0 +1,1 @@
+"""Temporal workers: which task queue runs which workflows and activities."""

@@ -1,0 +1,72 @@
+"""The worker process (`deepclaw worker`): polls the task queue and keeps its heartbeat fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from datetime import timedelta
+
+from temporalio.worker import Worker
+
+from core import heartbeat
+from core.db import create_engine, sessionmaker
+from core.settings import Settings
+from core.temporal import connect
+from workers import registry
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM when no event is given)."""
+    engine = create_engine(settings.database_url)
+    sessions = sessionmaker(engine)
+    client = await connect(settings)
+    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=list(registry.WORKFLOWS),
+        activities=registry.activities(sessions),
+        identity=instance,
+        graceful_shutdown_timeout=timedelta(seconds=3),
+    )
+
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def keep_heartbeat() -> None:
+        while True:
+            try:
+                await heartbeat.beat(
+                    sessions, instance=instance, service="worker", task_queue=settings.temporal_task_queue
+                )
+            except Exception:
+                log.exception("worker heartbeat failed")
+            await asyncio.sleep(settings.worker_heartbeat_interval_s)
+
+    log.info("worker %s polling task queue %r on %s", instance, settings.temporal_task_queue, settings.temporal_address)
+    worker_task = asyncio.create_task(worker.run())
+    beat_task = asyncio.create_task(keep_heartbeat())
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        beat_task.cancel()
+        stop_task.cancel()
+        try:
+            await heartbeat.forget(sessions, instance=instance)
+        except Exception:
+            log.warning("could not remove heartbeat row for %s", instance)
+        if not worker_task.done():
+            await worker.shutdown()
+        await worker_task  # re-raises a worker failure so the process exits non-zero
+        await engine.dispose()
+        log.info("worker %s stopped", instance)
