@@ -4,15 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: run test bootstrap clean
+.PHONY: run test bootstrap tools clean
 
-run: bootstrap
+run: bootstrap tools
 	$(BIN)/deepclaw dev
 
-test: bootstrap
+test: bootstrap tools
 	$(BIN)/pytest
 
 bootstrap: $(STAMP)
+
+# Pinned Node 24 + OpenClaw into a cache shared by checkouts; instant once present.
+tools: bootstrap
+	$(BIN)/deepclaw tools
 
 # Re-installs only when the pinned dependencies change.
 $(STAMP): requirements.lock pyproject.toml

@@ -55,12 +55,20 @@ def _dev() -> int:
     return asyncio.run(run_dev(get_settings()))
 
 
+def _tools() -> None:
+    from devstack.tools import install
+
+    tools = install(get_settings().tools_dir)
+    log.info("node %s, openclaw %s", tools.node, tools.openclaw)
+
+
 COMMANDS = {
     "dev": (_dev, "run the whole platform locally (what `make run` does)"),
     "api": (_api, "serve the API (webhooks, dashboard, internal API)"),
     "voice": (_voice, "serve the voice bridge"),
     "worker": (_worker, "run the Temporal worker"),
     "migrate": (_migrate, "migrate the database to the latest schema"),
+    "tools": (_tools, "install the pinned Node and OpenClaw (once; quick when present)"),
 }
 
 

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
 
     # Where local state lives: embedded PostgreSQL, Temporal's SQLite file, tools, agents.
     data_dir: Path = Path(".data")
+    # Pinned Node + OpenClaw, shared by every checkout on the machine (`deepclaw tools`).
+    tools_dir: Path = Path.home() / ".cache" / "deepclaw" / "tools"
 
     # Processes
     api_host: str = "127.0.0.1"

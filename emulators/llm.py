@@ -1,0 +1,174 @@
+"""An OpenAI-compatible chat-completions server: deterministic, scriptable from tests.
+
+OpenClaw uses it when no model provider is configured. It answers JSON or SSE (`stream: true`,
+which is what OpenClaw always asks for), tolerates `tools` in the request, and replies:
+  1. with the next scripted reply whose pattern matches the last user message (POST /control/replies), or
+  2. with a short deterministic sentence built from the last user message.
+Every request is kept (GET /control/requests) so tests can see exactly what the model was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+MODEL_ID = "deepclaw-local"
+
+
+@dataclass
+class ScriptedReply:
+    pattern: re.Pattern[str]
+    text: str
+    times: int | None = 1  # None: forever
+
+
+@dataclass
+class ModelScript:
+    replies: list[ScriptedReply] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def reply_for(self, prompt: str, earlier: list[str]) -> str:
+        for scripted in self.replies:
+            if scripted.pattern.search(prompt):
+                if scripted.times is not None:
+                    scripted.times -= 1
+                    if scripted.times <= 0:
+                        self.replies.remove(scripted)
+                return scripted.text
+        return default_reply(prompt, earlier)
+
+
+RECALL = re.compile(r"what did I (just )?(say|tell you)", re.I)
+
+
+def default_reply(prompt: str, earlier: list[str]) -> str:
+    said = " ".join(prompt.split())[:200]
+    if not said:
+        return "I'm here. How can I help?"
+    if RECALL.search(said):
+        # Answers from the conversation history the caller sent: proves memory per session.
+        return f"Earlier you said: {earlier[-1]}" if earlier else "You haven't told me anything yet."
+    return f"You said: {said}. How can I help with that?"
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+# OpenClaw frames the user's words: a "[Tue 2026-11-24 22:31 UTC] " prefix, a "Runtime: ..."
+# footer, and separate internal-context messages. The stand-in answers the words themselves.
+_INTERNAL = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
+_STAMP = re.compile(r"^\[[^\]]*\d{1,2}:\d{2}[^\]]*\]\s*")
+_FOOTER = re.compile(r"\n\s*Runtime: .*$", re.S)
+
+
+def user_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """What the user said, turn by turn, without OpenClaw's framing."""
+    texts = []
+    for message in messages:
+        if message.get("role") != "user":
+            continue
+        text = message_text(message).strip()
+        if text.startswith(_INTERNAL):
+            continue
+        texts.append(_FOOTER.sub("", _STAMP.sub("", text)).strip())
+    return texts
+
+
+def _chunk(completion_id: str, created: int, delta: dict[str, Any], finish: str | None = None) -> str:
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": MODEL_ID,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def _stream(text: str, completion_id: str, created: int, include_usage: bool) -> AsyncIterator[str]:
+    yield _chunk(completion_id, created, {"role": "assistant", "content": ""})
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        yield _chunk(completion_id, created, {"content": word if i == 0 else " " + word})
+    yield _chunk(completion_id, created, {}, "stop")
+    if include_usage:
+        usage = {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)}
+        yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': MODEL_ID, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def create_app(script: ModelScript | None = None) -> Starlette:
+    script = script or ModelScript()
+
+    async def completions(request: Request) -> Response:
+        try:
+            body = await request.json()
+            messages = body["messages"]
+            assert isinstance(messages, list)
+        except Exception:
+            return JSONResponse(
+                {"error": {"message": "body must be JSON with a 'messages' list", "type": "invalid_request_error"}},
+                status_code=400,
+            )
+        script.requests.append(body)
+        said = user_texts(messages)
+        text = script.reply_for(said[-1] if said else "", said[:-1])
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        created = int(time.time())
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(
+                _stream(text, completion_id, created, include_usage), media_type="text/event-stream"
+            )
+        return JSONResponse({
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": MODEL_ID,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()), "total_tokens": 1 + len(text.split())},
+        })
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "deepclaw"}]})
+
+    async def add_reply(request: Request) -> Response:
+        body = await request.json()
+        try:
+            scripted = ScriptedReply(re.compile(body.get("match", ".*"), re.I | re.S), body["reply"], body.get("times", 1))
+        except (KeyError, re.error) as error:
+            return JSONResponse({"error": f"bad script: {error}"}, status_code=400)
+        script.replies.append(scripted)
+        return JSONResponse({"queued": len(script.replies)})
+
+    async def requests_seen(request: Request) -> Response:
+        return JSONResponse({"requests": script.requests})
+
+    async def reset(request: Request) -> Response:
+        script.replies.clear()
+        script.requests.clear()
+        return JSONResponse({"reset": True})
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/v1/models", models),
+        Route("/control/replies", add_reply, methods=["POST"]),
+        Route("/control/requests", requests_seen),
+        Route("/control/reset", reset, methods=["POST"]),
+    ])
