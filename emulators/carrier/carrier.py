@@ -1,0 +1,424 @@
+"""The carrier's behaviour: numbers, messages, calls and the handsets attached to it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from emulators.carrier import twiml
+from emulators.carrier.media import MediaStream
+from emulators.carrier.store import CarrierError, MessageRecord, NumberBook, new_sid, now, rfc2822
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+RING_TIMEOUT_S = 30.0
+SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tests stay quick
+APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
+
+
+@dataclass
+class Source:
+    """Where a call's next TwiML comes from: a URL to fetch, or a document given inline."""
+
+    url: str | None = None
+    method: str = "POST"
+    document: str | None = None
+
+
+@dataclass
+class Handset:
+    number: str
+    send: Send
+    auto_answer: bool = False
+    call: Call | None = None
+
+
+@dataclass
+class Call:
+    sid: str
+    from_: str
+    to: str
+    direction: str  # inbound | outbound-api
+    handset: str  # the simulated phone on this call
+    source: Source
+    status: str = "queued"
+    status_callback: str | None = None
+    created: datetime = field(default_factory=now)
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    stream: MediaStream | None = None
+    task: asyncio.Task[None] | None = None
+    verb_task: asyncio.Task[Source | None] | None = None
+    next_source: Source | None = None
+    transcript: list[dict[str, str]] = field(default_factory=list)  # what the caller was told via <Say>
+    peer: str | None = None  # a handset bridged in by <Dial>
+    peer_joined: asyncio.Event = field(default_factory=asyncio.Event)
+    peer_left: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def duration(self) -> int:
+        if not self.answered_at:
+            return 0
+        return int(((self.ended_at or now()) - self.answered_at).total_seconds())
+
+    def resource(self, account_sid: str) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "account_sid": account_sid,
+            "to": self.to,
+            "from": self.from_,
+            "status": self.status,
+            "direction": self.direction,
+            "duration": str(self.duration) if self.ended_at else None,
+            "start_time": rfc2822(self.answered_at) if self.answered_at else None,
+            "end_time": rfc2822(self.ended_at) if self.ended_at else None,
+            "date_created": rfc2822(self.created),
+            "date_updated": rfc2822(now()),
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{self.sid}.json",
+        }
+
+
+class Carrier:
+    def __init__(self, account_sid: str, auth_token: str, *, http: httpx.AsyncClient | None = None) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.http = http or httpx.AsyncClient(timeout=15.0)
+        self.numbers = NumberBook()
+        self.messages: dict[str, MessageRecord] = {}
+        self.calls: dict[str, Call] = {}
+        self.handsets: dict[str, Handset] = {}
+        self.webhook_log: list[dict[str, Any]] = []
+
+    # ---- webhooks -------------------------------------------------------------------------
+
+    async def post_webhook(self, url: str, params: dict[str, str]) -> httpx.Response:
+        """Form-encoded and signed with X-Twilio-Signature, exactly as Twilio sends it."""
+        headers = {"X-Twilio-Signature": twiml.signature(self.auth_token, url, params), "User-Agent": "TwilioProxy/1.1"}
+        response = await self.http.post(url, data=params, headers=headers)
+        self.webhook_log.append({"url": url, "params": params, "status": response.status_code})
+        return response
+
+    async def _callback(self, url: str | None, params: dict[str, str]) -> None:
+        if not url:
+            return
+        try:
+            await self.post_webhook(url, params)
+        except httpx.HTTPError as error:
+            log.warning("status callback to %s failed: %s", url, error)
+
+    # ---- handsets -------------------------------------------------------------------------
+
+    def attach(self, number: str, send: Send, *, auto_answer: bool = False) -> Handset:
+        handset = Handset(number, send, auto_answer)
+        self.handsets[number] = handset
+        return handset
+
+    def detach(self, handset: Handset) -> None:
+        if handset.call:
+            self.end_call(handset.call, "completed")
+        if self.handsets.get(handset.number) is handset:
+            del self.handsets[handset.number]
+
+    async def _notify(self, number: str, event: dict[str, Any]) -> None:
+        handset = self.handsets.get(number)
+        if handset:
+            try:
+                await handset.send(event)
+            except Exception:  # the handset went away mid-send; its detach cleans up
+                log.debug("handset %s unreachable", number)
+
+    # ---- messaging ------------------------------------------------------------------------
+
+    async def send_message(self, *, to: str, from_: str, body: str, status_callback: str | None,
+                           direction: str = "outbound-api") -> MessageRecord:
+        if not to.startswith("+") or not from_:
+            raise CarrierError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if direction == "outbound-api" and self.numbers.by_number(from_) is None:
+            raise CarrierError(400, 21606, f"The From phone number {from_} is not a valid, SMS-capable number for your account.")
+        if not body:
+            raise CarrierError(400, 21602, "Message body is required.")
+        message = MessageRecord(new_sid("SM"), to=to, from_=from_, body=body, direction=direction,
+                                status_callback=status_callback)
+        self.messages[message.sid] = message
+        asyncio.create_task(self._deliver(message))
+        return message
+
+    async def _deliver(self, message: MessageRecord) -> None:
+        base = {"MessageSid": message.sid, "SmsSid": message.sid, "AccountSid": self.account_sid,
+                "From": message.from_, "To": message.to}
+        for status in ("sent", "delivered"):
+            message.status = status
+            await self._callback(message.status_callback, {**base, "MessageStatus": status, "SmsStatus": status})
+        await self._notify(message.to, {"type": "sms", "sid": message.sid, "from": message.from_, "body": message.body})
+
+    async def handset_sms(self, *, from_: str, to: str, body: str) -> MessageRecord:
+        """A handset texts a number: an owned number's SmsUrl gets Twilio's inbound webhook."""
+        owned = self.numbers.by_number(to)
+        message = MessageRecord(new_sid("SM"), to=to, from_=from_, body=body, direction="inbound", status="received")
+        self.messages[message.sid] = message
+        if owned is None:
+            await self._notify(to, {"type": "sms", "sid": message.sid, "from": from_, "body": body})
+            return message
+        if owned.sms_url:
+            asyncio.create_task(self._inbound_sms(owned.sms_url, message))
+        return message
+
+    async def _inbound_sms(self, url: str, message: MessageRecord) -> None:
+        params = {"MessageSid": message.sid, "SmsSid": message.sid, "SmsMessageSid": message.sid,
+                  "AccountSid": self.account_sid, "MessagingServiceSid": "", "From": message.from_,
+                  "To": message.to, "Body": message.body, "NumMedia": "0", "NumSegments": "1",
+                  "SmsStatus": "received", "ApiVersion": "2010-04-01"}
+        try:
+            response = await self.post_webhook(url, params)
+        except httpx.HTTPError as error:
+            log.warning("SMS webhook %s failed: %s", url, error)
+            return
+        if response.status_code != 200 or not response.text.strip():
+            return
+        try:
+            verbs = twiml.parse(response.text)
+        except twiml.TwimlError as error:
+            log.warning("SMS webhook answered bad TwiML: %s", error)
+            return
+        for verb in verbs:
+            if verb.name == "Message" and verb.text:
+                await self.send_message(to=verb.attrs.get("to", message.from_), from_=message.to, body=verb.text,
+                                        status_callback=None, direction="outbound-reply")
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    def place_call(self, *, to: str, from_: str, source: Source, status_callback: str | None) -> Call:
+        """REST Calls.create: ring a handset; run the TwiML once it answers."""
+        if not to.startswith("+"):
+            raise CarrierError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if self.numbers.by_number(from_) is None:
+            raise CarrierError(400, 21210, f"The source phone number provided, {from_}, is not yet verified for your account.")
+        call = Call(new_sid("CA"), from_=from_, to=to, direction="outbound-api", handset=to, source=source,
+                    status_callback=status_callback)
+        self.calls[call.sid] = call
+        call.task = asyncio.create_task(self._run_outbound(call))
+        return call
+
+    async def handset_dial(self, handset: Handset, to: str) -> Call:
+        if handset.call:
+            raise CarrierError(409, 0, "this handset is already on a call")
+        owned = self.numbers.by_number(to)
+        if owned and owned.voice_url:
+            source = Source(url=owned.voice_url, method=owned.voice_method)
+        else:
+            source = Source(document="<Response><Say>The number you have dialed is not in service.</Say><Hangup/></Response>")
+        call = Call(new_sid("CA"), from_=handset.number, to=to, direction="inbound", handset=handset.number,
+                    source=source, status_callback=owned.status_callback if owned else None)
+        self.calls[call.sid] = call
+        handset.call = call
+        call.task = asyncio.create_task(self._run_inbound(call))
+        return call
+
+    def answer(self, handset: Handset, call_sid: str) -> None:
+        call = self.calls.get(call_sid)
+        if call is not None and call.peer == handset.number and call.status == "in-progress":
+            handset.call = call  # the callee of a <Dial>
+            call.peer_joined.set()
+            return
+        if call is None or call.handset != handset.number or call.status != "ringing":
+            raise CarrierError(404, 20404, f"no ringing call {call_sid} for {handset.number}")
+        handset.call = call
+        call.answered.set()
+
+    def update_call(self, call: Call, *, source: Source | None, status: str | None) -> None:
+        """REST Calls(sid).update: redirect to new TwiML, or end the call."""
+        if call.status in ("completed", "canceled", "failed", "busy", "no-answer"):
+            raise CarrierError(400, 21220, "Call is not in-progress. Cannot redirect.")
+        if status in ("completed", "canceled"):
+            self.end_call(call, "completed" if call.status == "in-progress" else "canceled")
+        elif source is not None:
+            call.next_source = source
+            if call.verb_task:
+                call.verb_task.cancel()
+
+    def end_call(self, call: Call, status: str) -> None:
+        if call.task and not call.task.done() and asyncio.current_task() is not call.task:
+            call.next_source = None
+            call.status = status
+            call.task.cancel()
+
+    async def _set_status(self, call: Call, status: str) -> None:
+        call.status = status
+        await self._notify(call.handset, {"type": "call_state", "call_sid": call.sid, "state": status})
+
+    async def _run_outbound(self, call: Call) -> None:
+        try:
+            await self._set_status(call, "ringing")
+            handset = self.handsets.get(call.to)
+            if handset is not None:
+                await handset.send({"type": "incoming_call", "call_sid": call.sid, "from": call.from_})
+                if handset.auto_answer and handset.call is None:
+                    handset.call = call
+                    call.answered.set()
+            try:
+                await asyncio.wait_for(call.answered.wait(), RING_TIMEOUT_S if handset else 2.0)
+            except TimeoutError:
+                await self._finish(call, "no-answer")
+                return
+            await self._run_answered(call)
+        except asyncio.CancelledError:
+            await self._finish(call, call.status if call.status != "in-progress" else "completed")
+
+    async def _run_inbound(self, call: Call) -> None:
+        try:
+            await self._set_status(call, "ringing")
+            await self._run_answered(call)
+        except asyncio.CancelledError:
+            await self._finish(call, "completed" if call.answered_at else "canceled")
+
+    async def _run_answered(self, call: Call) -> None:
+        call.answered_at = now()
+        await self._set_status(call, "in-progress")
+        source: Source | None = call.source
+        base_url = ""
+        while source is not None:
+            call.next_source = None
+            try:
+                document, base_url = await self._load(call, source, base_url)
+                verbs = twiml.parse(document)
+            except (httpx.HTTPError, twiml.TwimlError, CarrierError) as error:
+                log.warning("call %s: %s", call.sid, error)
+                await self._say(call, APPLICATION_ERROR)
+                break
+            call.verb_task = asyncio.create_task(self._execute(call, verbs, base_url))
+            try:
+                source = await call.verb_task
+            except asyncio.CancelledError:
+                if call.next_source is None or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                source = call.next_source  # redirected by a REST update
+        await self._finish(call, "completed")
+
+    async def _load(self, call: Call, source: Source, base_url: str) -> tuple[str, str]:
+        if source.document is not None:
+            return source.document, base_url
+        assert source.url is not None
+        url = twiml.absolute(base_url, source.url)
+        params = {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
+                  "Caller": call.from_, "Called": call.to, "CallStatus": call.status, "Direction": call.direction,
+                  "ApiVersion": "2010-04-01"}
+        response = await self.post_webhook(url, params)
+        if response.status_code != 200:
+            raise CarrierError(502, 11200, f"HTTP {response.status_code} from {url}")
+        return response.text, url
+
+    async def _execute(self, call: Call, verbs: list[twiml.Verb], base_url: str) -> Source | None:
+        for verb in verbs:
+            if verb.name == "Say":
+                await self._say(call, verb.text, verb.attrs.get("voice"))
+            elif verb.name == "Pause":
+                await asyncio.sleep(float(verb.attrs.get("length", "1")))
+            elif verb.name == "Hangup":
+                return None
+            elif verb.name == "Redirect":
+                return Source(url=twiml.absolute(base_url, verb.text), method=verb.attrs.get("method", "POST"))
+            elif verb.name == "Connect":
+                for child in verb.children:
+                    if child.name == "Stream":
+                        await self._stream(call, child)
+            elif verb.name == "Dial":
+                await self._dial(call, verb)
+            else:
+                log.warning("call %s: unsupported TwiML verb <%s>", call.sid, verb.name)
+                await self._say(call, APPLICATION_ERROR)
+                return None
+        return None  # Twilio hangs up when the document runs out
+
+    async def _say(self, call: Call, text: str, voice: str | None = None) -> None:
+        call.transcript.append({"role": "carrier", "text": text})
+        await self._notify(call.handset, {"type": "say", "call_sid": call.sid, "text": text, "voice": voice})
+        await asyncio.sleep(SAY_SECONDS_PER_WORD * len(text.split()))
+
+    async def _stream(self, call: Call, verb: twiml.Verb) -> None:
+        url = verb.attrs.get("url", "")
+        if not url.startswith(("ws://", "wss://")):
+            raise twiml.TwimlError(f"<Stream url> must be a websocket URL, got {url!r}")
+        parameters = {p.attrs["name"]: p.attrs.get("value", "") for p in verb.children if p.name == "Parameter"}
+
+        async def play(frame: bytes) -> None:
+            await self._notify(call.handset, {"type": "audio", "call_sid": call.sid,
+                                              "payload": base64.b64encode(frame).decode()})
+
+        call.stream = MediaStream(url=url, account_sid=self.account_sid, call_sid=call.sid,
+                                  parameters=parameters, play=play)
+        try:
+            await call.stream.run()
+        except (OSError, TimeoutError) as error:
+            log.warning("call %s: stream to %s failed: %s", call.sid, url, error)
+        finally:
+            call.stream = None
+
+    async def _dial(self, call: Call, verb: twiml.Verb) -> None:
+        """<Dial> another handset: ring it and relay audio both ways until the callee hangs up
+        (then TwiML goes on after <Dial>, as on Twilio). Busy or unanswered also goes on."""
+        target = verb.text or next((c.text for c in verb.children if c.name == "Number"), "")
+        other = self.handsets.get(target)
+        if other is None or other.call is not None:
+            return
+        call.peer, call.peer_joined, call.peer_left = target, asyncio.Event(), asyncio.Event()
+        await other.send({"type": "incoming_call", "call_sid": call.sid, "from": call.from_})
+        try:
+            await asyncio.wait_for(call.peer_joined.wait(), float(verb.attrs.get("timeout", "30")))
+            await call.peer_left.wait()
+        except TimeoutError:
+            pass
+        finally:
+            if other.call is call:
+                other.call = None
+                await self._notify(target, {"type": "call_state", "call_sid": call.sid, "state": "completed"})
+            call.peer = None
+
+    async def _finish(self, call: Call, status: str) -> None:
+        if call.ended_at:
+            return
+        call.ended_at = now()
+        call.status = status
+        handset = self.handsets.get(call.handset)
+        if handset and handset.call is call:
+            handset.call = None
+        await self._notify(call.handset, {"type": "call_state", "call_sid": call.sid, "state": status})
+        await self._callback(call.status_callback, {
+            "AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
+            "CallStatus": status, "CallDuration": str(call.duration), "Direction": call.direction,
+            "ApiVersion": "2010-04-01",
+        })
+
+    async def handset_audio(self, handset: Handset, frame: bytes) -> None:
+        call = handset.call
+        if call is None:
+            return
+        if call.peer and call.peer_joined.is_set():
+            other = call.peer if handset.number == call.handset else call.handset
+            await self._notify(other, {"type": "audio", "call_sid": call.sid, "payload": base64.b64encode(frame).decode()})
+        elif call.stream:
+            call.stream.caller_frame(frame)
+
+    async def handset_dtmf(self, handset: Handset, digits: str) -> None:
+        if handset.call and handset.call.stream:
+            for digit in digits:
+                handset.call.stream.dtmf(digit)
+
+    async def handset_hangup(self, handset: Handset) -> None:
+        call = handset.call
+        if call is None:
+            return
+        if call.peer == handset.number:  # the <Dial> callee leaves; the caller's TwiML goes on
+            call.peer_left.set()
+        else:
+            self.end_call(call, "completed")
