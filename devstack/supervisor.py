@@ -18,9 +18,9 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from core.db import database_name
+from core.process import ChildProcess
 from core.settings import Settings
 from devstack.postgres import EmbeddedPostgres
-from core.process import ChildProcess
 from devstack.temporal import TemporalDevServer
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from core.temporal import SEARCH_ATTRIBUTES
 from core.process import ChildProcess
+from core.temporal import SEARCH_ATTRIBUTES
 
 
 def binary(name: str) -> Path:

@@ -30,6 +30,7 @@ class ScriptedReply:
     pattern: re.Pattern[str]
     text: str
     times: int | None = 1  # None: forever
+    tool_call: dict[str, Any] | None = None  # {"name": ..., "arguments": {...}}: call a tool instead
 
 
 @dataclass
@@ -37,15 +38,15 @@ class ModelScript:
     replies: list[ScriptedReply] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
-    def reply_for(self, prompt: str, earlier: list[str]) -> str:
+    def reply_for(self, prompt: str, earlier: list[str]) -> ScriptedReply:
         for scripted in self.replies:
             if scripted.pattern.search(prompt):
                 if scripted.times is not None:
                     scripted.times -= 1
                     if scripted.times <= 0:
                         self.replies.remove(scripted)
-                return scripted.text
-        return default_reply(prompt, earlier)
+                return scripted
+        return ScriptedReply(re.compile(""), default_reply(prompt, earlier))
 
 
 RECALL = re.compile(r"what did I (just )?(say|tell you)", re.I)
@@ -101,12 +102,23 @@ def _chunk(completion_id: str, created: int, delta: dict[str, Any], finish: str 
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _stream(text: str, completion_id: str, created: int, include_usage: bool) -> AsyncIterator[str]:
+def _tool_calls(reply: ScriptedReply) -> list[dict[str, Any]]:
+    assert reply.tool_call is not None
+    arguments = reply.tool_call.get("arguments", {})
+    return [{"index": 0, "id": f"call_{uuid.uuid4().hex[:10]}", "type": "function",
+             "function": {"name": reply.tool_call["name"],
+                          "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}}]
+
+
+async def _stream(reply: ScriptedReply, completion_id: str, created: int, include_usage: bool) -> AsyncIterator[str]:
     yield _chunk(completion_id, created, {"role": "assistant", "content": ""})
-    words = text.split(" ")
+    text = reply.text
+    words = text.split(" ") if text else []
     for i, word in enumerate(words):
         yield _chunk(completion_id, created, {"content": word if i == 0 else " " + word})
-    yield _chunk(completion_id, created, {}, "stop")
+    if reply.tool_call:
+        yield _chunk(completion_id, created, {"tool_calls": _tool_calls(reply)})
+    yield _chunk(completion_id, created, {}, "tool_calls" if reply.tool_call else "stop")
     if include_usage:
         usage = {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)}
         yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': MODEL_ID, 'choices': [], 'usage': usage})}\n\n"
@@ -128,20 +140,24 @@ def create_app(script: ModelScript | None = None) -> Starlette:
             )
         script.requests.append(body)
         said = user_texts(messages)
-        text = script.reply_for(said[-1] if said else "", said[:-1])
+        reply = script.reply_for(said[-1] if said else "", said[:-1])
+        text = reply.text
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         created = int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(
-                _stream(text, completion_id, created, include_usage), media_type="text/event-stream"
+                _stream(reply, completion_id, created, include_usage), media_type="text/event-stream"
             )
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if reply.tool_call:
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in _tool_calls(reply)]
         return JSONResponse({
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": MODEL_ID,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_call else "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()), "total_tokens": 1 + len(text.split())},
         })
 
@@ -151,7 +167,10 @@ def create_app(script: ModelScript | None = None) -> Starlette:
     async def add_reply(request: Request) -> Response:
         body = await request.json()
         try:
-            scripted = ScriptedReply(re.compile(body.get("match", ".*"), re.I | re.S), body["reply"], body.get("times", 1))
+            scripted = ScriptedReply(re.compile(body.get("match", ".*"), re.I | re.S), body.get("reply", ""),
+                                     body.get("times", 1), body.get("tool_call"))
+            if not scripted.text and not scripted.tool_call:
+                raise KeyError("reply or tool_call")
         except (KeyError, re.error) as error:
             return JSONResponse({"error": f"bad script: {error}"}, status_code=400)
         script.replies.append(scripted)

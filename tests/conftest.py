@@ -18,8 +18,8 @@ from activities.runtime.gateway import GatewayProcess
 from activities.runtime.openclaw_config import ModelProvider, render_config
 from core.db import create_engine, sessionmaker
 from core.migrate import upgrade_to_head
-from core.settings import Settings
 from core.serve import serving
+from core.settings import Settings
 from core.temporal import SEARCH_ATTRIBUTES
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import binary

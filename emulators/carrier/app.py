@@ -213,6 +213,8 @@ async def _handset_event(carrier: Carrier, handset: Any, event: dict[str, Any]) 
         carrier.answer(handset, str(event["call_sid"]))
     elif kind == "hangup":
         await carrier.handset_hangup(handset)
+    elif kind == "speak":
+        await carrier.handset_speak(handset, str(event["text"]))
     elif kind == "dtmf":
         await carrier.handset_dtmf(handset, str(event["digits"]))
     elif kind == "sms":

@@ -12,9 +12,18 @@ from typing import Any
 
 import httpx
 
+from core.audio import frames
 from emulators.carrier import twiml
 from emulators.carrier.media import MediaStream
-from emulators.carrier.store import CarrierError, MessageRecord, NumberBook, new_sid, now, rfc2822
+from emulators.carrier.store import (
+    CarrierError,
+    MessageRecord,
+    NumberBook,
+    new_sid,
+    now,
+    rfc2822,
+)
+from emulators.speech import SpeechRegistry, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +99,10 @@ class Call:
 
 
 class Carrier:
-    def __init__(self, account_sid: str, auth_token: str, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, account_sid: str, auth_token: str, *, http: httpx.AsyncClient | None = None,
+                 speech: SpeechRegistry | None = None) -> None:
         self.account_sid = account_sid
+        self.speech = speech or SpeechRegistry()
         self.auth_token = auth_token
         self.http = http or httpx.AsyncClient(timeout=15.0)
         self.numbers = NumberBook()
@@ -408,6 +419,13 @@ class Carrier:
             await self._notify(other, {"type": "audio", "call_sid": call.sid, "payload": base64.b64encode(frame).decode()})
         elif call.stream:
             call.stream.caller_frame(frame)
+
+    async def handset_speak(self, handset: Handset, text: str) -> None:
+        """A typed turn: spoken into the call with TTS, and noted so the voice agent knows the words."""
+        audio = await synthesize(text)
+        self.speech.register(text, audio)
+        for frame in frames(audio):
+            await self.handset_audio(handset, frame)
 
     async def handset_dtmf(self, handset: Handset, digits: str) -> None:
         if handset.call and handset.call.stream:

@@ -71,6 +71,10 @@ class Handset:
             if realtime:
                 await asyncio.sleep(0.02)
 
+    async def say(self, text: str) -> None:
+        """A typed turn: the carrier speaks it into the call (and the local voice agent knows the words)."""
+        await self._send({"type": "speak", "text": text})
+
     async def text(self, to: str, body: str) -> None:
         await self._send({"type": "sms", "to": to, "body": body})
 

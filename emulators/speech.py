@@ -1,0 +1,108 @@
+"""Offline speech for the stand-ins: espeak-ng speaks, pocketsphinx listens.
+
+Typed turns: a simulated caller may type what they say. The carrier speaks it with the same TTS
+into the call (real audio through the real bridge) and notes the audio's frames here; the voice
+agent stand-in, sharing this registry in the same process, then recognises those frames exactly
+instead of guessing with free dictation (which is poor over the phone path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import shutil
+import wave
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+
+from core.audio import SAMPLE_RATE, frames, resample, rms, ulaw_decode, ulaw_encode
+
+log = logging.getLogger(__name__)
+
+SPEECH_RMS = 300.0  # linear amplitude separating speech from line silence
+
+
+class SpeechUnavailable(RuntimeError):
+    pass
+
+
+async def synthesize(text: str, *, voice: str = "en-us", words_per_minute: int = 190) -> bytes:
+    """Text -> 8 kHz mu-law, trimmed of leading and trailing silence."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise SpeechUnavailable("espeak-ng is not installed (apt-get install espeak-ng)")
+    process = await asyncio.create_subprocess_exec(
+        espeak, "-v", voice, "-s", str(words_per_minute), "--stdout", text,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    wav_bytes, error = await process.communicate()
+    if process.returncode != 0:
+        raise SpeechUnavailable(f"espeak-ng failed: {error.decode(errors='replace').strip()}")
+    with wave.open(io.BytesIO(wav_bytes)) as wav:
+        rate = wav.getframerate()
+        samples = array("h", wav.readframes(wav.getnframes()))
+    return ulaw_encode(resample(_trim(samples), rate, SAMPLE_RATE))
+
+
+def _trim(samples: array, window: int = 256) -> array:
+    loud = [i for i in range(0, len(samples), window) if rms(samples[i:i + window]) > SPEECH_RMS]
+    if not loud:
+        return samples
+    return samples[loud[0]:loud[-1] + window]
+
+
+def is_speech(frame: bytes) -> bool:
+    return rms(ulaw_decode(frame)) > SPEECH_RMS
+
+
+def _digest(frame: bytes) -> bytes:
+    return hashlib.blake2b(frame, digest_size=8).digest()
+
+
+@dataclass
+class SpeechRegistry:
+    """Which audio frames were typed text, so the listener can recognise them exactly."""
+
+    _frames: dict[bytes, int] = field(default_factory=dict)
+    _texts: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+    def register(self, text: str, audio: bytes) -> None:
+        utterance = len(self._texts) + 1
+        spoken = [f for f in frames(audio) if is_speech(f)]
+        self._texts[utterance] = (text, len(spoken))
+        for frame in spoken:
+            self._frames.setdefault(_digest(frame), utterance)
+
+    def recognise(self, audio_frames: list[bytes]) -> str | None:
+        votes = Counter(u for f in audio_frames if (u := self._frames.get(_digest(f))) is not None)
+        if not votes:
+            return None
+        utterance, hits = votes.most_common(1)[0]
+        text, total = self._texts[utterance]
+        return text if hits >= max(1, total // 2) else None
+
+
+class Recognizer:
+    """Free dictation with pocketsphinx's bundled en-us model, for audio nobody typed."""
+
+    def __init__(self) -> None:
+        self._decoder = None
+
+    def _load(self):  # type: ignore[no-untyped-def]
+        if self._decoder is None:
+            from pocketsphinx import Decoder
+
+            self._decoder = Decoder(loglevel="FATAL")
+        return self._decoder
+
+    def transcribe(self, mulaw: bytes) -> str:
+        decoder = self._load()
+        pcm16k = resample(ulaw_decode(mulaw), SAMPLE_RATE, 16000)
+        decoder.start_utt()
+        decoder.process_raw(pcm16k.tobytes(), full_utt=True)
+        decoder.end_utt()
+        hypothesis = decoder.hyp()
+        return hypothesis.hypstr if hypothesis else ""

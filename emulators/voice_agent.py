@@ -1,0 +1,344 @@
+"""A voice agent speaking Deepgram's Voice Agent API (v1), on loopback.
+
+Settings -> SettingsApplied; caller audio is segmented by energy, recognised (typed turns
+exactly, other speech with pocketsphinx), sent to the think endpoint from Settings in OpenAI
+chat-completions format (JSON or SSE answers), and the reply is spoken as mu-law with espeak-ng.
+Barge-in, function calls, injected messages, prompt updates and KeepAlive behave as documented.
+Echo mode returns every audio frame at once, for measuring the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core.audio import FRAME_BYTES, frames
+from emulators.speech import (
+    Recognizer,
+    SpeechRegistry,
+    SpeechUnavailable,
+    is_speech,
+    synthesize,
+)
+
+log = logging.getLogger(__name__)
+
+SPEECH_START_FRAMES = 2  # 40 ms of energy opens an utterance
+SPEECH_END_FRAMES = 25  # 500 ms of quiet closes it
+CLIENT_TIMEOUT_S = 10.0  # Deepgram closes idle sessions; clients send KeepAlive
+PLAYOUT_SPEEDUP = 4  # audio leaves faster than real time, as a TTS stream does
+MAX_FUNCTION_ROUNDS = 3
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def validate_settings(message: dict[str, Any]) -> dict[str, Any]:
+    """The parts of Settings the emulator relies on, checked like the real service would."""
+    try:
+        audio_in = message["audio"]["input"]
+        if audio_in["encoding"] != "mulaw" or int(audio_in["sample_rate"]) != 8000:
+            raise SettingsError("only mulaw at 8000 Hz is supported by the local agent")
+        output = message["audio"].get("output", {})
+        if output and (output.get("encoding") != "mulaw" or int(output.get("sample_rate", 0)) != 8000):
+            raise SettingsError("audio.output must be mulaw at 8000 Hz")
+        agent = message["agent"]
+        think = agent["think"]
+        if not think["provider"]["type"]:
+            raise SettingsError("agent.think.provider.type is required")
+        if not str(think["endpoint"]["url"]).startswith(("http://", "https://")):
+            raise SettingsError("agent.think.endpoint.url must be an http(s) URL")
+        if not isinstance(agent.get("speak", {}).get("provider", {}), dict):
+            raise SettingsError("agent.speak.provider must be an object")
+        for function in think.get("functions", []) or []:
+            if not function.get("name"):
+                raise SettingsError("every function needs a name")
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, SettingsError):
+            raise
+        raise SettingsError(f"Settings is missing or has a bad field: {error}") from None
+    return message
+
+
+@dataclass
+class VoiceAgentServer:
+    registry: SpeechRegistry = field(default_factory=SpeechRegistry)
+    recognizer: Recognizer = field(default_factory=Recognizer)
+    api_key: str | None = None  # None: any key is accepted
+    echo: bool = False
+    sessions: list[AgentSession] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[WebSocketRoute("/v1/agent/converse", self.converse)])
+
+    async def converse(self, websocket: WebSocket) -> None:
+        if self.api_key is not None and websocket.headers.get("authorization") != f"Token {self.api_key}":
+            await websocket.close(code=1008, reason="INVALID_AUTH")
+            return
+        await websocket.accept()
+        session = AgentSession(self, websocket)
+        self.sessions.append(session)
+        await session.run()
+
+
+class AgentSession:
+    def __init__(self, server: VoiceAgentServer, ws: WebSocket) -> None:
+        self.server = server
+        self.ws = ws
+        self.settings: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # everything sent as JSON, for tests
+        self.http = httpx.AsyncClient(timeout=60.0)
+        self.utterance: list[bytes] = []
+        self.speech_run = 0
+        self.quiet_run = 0
+        self.in_speech = False
+        self.responding: asyncio.Task[None] | None = None
+        self.speaking = False
+        self.pending_functions: dict[str, asyncio.Future[str]] = {}
+        self.closed = False
+
+    async def send(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        await self.ws.send_text(json.dumps(event))
+
+    async def error(self, code: str, description: str) -> None:
+        await self.send({"type": "Error", "description": description, "code": code})
+        await self.ws.close(code=1011 if code == "INTERNAL_SERVER_ERROR" else 1008)
+        self.closed = True
+
+    async def run(self) -> None:
+        await self.send({"type": "Welcome", "request_id": str(uuid.uuid4())})
+        try:
+            while not self.closed:
+                try:
+                    message = await asyncio.wait_for(self.ws.receive(), CLIENT_TIMEOUT_S)
+                except TimeoutError:
+                    await self.error("CLIENT_MESSAGE_TIMEOUT", "no audio or KeepAlive received in time")
+                    break
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("bytes") is not None:
+                    await self.on_audio(message["bytes"])
+                elif message.get("text") is not None:
+                    await self.on_message(message["text"])
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.closed = True
+            if self.responding:
+                self.responding.cancel()
+            await self.http.aclose()
+
+    # ---- client messages ------------------------------------------------------------------
+
+    async def on_message(self, raw: str) -> None:
+        try:
+            message = json.loads(raw)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            await self.error("UNPARSABLE_CLIENT_MESSAGE", "message is not JSON with a 'type'")
+            return
+        if kind == "Settings":
+            await self.on_settings(message)
+        elif self.settings is None:
+            await self.error("UNPARSABLE_CLIENT_MESSAGE", f"{kind} received before Settings")
+        elif kind == "KeepAlive":
+            pass
+        elif kind == "FunctionCallResponse":
+            future = self.pending_functions.pop(str(message.get("id")), None)
+            if future and not future.done():
+                future.set_result(str(message.get("content", "")))
+        elif kind == "InjectUserMessage":
+            await self.user_turn(str(message.get("content", "")))
+        elif kind == "InjectAgentMessage":
+            await self.inject_agent(str(message.get("message", "")))
+        elif kind == "UpdatePrompt":
+            self.settings["agent"]["think"]["prompt"] = str(message.get("prompt", ""))
+            await self.send({"type": "PromptUpdated"})
+        elif kind == "UpdateSpeak":
+            self.settings["agent"]["speak"] = message.get("speak", {})
+            await self.send({"type": "SpeakUpdated"})
+        else:
+            await self.error("UNPARSABLE_CLIENT_MESSAGE", f"unknown message type {kind!r}")
+
+    async def on_settings(self, message: dict[str, Any]) -> None:
+        if self.settings is not None:
+            await self.error("UNPARSABLE_CLIENT_MESSAGE", "Settings may be sent only once")
+            return
+        try:
+            self.settings = validate_settings(message)
+        except SettingsError as error:
+            await self.error("UNPARSABLE_CLIENT_MESSAGE", str(error))
+            return
+        await self.send({"type": "SettingsApplied"})
+        greeting = message["agent"].get("greeting")
+        if greeting and not self.server.echo:
+            self.history.append({"role": "assistant", "content": greeting})
+            self.responding = asyncio.create_task(self.speak(greeting, started=time.monotonic(), think_s=0.0))
+
+    async def inject_agent(self, text: str) -> None:
+        if self.in_speech:
+            await self.send({"type": "Warning", "code": "INJECT_AGENT_MESSAGE_DURING_USER_SPEECH",
+                             "description": "InjectAgentMessage ignored during user speech"})
+            return
+        if self.speaking:
+            await self.send({"type": "Warning", "code": "INJECT_AGENT_MESSAGE_DURING_AGENT_SPEECH",
+                             "description": "InjectAgentMessage ignored during agent speech"})
+            return
+        self.history.append({"role": "assistant", "content": text})
+        self.responding = asyncio.create_task(self.speak(text, started=time.monotonic(), think_s=0.0))
+
+    # ---- listening ------------------------------------------------------------------------
+
+    async def on_audio(self, chunk: bytes) -> None:
+        if self.settings is None:
+            await self.error("UNPARSABLE_CLIENT_MESSAGE", "audio received before Settings")
+            return
+        if self.server.echo:
+            await self.ws.send_bytes(chunk)
+            return
+        for frame in frames(chunk, FRAME_BYTES) if len(chunk) != FRAME_BYTES else [chunk]:
+            await self.on_frame(frame)
+
+    async def on_frame(self, frame: bytes) -> None:
+        speech = is_speech(frame)
+        if not self.in_speech:
+            self.speech_run = self.speech_run + 1 if speech else 0
+            self.utterance = (self.utterance + [frame])[-SPEECH_START_FRAMES:]
+            if self.speech_run >= SPEECH_START_FRAMES:
+                self.in_speech, self.quiet_run = True, 0
+                await self.send({"type": "UserStartedSpeaking"})
+                if self.responding and not self.responding.done():
+                    self.responding.cancel()  # barge-in: stop talking at once
+            return
+        self.utterance.append(frame)
+        self.quiet_run = 0 if speech else self.quiet_run + 1
+        if self.quiet_run >= SPEECH_END_FRAMES:
+            heard, self.utterance, self.in_speech, self.speech_run = self.utterance, [], False, 0
+            text = self.server.registry.recognise(heard)
+            if text is None:
+                text = await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard))
+            if text.strip():
+                await self.user_turn(text.strip())
+
+    # ---- thinking and speaking ------------------------------------------------------------
+
+    async def user_turn(self, text: str) -> None:
+        await self.send({"type": "ConversationText", "role": "user", "content": text})
+        self.history.append({"role": "user", "content": text})
+        if self.responding and not self.responding.done():
+            self.responding.cancel()
+        self.responding = asyncio.create_task(self.respond())
+
+    async def respond(self) -> None:
+        started = time.monotonic()
+        await self.send({"type": "AgentThinking", "content": ""})
+        try:
+            reply = await self.think()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("think request failed: %s", error)
+            await self.send({"type": "Warning", "code": "THINK_REQUEST_FAILED", "description": str(error)[:300]})
+            return
+        if reply:
+            self.history.append({"role": "assistant", "content": reply})
+            await self.speak(reply, started=started, think_s=time.monotonic() - started)
+
+    async def think(self) -> str:
+        assert self.settings is not None
+        think = self.settings["agent"]["think"]
+        functions = think.get("functions") or []
+        messages: list[dict[str, Any]] = list(self.history)
+        for _ in range(MAX_FUNCTION_ROUNDS):
+            body: dict[str, Any] = {
+                "model": think["provider"].get("model", "default"),
+                "messages": [{"role": "system", "content": think.get("prompt", "")}, *messages],
+                "stream": True,
+            }
+            if functions:
+                body["tools"] = [{"type": "function", "function": {k: f[k] for k in ("name", "description", "parameters") if k in f}}
+                                 for f in functions]
+            content, calls = await self._complete(think["endpoint"], body)
+            if not calls:
+                return content
+            messages.append({"role": "assistant", "content": content or None, "tool_calls": calls})
+            for call in calls:
+                result = await self._call_function(call, functions)
+                messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+        return ""
+
+    async def _complete(self, endpoint: dict[str, Any], body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        headers = {str(k): str(v) for k, v in (endpoint.get("headers") or {}).items()}
+        async with self.http.stream("POST", endpoint["url"], json=body, headers=headers) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"think endpoint answered HTTP {response.status_code}")
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                choice = json.loads(await response.aread())["choices"][0]["message"]
+                return choice.get("content") or "", choice.get("tool_calls") or []
+            content, calls = "", {}
+            async for line in response.aiter_lines():
+                if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                    continue
+                for choice in json.loads(line[5:]).get("choices", []):
+                    delta = choice.get("delta", {})
+                    content += delta.get("content") or ""
+                    for part in delta.get("tool_calls") or []:
+                        slot = calls.setdefault(part.get("index", 0), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+                        slot["id"] = part.get("id") or slot["id"]
+                        fn = part.get("function") or {}
+                        slot["function"]["name"] += fn.get("name") or ""
+                        slot["function"]["arguments"] += fn.get("arguments") or ""
+            return content, [calls[i] for i in sorted(calls)]
+
+    async def _call_function(self, call: dict[str, Any], functions: list[dict[str, Any]]) -> str:
+        name = call["function"]["name"]
+        spec = next((f for f in functions if f.get("name") == name), {})
+        if spec.get("endpoint"):  # server-side: Deepgram calls it itself
+            response = await self.http.post(spec["endpoint"]["url"], content=call["function"]["arguments"],
+                                             headers=spec["endpoint"].get("headers") or {})
+            return response.text
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pending_functions[call["id"]] = future
+        await self.send({"type": "FunctionCallRequest", "functions": [
+            {"id": call["id"], "name": name, "arguments": call["function"]["arguments"], "client_side": True}]})
+        return await asyncio.wait_for(future, 30)
+
+    async def speak(self, text: str, *, started: float, think_s: float) -> None:
+        await self.send({"type": "ConversationText", "role": "assistant", "content": text})
+        tts_started = time.monotonic()
+        try:
+            audio = await synthesize(text, voice=self._voice())
+        except SpeechUnavailable as error:
+            await self.error("INTERNAL_SERVER_ERROR", str(error))
+            return
+        tts_s = time.monotonic() - tts_started
+        self.speaking = True
+        try:
+            await self.send({"type": "AgentStartedSpeaking", "total_latency": round(time.monotonic() - started, 4),
+                             "tts_latency": round(tts_s, 4), "ttt_latency": round(think_s, 4)})
+            for frame in frames(audio):
+                await self.ws.send_bytes(frame)
+                await asyncio.sleep(0.02 / PLAYOUT_SPEEDUP)
+            await self.send({"type": "AgentAudioDone"})
+        finally:
+            self.speaking = False
+
+    def _voice(self) -> str:
+        assert self.settings is not None
+        model = str(self.settings["agent"].get("speak", {}).get("provider", {}).get("model", ""))
+        # Deepgram's aura voices map onto espeak's English variants: different, recognisable voices.
+        variants = {"thalia": "en-us+f3", "orion": "en-us+m3", "luna": "en-us+f2", "arcas": "en-us+m7", "asteria": "en-us+f4"}
+        return next((v for k, v in variants.items() if k in model), "en-us")

@@ -1,0 +1,193 @@
+"""The Deepgram-protocol voice agent over its websocket: Settings -> think endpoint -> audio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from core.audio import SILENCE_BYTE, frames
+from core.serve import serving
+from emulators.llm import ModelScript
+from emulators.speech import synthesize
+from emulators.voice_agent import VoiceAgentServer
+from tests.conftest import free_port
+
+QUIET = bytes([SILENCE_BYTE]) * 160
+
+
+@pytest.fixture
+async def agent_url() -> AsyncIterator[tuple[str, VoiceAgentServer]]:
+    server = VoiceAgentServer(api_key="local-key")
+    port = free_port()
+    async with serving(server.app(), "127.0.0.1", port):
+        yield f"ws://127.0.0.1:{port}/v1/agent/converse", server
+
+
+def settings(think_url: str, **agent: Any) -> dict[str, Any]:
+    return {
+        "type": "Settings",
+        "audio": {"input": {"encoding": "mulaw", "sample_rate": 8000},
+                  "output": {"encoding": "mulaw", "sample_rate": 8000, "container": "none"}},
+        "agent": {
+            "listen": {"provider": {"type": "deepgram", "model": "nova-3"}},
+            "think": {"provider": {"type": "open_ai", "model": "gpt-4o-mini"},
+                      "endpoint": {"url": think_url, "headers": {"authorization": "Bearer per-call"}},
+                      "prompt": "You are on the phone."},
+            "speak": {"provider": {"type": "deepgram", "model": "aura-2-thalia-en"}},
+            **agent,
+        },
+    }
+
+
+class Session:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self.audio = bytearray()
+
+    async def until(self, kind: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
+        async def read() -> dict[str, Any]:
+            while True:
+                message = await self.ws.recv()
+                if isinstance(message, bytes):
+                    self.audio += message
+                    continue
+                event = json.loads(message)
+                self.events.append(event)
+                if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                    return event
+        return await asyncio.wait_for(read(), timeout)
+
+
+async def _connect(url: str) -> Any:
+    return await websockets.connect(url, additional_headers={"Authorization": "Token local-key"})
+
+
+async def test_settings_greeting_and_a_spoken_turn(
+    agent_url: tuple[str, VoiceAgentServer], model_server: tuple[str, ModelScript]
+) -> None:
+    url, server = agent_url
+    think_url = model_server[0] + "/chat/completions"
+    async with await _connect(url) as ws:
+        session = Session(ws)
+        await session.until("Welcome")
+        await ws.send(json.dumps(settings(think_url, greeting="Hi, this is Claw.")))
+        await session.until("SettingsApplied")
+        await session.until("ConversationText", role="assistant", content="Hi, this is Claw.")
+        await session.until("AgentAudioDone")
+        greeting_audio = len(session.audio)
+        assert greeting_audio > 8000 * 0.5, "the greeting is spoken as mu-law audio"
+
+        # The caller speaks (typed-turn audio, so recognition is exact), then falls quiet.
+        spoken = await synthesize("what is the weather like")
+        server.registry.register("what is the weather like", spoken)
+        for frame in [QUIET] * 5 + frames(spoken) + [QUIET] * 30:
+            await ws.send(frame)
+        await session.until("UserStartedSpeaking")
+        await session.until("ConversationText", role="user", content="what is the weather like")
+        await session.until("AgentThinking")
+        reply = await session.until("ConversationText", role="assistant")
+        assert reply["content"] == "You said: what is the weather like. How can I help with that?"
+        started = await session.until("AgentStartedSpeaking")
+        assert started["total_latency"] >= started["ttt_latency"] >= 0
+        await session.until("AgentAudioDone")
+        assert len(session.audio) > greeting_audio
+
+    think = [r for r in model_server[1].requests if r["messages"][0]["content"] == "You are on the phone."]
+    assert think and think[-1]["stream"] is True
+    assert think[-1]["messages"][1:] == [{"role": "assistant", "content": "Hi, this is Claw."},
+                                         {"role": "user", "content": "what is the weather like"}]
+
+
+async def test_text_turns_function_calls_and_prompt_updates(
+    agent_url: tuple[str, VoiceAgentServer], model_server: tuple[str, ModelScript]
+) -> None:
+    url, _ = agent_url
+    base, script = model_server
+    async with httpx.AsyncClient() as http:
+        await http.post(base[:-3] + "/control/replies",
+                        json={"match": "bye", "tool_call": {"name": "end_call", "arguments": {"reason": "done"}}})
+    functions = [{"name": "end_call", "description": "hang up", "parameters": {"type": "object", "properties": {}}}]
+    async with await _connect(url) as ws:
+        session = Session(ws)
+        await ws.send(json.dumps(settings(base + "/chat/completions", think={
+            "provider": {"type": "open_ai", "model": "x"}, "endpoint": {"url": base + "/chat/completions"},
+            "prompt": "p", "functions": functions})))
+        await session.until("SettingsApplied")
+        await ws.send(json.dumps({"type": "InjectUserMessage", "content": "ok bye now"}))
+        request = await session.until("FunctionCallRequest")
+        call = request["functions"][0]
+        assert call["name"] == "end_call" and json.loads(call["arguments"]) == {"reason": "done"} and call["client_side"]
+        await ws.send(json.dumps({"type": "FunctionCallResponse", "id": call["id"], "name": "end_call", "content": "ending"}))
+        await session.until("ConversationText", role="assistant")  # the model speaks after the tool result
+        await ws.send(json.dumps({"type": "UpdatePrompt", "prompt": "Be formal."}))
+        await session.until("PromptUpdated")
+        await ws.send(json.dumps({"type": "KeepAlive"}))
+        await ws.send(json.dumps({"type": "InjectAgentMessage", "message": "One moment please."}))
+        await session.until("ConversationText", role="assistant", content="One moment please.")
+    tool_round = script.requests[-1]["messages"]
+    assert tool_round[-1]["role"] == "tool" and tool_round[-1]["content"] == "ending"
+
+
+async def test_barge_in_stops_the_agent(
+    agent_url: tuple[str, VoiceAgentServer], model_server: tuple[str, ModelScript]
+) -> None:
+    url, server = agent_url
+    long_greeting = "Welcome. " + "This is a very long greeting that keeps on going. " * 6
+    async with await _connect(url) as ws:
+        session = Session(ws)
+        await ws.send(json.dumps(settings(model_server[0] + "/chat/completions", greeting=long_greeting)))
+        await session.until("AgentStartedSpeaking")
+        interruption = await synthesize("stop")
+        server.registry.register("stop", interruption)
+        for frame in frames(interruption) + [QUIET] * 30:
+            await ws.send(frame)
+        await session.until("UserStartedSpeaking")
+        await session.until("ConversationText", role="user", content="stop")
+        kinds = [e["type"] for e in session.events]
+        assert "AgentAudioDone" not in kinds[: kinds.index("UserStartedSpeaking")], "cut off mid-sentence"
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "Settings"},
+    {"type": "Settings", "audio": {"input": {"encoding": "opus", "sample_rate": 48000}}, "agent": {}},
+    "not json at all",
+])
+async def test_malformed_settings_get_an_error_and_the_socket_closes(
+    agent_url: tuple[str, VoiceAgentServer], bad: Any
+) -> None:
+    url, _ = agent_url
+    async with await _connect(url) as ws:
+        session = Session(ws)
+        await session.until("Welcome")
+        await ws.send(bad if isinstance(bad, str) else json.dumps(bad))
+        error = await session.until("Error")
+        assert error["code"] == "UNPARSABLE_CLIENT_MESSAGE" and error["description"]
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+
+
+async def test_wrong_key_is_refused(agent_url: tuple[str, VoiceAgentServer]) -> None:
+    url, _ = agent_url
+    with pytest.raises(websockets.InvalidStatus):
+        await websockets.connect(url, additional_headers={"Authorization": "Token wrong"})
+
+
+async def test_untyped_speech_is_recognised_with_pocketsphinx(
+    agent_url: tuple[str, VoiceAgentServer], model_server: tuple[str, ModelScript]
+) -> None:
+    url, _ = agent_url
+    async with await _connect(url) as ws:
+        session = Session(ws)
+        await ws.send(json.dumps(settings(model_server[0] + "/chat/completions")))
+        await session.until("SettingsApplied")
+        for frame in frames(await synthesize("hello there how are you today")) + [QUIET] * 30:
+            await ws.send(frame)
+        heard = await session.until("ConversationText", role="user", timeout=30)
+        assert heard["content"].strip(), "free dictation produced words"
