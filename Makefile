@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: run test bootstrap tools clean
+# Debian packages: espeak-ng (the voice-agent stand-in speaks with it) and npm (installs the
+# pinned Node/OpenClaw once). Installed when missing and we are root; otherwise we say what to do.
+SYSTEM_DEPS := espeak-ng npm
+
+.PHONY: run test bootstrap tools system-deps clean
 
 run: bootstrap tools
 	$(BIN)/deepclaw dev
@@ -12,7 +16,16 @@ run: bootstrap tools
 test: bootstrap tools
 	$(BIN)/pytest
 
-bootstrap: $(STAMP)
+bootstrap: system-deps $(STAMP)
+
+system-deps:
+	@missing=""; for cmd in $(SYSTEM_DEPS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing; run: sudo apt-get install$$missing"; exit 1; fi; \
+	fi
 
 # Pinned Node 24 + OpenClaw into a cache shared by checkouts; instant once present.
 tools: bootstrap

@@ -55,6 +55,12 @@ def _dev() -> int:
     return asyncio.run(run_dev(get_settings()))
 
 
+def _standins() -> None:
+    from emulators.standins import run_standins
+
+    asyncio.run(run_standins(get_settings()))
+
+
 def _tools() -> None:
     from devstack.tools import install
 
@@ -68,6 +74,7 @@ COMMANDS = {
     "voice": (_voice, "serve the voice bridge"),
     "worker": (_worker, "run the Temporal worker"),
     "migrate": (_migrate, "migrate the database to the latest schema"),
+    "standins": (_standins, "run the local carrier + softphone, voice agent and model stand-ins"),
     "tools": (_tools, "install the pinned Node and OpenClaw (once; quick when present)"),
 }
 

@@ -76,6 +76,28 @@ class Settings(BaseSettings):
     # `deepclaw dev` starts embedded PostgreSQL on the database_url's port unless this is off.
     local_postgres: bool = True
 
+    # Telephony: Twilio's credentials, or the local carrier's (which accepts these defaults).
+    twilio_account_sid: str = "AC" + "0" * 32
+    twilio_auth_token: SecretStr = SecretStr("local-auth-token")
+    # The number strangers call to get set up.
+    hotline_number: str = "+15550000100"
+
+    # Voice agent: Deepgram's endpoint and key (used when voice_agent=deepgram).
+    deepgram_url: str = "wss://agent.deepgram.com/v1/agent/converse"
+    deepgram_api_key: SecretStr | None = None
+
+    # The model behind every user's OpenClaw: an OpenAI-compatible provider, or the local stand-in.
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "deepclaw-local"
+
+    # Local stand-ins (`deepclaw standins`, started by `make run` unless turned off)
+    local_standins: bool = True
+    standins_host: str = "127.0.0.1"
+    carrier_port: int = 8002
+    voice_agent_port: int = 8003
+    llm_port: int = 8004
+
     # Adapters per port
     telephony: TelephonyAdapter = TelephonyAdapter.LOCAL
     voice_agent: VoiceAgentAdapter = VoiceAgentAdapter.LOCAL
@@ -94,6 +116,25 @@ class Settings(BaseSettings):
     @property
     def api_base_url(self) -> str:
         return self.public_base_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def carrier_url(self) -> str:
+        return f"http://{self.standins_host}:{self.carrier_port}"
+
+    @property
+    def twilio_api_base_url(self) -> str | None:
+        """None means Twilio itself; locally, the carrier stand-in."""
+        return self.carrier_url if self.telephony == TelephonyAdapter.LOCAL else None
+
+    @property
+    def voice_agent_url(self) -> str:
+        if self.voice_agent == VoiceAgentAdapter.LOCAL:
+            return f"ws://{self.standins_host}:{self.voice_agent_port}/v1/agent/converse"
+        return self.deepgram_url
+
+    @property
+    def model_base_url(self) -> str:
+        return self.llm_base_url or f"http://{self.standins_host}:{self.llm_port}/v1"
 
     @property
     def temporal_ui_url(self) -> str:

@@ -84,7 +84,8 @@ class Supervisor:
             log.info("Temporal ready on %s", self.temporal.address)
 
     async def start_services(self) -> None:
-        for name in SERVICES:
+        names = ("standins", *SERVICES) if self.settings.local_standins else SERVICES
+        for name in names:
             child = ChildProcess(name, _command(name), env=self.env)
             self.services[name] = child
             await child.start()
@@ -109,13 +110,16 @@ class Supervisor:
             await child.start()
 
     async def wait_healthy(self, timeout: float = 60.0) -> bool:
-        api = f"http://{self.settings.api_host}:{self.settings.api_port}/healthz"
-        voice = f"http://{self.settings.voice_host}:{self.settings.voice_port}/healthz"
+        s = self.settings
+        urls = [f"http://{s.api_host}:{s.api_port}/healthz", f"http://{s.voice_host}:{s.voice_port}/healthz"]
+        if s.local_standins:
+            urls.append(f"{s.carrier_url}/control/state")
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=3.0) as http:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
-                    if (await http.get(api)).status_code == 200 and (await http.get(voice)).status_code == 200:
+                    responses = await asyncio.gather(*(http.get(url) for url in urls))
+                    if all(r.status_code == 200 for r in responses):
                         return True
                 except httpx.HTTPError:
                     pass
@@ -134,6 +138,11 @@ class Supervisor:
         if self.temporal:
             lines.append(f"  Temporal UI  {s.temporal_ui_url}")
         lines.append(f"  PostgreSQL   {make_url(s.database_url).render_as_string(hide_password=True)}")
+        if s.local_standins:
+            lines += [
+                f"  Softphone    {s.carrier_url}/phone  (call the hotline {s.hotline_number})",
+                f"  Stand-ins    carrier {s.carrier_url}, voice agent {s.voice_agent_url}, model {s.model_base_url}",
+            ]
         lines += [f"  Data         {self.data_dir}", f"  Logs         {self.logs_dir}", "Press Ctrl-C to stop.", ""]
         return "\n".join(lines)
 

@@ -22,7 +22,7 @@ SEARCH_ATTRIBUTES = {"UserId", "UserPhone", "AgentNumber", "LifecycleState"}
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    ports = {name: free_port() for name in ("api", "voice", "temporal", "ui", "pg")}
+    ports = {name: free_port() for name in ("api", "voice", "temporal", "ui", "pg", "carrier", "agent", "llm")}
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("DEEPCLAW_")},
         "DEEPCLAW_DATA_DIR": str(data_dir),
@@ -32,6 +32,9 @@ def _env(data_dir: Path) -> dict[str, str]:
         "DEEPCLAW_TEMPORAL_UI_PORT": str(ports["ui"]),
         "DEEPCLAW_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{ports['pg']}/deepclaw",
         "DEEPCLAW_WORKER_HEARTBEAT_INTERVAL_S": "1",
+        "DEEPCLAW_CARRIER_PORT": str(ports["carrier"]),
+        "DEEPCLAW_VOICE_AGENT_PORT": str(ports["agent"]),
+        "DEEPCLAW_LLM_PORT": str(ports["llm"]),
     }
 
 
@@ -67,7 +70,7 @@ async def _wait_healthy(env: dict[str, str], proc: asyncio.subprocess.Process, l
 
 async def _stop_and_check_nothing_left(proc: asyncio.subprocess.Process) -> float:
     tree = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
-    assert len(tree) >= 6, "expected postgres, temporal, worker, api and voice under the supervisor"
+    assert len(tree) >= 7, "expected postgres, temporal, stand-ins, worker, api and voice under the supervisor"
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     code = await asyncio.wait_for(proc.wait(), 15)
@@ -92,12 +95,19 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
             if "DeepClaw is running" in log.read_text():
                 break
             await asyncio.sleep(0.2)
-        assert f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}" in log.read_text()
+        banner = log.read_text()
+        assert f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}" in banner
+        softphone = f"http://127.0.0.1:{env['DEEPCLAW_CARRIER_PORT']}/phone"
+        assert softphone in banner and "+15550000100" in banner, "softphone URL and hotline number are printed"
 
         async with httpx.AsyncClient(timeout=5) as http:
             ui = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}/")
             voice = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_VOICE_PORT']}/healthz")
+            phone_page = await http.get(softphone)
+            carrier = (await http.get(f"http://127.0.0.1:{env['DEEPCLAW_CARRIER_PORT']}/control/state")).json()
         assert ui.status_code == 200 and voice.status_code == 200
+        assert phone_page.status_code == 200 and "DeepClaw softphone" in phone_page.text
+        assert [n["phone_number"] for n in carrier["numbers"]] == ["+15550000100"]
 
         client = await Client.connect(env["DEEPCLAW_TEMPORAL_ADDRESS"])
         listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))

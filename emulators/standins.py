@@ -1,0 +1,57 @@
+"""`deepclaw standins`: the carrier (with the softphone), the voice agent and the model, in one
+process so that typed turns spoken through the carrier are recognised exactly by the voice agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from starlette.responses import FileResponse
+from starlette.routing import Route
+
+from core.serve import serving
+from core.settings import Settings
+from emulators import llm
+from emulators.carrier.app import create_app as carrier_app
+from emulators.carrier.carrier import Carrier
+from emulators.carrier.store import OwnedNumber, new_sid
+from emulators.speech import SpeechRegistry
+from emulators.voice_agent import VoiceAgentServer
+
+log = logging.getLogger(__name__)
+
+SOFTPHONE = Path(__file__).parent / "softphone.html"
+
+
+def build_carrier(settings: Settings, speech: SpeechRegistry) -> Carrier:
+    carrier = Carrier(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(), speech=speech)
+    # The hotline number exists from the start, wired to the API like a number bought on Twilio.
+    hotline = OwnedNumber(new_sid("PN"), settings.hotline_number, friendly_name="DeepClaw hotline",
+                          voice_url=f"{settings.api_base_url}/twilio/voice", sms_url=f"{settings.api_base_url}/twilio/sms")
+    carrier.numbers.owned[hotline.sid] = hotline
+    return carrier
+
+
+async def softphone(request: object) -> FileResponse:
+    return FileResponse(SOFTPHONE, media_type="text/html")
+
+
+async def run_standins(settings: Settings) -> None:
+    speech = SpeechRegistry()
+    carrier = build_carrier(settings, speech)
+    agent = VoiceAgentServer(registry=speech)
+    host = settings.standins_host
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(serving(
+            carrier_app(carrier, extra_routes=[Route("/phone", softphone)]), host, settings.carrier_port))
+        await stack.enter_async_context(serving(agent.app(), host, settings.voice_agent_port))
+        await stack.enter_async_context(serving(llm.create_app(), host, settings.llm_port))
+        log.info("softphone at %s/phone; hotline %s", settings.carrier_url, settings.hotline_number)
+        await stop.wait()
