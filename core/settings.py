@@ -98,6 +98,21 @@ class Settings(BaseSettings):
     voice_agent_port: int = 8003
     llm_port: int = 8004
 
+    # Mailer (mailer=smtp)
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "DeepClaw <no-reply@deepclaw.local>"
+
+    # Archive store (archive_store=s3): DigitalOcean Spaces or any S3-compatible store.
+    s3_bucket: str = "deepclaw-archive"
+    s3_endpoint_url: str | None = None  # e.g. https://nyc3.digitaloceanspaces.com
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+
     # Adapters per port
     telephony: TelephonyAdapter = TelephonyAdapter.LOCAL
     voice_agent: VoiceAgentAdapter = VoiceAgentAdapter.LOCAL

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.settings import Settings
+
 GATEWAY_PORT = 18789
 PROVIDER_ID = "deepclaw"
 
@@ -30,6 +32,11 @@ class ModelProvider(BaseModel):
     base_url: str
     api_key: str
     model: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelProvider:
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "local"
+        return cls(base_url=settings.model_base_url, api_key=key, model=settings.llm_model)
 
 
 def render_config(*, port: int, bind: str, model: ModelProvider) -> dict[str, Any]:

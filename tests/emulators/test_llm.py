@@ -68,3 +68,16 @@ async def test_real_openclaw_answers_through_the_stand_in(
         unauthorised = await http.post(url, json={"model": "openclaw/default", "messages": []})
         assert unauthorised.status_code == 401
     assert any(request.get("tools") for request in script.requests), "OpenClaw sends its tools to the model"
+
+
+def test_openclaw_uses_the_stand_in_unless_a_provider_is_configured() -> None:
+    from activities.runtime.openclaw_config import ModelProvider, render_config
+    from core.settings import Settings
+
+    local = ModelProvider.from_settings(Settings(_env_file=None, llm_port=8004))
+    assert local == ModelProvider(base_url="http://127.0.0.1:8004/v1", api_key="local", model="deepclaw-local")
+    real = ModelProvider.from_settings(Settings(
+        _env_file=None, llm_base_url="https://api.openai.com/v1", llm_api_key="sk-test", llm_model="gpt-4.1-mini"))
+    config = render_config(port=18789, bind="loopback", model=real)
+    assert config["models"]["providers"]["deepclaw"]["baseUrl"] == "https://api.openai.com/v1"
+    assert config["agents"]["defaults"]["model"]["primary"] == "deepclaw/gpt-4.1-mini"

@@ -1,0 +1,37 @@
+"""Settings -> the adapter behind each port. The only place that knows which adapters exist."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
+from activities.email.mailers import OutboxMailer, SmtpMailer
+from activities.telephony.twilio import TwilioTelephony
+from core.ports import ArchiveStore, Mailer
+from core.settings import ArchiveStoreAdapter, MailerAdapter, Settings
+
+
+def secret(value: object) -> str | None:
+    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+
+def telephony(settings: Settings) -> TwilioTelephony:
+    # Local and real share the adapter: the local carrier speaks Twilio's API.
+    return TwilioTelephony(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+                           api_base_url=settings.twilio_api_base_url)
+
+
+def mailer(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Mailer:
+    if settings.mailer == MailerAdapter.SMTP:
+        return SmtpMailer(host=settings.smtp_host, port=settings.smtp_port, sender=settings.mail_from,
+                          username=settings.smtp_username, password=secret(settings.smtp_password),
+                          starttls=settings.smtp_starttls)
+    return OutboxMailer(sessions)
+
+
+def archive_store(settings: Settings) -> ArchiveStore:
+    if settings.archive_store == ArchiveStoreAdapter.S3:
+        return S3ArchiveStore(bucket=settings.s3_bucket, endpoint_url=settings.s3_endpoint_url,
+                              region=settings.s3_region, access_key=settings.s3_access_key,
+                              secret_key=secret(settings.s3_secret_key))
+    return FolderArchiveStore(settings.data_dir.resolve() / "archive")

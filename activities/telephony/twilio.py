@@ -1,0 +1,61 @@
+"""Telephony over the `twilio` client. Real Twilio, or the local carrier with only the base URL changed,
+so tests run exactly this code."""
+
+from __future__ import annotations
+
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from core.ports import OwnedNumber
+
+
+class TwilioTelephony:
+    def __init__(self, account_sid: str, auth_token: str, *, api_base_url: str | None = None) -> None:
+        self._http = AsyncTwilioHttpClient()
+        self.client = Client(account_sid, auth_token, http_client=self._http)
+        if api_base_url:
+            self.client.api.base_url = api_base_url
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def search_numbers(self, *, area_code: str | None = None, limit: int = 5) -> list[str]:
+        kwargs = {"area_code": area_code} if area_code else {}
+        found = await self.client.available_phone_numbers("US").local.list_async(limit=limit, **kwargs)
+        return [n.phone_number for n in found]
+
+    async def buy_number(self, e164: str, *, voice_url: str, sms_url: str) -> OwnedNumber:
+        bought = await self.client.incoming_phone_numbers.create_async(
+            phone_number=e164, voice_url=voice_url, voice_method="POST", sms_url=sms_url, sms_method="POST")
+        return OwnedNumber(sid=bought.sid, e164=bought.phone_number, voice_url=bought.voice_url, sms_url=bought.sms_url)
+
+    async def list_numbers(self) -> list[OwnedNumber]:
+        numbers = await self.client.incoming_phone_numbers.list_async()
+        return [OwnedNumber(sid=n.sid, e164=n.phone_number, voice_url=n.voice_url, sms_url=n.sms_url) for n in numbers]
+
+    async def configure_number(self, sid: str, *, voice_url: str, sms_url: str) -> None:
+        await self.client.incoming_phone_numbers(sid).update_async(voice_url=voice_url, sms_url=sms_url)
+
+    async def release_number(self, sid: str) -> None:
+        await self.client.incoming_phone_numbers(sid).delete_async()
+
+    async def send_sms(self, *, to: str, from_: str, body: str, status_callback: str | None = None) -> str:
+        kwargs = {"status_callback": status_callback} if status_callback else {}
+        message = await self.client.messages.create_async(to=to, from_=from_, body=body, **kwargs)
+        return message.sid
+
+    async def place_call(self, *, to: str, from_: str, twiml: str | None = None, url: str | None = None,
+                         status_callback: str | None = None) -> str:
+        if (twiml is None) == (url is None):
+            raise ValueError("place_call needs exactly one of twiml or url")
+        kwargs = {k: v for k, v in {"twiml": twiml, "url": url, "status_callback": status_callback}.items() if v}
+        call = await self.client.calls.create_async(to=to, from_=from_, **kwargs)
+        return call.sid
+
+    async def redirect_call(self, call_sid: str, *, twiml: str | None = None, url: str | None = None) -> None:
+        if (twiml is None) == (url is None):
+            raise ValueError("redirect_call needs exactly one of twiml or url")
+        await self.client.calls(call_sid).update_async(**({"twiml": twiml} if twiml else {"url": url}))
+
+    async def hang_up(self, call_sid: str) -> None:
+        await self.client.calls(call_sid).update_async(status="completed")

@@ -1,0 +1,87 @@
+"""The ports: small typed interfaces to the outside world. Each has a real adapter and a local one,
+chosen by settings (see activities/adapters.py); activities depend on these, never on an adapter."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+
+class OwnedNumber(BaseModel):
+    sid: str
+    e164: str
+    voice_url: str | None = None
+    sms_url: str | None = None
+
+
+class Telephony(Protocol):
+    async def search_numbers(self, *, area_code: str | None = None, limit: int = 5) -> list[str]: ...
+    async def buy_number(self, e164: str, *, voice_url: str, sms_url: str) -> OwnedNumber: ...
+    async def list_numbers(self) -> list[OwnedNumber]: ...
+    async def configure_number(self, sid: str, *, voice_url: str, sms_url: str) -> None: ...
+    async def release_number(self, sid: str) -> None: ...
+    async def send_sms(self, *, to: str, from_: str, body: str, status_callback: str | None = None) -> str: ...
+    async def place_call(self, *, to: str, from_: str, twiml: str | None = None, url: str | None = None,
+                         status_callback: str | None = None) -> str: ...
+    async def redirect_call(self, call_sid: str, *, twiml: str | None = None, url: str | None = None) -> None: ...
+    async def hang_up(self, call_sid: str) -> None: ...
+
+
+class Mailer(Protocol):
+    async def send(self, *, to: str, subject: str, body: str) -> None: ...
+
+
+class ArchiveStore(Protocol):
+    """Bundles of a user's agent state, addressed by key."""
+
+    async def put(self, key: str, source: Path) -> None: ...
+    async def get(self, key: str, destination: Path) -> None: ...
+    async def exists(self, key: str) -> bool: ...
+    async def delete(self, key: str) -> None: ...
+
+
+class RuntimeState(StrEnum):
+    ABSENT = "absent"
+    RUNNING = "running"
+    PAUSED = "paused"  # Idle: kept in memory, answers at once
+    STOPPED = "stopped"  # Sleeping: no process, state kept on its volume
+    ARCHIVED = "archived"  # state only in the archive store
+
+
+class McpServerSpec(BaseModel):
+    name: str
+    url: str
+    transport: str = "streamable-http"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class AgentSpec(BaseModel):
+    """Everything a runtime needs to render one user's OpenClaw."""
+
+    user_id: uuid.UUID
+    agent_name: str = "Claw"
+    personality: str = "casual"
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list)
+
+
+class AgentEndpoint(BaseModel):
+    """Where the platform reaches a user's gateway. The token never leaves the platform."""
+
+    base_url: str
+    token: str
+
+
+class AgentRuntime(Protocol):
+    async def create(self, spec: AgentSpec) -> None: ...
+    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint: ...
+    async def pause(self, user_id: uuid.UUID) -> None: ...
+    async def sleep(self, user_id: uuid.UUID) -> None: ...
+    async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str: ...
+    async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None: ...
+    async def delete(self, user_id: uuid.UUID) -> None: ...
+    async def status(self, user_id: uuid.UUID) -> RuntimeState: ...
+    async def apply(self, spec: AgentSpec) -> None: ...

@@ -1,0 +1,163 @@
+"""Each port's adapters against real peers: the local carrier (through the twilio client), an SMTP
+server on loopback, PostgreSQL for the outbox, a folder and an S3 emulator for archives."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities import adapters
+from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
+from activities.email.mailers import OutboxMailer, SmtpMailer
+from activities.telephony.twilio import TwilioTelephony
+from core.models import OutboxEmail
+from core.serve import serving
+from core.settings import Settings
+from emulators.carrier.app import create_app
+from emulators.carrier.carrier import Carrier
+from emulators.carrier.handset import handset
+from tests.conftest import free_port
+
+
+async def test_settings_choose_the_adapters(tmp_path: Path) -> None:
+    local = Settings(_env_file=None, data_dir=tmp_path)
+    assert isinstance(adapters.archive_store(local), FolderArchiveStore)
+    assert isinstance(adapters.mailer(local, sessions=None), OutboxMailer)  # type: ignore[arg-type]
+    local_telephony = adapters.telephony(local)
+    assert local_telephony.client.api.base_url == local.carrier_url
+    real = Settings(_env_file=None, archive_store="s3", mailer="smtp", telephony="twilio",
+                    s3_endpoint_url="https://nyc3.digitaloceanspaces.com")
+    assert isinstance(adapters.archive_store(real), S3ArchiveStore)
+    assert isinstance(adapters.mailer(real, sessions=None), SmtpMailer)  # type: ignore[arg-type]
+    real_telephony = adapters.telephony(real)
+    assert real_telephony.client.api.base_url == "https://api.twilio.com"
+    await local_telephony.close()
+    await real_telephony.close()
+
+
+async def test_telephony_adapter_against_the_local_carrier() -> None:
+    port = free_port()
+    settings = Settings(_env_file=None, carrier_port=port)
+    async with serving(create_app(Carrier(settings.twilio_account_sid, "local-auth-token")), "127.0.0.1", port):
+        telephony = adapters.telephony(settings)
+        assert isinstance(telephony, TwilioTelephony)
+        try:
+            [first, *_] = await telephony.search_numbers(area_code="212", limit=2)
+            owned = await telephony.buy_number(first, voice_url="http://x/voice", sms_url="http://x/sms")
+            assert owned.e164 == first and [n.sid for n in await telephony.list_numbers()] == [owned.sid]
+            await telephony.configure_number(owned.sid, voice_url="http://y/voice", sms_url="http://y/sms")
+            assert (await telephony.list_numbers())[0].voice_url == "http://y/voice"
+            async with handset(settings.carrier_url, "+15550109999", auto_answer=True) as phone:
+                sid = await telephony.send_sms(to=phone.number, from_=owned.e164, body="hi there")
+                assert (await phone.wait_for("sms"))["sid"] == sid
+                call = await telephony.place_call(to=phone.number, from_=owned.e164,
+                                                  twiml="<Response><Say>Reminder</Say><Pause length='20'/></Response>")
+                await phone.wait_for("say", lambda e: e["text"] == "Reminder")
+                await telephony.redirect_call(call, twiml="<Response><Say>Changed</Say><Pause length='20'/></Response>")
+                await phone.wait_for("say", lambda e: e["text"] == "Changed")
+                await telephony.hang_up(call)
+                await phone.wait_for("call_state", lambda e: e["state"] == "completed")
+            with pytest.raises(ValueError):
+                await telephony.place_call(to=phone.number, from_=owned.e164)
+            await telephony.release_number(owned.sid)
+            assert await telephony.list_numbers() == []
+        finally:
+            await telephony.close()
+
+
+async def test_outbox_mailer_writes_the_outbox(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await OutboxMailer(sessions).send(to="jane.doe@gmail.com", subject="Your code", body="Code: 123456")
+    async with sessions() as session:
+        rows = (await session.execute(select(OutboxEmail).where(OutboxEmail.to_address == "jane.doe@gmail.com"))).scalars().all()
+    assert [(r.subject, r.body) for r in rows] == [("Your code", "Code: 123456")]
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[tuple[int, list[str]]]:
+    """A minimal SMTP server on loopback that keeps what it receives."""
+    received: list[str] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def reply(line: str) -> None:
+            writer.write((line + "\r\n").encode())
+            await writer.drain()
+
+        await reply("220 localhost ESMTP test")
+        while line := (await reader.readline()).decode().strip():
+            verb = line.split(" ")[0].upper()
+            if verb in ("EHLO", "HELO"):
+                await reply("250 localhost")
+            elif verb == "DATA":
+                await reply("354 go ahead")
+                data = []
+                while (chunk := (await reader.readline()).decode()) != ".\r\n":
+                    data.append(chunk)
+                received.append("".join(data))
+                await reply("250 queued")
+            elif verb == "QUIT":
+                await reply("221 bye")
+                break
+            else:
+                await reply("250 ok")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1], received
+    server.close()
+    await server.wait_closed()
+
+
+async def test_smtp_mailer_delivers(smtp_server: tuple[int, list[str]]) -> None:
+    port, received = smtp_server
+    mailer = SmtpMailer(host="127.0.0.1", port=port, sender="DeepClaw <no-reply@deepclaw.local>", starttls=False)
+    await mailer.send(to="bob_smith@outlook.com", subject="Verify your email", body="Your code is 904211")
+    assert len(received) == 1
+    assert "To: bob_smith@outlook.com" in received[0] and "Your code is 904211" in received[0]
+
+
+def _checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def _round_trip(store: FolderArchiveStore | S3ArchiveStore, tmp_path: Path) -> None:
+    bundle = tmp_path / "state.tar.gz"
+    bundle.write_bytes(os.urandom(300_000))
+    key = "users/6b1f/agent-state.tar.gz"
+    assert not await store.exists(key)
+    await store.put(key, bundle)
+    assert await store.exists(key)
+    restored = tmp_path / "restored.tar.gz"
+    await store.get(key, restored)
+    assert _checksum(restored) == _checksum(bundle)
+    await store.delete(key)
+    assert not await store.exists(key)
+    with pytest.raises(FileNotFoundError):
+        await store.get(key, restored)
+    with pytest.raises(ValueError):
+        await store.put("../escape", bundle)
+
+
+async def test_folder_archive_round_trip(tmp_path: Path) -> None:
+    await _round_trip(FolderArchiveStore(tmp_path / "archive"), tmp_path)
+
+
+async def test_s3_archive_round_trip_against_an_emulator(tmp_path: Path) -> None:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        store = S3ArchiveStore(bucket="deepclaw-archive", endpoint_url=f"http://127.0.0.1:{port}",
+                               region="us-east-1", access_key="test", secret_key="test")
+        store.client.create_bucket(Bucket="deepclaw-archive")
+        await _round_trip(store, tmp_path)
+    finally:
+        server.stop()
