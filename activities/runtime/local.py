@@ -1,0 +1,279 @@
+"""The local AgentRuntime: one real OpenClaw gateway process per user, woken fast.
+
+A cold OpenClaw start takes ~10 s to healthy and ~10 s more to a first answer on this hardware
+(docs/platform-facts.md), so waking never starts a process on the caller's time:
+- Warm spares: gateways started in advance with nothing user-specific (and warmed up with one
+  request). Waking a Sleeping user claims a spare and hands it that user's agent by hot-reloading
+  its config; the spare then belongs to that user alone until it sleeps (one user per process).
+- Idle = SIGSTOP (memory kept, ~0.3 s back); Sleeping = no process; the user's state (workspace,
+  sessions) lives in the user's own folder and follows them from process to process.
+- Archive = a tar.gz of that folder in the ArchiveStore; restore unpacks it byte for byte.
+Gateways are children of the worker with PDEATHSIG: a dead worker leaks nothing, and a new worker
+simply wakes users again from their folders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from activities.runtime.gateway import GatewayProcess
+from activities.runtime.openclaw_config import ModelProvider, render_config
+from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from devstack.tools import Tools
+
+log = logging.getLogger(__name__)
+
+RELOAD_TIMEOUT_S = 20.0
+
+
+def agent_id(user_id: uuid.UUID) -> str:
+    return f"user-{user_id.hex}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _personality_prompt(spec: AgentSpec) -> str:
+    tone = "relaxed and friendly" if spec.personality == "casual" else "polite and precise"
+    return (f"# {spec.agent_name}\n\nYou are {spec.agent_name}, a personal assistant people mostly reach by phone.\n"
+            f"Tone: {tone}. Keep spoken answers short; no markdown, lists or emoji in voice calls.\n")
+
+
+class _Running:
+    def __init__(self, gateway: GatewayProcess) -> None:
+        self.gateway = gateway
+        self.paused = False
+
+
+class LocalAgentRuntime:
+    def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, spares: int = 1) -> None:
+        self.tools = tools
+        self.root = root.resolve()
+        self.model = model
+        self.spare_target = spares
+        self._spares: asyncio.Queue[GatewayProcess] = asyncio.Queue()
+        self._starting = 0
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- folders --------------------------------------------------------------------------
+
+    def user_dir(self, user_id: uuid.UUID) -> Path:
+        return self.root / "users" / user_id.hex
+
+    def _spec(self, user_id: uuid.UUID) -> AgentSpec:
+        path = self.user_dir(user_id) / "spec.json"
+        if not path.exists():
+            raise LookupError(f"no agent for user {user_id}")
+        return AgentSpec.model_validate_json(path.read_text())
+
+    def _lock(self, user_id: uuid.UUID) -> asyncio.Lock:
+        return self._locks.setdefault(user_id, asyncio.Lock())
+
+    # ---- spares ---------------------------------------------------------------------------
+
+    def _base_config(self, port: int) -> dict[str, Any]:
+        return render_config(port=port, bind="loopback", model=self.model)
+
+    async def _start_spare(self) -> None:
+        self._starting += 1
+        try:
+            port = _free_port()
+            home = self.root / "gateways" / f"{port}-{secrets.token_hex(4)}"
+            home.mkdir(parents=True)
+            gateway = GatewayProcess(self.tools, home, port=port, token=secrets.token_urlsafe(32),
+                                     config=self._base_config(port))
+            await gateway.start()
+            try:
+                await gateway.wait_ready()
+                await self._warm_up(gateway)
+            except BaseException:  # cancelled by close() too: never leave a half-started gateway
+                await asyncio.shield(gateway.stop())
+                shutil.rmtree(home, ignore_errors=True)
+                raise
+            await self._spares.put(gateway)
+        finally:
+            self._starting -= 1
+
+    async def _warm_up(self, gateway: GatewayProcess) -> None:
+        """The first chat after start carries seconds of one-time setup: pay it before anyone waits."""
+        async with httpx.AsyncClient(timeout=120) as http:
+            await http.post(f"{gateway.base_url}/v1/chat/completions",
+                            headers={"Authorization": f"Bearer {gateway.token}"},
+                            json={"model": "openclaw/default", "messages": [{"role": "user", "content": "warm-up"}]})
+
+    def replenish(self) -> None:
+        missing = self.spare_target - self._spares.qsize() - self._starting
+        for _ in range(max(0, missing)):
+            task = asyncio.create_task(self._start_spare())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _claim_spare(self) -> GatewayProcess:
+        if self._spares.empty() and self._starting == 0:
+            self.replenish()
+        gateway = await asyncio.wait_for(self._spares.get(), 120)
+        self.replenish()
+        return gateway
+
+    # ---- AgentRuntime ---------------------------------------------------------------------
+
+    async def create(self, spec: AgentSpec) -> None:
+        folder = self.user_dir(spec.user_id)
+        (folder / "workspace").mkdir(parents=True, exist_ok=True)
+        (folder / "agent").mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(spec.model_dump_json(indent=2))
+        soul = folder / "workspace" / "SOUL.md"
+        if not soul.exists():
+            soul.write_text(_personality_prompt(spec))
+
+    async def apply(self, spec: AgentSpec) -> None:
+        await self.create(spec)
+        (self.user_dir(spec.user_id) / "workspace" / "SOUL.md").write_text(_personality_prompt(spec))
+        running = self._running.get(spec.user_id)
+        if running:
+            await self._assign(running.gateway, spec)
+
+    async def _assign(self, gateway: GatewayProcess, spec: AgentSpec) -> None:
+        """Give a gateway this user's agent: their folder behind the agent's paths, then hot reload."""
+        folder = self.user_dir(spec.user_id)
+        ident = agent_id(spec.user_id)
+        link = gateway.state_dir / "agents" / ident
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            shutil.rmtree(link, ignore_errors=True)
+            link.symlink_to(folder, target_is_directory=True)  # sessions land in <folder>/agent
+        config = self._base_config(gateway.port)
+        config["agents"]["entries"] = {ident: {"name": spec.agent_name, "workspace": str(folder / "workspace")}}
+        if spec.mcp_servers:
+            config["mcp"] = {"servers": {s.name: {"url": s.url, "transport": s.transport, "headers": s.headers}
+                                         for s in spec.mcp_servers}}
+        gateway.config = config
+        gateway.write_config()
+        await self._wait_listed(gateway, ident)
+
+    async def _wait_listed(self, gateway: GatewayProcess, ident: str) -> None:
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        async with httpx.AsyncClient(timeout=5) as http:
+            while time.monotonic() < deadline:
+                response = await http.get(f"{gateway.base_url}/v1/models",
+                                          headers={"Authorization": f"Bearer {gateway.token}"})
+                if response.status_code == 200 and any(m["id"] == f"openclaw/{ident}" for m in response.json()["data"]):
+                    return
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"gateway on :{gateway.port} did not load agent {ident}")
+
+    def _endpoint(self, gateway: GatewayProcess) -> AgentEndpoint:
+        return AgentEndpoint(base_url=gateway.base_url, token=gateway.token)
+
+    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
+        async with self._lock(user_id):
+            running = self._running.get(user_id)
+            if running and running.gateway.child and running.gateway.child.running:
+                if running.paused:
+                    os.killpg(running.gateway.child.pid, signal.SIGCONT)
+                    running.paused = False
+                return self._endpoint(running.gateway)
+            spec = self._spec(user_id)
+            gateway = await self._claim_spare()
+            try:
+                await self._assign(gateway, spec)
+            except Exception:
+                await gateway.stop()
+                raise
+            self._running[user_id] = _Running(gateway)
+            return self._endpoint(gateway)
+
+    async def pause(self, user_id: uuid.UUID) -> None:
+        async with self._lock(user_id):
+            running = self._running.get(user_id)
+            if running and running.gateway.child and running.gateway.child.running and not running.paused:
+                os.killpg(running.gateway.child.pid, signal.SIGSTOP)
+                running.paused = True
+
+    async def sleep(self, user_id: uuid.UUID) -> None:
+        async with self._lock(user_id):
+            running = self._running.pop(user_id, None)
+            if running is None:
+                return
+            if running.paused and running.gateway.child and running.gateway.child.running:
+                os.killpg(running.gateway.child.pid, signal.SIGCONT)  # a stopped process can't handle SIGTERM
+            await running.gateway.stop()
+            shutil.rmtree(running.gateway.home, ignore_errors=True)  # the gateway's own scratch, not the user's
+
+    async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str:
+        await self.sleep(user_id)
+        folder = self.user_dir(user_id)
+        if not folder.exists():
+            raise LookupError(f"no agent state for user {user_id}")
+        key = f"agents/{user_id.hex}/state.tar.gz"
+        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
+            bundle = Path(tmp) / "state.tar.gz"
+            await asyncio.to_thread(_pack, folder, bundle)
+            await store.put(key, bundle)
+        shutil.rmtree(folder)
+        return key
+
+    async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None:
+        folder = self.user_dir(user_id)
+        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
+            bundle = Path(tmp) / "state.tar.gz"
+            await store.get(key, bundle)
+            staging = Path(tmp) / "state"
+            await asyncio.to_thread(_unpack, bundle, staging)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(folder)
+
+    async def delete(self, user_id: uuid.UUID) -> None:
+        await self.sleep(user_id)
+        shutil.rmtree(self.user_dir(user_id), ignore_errors=True)
+
+    async def status(self, user_id: uuid.UUID) -> RuntimeState:
+        running = self._running.get(user_id)
+        if running and running.gateway.child and running.gateway.child.running:
+            return RuntimeState.PAUSED if running.paused else RuntimeState.RUNNING
+        if (self.user_dir(user_id) / "spec.json").exists():
+            return RuntimeState.STOPPED
+        return RuntimeState.ABSENT
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for user_id in list(self._running):
+            await self.sleep(user_id)
+        while not self._spares.empty():
+            gateway = self._spares.get_nowait()
+            await gateway.stop()
+            shutil.rmtree(gateway.home, ignore_errors=True)
+
+
+def _pack(folder: Path, bundle: Path) -> None:
+    with tarfile.open(bundle, "w:gz") as archive:
+        archive.add(folder, arcname=".")
+
+
+def _unpack(bundle: Path, destination: Path) -> None:
+    destination.mkdir()
+    with tarfile.open(bundle) as archive:
+        archive.extractall(destination, filter="data")
+

@@ -1,0 +1,88 @@
+"""The local runtime with real OpenClaw processes: warm spares, pause/wake, sleep/wake with the
+user's memory following them, archive and restore byte for byte, and no process left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+from activities.archive.stores import FolderArchiveStore
+from activities.runtime.local import LocalAgentRuntime, agent_id
+from activities.runtime.openclaw_config import ModelProvider
+from core.ports import AgentEndpoint, AgentSpec, RuntimeState
+from devstack.tools import Tools
+from emulators.llm import MODEL_ID, ModelScript
+
+
+async def _chat(endpoint: AgentEndpoint, user_id: uuid.UUID, text: str) -> str:
+    async with httpx.AsyncClient(timeout=60) as http:
+        response = await http.post(
+            f"{endpoint.base_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {endpoint.token}", "x-openclaw-session-key": "call-1"},
+            json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]},
+        )
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _gateways() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "gateway" in " ".join(p.cmdline())]
+
+
+async def test_sleep_wake_pause_archive_restore(
+    tools: Tools, model_server: tuple[str, ModelScript], tmp_path: Path
+) -> None:
+    base_url, _ = model_server
+    runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID))
+    user = uuid.uuid4()
+    before = {p.pid for p in _gateways()}
+    try:
+        runtime.replenish()
+        await runtime.create(AgentSpec(user_id=user, agent_name="Nova", personality="formal"))
+        assert await runtime.status(user) == RuntimeState.STOPPED
+        assert "Nova" in (runtime.user_dir(user) / "workspace" / "SOUL.md").read_text()
+
+        endpoint = await runtime.wake(user)
+        assert await _chat(endpoint, user, "my locker code is 4471") == "You said: my locker code is 4471. How can I help with that?"
+
+        await runtime.pause(user)
+        assert await runtime.status(user) == RuntimeState.PAUSED
+        started = time.monotonic()
+        assert await runtime.wake(user) == endpoint
+        assert (await _chat(endpoint, user, "still there?")).startswith("You said: still there?")
+        assert time.monotonic() - started < 5
+
+        # Sleep frees the process; the next wake is another gateway, and the memory came along.
+        await runtime.sleep(user)
+        assert await runtime.status(user) == RuntimeState.STOPPED
+        woken = await runtime.wake(user)
+        assert woken.base_url != endpoint.base_url
+        assert await _chat(woken, user, "what did I say?") == "Earlier you said: still there?"
+
+        await runtime.sleep(user)
+        state = _checksums(runtime.user_dir(user))
+        assert any(name.startswith("agent/") for name in state), "sessions live in the user's folder"
+        store = FolderArchiveStore(tmp_path / "archive")
+        key = await runtime.archive(user, store)
+        assert await runtime.status(user) == RuntimeState.ABSENT and await store.exists(key)
+        await runtime.restore(user, store, key)
+        assert _checksums(runtime.user_dir(user)) == state, "restore gives back byte-identical state"
+        restored = await runtime.wake(user)
+        assert await _chat(restored, user, "what did I say?") == "Earlier you said: what did I say?"
+
+        await runtime.delete(user)
+        assert await runtime.status(user) == RuntimeState.ABSENT
+    finally:
+        await runtime.close()
+    leftover = [p for p in _gateways() if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert leftover == [], "every gateway process is gone"
