@@ -7,8 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
 from activities.email.mailers import OutboxMailer, SmtpMailer
 from activities.telephony.twilio import TwilioTelephony
-from core.ports import ArchiveStore, Mailer
-from core.settings import ArchiveStoreAdapter, MailerAdapter, Settings
+from core.ports import AgentRuntime, ArchiveStore, Mailer
+from core.settings import (
+    AgentRuntimeAdapter,
+    ArchiveStoreAdapter,
+    MailerAdapter,
+    Settings,
+)
 
 
 def secret(value: object) -> str | None:
@@ -35,3 +40,14 @@ def archive_store(settings: Settings) -> ArchiveStore:
                               region=settings.s3_region, access_key=settings.s3_access_key,
                               secret_key=secret(settings.s3_secret_key))
     return FolderArchiveStore(settings.data_dir.resolve() / "archive")
+
+
+def agent_runtime(settings: Settings) -> AgentRuntime:
+    if settings.agent_runtime == AgentRuntimeAdapter.KUBERNETES:
+        raise NotImplementedError("the Kubernetes agent runtime is not built yet; use agent_runtime=local")
+    from activities.runtime.local import LocalAgentRuntime
+    from activities.runtime.openclaw_config import ModelProvider
+    from devstack.tools import Tools
+
+    return LocalAgentRuntime(Tools(settings.tools_dir.expanduser()).require(), settings.data_dir.resolve() / "agents",
+                             ModelProvider.from_settings(settings), spares=settings.local_agent_spares)

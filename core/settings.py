@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     archive_store: ArchiveStoreAdapter = ArchiveStoreAdapter.LOCAL
     mailer: MailerAdapter = MailerAdapter.LOCAL
 
+    # Local agent runtime: warm OpenClaw gateways kept ready for the next wake (each ~1 GB).
+    local_agent_spares: int = 1
+
     # Logging
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -79,6 +81,10 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=str(binary("temporal-test-server")),
         data_converter=pydantic_data_converter,
     )
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace,
+        search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES},
+    ))
     yield env
     await env.shutdown()
 
@@ -95,6 +101,7 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         temporal_task_queue=f"test-{free_port()}",
         worker_heartbeat_interval_s=0.5,
         worker_heartbeat_stale_s=3.0,
+        local_agent_spares=0,  # no OpenClaw starts unless a test wakes an agent
     )
 
 

@@ -32,6 +32,7 @@ def _env(data_dir: Path) -> dict[str, str]:
         "DEEPCLAW_TEMPORAL_UI_PORT": str(ports["ui"]),
         "DEEPCLAW_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{ports['pg']}/deepclaw",
         "DEEPCLAW_WORKER_HEARTBEAT_INTERVAL_S": "1",
+        "DEEPCLAW_LOCAL_AGENT_SPARES": "0",
         "DEEPCLAW_CARRIER_PORT": str(ports["carrier"]),
         "DEEPCLAW_VOICE_AGENT_PORT": str(ports["agent"]),
         "DEEPCLAW_LLM_PORT": str(ports["llm"]),

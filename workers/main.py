@@ -10,6 +10,7 @@ import socket
 import uuid
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.worker import Worker
 
 from core import heartbeat
@@ -27,15 +28,21 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     sessions = sessionmaker(engine)
     client = await connect(settings)
     instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    worker = Worker(
-        client,
-        task_queue=settings.temporal_task_queue,
-        workflows=list(registry.WORKFLOWS),
-        activities=registry.activities(sessions),
-        identity=instance,
-        graceful_shutdown_timeout=timedelta(seconds=3),
-    )
+    async with registry.activities(settings, sessions) as activities:
+        worker = Worker(
+            client,
+            task_queue=settings.temporal_task_queue,
+            workflows=list(registry.WORKFLOWS),
+            activities=activities,
+            identity=instance,
+            graceful_shutdown_timeout=timedelta(seconds=3),
+        )
+        await _serve(worker, settings, sessions, instance, stop)
+    await engine.dispose()
 
+
+async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmaker[AsyncSession], instance: str,
+                 stop: asyncio.Event | None) -> None:
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -68,5 +75,4 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         if not worker_task.done():
             await worker.shutdown()
         await worker_task  # re-raises a worker failure so the process exits non-zero
-        await engine.dispose()
         log.info("worker %s stopped", instance)

@@ -120,6 +120,9 @@ class LocalAgentRuntime:
                             headers={"Authorization": f"Bearer {gateway.token}"},
                             json={"model": "openclaw/default", "messages": [{"role": "user", "content": "warm-up"}]})
 
+    async def start(self) -> None:
+        self.replenish()
+
     def replenish(self) -> None:
         missing = self.spare_target - self._spares.qsize() - self._starting
         for _ in range(max(0, missing)):

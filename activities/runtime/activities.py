@@ -1,0 +1,119 @@
+"""Agent runtime activities: the side effects of AgentLifecycleWorkflow, behind the AgentRuntime port."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core.db import transaction
+from core.models import AgentInstance, AuditEvent, utcnow
+from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore
+
+T = TypeVar("T")
+
+HEARTBEAT_EVERY_S = 2.0
+
+
+class RestoreInput(BaseModel):
+    user_id: uuid.UUID
+    key: str
+
+
+class AgentStateChange(BaseModel):
+    user_id: uuid.UUID
+    from_state: str | None
+    to_state: str
+    runtime: str
+    endpoint: str | None = None
+    detail: dict[str, str] = {}
+
+
+async def _heartbeating(work: Awaitable[T]) -> T:
+    """Long waits (a spare starting, an archive uploading) keep the activity visibly alive."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+        if done:
+            return task.result()
+        activity.heartbeat()
+
+
+def _not_found(error: LookupError) -> ApplicationError:
+    return ApplicationError(str(error), type="AgentNotFound", non_retryable=True)
+
+
+class RuntimeActivities:
+    def __init__(self, runtime: AgentRuntime, store: ArchiveStore, sessions: async_sessionmaker[AsyncSession],
+                 runtime_name: str) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.sessions = sessions
+        self.runtime_name = runtime_name
+
+    @activity.defn
+    async def create_agent(self, spec: AgentSpec) -> None:
+        await self.runtime.create(spec)
+
+    @activity.defn
+    async def wake_agent(self, user_id: uuid.UUID) -> AgentEndpoint:
+        """Idempotent: returns the live endpoint, starting or resuming the gateway if needed."""
+        try:
+            return await _heartbeating(self.runtime.wake(user_id))
+        except LookupError as error:
+            raise _not_found(error) from None
+
+    @activity.defn
+    async def pause_agent(self, user_id: uuid.UUID) -> None:
+        await self.runtime.pause(user_id)
+
+    @activity.defn
+    async def sleep_agent(self, user_id: uuid.UUID) -> None:
+        await _heartbeating(self.runtime.sleep(user_id))
+
+    @activity.defn
+    async def archive_agent(self, user_id: uuid.UUID) -> str:
+        try:
+            return await _heartbeating(self.runtime.archive(user_id, self.store))
+        except LookupError as error:
+            raise _not_found(error) from None
+
+    @activity.defn
+    async def restore_agent(self, request: RestoreInput) -> None:
+        try:
+            await _heartbeating(self.runtime.restore(request.user_id, self.store, request.key))
+        except FileNotFoundError as error:
+            raise ApplicationError(str(error), type="ArchiveMissing", non_retryable=True) from None
+
+    @activity.defn
+    async def apply_agent_settings(self, spec: AgentSpec) -> None:
+        await self.runtime.apply(spec)
+
+    @activity.defn
+    async def record_agent_state(self, change: AgentStateChange) -> None:
+        """The agent row follows the workflow's state, and every transition is audited."""
+        info = activity.info()
+        now = utcnow()
+        row = {"id": uuid.uuid4(), "user_id": change.user_id, "runtime": self.runtime_name,
+               "state": change.to_state.lower(), "endpoint": change.endpoint, "created_at": now, "updated_at": now}
+        upsert = insert(AgentInstance).values(**row).on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={"state": row["state"], "endpoint": change.endpoint, "updated_at": now})
+        async with transaction(self.sessions) as session:
+            await session.execute(upsert)
+            session.add(AuditEvent(
+                user_id=change.user_id, actor=info.workflow_type, action=f"agent.{change.to_state.lower()}",
+                workflow_id=info.workflow_id,
+                detail={"from": change.from_state, "to": change.to_state, "run_id": info.workflow_run_id, **change.detail},
+            ))
+
+    def all(self) -> list[object]:
+        return [self.create_agent, self.wake_agent, self.pause_agent, self.sleep_agent, self.archive_agent,
+                self.restore_agent, self.apply_agent_settings, self.record_agent_state]

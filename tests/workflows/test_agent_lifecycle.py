@@ -1,0 +1,226 @@
+"""AgentLifecycleWorkflow on Temporal's time-skipping server and real PostgreSQL.
+
+The runtime behind the activities is an in-memory AgentRuntime (the real local runtime is tested
+with real OpenClaw in tests/activities/test_local_runtime.py); here the subject is orchestration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.archive.stores import FolderArchiveStore
+from activities.runtime.activities import RuntimeActivities
+from core.models import AgentInstance, AuditEvent, User
+from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from core.temporal import AGENT_NUMBER, LIFECYCLE_STATE, USER_ID, USER_PHONE
+from workflows.agent_lifecycle import (
+    AgentLifecycleInput,
+    AgentLifecycleWorkflow,
+    LifecycleState,
+    workflow_id,
+)
+
+
+class MemoryRuntime:
+    """An AgentRuntime that keeps state in memory and counts what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.states: dict[uuid.UUID, RuntimeState] = {}
+        self.calls: Counter[str] = Counter()
+        self.specs: dict[uuid.UUID, AgentSpec] = {}
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def create(self, spec: AgentSpec) -> None:
+        self.calls["create"] += 1
+        self.specs[spec.user_id] = spec
+        self.states[spec.user_id] = RuntimeState.STOPPED
+
+    async def apply(self, spec: AgentSpec) -> None:
+        self.calls["apply"] += 1
+        self.specs[spec.user_id] = spec
+
+    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
+        if self.states.get(user_id, RuntimeState.ABSENT) == RuntimeState.ABSENT:
+            raise LookupError(f"no agent for {user_id}")
+        self.calls["wake"] += 1
+        await asyncio.sleep(0.05)
+        self.states[user_id] = RuntimeState.RUNNING
+        return AgentEndpoint(base_url=f"http://127.0.0.1:1/{user_id.hex[:6]}", token="t")
+
+    async def pause(self, user_id: uuid.UUID) -> None:
+        self.calls["pause"] += 1
+        self.states[user_id] = RuntimeState.PAUSED
+
+    async def sleep(self, user_id: uuid.UUID) -> None:
+        self.calls["sleep"] += 1
+        self.states[user_id] = RuntimeState.STOPPED
+
+    async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str:
+        self.calls["archive"] += 1
+        self.states[user_id] = RuntimeState.ARCHIVED
+        return f"agents/{user_id.hex}/state.tar.gz"
+
+    async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None:
+        self.calls["restore"] += 1
+        self.states[user_id] = RuntimeState.STOPPED
+
+    async def delete(self, user_id: uuid.UUID) -> None:
+        self.states.pop(user_id, None)
+
+    async def status(self, user_id: uuid.UUID) -> RuntimeState:
+        return self.states.get(user_id, RuntimeState.ABSENT)
+
+
+TASK_QUEUE = "lifecycle-test"
+
+
+@pytest.fixture
+async def runtime() -> MemoryRuntime:
+    return MemoryRuntime()
+
+
+@pytest.fixture
+async def worker(
+    time_skipping_env: WorkflowEnvironment, runtime: MemoryRuntime, sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> AsyncIterator[Client]:
+    activities = RuntimeActivities(runtime, FolderArchiveStore(tmp_path), sessions, "local")
+    async with Worker(time_skipping_env.client, task_queue=TASK_QUEUE, workflows=[AgentLifecycleWorkflow],
+                      activities=activities.all()):
+        yield time_skipping_env.client
+
+
+async def _new_user(sessions: async_sessionmaker[AsyncSession]) -> User:
+    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}")
+    async with sessions() as session, session.begin():
+        session.add(user)
+    return user
+
+
+async def _start(client: Client, user: User, **extra: object) -> WorkflowHandle:
+    spec = AgentSpec(user_id=user.id, agent_name="Nova")
+    return await client.start_workflow(
+        AgentLifecycleWorkflow.run,
+        AgentLifecycleInput(spec=spec, user_phone=user.phone_e164, agent_number="+14155550123", **extra),
+        id=workflow_id(user.id), task_queue=TASK_QUEUE)
+
+
+async def _state(handle: WorkflowHandle) -> LifecycleState:
+    return await handle.query(AgentLifecycleWorkflow.current_state)
+
+
+async def _eventually(handle: WorkflowHandle, state: LifecycleState) -> None:
+    for _ in range(100):
+        if await _state(handle) == state:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never reached {state}; still {await _state(handle)}")
+
+
+async def test_a_user_walks_through_every_state_and_back(
+    worker: Client, time_skipping_env: WorkflowEnvironment, runtime: MemoryRuntime,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    user = await _new_user(sessions)
+    handle = await _start(worker, user)
+    endpoint = await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    assert endpoint.base_url.startswith("http://127.0.0.1")
+    assert await _state(handle) == LifecycleState.RUNNING
+
+    # Activity keeps it running; ten quiet minutes make it Idle.
+    await time_skipping_env.sleep(timedelta(minutes=8))
+    await handle.signal(AgentLifecycleWorkflow.touch)
+    await time_skipping_env.sleep(timedelta(minutes=8))
+    assert await _state(handle) == LifecycleState.RUNNING
+    await time_skipping_env.sleep(timedelta(minutes=3))
+    await _eventually(handle, LifecycleState.IDLE)
+    assert runtime.states[user.id] == RuntimeState.PAUSED
+
+    await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    assert await _state(handle) == LifecycleState.RUNNING
+
+    await time_skipping_env.sleep(timedelta(hours=2, minutes=1))
+    await _eventually(handle, LifecycleState.SLEEPING)
+    assert runtime.states[user.id] == RuntimeState.STOPPED
+    await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    assert await _state(handle) == LifecycleState.RUNNING
+
+    await time_skipping_env.sleep(timedelta(days=31))
+    await _eventually(handle, LifecycleState.ARCHIVED)
+    assert runtime.calls["archive"] == 1
+
+    # Two callers at once share one restore and one wake.
+    wakes_before = runtime.calls["wake"]
+    first, second = await asyncio.gather(
+        handle.execute_update(AgentLifecycleWorkflow.ensure_awake),
+        handle.execute_update(AgentLifecycleWorkflow.ensure_awake),
+    )
+    assert first == second
+    assert runtime.calls["restore"] == 1 and runtime.calls["wake"] - wakes_before == 1
+    assert await _state(handle) == LifecycleState.RUNNING
+
+    description = await handle.describe()
+    attributes = description.typed_search_attributes
+    assert attributes.get(LIFECYCLE_STATE) == "Running" and attributes.get(USER_ID) == str(user.id)
+    assert attributes.get(USER_PHONE) == user.phone_e164 and attributes.get(AGENT_NUMBER) == "+14155550123"
+
+    async with sessions() as session:
+        actions = (await session.execute(select(AuditEvent.action).where(AuditEvent.user_id == user.id)
+                                         .order_by(AuditEvent.id))).scalars().all()
+        agent = (await session.execute(select(AgentInstance).where(AgentInstance.user_id == user.id))).scalar_one()
+    assert actions == ["agent.provisioning", "agent.running", "agent.idle", "agent.running", "agent.idle",
+                       "agent.sleeping", "agent.running", "agent.idle", "agent.sleeping", "agent.archived",
+                       "agent.running"]
+    assert agent.state == "running" and agent.endpoint == endpoint.base_url
+    await handle.terminate()
+
+
+async def test_settings_and_continue_as_new_keep_the_state(
+    worker: Client, time_skipping_env: WorkflowEnvironment, runtime: MemoryRuntime,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    user = await _new_user(sessions)
+    handle = await _start(worker, user, max_history_events=60)
+    await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    first_run = (await handle.describe()).run_id
+    for _ in range(15):
+        await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    renamed = AgentSpec(user_id=user.id, agent_name="Orion", personality="formal")
+    await handle.execute_update(AgentLifecycleWorkflow.apply_settings, renamed)
+    assert runtime.specs[user.id].agent_name == "Orion"
+    latest = worker.get_workflow_handle(workflow_id(user.id))
+    assert (await latest.describe()).run_id != first_run, "long histories continue as new"
+    assert await _state(latest) == LifecycleState.RUNNING
+    await time_skipping_env.sleep(timedelta(minutes=11))
+    await _eventually(latest, LifecycleState.IDLE)
+    await latest.terminate()
+
+
+async def test_waking_an_unknown_agent_fails_clearly(
+    worker: Client, runtime: MemoryRuntime, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    user = await _new_user(sessions)
+    handle = await _start(worker, user)
+    await _eventually(handle, LifecycleState.RUNNING)
+    runtime.states.pop(user.id)  # the agent's state vanished underneath
+    from temporalio.client import WorkflowUpdateFailedError
+
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    assert "could not be woken" in str(failed.value.cause)
+    assert await _state(handle) == LifecycleState.RUNNING
+    await handle.terminate()
