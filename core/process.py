@@ -26,6 +26,12 @@ def _die_with_parent() -> None:
         pass
 
 
+def _preexec(nice: int) -> None:
+    _die_with_parent()
+    if nice:
+        os.nice(nice)
+
+
 class ChildProcess:
     """One supervised child: start, wait, stop gracefully then forcefully."""
 
@@ -39,8 +45,10 @@ class ChildProcess:
         user: str | None = None,
         stop_signal: signal.Signals = signal.SIGTERM,
         log_path: str | None = None,
+        nice: int = 0,
     ) -> None:
         self.name = name
+        self.nice = nice
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
@@ -68,7 +76,7 @@ class ChildProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT if output else None,
-                preexec_fn=_die_with_parent,
+                preexec_fn=lambda: _preexec(self.nice),
             )
         finally:
             if output:

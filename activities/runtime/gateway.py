@@ -56,7 +56,7 @@ class GatewayProcess:
         tmp.write_text(json.dumps(self.config, indent=2))
         tmp.replace(self.config_path)
 
-    async def start(self, log_path: Path | None = None) -> None:
+    async def start(self, log_path: Path | None = None, *, nice: int = 0) -> None:
         self.write_config()
         self.child = ChildProcess(
             f"openclaw:{self.port}",
@@ -64,6 +64,7 @@ class GatewayProcess:
             env=self.environment(),
             cwd=str(self.home),
             log_path=str(log_path or self.home / "gateway.log"),
+            nice=nice,
         )
         await self.child.start()
 
@@ -82,6 +83,18 @@ class GatewayProcess:
                 if time.monotonic() - started > timeout:
                     raise TimeoutError(f"OpenClaw not ready on :{self.port} after {timeout:.0f}s")
                 await asyncio.sleep(0.2)
+
+    def set_priority(self, nice: int) -> None:
+        """Renice the gateway and its children (e.g. a spare becoming a user's agent)."""
+        import psutil
+
+        if self.child and self.child.pid:
+            root = psutil.Process(self.child.pid)
+            for process in [root, *root.children(recursive=True)]:
+                try:
+                    process.nice(nice)
+                except psutil.Error:
+                    pass
 
     async def stop(self) -> None:
         if self.child:

@@ -38,6 +38,10 @@ from devstack.tools import Tools
 log = logging.getLogger(__name__)
 
 RELOAD_TIMEOUT_S = 20.0
+# Spares start at low CPU priority, and only a while after a claim, so that on two cores they
+# never slow the user whose wake is in progress.
+SPARE_NICE = 15
+REPLENISH_DELAY_S = 15.0
 
 
 def agent_id(user_id: uuid.UUID) -> str:
@@ -70,6 +74,7 @@ class LocalAgentRuntime:
         self.spare_target = spares
         self._spares: asyncio.Queue[GatewayProcess] = asyncio.Queue()
         self._starting = 0
+        self._scheduled = 0
         self._running: dict[uuid.UUID, _Running] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -101,7 +106,7 @@ class LocalAgentRuntime:
             home.mkdir(parents=True)
             gateway = GatewayProcess(self.tools, home, port=port, token=secrets.token_urlsafe(32),
                                      config=self._base_config(port))
-            await gateway.start()
+            await gateway.start(nice=SPARE_NICE)
             try:
                 await gateway.wait_ready()
                 await self._warm_up(gateway)
@@ -123,18 +128,27 @@ class LocalAgentRuntime:
     async def start(self) -> None:
         self.replenish()
 
-    def replenish(self) -> None:
-        missing = self.spare_target - self._spares.qsize() - self._starting
+    def replenish(self, delay: float = 0.0) -> None:
+        missing = self.spare_target - self._spares.qsize() - self._starting - self._scheduled
         for _ in range(max(0, missing)):
-            task = asyncio.create_task(self._start_spare())
+            self._scheduled += 1
+            task = asyncio.create_task(self._start_spare_after(delay))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    async def _start_spare_after(self, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._scheduled -= 1
+        await self._start_spare()
+
     async def _claim_spare(self) -> GatewayProcess:
         if self._spares.empty() and self._starting == 0:
-            self.replenish()
+            self.replenish()  # nothing warm: this wake pays a cold start
         gateway = await asyncio.wait_for(self._spares.get(), 120)
-        self.replenish()
+        gateway.set_priority(0)
+        self.replenish(delay=REPLENISH_DELAY_S)
         return gateway
 
     # ---- AgentRuntime ---------------------------------------------------------------------
