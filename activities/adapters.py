@@ -44,10 +44,33 @@ def archive_store(settings: Settings) -> ArchiveStore:
 
 def agent_runtime(settings: Settings) -> AgentRuntime:
     if settings.agent_runtime == AgentRuntimeAdapter.KUBERNETES:
-        raise NotImplementedError("the Kubernetes agent runtime is not built yet; use agent_runtime=local")
+        return kubernetes_runtime(settings)
     from activities.runtime.local import LocalAgentRuntime
     from activities.runtime.openclaw_config import ModelProvider
     from devstack.tools import Tools
 
     return LocalAgentRuntime(Tools(settings.tools_dir.expanduser()).require(), settings.data_dir.resolve() / "agents",
                              ModelProvider.from_settings(settings), spares=settings.local_agent_spares)
+
+
+def kubernetes_runtime(settings: Settings) -> AgentRuntime:
+    from kubernetes import client, config
+
+    from activities.runtime.k8s_manifests import ClusterSettings
+    from activities.runtime.kubernetes import KubernetesAgentRuntime
+    from activities.runtime.openclaw_config import ModelProvider
+
+    image = settings.kubernetes_agent_image
+    if not image or "@sha256:" not in image:
+        raise ValueError("DEEPCLAW_KUBERNETES_AGENT_IMAGE must name the OpenClaw image pinned by digest (…@sha256:…)")
+    configuration = client.Configuration()
+    if settings.kubeconfig:
+        config.load_kube_config(config_file=str(settings.kubeconfig.expanduser()), client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    cluster = ClusterSettings(
+        namespace=settings.kubernetes_namespace, platform_namespace=settings.kubernetes_platform_namespace,
+        image=image, archiver_image=settings.kubernetes_archiver_image, storage_class=settings.kubernetes_storage_class,
+        storage_size=settings.kubernetes_storage_size, archive_secret=settings.kubernetes_archive_secret,
+        archive_bucket=settings.s3_bucket, archive_endpoint=settings.s3_endpoint_url)
+    return KubernetesAgentRuntime(client.ApiClient(configuration), cluster, ModelProvider.from_settings(settings))

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from temporalio.worker import Worker  # noqa: E402
 
-from activities.runtime.local import LocalAgentRuntime, agent_id  # noqa: E402
+from activities.runtime.local import LocalAgentRuntime
+from activities.runtime.openclaw_config import agent_id  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402
 from core.migrate import upgrade_to_head  # noqa: E402
 from core.models import User  # noqa: E402

@@ -120,6 +120,16 @@ class Settings(BaseSettings):
     archive_store: ArchiveStoreAdapter = ArchiveStoreAdapter.LOCAL
     mailer: MailerAdapter = MailerAdapter.LOCAL
 
+    # Kubernetes agent runtime (agent_runtime=kubernetes): one StatefulSet + PVC per user.
+    kubeconfig: Path | None = None  # None: in-cluster service account
+    kubernetes_namespace: str = "users"
+    kubernetes_platform_namespace: str = "deepclaw"  # where api/voice pods run (ingress allowed from them)
+    kubernetes_agent_image: str | None = None  # pinned by digest: ghcr.io/openclaw/openclaw@sha256:...
+    kubernetes_archiver_image: str | None = None  # pinned by digest; has sh, tar and the aws CLI
+    kubernetes_storage_class: str | None = None  # None: the cluster default (do-block-storage on DOKS)
+    kubernetes_storage_size: str = "2Gi"
+    kubernetes_archive_secret: str = "archive-credentials"  # S3 keys for archive/restore Jobs
+
     # Local agent runtime: warm OpenClaw gateways kept ready for the next wake (each ~1 GB).
     local_agent_spares: int = 1
 

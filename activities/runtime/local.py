@@ -31,7 +31,12 @@ from typing import Any
 import httpx
 
 from activities.runtime.gateway import GatewayProcess
-from activities.runtime.openclaw_config import ModelProvider, render_config
+from activities.runtime.openclaw_config import (
+    ModelProvider,
+    agent_id,
+    render_config,
+    with_agent,
+)
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
 from devstack.tools import Tools
 
@@ -42,10 +47,6 @@ RELOAD_TIMEOUT_S = 20.0
 # never slow the user whose wake is in progress.
 SPARE_NICE = 15
 REPLENISH_DELAY_S = 15.0
-
-
-def agent_id(user_id: uuid.UUID) -> str:
-    return f"user-{user_id.hex}"
 
 
 def _free_port() -> int:
@@ -67,7 +68,9 @@ class _Running:
 
 
 class LocalAgentRuntime:
-    def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, spares: int = 1) -> None:
+    def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, spares: int = 1,
+                 replenish_delay_s: float = REPLENISH_DELAY_S) -> None:
+        self.replenish_delay_s = replenish_delay_s
         self.tools = tools
         self.root = root.resolve()
         self.model = model
@@ -148,7 +151,7 @@ class LocalAgentRuntime:
             self.replenish()  # nothing warm: this wake pays a cold start
         gateway = await asyncio.wait_for(self._spares.get(), 120)
         gateway.set_priority(0)
-        self.replenish(delay=REPLENISH_DELAY_S)
+        self.replenish(delay=self.replenish_delay_s)
         return gateway
 
     # ---- AgentRuntime ---------------------------------------------------------------------
@@ -178,8 +181,7 @@ class LocalAgentRuntime:
         if not link.is_symlink():
             shutil.rmtree(link, ignore_errors=True)
             link.symlink_to(folder, target_is_directory=True)  # sessions land in <folder>/agent
-        config = self._base_config(gateway.port)
-        config["agents"]["entries"] = {ident: {"name": spec.agent_name, "workspace": str(folder / "workspace")}}
+        config = with_agent(self._base_config(gateway.port), spec.user_id, spec.agent_name, str(folder / "workspace"))
         if spec.mcp_servers:
             config["mcp"] = {"servers": {s.name: {"url": s.url, "transport": s.transport, "headers": s.headers}
                                          for s in spec.mcp_servers}}

@@ -5,6 +5,7 @@ One renderer for every backend: the local runtime writes it to a file, Kubernete
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,6 +27,16 @@ SLIM_ENV = {
 }
 
 
+def agent_id(user_id: uuid.UUID) -> str:
+    """The user's agent inside their gateway; callers address it as model `openclaw/<agent id>`."""
+    return f"user-{user_id.hex}"
+
+
+def with_agent(config: dict[str, Any], user_id: uuid.UUID, name: str, workspace: str) -> dict[str, Any]:
+    config["agents"]["entries"] = {agent_id(user_id): {"name": name, "workspace": workspace}}
+    return config
+
+
 class ModelProvider(BaseModel):
     """An OpenAI-compatible endpoint: the local model stand-in, or a real provider."""
 
@@ -39,7 +50,8 @@ class ModelProvider(BaseModel):
         return cls(base_url=settings.model_base_url, api_key=key, model=settings.llm_model)
 
 
-def render_config(*, port: int, bind: str, model: ModelProvider) -> dict[str, Any]:
+def render_config(*, port: int, bind: str, model: ModelProvider, api_key_env: str | None = None) -> dict[str, Any]:
+    """`api_key_env` keeps the provider key out of the file: OpenClaw substitutes ${VAR} at load."""
     return {
         "gateway": {
             "mode": "local",
@@ -52,7 +64,7 @@ def render_config(*, port: int, bind: str, model: ModelProvider) -> dict[str, An
             "providers": {
                 PROVIDER_ID: {
                     "baseUrl": model.base_url,
-                    "apiKey": model.api_key,
+                    "apiKey": f"${{{api_key_env}}}" if api_key_env else model.api_key,
                     "api": "openai-completions",
                     "models": [{"id": model.model, "name": model.model}],
                 }

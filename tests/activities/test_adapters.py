@@ -161,3 +161,22 @@ async def test_s3_archive_round_trip_against_an_emulator(tmp_path: Path) -> None
         await _round_trip(store, tmp_path)
     finally:
         server.stop()
+
+
+def test_kubernetes_runtime_from_settings(tmp_path: Path) -> None:
+    from activities.runtime.kubernetes import KubernetesAgentRuntime
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://k8s.example:6443'}}]\n"
+        "users: [{name: u, user: {token: abc}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n")
+    with pytest.raises(ValueError, match="pinned by digest"):
+        adapters.agent_runtime(Settings(_env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
+                                        kubernetes_agent_image="ghcr.io/openclaw/openclaw:latest"))
+    runtime = adapters.agent_runtime(Settings(
+        _env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
+        kubernetes_agent_image="ghcr.io/openclaw/openclaw@sha256:" + "c" * 64))
+    assert isinstance(runtime, KubernetesAgentRuntime)
+    assert runtime.api.api_client.configuration.host == "https://k8s.example:6443"

@@ -12,8 +12,8 @@ import httpx
 import psutil
 
 from activities.archive.stores import FolderArchiveStore
-from activities.runtime.local import LocalAgentRuntime, agent_id
-from activities.runtime.openclaw_config import ModelProvider
+from activities.runtime.local import LocalAgentRuntime
+from activities.runtime.openclaw_config import ModelProvider, agent_id
 from core.ports import AgentEndpoint, AgentSpec, RuntimeState
 from devstack.tools import Tools
 from emulators.llm import MODEL_ID, ModelScript
@@ -43,7 +43,8 @@ async def test_sleep_wake_pause_archive_restore(
     tools: Tools, model_server: tuple[str, ModelScript], tmp_path: Path
 ) -> None:
     base_url, _ = model_server
-    runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID))
+    runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID),
+                                 replenish_delay_s=0)
     user = uuid.uuid4()
     before = {p.pid for p in _gateways()}
     try:

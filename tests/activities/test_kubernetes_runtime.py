@@ -1,0 +1,133 @@
+"""The Kubernetes runtime: the real `kubernetes` client against a Kubernetes API emulator on loopback
+(kmock), and every manifest checked against the Kubernetes 1.37 schemas (kubernetes-validate, strict)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes import client as k8s
+
+from activities.archive.stores import FolderArchiveStore
+from activities.runtime import k8s_manifests as manifests
+from activities.runtime.k8s_manifests import AgentNames, ClusterSettings
+from activities.runtime.kubernetes import KubeApi, KubernetesAgentRuntime
+from activities.runtime.openclaw_config import ModelProvider, agent_id
+from core.ports import AgentSpec, RuntimeState
+
+IMAGE = "ghcr.io/openclaw/openclaw@sha256:" + "a" * 64
+ARCHIVER = "amazon/aws-cli@sha256:" + "b" * 64
+CLUSTER = ClusterSettings(namespace="users", platform_namespace="deepclaw", image=IMAGE, archiver_image=ARCHIVER,
+                          storage_class="do-block-storage", storage_size="2Gi", archive_secret="archive-credentials",
+                          archive_bucket="deepclaw-archive", archive_endpoint="https://nyc3.digitaloceanspaces.com")
+MODEL = ModelProvider(base_url="https://api.openai.com/v1", api_key="sk-secret", model="gpt-4.1-mini")
+
+
+class SimulatedControllers:
+    """What the StatefulSet and Job controllers would report: kmock stores objects but runs no controller."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self.jobs: list[str] = []
+
+    async def workload_ready(self, names: AgentNames) -> bool:
+        workload = await self.api.read("StatefulSet", names.base)
+        return bool(workload and workload.spec.replicas)
+
+    async def job_finished(self, names: AgentNames, action: str) -> bool | None:
+        job = await self.api.read("Job", names.job(action))
+        if job is not None:
+            self.jobs.append(job.metadata.name)
+        return True if job is not None else None
+
+
+@pytest.fixture
+async def runtime(kmock: Any) -> KubernetesAgentRuntime:
+    configuration = k8s.Configuration(host=str(kmock.url).rstrip("/"))
+    api_client = k8s.ApiClient(configuration)
+    runtime = KubernetesAgentRuntime(api_client, CLUSTER, MODEL, poll_s=0.01, ready_timeout_s=5)
+    runtime.status_reader = SimulatedControllers(runtime.api)
+    return runtime
+
+
+def test_every_manifest_is_valid_and_hardened() -> None:
+    spec = AgentSpec(user_id=uuid.uuid4(), agent_name="Nova")
+    names = AgentNames(spec.user_id)
+    runtime = KubernetesAgentRuntime(k8s.ApiClient(k8s.Configuration(host="http://127.0.0.1:1")), CLUSTER, MODEL)
+    rendered = runtime.manifests(spec, gateway_token="t0k", replicas=1)
+    rendered += [manifests.archive_job(names, CLUSTER, action=a, key="agents/x/state.tar.gz") for a in ("archive", "restore")]
+    for manifest in rendered:
+        kubernetes_validate.validate(manifest, "1.37.0", strict=True)
+    by_kind = {m["kind"]: m for m in rendered}
+    pod = by_kind["StatefulSet"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == IMAGE and "@sha256:" in container["image"]
+    assert container["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["resources"]["limits"]["memory"] == "2Gi"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"name": "state", "mountPath": "/home/node/.openclaw"} in container["volumeMounts"]
+    config = json.loads(by_kind["ConfigMap"]["data"]["openclaw.json"])
+    assert config["models"]["providers"]["deepclaw"]["apiKey"] == "${DEEPCLAW_LLM_API_KEY}", "no key in the ConfigMap"
+    assert agent_id(spec.user_id) in config["agents"]["entries"] and config["gateway"]["bind"] == "lan"
+    assert "sk-secret" not in json.dumps([by_kind["ConfigMap"], by_kind["StatefulSet"]])
+    policy = by_kind["NetworkPolicy"]["spec"]
+    assert policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "deepclaw"}
+    internet = policy["egress"][1]["to"][0]["ipBlock"]
+    assert internet["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in internet["except"]
+
+
+async def test_create_wake_sleep_archive_restore_delete(runtime: KubernetesAgentRuntime, tmp_path: Path) -> None:
+    spec = AgentSpec(user_id=uuid.uuid4(), agent_name="Nova")
+    names = AgentNames(spec.user_id)
+    api = runtime.api
+    await runtime.create(spec)
+    await runtime.create(spec)  # a retried activity: 409s are updates, nothing breaks
+    assert await runtime.status(spec.user_id) == RuntimeState.STOPPED
+    for kind, name in (("Secret", names.secret), ("ConfigMap", names.config), ("PersistentVolumeClaim", names.pvc),
+                       ("Service", names.base), ("NetworkPolicy", names.base), ("StatefulSet", names.base)):
+        assert await api.read(kind, name) is not None, kind
+    token = base64.b64decode((await api.read("Secret", names.secret)).data["gateway-token"]).decode()
+
+    endpoint = await runtime.wake(spec.user_id)
+    assert endpoint.token == token, "the gateway token is stable across retries"
+    assert endpoint.base_url == f"http://{names.base}.users.svc.cluster.local:18789"
+    assert (await api.read("StatefulSet", names.base)).spec.replicas == 1
+    await runtime.pause(spec.user_id)
+    assert await runtime.status(spec.user_id) == RuntimeState.RUNNING
+
+    await runtime.apply(AgentSpec(user_id=spec.user_id, agent_name="Orion"))
+    config = json.loads((await api.read("ConfigMap", names.config)).data["openclaw.json"])
+    assert config["agents"]["entries"][agent_id(spec.user_id)]["name"] == "Orion"
+    assert (await api.read("StatefulSet", names.base)).spec.replicas == 1, "settings don't put it to sleep"
+
+    await runtime.sleep(spec.user_id)
+    assert await runtime.status(spec.user_id) == RuntimeState.STOPPED
+    assert await api.read("PersistentVolumeClaim", names.pvc) is not None, "sleep keeps the volume"
+
+    store = FolderArchiveStore(tmp_path)
+    key = await runtime.archive(spec.user_id, store)
+    assert key == f"agents/{spec.user_id.hex}/state.tar.gz"
+    assert runtime.status_reader.jobs == [names.job("archive")]  # type: ignore[attr-defined]
+    assert await api.read("PersistentVolumeClaim", names.pvc) is None and await api.read("Job", names.job("archive")) is None
+    assert await runtime.status(spec.user_id) == RuntimeState.ABSENT
+
+    with pytest.raises(FileNotFoundError):
+        await runtime.restore(spec.user_id, store, key)  # nothing was uploaded in this emulated cluster
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_bytes(b"archive")
+    await runtime.restore(spec.user_id, store, key)
+    assert await api.read("PersistentVolumeClaim", names.pvc) is not None
+    await runtime.apply(spec)
+    assert (await runtime.wake(spec.user_id)).token == token
+
+    await runtime.delete(spec.user_id)
+    await runtime.delete(spec.user_id)  # 404s are success
+    assert await runtime.status(spec.user_id) == RuntimeState.ABSENT
+    with pytest.raises(LookupError):
+        await runtime.wake(spec.user_id)
