@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         default=None, description="URL Twilio reaches the API at; defaults to http://api_host:api_port"
     )
 
+    # Public URL of the voice bridge (Twilio's Media Streams and Deepgram's think calls reach it here).
+    voice_public_base_url: str | None = None  # default http://voice_host:voice_port
+    # Signs per-call tokens. Set a long random value in production.
+    platform_secret: SecretStr = SecretStr("local-development-secret")
+
+    # Calls
+    max_call_s: float = 1800.0  # hang up after 30 minutes
+    silent_caller_hangup_s: float = 120.0  # say goodbye after two minutes without a word
+
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -144,6 +153,14 @@ class Settings(BaseSettings):
     @property
     def api_base_url(self) -> str:
         return self.public_base_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def voice_base_url(self) -> str:
+        return (self.voice_public_base_url or f"http://{self.voice_host}:{self.voice_port}").rstrip("/")
+
+    @property
+    def media_stream_url(self) -> str:
+        return self.voice_base_url.replace("http", "ws", 1) + "/twilio/media"
 
     @property
     def carrier_url(self) -> str:

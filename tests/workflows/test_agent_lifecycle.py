@@ -215,7 +215,7 @@ async def test_waking_an_unknown_agent_fails_clearly(
 ) -> None:
     user = await _new_user(sessions)
     handle = await _start(worker, user)
-    await _eventually(handle, LifecycleState.RUNNING)
+    await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)  # provisioned and awake
     runtime.states.pop(user.id)  # the agent's state vanished underneath
     from temporalio.client import WorkflowUpdateFailedError
 

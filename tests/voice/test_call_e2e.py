@@ -1,0 +1,211 @@
+"""A call to a user's number, end to end on real pieces: handset -> local carrier -> API webhook ->
+voice bridge -> Deepgram-protocol voice agent -> LLM proxy -> AgentLifecycleWorkflow (real Temporal)
+-> the user's real OpenClaw -> model stand-in, and the transcript in real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+
+from activities import adapters
+from api.app import create_app as api_app
+from core import tokens
+from core.models import Conversation, Message, PhoneNumber, UsageRecord, User
+from core.ports import AgentSpec
+from core.serve import serving
+from core.settings import Settings
+from emulators.carrier.app import create_app as carrier_app
+from emulators.carrier.carrier import Carrier
+from emulators.carrier.handset import handset
+from emulators.llm import ModelScript
+from emulators.speech import SpeechRegistry
+from emulators.standins import build_carrier
+from emulators.voice_agent import VoiceAgentServer
+from tests.conftest import free_port
+from voice.app import create_app as voice_app
+from workers.main import run_worker
+from workflows.agent_lifecycle import (
+    AgentLifecycleInput,
+    AgentLifecycleWorkflow,
+    workflow_id,
+)
+
+
+def _caller() -> str:
+    return f"+1555{uuid.uuid4().int % 10**7:07d}"
+LONG_STORY = "Once upon a time " + "there was a very patient assistant who kept on talking, " * 8 + "the end."
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    carrier: Carrier
+    agent: VoiceAgentServer
+    number: str
+    user: User
+
+
+@pytest.fixture
+async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
+                   sessions: async_sessionmaker[AsyncSession], tmp_path: Any) -> AsyncIterator[Platform]:
+    base_url, _ = model_server
+    ports = {name: free_port() for name in ("api", "voice", "carrier", "agent")}
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path / "data", database_url=database_url,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
+        carrier_port=ports["carrier"], voice_agent_port=ports["agent"], llm_base_url=base_url,
+        local_agent_spares=1, worker_heartbeat_interval_s=1)
+    speech = SpeechRegistry()
+    carrier = build_carrier(settings, speech)
+    agent = VoiceAgentServer(registry=speech)
+    stop = asyncio.Event()
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(serving(carrier_app(carrier), "127.0.0.1", ports["carrier"]))
+        await stack.enter_async_context(serving(agent.app(), "127.0.0.1", ports["agent"]))
+        await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", ports["api"]))
+        await stack.enter_async_context(serving(voice_app(settings), "127.0.0.1", ports["voice"]))
+        worker = asyncio.create_task(run_worker(settings, stop))
+        stack.push_async_callback(asyncio.wait_for, worker, 60)
+        stack.callback(stop.set)
+
+        # A provisioned user: a number bought on the carrier and assigned, and their agent's workflow.
+        telephony = adapters.telephony(settings)
+        area = str(200 + uuid.uuid4().int % 800)  # each test's carrier starts afresh; the database doesn't
+        [number] = await telephony.search_numbers(area_code=area, limit=1)
+        owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice",
+                                           sms_url=f"{settings.api_base_url}/twilio/sms")
+        await telephony.close()
+        user = User(phone_e164=_caller(), agent_name="Nova", phone_verified=True)
+        async with sessions() as session, session.begin():
+            session.add(user)
+            await session.flush()
+            session.add(PhoneNumber(e164=owned.e164, provider_sid=owned.sid, state="assigned", user_id=user.id))
+        await temporal_env.client.start_workflow(
+            AgentLifecycleWorkflow.run,
+            AgentLifecycleInput(spec=AgentSpec(user_id=user.id, agent_name="Nova"), user_phone=user.phone_e164,
+                                agent_number=owned.e164),
+            id=workflow_id(user.id), task_queue=settings.temporal_task_queue)
+        stack.push_async_callback(temporal_env.client.get_workflow_handle(workflow_id(user.id)).terminate)
+        yield Platform(settings, carrier, agent, owned.e164, user)
+
+
+async def _agent_said(agent: VoiceAgentServer, text: str, timeout: float = 60) -> dict[str, Any]:
+    for _ in range(int(timeout * 10)):
+        for event in agent.sessions[-1].events if agent.sessions else []:
+            if event["type"] == "ConversationText" and event["role"] == "assistant" and text in event["content"]:
+                return event
+        await asyncio.sleep(0.1)
+    said = [e for e in agent.sessions[-1].events if e["type"] == "ConversationText"] if agent.sessions else []
+    raise AssertionError(f"agent never said {text!r}; conversation: {said}")
+
+
+async def _audio_done(agent: VoiceAgentServer, count: int, timeout: float = 60) -> None:
+    for _ in range(int(timeout * 10)):
+        if sum(e["type"] == "AgentAudioDone" for e in agent.sessions[-1].events) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("agent audio never finished")
+
+
+async def test_a_call_is_answered_by_the_users_own_openclaw(
+    platform: Platform, model_server: tuple[str, ModelScript], sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    base_url, _ = model_server
+    async with httpx.AsyncClient() as http:
+        await http.post(base_url[:-3] + "/control/replies", json={"match": "long story", "reply": LONG_STORY})
+    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+        call_sid = await phone.dial(platform.number)
+        await _agent_said(platform.agent, "Hi, it's Nova")
+        await _audio_done(platform.agent, 1)
+        heard_greeting = len(phone.heard)
+
+        await phone.say("what is the weather like")
+        await _agent_said(platform.agent, "You said: what is the weather like")
+        await phone.say("what did I say")
+        await _agent_said(platform.agent, "Earlier you said: what is the weather like")
+        assert len(phone.heard) > heard_greeting, "the answers reached the caller's ear"
+
+        # Barge-in: interrupt a long answer; the bridge tells the carrier to drop queued audio.
+        await phone.say("tell me a long story")
+        await _agent_said(platform.agent, "Once upon a time")
+        await asyncio.sleep(1.0)
+        stream = platform.carrier.calls[call_sid].stream
+        assert stream is not None
+        await phone.say("stop")
+        for _ in range(100):
+            if stream.clears:
+                break
+            await asyncio.sleep(0.1)
+        assert stream.clears >= 1, "UserStartedSpeaking became a Twilio clear"
+        await phone.hangup()
+        await phone.wait_for("call_state", lambda e: e["state"] == "completed")
+
+    for _ in range(50):  # the bridge records the end as the stream closes
+        async with sessions() as session:
+            conversation = (await session.execute(
+                select(Conversation).where(Conversation.provider_sid == call_sid))).scalar_one_or_none()
+        if conversation is not None and conversation.ended_at is not None:
+            break
+        await asyncio.sleep(0.2)
+    assert conversation is not None and conversation.user_id == platform.user.id
+    assert conversation.duration_s and conversation.duration_s > 1
+    assert conversation.latency and conversation.latency["turns"], "latency figures from AgentStartedSpeaking"
+    async with sessions() as session:
+        turns = (await session.execute(select(Message.role, Message.content)
+                                       .where(Message.conversation_id == conversation.id)
+                                       .order_by(Message.created_at))).all()
+        usage = (await session.execute(select(UsageRecord).where(UsageRecord.conversation_id == conversation.id))).scalar_one()
+    assert ("user", "what is the weather like") in turns
+    assert any(role == "agent" and "Earlier you said" in content for role, content in turns)
+    assert usage.kind == "call_seconds" and usage.quantity > 1
+
+
+async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None:
+    settings = platform.settings
+    async with httpx.AsyncClient() as http:
+        unsigned = await http.post(f"{settings.api_base_url}/twilio/voice", data={"To": platform.number, "CallSid": "CAx"})
+        assert unsigned.status_code == 403
+        bad_llm = await http.post(f"{settings.voice_base_url}/llm/not-a-token/v1/chat/completions",
+                                  json={"messages": [{"role": "user", "content": "hi"}]})
+        assert bad_llm.status_code == 401
+    async with handset(settings.carrier_url, "+15550108888") as phone:
+        await phone.dial("+15550009999")  # nobody's number
+        said = await phone.wait_for("say")
+        assert "not in service" in said["text"]
+
+    async def stream(token: str) -> Any:
+        ws = await websockets.connect(settings.media_stream_url)
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(json.dumps({"event": "start", "streamSid": "MZ1", "start": {
+            "streamSid": "MZ1", "callSid": "CAreplay", "customParameters": {"token": token}}}))
+        return ws
+
+    forged = await stream("forged.token")
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(forged.recv(), 5)
+    secret = settings.platform_secret.get_secret_value()
+    token = tokens.sign({"kind": "stream", "call": "CAreplay", "user": str(platform.user.id)}, secret, ttl_s=60)
+    first = await stream(token)
+    greeting = json.loads(await asyncio.wait_for(first.recv(), 30))  # connected: the greeting plays
+    assert greeting["event"] == "media" and greeting["streamSid"] == "MZ1"
+    replay = await stream(token)
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(replay.recv(), 5)
+    await first.send("{not json")  # malformed messages are skipped, the call goes on
+    await first.send(json.dumps({"event": "media", "media": {"payload": "***"}}))
+    still = json.loads(await asyncio.wait_for(first.recv(), 10))
+    assert still["event"] == "media"
+    await first.close()

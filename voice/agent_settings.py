@@ -1,0 +1,39 @@
+"""The Deepgram Voice Agent `Settings` for one call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SPEECH_RULES = (
+    "You are speaking on a phone call. Answer in one to three short spoken sentences. "
+    "No markdown, lists, emoji, links or code: say things the way a person would say them aloud. "
+    "When the caller says goodbye or wants to hang up, say a short farewell and call end_call."
+)
+
+END_CALL = {
+    "name": "end_call",
+    "description": "Hang up after saying goodbye, when the caller is done or asks to end the call.",
+    "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}},
+}
+
+
+def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = SPEECH_RULES) -> dict[str, Any]:
+    return {
+        "type": "Settings",
+        "audio": {
+            "input": {"encoding": "mulaw", "sample_rate": 8000},
+            "output": {"encoding": "mulaw", "sample_rate": 8000, "container": "none"},
+        },
+        "agent": {
+            "language": "en",
+            "listen": {"provider": {"type": "deepgram", "model": "nova-3"}},
+            "think": {
+                "provider": {"type": "open_ai", "model": "gpt-4o-mini"},
+                "endpoint": {"url": think_url, "headers": {}},
+                "prompt": prompt,
+                "functions": [END_CALL],
+            },
+            "speak": {"provider": {"type": "deepgram", "model": voice}},
+            "greeting": greeting,
+        },
+    }

@@ -1,0 +1,286 @@
+"""One call: Twilio Media Stream <-> Deepgram Voice Agent, frame by frame, no batching.
+
+Barge-in clears Twilio's playback; DTMF reaches the agent as the caller's words; KeepAlive keeps
+Deepgram's socket open; end_call says goodbye, then hangs up through Telephony. A maximum call
+length, a silent-caller timeout and a stall watchdog bound every call, and when either side
+closes, both sockets and every task of the call go away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import websockets
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core import tokens
+from core.logs import log_context
+from core.models import User
+from core.ports import Telephony
+from core.settings import Settings
+from voice.agent_settings import build_settings
+from voice.records import CallAlreadyConnected, CallRecorder
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0
+KEEPALIVE_EVERY_S = 5.0
+STALL_S = 10.0  # Twilio sends a frame every 20 ms; ten quiet seconds means the line is gone
+DTMF_GAP_S = 1.2  # digits typed within this gap travel together
+FAREWELL_WAIT_S = 8.0
+SILENT_GOODBYE = "I haven't heard anything for a while, so I'll hang up now. Talk soon. Goodbye."
+TIME_UP_GOODBYE = "We've reached the maximum call length, so I need to hang up now. Goodbye."
+
+
+@dataclass
+class BridgeDeps:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    telephony: Telephony
+
+
+class CallBridge:
+    def __init__(self, twilio: WebSocket, deps: BridgeDeps) -> None:
+        self.twilio = twilio
+        self.deps = deps
+        self.settings = deps.settings
+        self.stream_sid = ""
+        self.call_sid = ""
+        self.agent: Any = None
+        self.recorder: CallRecorder | None = None
+        self.started = time.monotonic()
+        self.last_from_twilio = time.monotonic()
+        self.last_to_agent = time.monotonic()
+        self.last_caller_words = time.monotonic()
+        self.dtmf: list[str] = []
+        self.dtmf_task: asyncio.Task[None] | None = None
+        self.hangup_after_speech = False
+        self.farewell_done = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.stats = {"frames_in": 0, "frames_out": 0, "clears": 0, "malformed": 0}
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.twilio.accept()
+        try:
+            claims = await asyncio.wait_for(self._await_start(), START_TIMEOUT_S)
+        except (TimeoutError, tokens.InvalidToken, WebSocketDisconnect, ValueError, KeyError) as error:
+            log.warning("media stream refused: %s", error or type(error).__name__)
+            await self._close_twilio(1008)
+            return
+        user_id = uuid.UUID(claims["user"])
+        with log_context(user_id=str(user_id), call_id=self.call_sid):
+            self.recorder = CallRecorder(self.deps.sessions, call_sid=self.call_sid, user_id=user_id,
+                                         from_number=claims.get("from", ""), to_number=claims.get("to", ""),
+                                         direction=claims.get("direction", "inbound"))
+            try:
+                await self.recorder.start()
+            except CallAlreadyConnected:
+                log.warning("stream token replayed for call %s", self.call_sid)
+                await self._close_twilio(1008)
+                return
+            try:
+                await self._bridge(user_id, claims)
+            finally:
+                await self.recorder.finish(time.monotonic() - self.started)
+                log.info("call %s ended after %.1fs %s", self.call_sid, time.monotonic() - self.started, self.stats)
+
+    async def _await_start(self) -> dict[str, Any]:
+        while True:
+            message = json.loads(await self.twilio.receive_text())
+            if message.get("event") == "start":
+                start = message["start"]
+                self.stream_sid = message.get("streamSid") or start["streamSid"]
+                self.call_sid = start["callSid"]
+                token = (start.get("customParameters") or {}).get("token", "")
+                claims = tokens.verify(token, self.settings.platform_secret.get_secret_value(), kind="stream")
+                if claims["call"] != self.call_sid:
+                    raise tokens.InvalidToken("token is for another call")
+                return claims
+            if message.get("event") not in ("connected",):
+                raise ValueError(f"expected start, got {message.get('event')!r}")
+
+    async def _agent_settings(self, user_id: uuid.UUID, claims: dict[str, Any]) -> dict[str, Any]:
+        async with self.deps.sessions() as session:
+            user = await session.get(User, user_id)
+        name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")
+        llm_token = tokens.sign({"kind": "llm", "call": self.call_sid, "user": str(user_id)},
+                                self.settings.platform_secret.get_secret_value(), ttl_s=self.settings.max_call_s + 600)
+        greeting = claims.get("greeting") or f"Hi, it's {name}. What can I do for you?"
+        think_url = f"{self.settings.voice_base_url}/llm/{llm_token}/v1/chat/completions"
+        purpose = {"prompt": claims["prompt"]} if claims.get("prompt") else {}  # calls we place say why
+        return build_settings(think_url=think_url, voice=voice, greeting=greeting, **purpose)
+
+    async def _bridge(self, user_id: uuid.UUID, claims: dict[str, Any]) -> None:
+        headers = {}
+        if self.settings.deepgram_api_key:
+            headers["Authorization"] = f"Token {self.settings.deepgram_api_key.get_secret_value()}"
+        async with websockets.connect(self.settings.voice_agent_url, additional_headers=headers,
+                                      open_timeout=10, max_size=2**22) as agent:
+            self.agent = agent
+            await agent.send(json.dumps(await self._agent_settings(user_id, claims)))
+            tasks = [asyncio.create_task(coro) for coro in (
+                self._twilio_to_agent(), self._agent_to_twilio(), self._keepalive(), self._limits())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                if self.dtmf_task:
+                    self.dtmf_task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_twilio(1000)
+
+    # ---- relaying -------------------------------------------------------------------------
+
+    async def _twilio_to_agent(self) -> None:
+        try:
+            while True:
+                raw = await self.twilio.receive_text()
+                self.last_from_twilio = time.monotonic()
+                try:
+                    message = json.loads(raw)
+                    event = message["event"]
+                except (ValueError, KeyError, TypeError):
+                    self.stats["malformed"] += 1
+                    continue
+                if event == "media":
+                    try:
+                        frame = base64.b64decode(message["media"]["payload"], validate=True)
+                    except (KeyError, TypeError, ValueError):
+                        self.stats["malformed"] += 1
+                        continue
+                    await self.agent.send(frame)  # at once: no batching
+                    self.last_to_agent = time.monotonic()
+                    self.stats["frames_in"] += 1
+                elif event == "dtmf":
+                    self._on_digit(str(message.get("dtmf", {}).get("digit", "")))
+                elif event == "mark" and message.get("mark", {}).get("name") == "farewell":
+                    self.farewell_done.set()
+                elif event == "stop":
+                    return
+        except WebSocketDisconnect:
+            return
+
+    def _on_digit(self, digit: str) -> None:
+        if not digit:
+            return
+        self.dtmf.append(digit)
+        self.last_caller_words = time.monotonic()
+        if self.dtmf_task:
+            self.dtmf_task.cancel()
+        self.dtmf_task = asyncio.create_task(self._send_digits())
+
+    async def _send_digits(self) -> None:
+        if self.dtmf[-1] != "#":
+            await asyncio.sleep(DTMF_GAP_S)
+        digits, self.dtmf = "".join(d for d in self.dtmf if d != "#"), []
+        if digits:
+            await self.agent.send(json.dumps({"type": "InjectUserMessage", "content": digits}))
+
+    async def _agent_to_twilio(self) -> None:
+        try:
+            async for message in self.agent:
+                if isinstance(message, bytes):
+                    await self._to_twilio({"event": "media", "streamSid": self.stream_sid,
+                                           "media": {"payload": base64.b64encode(message).decode()}})
+                    self.stats["frames_out"] += 1
+                    continue
+                await self._on_agent_event(json.loads(message))
+        except websockets.ConnectionClosed as closed:
+            log.info("voice agent closed the session: %s", closed)
+
+    async def _on_agent_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "UserStartedSpeaking":
+            self.last_caller_words = time.monotonic()
+            self.stats["clears"] += 1
+            await self._to_twilio({"event": "clear", "streamSid": self.stream_sid})  # barge-in
+        elif kind == "ConversationText":
+            if event.get("role") == "user":
+                self.last_caller_words = time.monotonic()
+            assert self.recorder is not None
+            await self.recorder.turn(str(event.get("role")), str(event.get("content", "")))
+        elif kind == "AgentStartedSpeaking":
+            assert self.recorder is not None
+            self.recorder.latency(event)
+        elif kind == "FunctionCallRequest":
+            for call in event.get("functions", []):
+                if call.get("name") == "end_call":
+                    self.hangup_after_speech = True
+                await self.agent.send(json.dumps({"type": "FunctionCallResponse", "id": call.get("id"),
+                                                  "name": call.get("name"), "content": "ok"}))
+        elif kind == "AgentAudioDone" and self.hangup_after_speech:
+            asyncio.create_task(self._hang_up_after_farewell())
+        elif kind == "Error":
+            log.error("voice agent error %s: %s", event.get("code"), event.get("description"))
+        elif kind == "Warning":
+            log.warning("voice agent warning %s: %s", event.get("code"), event.get("description"))
+
+    async def _to_twilio(self, message: dict[str, Any]) -> None:
+        await self.twilio.send_text(json.dumps(message))
+
+    # ---- ending ---------------------------------------------------------------------------
+
+    async def _hang_up_after_farewell(self) -> None:
+        """The farewell is queued at Twilio: a mark behind it comes back once it has played."""
+        await self._to_twilio({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": "farewell"}})
+        try:
+            await asyncio.wait_for(self.farewell_done.wait(), FAREWELL_WAIT_S)
+        except TimeoutError:
+            pass
+        await self._hang_up("end_call")
+
+    async def _hang_up(self, reason: str) -> None:
+        log.info("hanging up call %s (%s)", self.call_sid, reason)
+        try:
+            await self.deps.telephony.hang_up(self.call_sid)
+        except Exception as error:  # the caller may be gone already
+            log.warning("hang-up of %s failed: %s", self.call_sid, error)
+        self.finished.set()
+
+    async def _say_goodbye_and_hang_up(self, text: str, reason: str) -> None:
+        self.hangup_after_speech = True
+        await self.agent.send(json.dumps({"type": "InjectAgentMessage", "message": text}))
+        try:
+            await asyncio.wait_for(self.finished.wait(), FAREWELL_WAIT_S + 5)
+        except TimeoutError:
+            await self._hang_up(reason)
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_EVERY_S)
+            if time.monotonic() - self.last_to_agent >= KEEPALIVE_EVERY_S:
+                await self.agent.send(json.dumps({"type": "KeepAlive"}))
+
+    async def _limits(self) -> None:
+        """Maximum call length, a caller silent for too long, and a stalled line."""
+        while not self.finished.is_set():
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if now - self.last_from_twilio > STALL_S:
+                log.warning("call %s stalled: no media for %.0fs", self.call_sid, now - self.last_from_twilio)
+                return
+            if now - self.started > self.settings.max_call_s:
+                await self._say_goodbye_and_hang_up(TIME_UP_GOODBYE, "max call length")
+                return
+            if now - self.last_caller_words > self.settings.silent_caller_hangup_s:
+                await self._say_goodbye_and_hang_up(SILENT_GOODBYE, "silent caller")
+                return
+        # end_call hung up: give Twilio a moment to send stop, then close.
+        await asyncio.sleep(1.0)
+
+    async def _close_twilio(self, code: int) -> None:
+        try:
+            await self.twilio.close(code=code)
+        except Exception:
+            pass

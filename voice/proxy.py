@@ -1,0 +1,131 @@
+"""The think endpoint Deepgram calls: `/llm/<token>/v1/chat/completions`.
+
+It verifies the per-call token, wakes the user's agent through its lifecycle workflow, forwards
+the caller's latest words to their OpenClaw (one session per call; memory is the agent's own) and
+streams the answer back. While the agent wakes it says a short filler first, so no dead air.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.runtime.openclaw_config import agent_id
+from core import tokens
+from core.logs import log_context
+from core.ports import AgentEndpoint
+from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
+
+log = logging.getLogger(__name__)
+
+FILLER_AFTER_S = 0.7
+FILLER = "One moment. "
+UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again in a minute."
+
+
+def _chunk(content: str) -> bytes:
+    body = {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": "deepclaw", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def _completion(content: str) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion", "created": int(time.time()),
+            "model": "deepclaw",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+
+
+def latest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenClaw keeps the conversation itself: send the instructions and the newest user turn only."""
+    system = [m for m in messages if m.get("role") == "system"][:1]
+    user = [m for m in messages if m.get("role") == "user"][-1:]
+    return system + user
+
+
+class LlmProxy:
+    def __init__(self, *, secret: str, temporal: Client, http: httpx.AsyncClient) -> None:
+        self.secret = secret
+        self.temporal = temporal
+        self.http = http
+
+    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
+        handle = self.temporal.get_workflow_handle(workflow_id(user_id))
+        await handle.signal(AgentLifecycleWorkflow.touch)
+        return await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            claims = tokens.verify(request.path_params["token"], self.secret, kind="llm")
+        except tokens.InvalidToken as error:
+            return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
+        try:
+            body = await request.json()
+            messages = body["messages"]
+            assert isinstance(messages, list)
+        except Exception:
+            return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
+        user_id, call_sid = uuid.UUID(claims["user"]), claims["call"]
+        with log_context(user_id=str(user_id), call_id=call_sid):
+            waking = asyncio.create_task(self.wake(user_id))
+            forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(messages), "stream": True}
+            headers = {"x-openclaw-session-key": f"call-{call_sid}"}
+            if body.get("stream"):
+                return StreamingResponse(self._stream(waking, forward, headers), media_type="text/event-stream")
+            return JSONResponse(await self._complete(waking, forward, headers))
+
+    async def _endpoint(self, waking: asyncio.Task[AgentEndpoint]) -> AgentEndpoint | None:
+        try:
+            return await waking
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            log.warning("agent could not be woken: %s", error)
+            return None
+
+    async def _stream(self, waking: asyncio.Task[AgentEndpoint], forward: dict[str, Any],
+                      headers: dict[str, str]) -> AsyncIterator[bytes]:
+        done, _ = await asyncio.wait({waking}, timeout=FILLER_AFTER_S)
+        if not done:
+            yield _chunk(FILLER)  # the caller hears something while the agent wakes
+        endpoint = await self._endpoint(waking)
+        if endpoint is None:
+            yield _chunk(UNREACHABLE)
+            yield b"data: [DONE]\n\n"
+            return
+        try:
+            async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=forward,
+                                        headers={**headers, "Authorization": f"Bearer {endpoint.token}"}) as answer:
+                if answer.status_code != 200:
+                    raise httpx.HTTPStatusError(f"OpenClaw answered {answer.status_code}", request=answer.request,
+                                                response=answer)
+                async for line in answer.aiter_lines():
+                    if line:
+                        yield line.encode() + b"\n\n"
+        except httpx.HTTPError as error:
+            log.warning("OpenClaw call failed: %s", error)
+            yield _chunk(UNREACHABLE)
+            yield b"data: [DONE]\n\n"
+
+    async def _complete(self, waking: asyncio.Task[AgentEndpoint], forward: dict[str, Any],
+                        headers: dict[str, str]) -> dict[str, Any]:
+        endpoint = await self._endpoint(waking)
+        if endpoint is None:
+            return _completion(UNREACHABLE)
+        try:
+            answer = await self.http.post(f"{endpoint.base_url}/v1/chat/completions",
+                                          json={**forward, "stream": False},
+                                          headers={**headers, "Authorization": f"Bearer {endpoint.token}"})
+            answer.raise_for_status()
+            return answer.json()
+        except httpx.HTTPError as error:
+            log.warning("OpenClaw call failed: %s", error)
+            return _completion(UNREACHABLE)

@@ -1,0 +1,57 @@
+"""What a call leaves behind: the conversation, its transcript turns, latency figures and usage."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.db import transaction
+from core.models import Conversation, Message, UsageRecord, utcnow
+
+
+class CallAlreadyConnected(Exception):
+    """The CallSid has a conversation already: a replayed stream token."""
+
+
+class CallRecorder:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, call_sid: str, user_id: uuid.UUID,
+                 from_number: str, to_number: str, direction: str) -> None:
+        self.sessions = sessions
+        self.call_sid = call_sid
+        self.user_id = user_id
+        self.from_number, self.to_number, self.direction = from_number, to_number, direction
+        self.conversation_id: uuid.UUID | None = None
+        self.latencies: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        conversation = Conversation(user_id=self.user_id, kind="call", direction=self.direction,
+                                    provider_sid=self.call_sid, from_number=self.from_number, to_number=self.to_number)
+        try:
+            async with transaction(self.sessions) as session:
+                session.add(conversation)
+        except IntegrityError:
+            raise CallAlreadyConnected(self.call_sid) from None
+        self.conversation_id = conversation.id
+
+    async def turn(self, role: str, content: str) -> None:
+        if self.conversation_id is None or not content.strip():
+            return
+        async with transaction(self.sessions) as session:
+            session.add(Message(conversation_id=self.conversation_id, role="agent" if role == "assistant" else "user",
+                                content=content))
+
+    def latency(self, figures: dict[str, Any]) -> None:
+        self.latencies.append({k: figures[k] for k in ("total_latency", "tts_latency", "ttt_latency") if k in figures})
+
+    async def finish(self, duration_s: float) -> None:
+        if self.conversation_id is None:
+            return
+        async with transaction(self.sessions) as session:
+            await session.execute(update(Conversation).where(Conversation.id == self.conversation_id).values(
+                ended_at=utcnow(), duration_s=round(duration_s, 2), latency={"turns": self.latencies}))
+            session.add(UsageRecord(user_id=self.user_id, kind="call_seconds", quantity=round(duration_s, 2),
+                                    conversation_id=self.conversation_id))
