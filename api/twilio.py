@@ -94,3 +94,34 @@ async def _start_waking(request: Request, user_id: uuid.UUID) -> None:
             AgentLifecycleWorkflow.ensure_awake, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
     except RPCError as error:
         log.warning("could not start waking agent of %s: %s", user_id, error)
+
+
+PURPOSE_TOKEN_TTL_S = 3600.0  # a placed call is answered (or not) well within the hour
+
+
+def outbound_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, prompt: str) -> str:
+    """Where Twilio asks for TwiML when a call we place is answered; the purpose travels signed."""
+    purpose = tokens.sign({"kind": "purpose", "user": str(user_id), "greeting": greeting, "prompt": prompt},
+                          settings.platform_secret.get_secret_value(), ttl_s=PURPOSE_TOKEN_TTL_S)
+    return f"{settings.api_base_url}/twilio/outbound?purpose={purpose}"
+
+
+@router.post("/outbound")
+async def outbound(request: Request) -> Response:
+    """A call the platform placed (reminder, call-back) was answered: stream it to the bridge."""
+    form = await signed_form(request)
+    settings: Settings = request.app.state.settings
+    try:
+        purpose = tokens.verify(request.query_params.get("purpose", ""), settings.platform_secret.get_secret_value(),
+                                kind="purpose")
+    except tokens.InvalidToken as error:
+        log.warning("outbound call with a bad purpose token: %s", error)
+        return say_and_hang_up("Sorry, something went wrong with this call. Goodbye.")
+    call_sid = form.get("CallSid", "")
+    with log_context(call_id=call_sid, user_id=purpose["user"]):
+        await _start_waking(request, uuid.UUID(purpose["user"]))
+        token = tokens.sign({"kind": "stream", "call": call_sid, "user": purpose["user"], "from": form.get("From", ""),
+                             "to": form.get("To", ""), "direction": "outbound", "greeting": purpose["greeting"],
+                             "prompt": purpose["prompt"]},
+                            settings.platform_secret.get_secret_value(), ttl_s=STREAM_TOKEN_TTL_S)
+        return connect_stream(settings, {"token": token})

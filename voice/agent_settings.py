@@ -37,3 +37,8 @@ def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = S
             "greeting": greeting,
         },
     }
+
+
+def purpose_prompt(purpose: str) -> str:
+    """Instructions for a call we place (a reminder, a finished task): say why first."""
+    return f"{SPEECH_RULES} You called the user yourself, for this reason: {purpose}"
