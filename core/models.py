@@ -55,6 +55,8 @@ class User(SQLModel, table=True):
     agent_name: str = Field(default="Claw", max_length=64)
     voice: str = Field(default="aura-2-thalia-en", max_length=64)
     personality: str = Field(default="casual", max_length=16)
+    # Written by the agent after each call, spoken at the start of the next one.
+    next_greeting: str | None = Field(default=None, max_length=300)
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

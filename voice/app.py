@@ -31,11 +31,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine = create_engine(settings.database_url)
         telephony = adapters.telephony(settings)
         async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0)) as http:
-            app.state.deps = BridgeDeps(settings=settings, sessions=sessionmaker(engine), telephony=telephony)
-            app.state.proxy = LlmProxy(secret=settings.platform_secret.get_secret_value(),
-                                       temporal=await connect(settings), http=http)
+            proxy = LlmProxy(secret=settings.platform_secret.get_secret_value(), temporal=await connect(settings), http=http)
+            app.state.proxy = proxy
+            app.state.deps = BridgeDeps(settings=settings, sessions=sessionmaker(engine), telephony=telephony,
+                                        ask_agent=proxy.ask)
             app.state.calls = 0
             yield
+            for task in list(app.state.deps.background):
+                task.cancel()
         await telephony.close()
         await engine.dispose()
 

@@ -14,7 +14,8 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
@@ -40,11 +41,20 @@ SILENT_GOODBYE = "I haven't heard anything for a while, so I'll hang up now. Tal
 TIME_UP_GOODBYE = "We've reached the maximum call length, so I need to hang up now. Goodbye."
 
 
+GREETING_REQUEST = (
+    "The user will call you again later. Write the one short sentence you will greet them with when they do: "
+    "warm, personal, based on what you know of them and this call. Reply with the greeting only."
+)
+
+
 @dataclass
 class BridgeDeps:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     telephony: Telephony
+    # Asks the user's agent a question outside the call (the next call's greeting); optional.
+    ask_agent: Callable[[uuid.UUID, str, str], Awaitable[str | None]] | None = None
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class CallBridge:
@@ -93,6 +103,7 @@ class CallBridge:
             finally:
                 await self.recorder.finish(time.monotonic() - self.started)
                 log.info("call %s ended after %.1fs %s", self.call_sid, time.monotonic() - self.started, self.stats)
+                self._prepare_next_greeting(user_id)
 
     async def _await_start(self) -> dict[str, Any]:
         while True:
@@ -115,7 +126,7 @@ class CallBridge:
         name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")
         llm_token = tokens.sign({"kind": "llm", "call": self.call_sid, "user": str(user_id)},
                                 self.settings.platform_secret.get_secret_value(), ttl_s=self.settings.max_call_s + 600)
-        greeting = claims.get("greeting") or f"Hi, it's {name}. What can I do for you?"
+        greeting = claims.get("greeting") or (user and user.next_greeting) or f"Hi, it's {name}. What can I do for you?"
         think_url = f"{self.settings.voice_base_url}/llm/{llm_token}/v1/chat/completions"
         purpose = {"prompt": claims["prompt"]} if claims.get("prompt") else {}  # calls we place say why
         return build_settings(think_url=think_url, voice=voice, greeting=greeting, **purpose)
@@ -139,6 +150,27 @@ class CallBridge:
                     self.dtmf_task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         await self._close_twilio(1000)
+
+    def _prepare_next_greeting(self, user_id: uuid.UUID) -> None:
+        """In the background, after the call: the agent writes how it will greet the next one."""
+        if self.deps.ask_agent is None or self.recorder is None or not self.recorder.turns:
+            return
+        task = asyncio.create_task(self._next_greeting(user_id))
+        self.deps.background.add(task)
+        task.add_done_callback(self.deps.background.discard)
+
+    async def _next_greeting(self, user_id: uuid.UUID) -> None:
+        assert self.deps.ask_agent is not None
+        try:
+            greeting = await self.deps.ask_agent(user_id, f"call-{self.call_sid}", GREETING_REQUEST)
+        except Exception as error:
+            log.warning("no greeting for the next call: %s", error)
+            return
+        if greeting and greeting.strip():
+            async with self.deps.sessions() as session, session.begin():
+                user = await session.get(User, user_id)
+                if user is not None:
+                    user.next_greeting = " ".join(greeting.split())[:300]
 
     # ---- relaying -------------------------------------------------------------------------
 

@@ -115,6 +115,18 @@ class LlmProxy:
             yield _chunk(UNREACHABLE)
             yield b"data: [DONE]\n\n"
 
+    async def ask(self, user_id: uuid.UUID, session_key: str, text: str) -> str | None:
+        """One plain question to the user's agent, outside any call (e.g. the next greeting)."""
+        endpoint = await self._endpoint(asyncio.create_task(self.wake(user_id)))
+        if endpoint is None:
+            return None
+        answer = await self.http.post(
+            f"{endpoint.base_url}/v1/chat/completions",
+            json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]},
+            headers={"Authorization": f"Bearer {endpoint.token}", "x-openclaw-session-key": session_key})
+        answer.raise_for_status()
+        return answer.json()["choices"][0]["message"]["content"]
+
     async def _complete(self, waking: asyncio.Task[AgentEndpoint], forward: dict[str, Any],
                         headers: dict[str, str]) -> dict[str, Any]:
         endpoint = await self._endpoint(waking)

@@ -26,6 +26,7 @@ class CallRecorder:
         self.from_number, self.to_number, self.direction = from_number, to_number, direction
         self.conversation_id: uuid.UUID | None = None
         self.latencies: list[dict[str, Any]] = []
+        self.turns = 0
 
     async def start(self) -> None:
         conversation = Conversation(user_id=self.user_id, kind="call", direction=self.direction,
@@ -40,6 +41,7 @@ class CallRecorder:
     async def turn(self, role: str, content: str) -> None:
         if self.conversation_id is None or not content.strip():
             return
+        self.turns += 1
         async with transaction(self.sessions) as session:
             session.add(Message(conversation_id=self.conversation_id, role="agent" if role == "assistant" else "user",
                                 content=content))

@@ -172,6 +172,19 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
     assert any(role == "agent" and "Earlier you said" in content for role, content in turns)
     assert usage.kind == "call_seconds" and usage.quantity > 1
 
+    # After the call the agent wrote its greeting for the next one; the next call opens with it.
+    for _ in range(100):
+        async with sessions() as session:
+            greeting = (await session.get(User, platform.user.id)).next_greeting
+        if greeting:
+            break
+        await asyncio.sleep(0.2)
+    assert greeting and greeting.startswith("You said: The user will call you again later")
+    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+        await phone.dial(platform.number)
+        await _agent_said(platform.agent, greeting[:40])
+        await phone.hangup()
+
 
 async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None:
     settings = platform.settings
