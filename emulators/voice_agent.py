@@ -274,6 +274,9 @@ class AgentSession:
             content, calls = await self._complete(think["endpoint"], body)
             if not calls:
                 return content
+            if content.strip():  # words that came with a function call are spoken first
+                self.history.append({"role": "assistant", "content": content})
+                await self.speak(content, started=time.monotonic(), think_s=0.0)
             messages.append({"role": "assistant", "content": content or None, "tool_calls": calls})
             for call in calls:
                 result = await self._call_function(call, functions)

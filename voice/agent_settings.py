@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# The user's OpenClaw, not Deepgram's LLM, writes the answers, and it cannot call Deepgram's
+# functions: it ends its farewell with this marker, and the proxy turns it into an end_call.
+END_CALL_MARKER = "[END_CALL]"
+
 SPEECH_RULES = (
     "You are speaking on a phone call. Answer in one to three short spoken sentences. "
     "No markdown, lists, emoji, links or code: say things the way a person would say them aloud. "
-    "When the caller says goodbye or wants to hang up, say a short farewell and call end_call."
+    f"When the caller says goodbye or wants to hang up, say a short farewell and end it with {END_CALL_MARKER}."
 )
 
 END_CALL = {

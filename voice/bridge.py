@@ -73,6 +73,7 @@ class CallBridge:
         self.dtmf: list[str] = []
         self.dtmf_task: asyncio.Task[None] | None = None
         self.hangup_after_speech = False
+        self.agent_speaking = False
         self.farewell_done = asyncio.Event()
         self.finished = asyncio.Event()
         self.stats = {"frames_in": 0, "frames_out": 0, "clears": 0, "malformed": 0}
@@ -243,16 +244,23 @@ class CallBridge:
             assert self.recorder is not None
             await self.recorder.turn(str(event.get("role")), str(event.get("content", "")))
         elif kind == "AgentStartedSpeaking":
+            self.agent_speaking = True
             assert self.recorder is not None
             self.recorder.latency(event)
         elif kind == "FunctionCallRequest":
             for call in event.get("functions", []):
                 if call.get("name") == "end_call":
-                    self.hangup_after_speech = True
+                    if self.agent_speaking:
+                        self.hangup_after_speech = True  # after the farewell's AgentAudioDone
+                    else:
+                        asyncio.create_task(self._hang_up_after_farewell())
                 await self.agent.send(json.dumps({"type": "FunctionCallResponse", "id": call.get("id"),
                                                   "name": call.get("name"), "content": "ok"}))
-        elif kind == "AgentAudioDone" and self.hangup_after_speech:
-            asyncio.create_task(self._hang_up_after_farewell())
+        elif kind == "AgentAudioDone":
+            self.agent_speaking = False
+            if self.hangup_after_speech:
+                self.hangup_after_speech = False
+                asyncio.create_task(self._hang_up_after_farewell())
         elif kind == "Error":
             log.error("voice agent error %s: %s", event.get("code"), event.get("description"))
         elif kind == "Warning":

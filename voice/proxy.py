@@ -25,6 +25,7 @@ from activities.runtime.openclaw_config import agent_id
 from core import tokens
 from core.logs import log_context
 from core.ports import AgentEndpoint
+from voice.agent_settings import END_CALL_MARKER
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,35 @@ def _completion(content: str) -> dict[str, Any]:
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion", "created": int(time.time()),
             "model": "deepclaw",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+
+
+def _end_call_chunk() -> bytes:
+    call = {"index": 0, "id": f"call_{uuid.uuid4().hex[:10]}", "type": "function",
+            "function": {"name": "end_call", "arguments": "{}"}}
+    body = {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": "deepclaw", "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class MarkerFilter:
+    """Removes the end-of-call marker from streamed text, even when it arrives split across chunks."""
+
+    def __init__(self) -> None:
+        self.held = ""
+        self.seen = False
+
+    def feed(self, text: str) -> str:
+        text = self.held + text
+        if END_CALL_MARKER in text:
+            self.seen = True
+            text = text.replace(END_CALL_MARKER, "")
+        keep = next((n for n in range(len(END_CALL_MARKER) - 1, 0, -1) if text.endswith(END_CALL_MARKER[:n])), 0)
+        self.held = text[len(text) - keep:] if keep else ""
+        return text[: len(text) - keep] if keep else text
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
 
 
 def latest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -77,6 +107,10 @@ class LlmProxy:
             return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
         user_id, call_sid = uuid.UUID(claims["user"]), claims["call"]
         with log_context(user_id=str(user_id), call_id=call_sid):
+            if messages and messages[-1].get("role") == "tool":
+                # The end_call we asked for was carried out: nothing more to say.
+                return (StreamingResponse(iter([b"data: [DONE]\n\n"]), media_type="text/event-stream")
+                        if body.get("stream") else JSONResponse(_completion("")))
             waking = asyncio.create_task(self.wake(user_id))
             forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(messages), "stream": True}
             headers = {"x-openclaw-session-key": f"call-{call_sid}"}
@@ -107,9 +141,23 @@ class LlmProxy:
                 if answer.status_code != 200:
                     raise httpx.HTTPStatusError(f"OpenClaw answered {answer.status_code}", request=answer.request,
                                                 response=answer)
+                marker = MarkerFilter()
                 async for line in answer.aiter_lines():
-                    if line:
-                        yield line.encode() + b"\n\n"
+                    if not line.startswith("data: {"):
+                        if line == "data: [DONE]":
+                            if tail := marker.flush():
+                                yield _chunk(tail)
+                            if marker.seen:
+                                yield _end_call_chunk()
+                        if line:
+                            yield line.encode() + b"\n\n"
+                        continue
+                    chunk = json.loads(line[6:])
+                    for choice in chunk.get("choices", []):
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            delta["content"] = marker.feed(delta["content"])
+                    yield f"data: {json.dumps(chunk)}\n\n".encode()
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
             yield _chunk(UNREACHABLE)
@@ -137,7 +185,14 @@ class LlmProxy:
                                           json={**forward, "stream": False},
                                           headers={**headers, "Authorization": f"Bearer {endpoint.token}"})
             answer.raise_for_status()
-            return answer.json()
+            completion = answer.json()
+            message = completion["choices"][0]["message"]
+            if END_CALL_MARKER in (message.get("content") or ""):
+                message["content"] = message["content"].replace(END_CALL_MARKER, "").strip()
+                message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:10]}", "type": "function",
+                                          "function": {"name": "end_call", "arguments": "{}"}}]
+                completion["choices"][0]["finish_reason"] = "tool_calls"
+            return completion
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
             return _completion(UNREACHABLE)

@@ -4,7 +4,6 @@ user's memory following them, archive and restore byte for byte, and no process 
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from pathlib import Path
 
@@ -58,10 +57,8 @@ async def test_sleep_wake_pause_archive_restore(
 
         await runtime.pause(user)
         assert await runtime.status(user) == RuntimeState.PAUSED
-        started = time.monotonic()
-        assert await runtime.wake(user) == endpoint
+        assert await runtime.wake(user) == endpoint  # the same process, resumed (bench/wake.py times it)
         assert (await _chat(endpoint, user, "still there?")).startswith("You said: still there?")
-        assert time.monotonic() - started < 5
 
         # Sleep frees the process; the next wake is another gateway, and the memory came along.
         await runtime.sleep(user)

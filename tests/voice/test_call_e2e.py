@@ -114,7 +114,7 @@ async def _agent_said(agent: VoiceAgentServer, text: str, timeout: float = 60) -
 
 async def _audio_done(agent: VoiceAgentServer, count: int, timeout: float = 60) -> None:
     for _ in range(int(timeout * 10)):
-        if sum(e["type"] == "AgentAudioDone" for e in agent.sessions[-1].events) >= count:
+        if agent.sessions and sum(e["type"] == "AgentAudioDone" for e in agent.sessions[-1].events) >= count:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("agent audio never finished")
@@ -184,6 +184,27 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
         await phone.dial(platform.number)
         await _agent_said(platform.agent, greeting[:40])
         await phone.hangup()
+
+
+async def test_keypad_digits_reach_the_agent_and_goodbye_hangs_up(
+    platform: Platform, model_server: tuple[str, ModelScript],
+) -> None:
+    base_url, _ = model_server
+    async with httpx.AsyncClient() as http:
+        await http.post(base_url[:-3] + "/control/replies",
+                        json={"match": "goodbye", "reply": "It was lovely talking to you. Bye! [END_CALL]"})
+    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+        call_sid = await phone.dial(platform.number)
+        await _audio_done(platform.agent, 1)
+        await phone.dtmf("42#")
+        await _agent_said(platform.agent, "You said: 42")
+        await phone.say("ok goodbye")
+        farewell = await _agent_said(platform.agent, "It was lovely talking to you. Bye!")
+        assert "[END_CALL]" not in farewell["content"], "the marker is never spoken"
+        ended = await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=30)
+        assert ended["call_sid"] == call_sid, "the platform hung up after the farewell"
+    kinds = [e["type"] for e in platform.agent.sessions[-1].events]
+    assert "FunctionCallRequest" in kinds
 
 
 async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None:
