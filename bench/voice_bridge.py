@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import struct
 import sys
 import tempfile
@@ -33,18 +32,13 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import tokens  # noqa: E402
-from core.migrate import upgrade_to_head  # noqa: E402
-from devstack.postgres import EmbeddedPostgres  # noqa: E402
-from devstack.temporal import TemporalDevServer  # noqa: E402
+from core.process import free_port  # noqa: E402
+from devstack.scratch import scratch_stack  # noqa: E402
 
 SECRET = "bench-secret"
 FRAME = 160
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -154,43 +148,35 @@ async def run_level(calls: int, seconds: float, bridge: psutil.Process, bridge_u
 
 async def main(levels: list[int], seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
-        root = Path(tmp)
-        pg = EmbeddedPostgres(root / "pg", free_port(), log_path=root / "pg.log")
-        await pg.start()
-        await pg.ensure_database("bench")
-        await asyncio.to_thread(upgrade_to_head, pg.url("bench"))
-        temporal = TemporalDevServer(root / "t.db", host="127.0.0.1", port=free_port(), ui_port=free_port(),
-                                     log_path=root / "t.log")
-        await temporal.start()
-        conn = await asyncpg.connect(host="127.0.0.1", port=pg.port, user="postgres", database="bench")
-        user_id = str(uuid.uuid4())
-        await conn.execute("INSERT INTO users (id, phone_e164, phone_verified, email_verified, agent_name, voice,"
-                           " personality, created_at, updated_at) VALUES ($1, '+15550190000', true, false, 'Bench',"
-                           " 'aura-2-thalia-en', 'casual', now(), now())", uuid.UUID(user_id))
-        await conn.close()
-        voice_port, agent_port = free_port(), free_port()
-        os.environ["BENCH_AGENT_PORT"] = str(agent_port)
-        env = {**os.environ, "DEEPCLAW_DATABASE_URL": pg.url("bench"), "DEEPCLAW_TEMPORAL_ADDRESS": temporal.address,
-               "DEEPCLAW_VOICE_PORT": str(voice_port), "DEEPCLAW_PLATFORM_SECRET": SECRET,
-               "DEEPCLAW_VOICE_AGENT": "deepgram", "DEEPCLAW_LOG_LEVEL": "WARNING",
-               "DEEPCLAW_DEEPGRAM_URL": f"ws://127.0.0.1:{agent_port}/v1/agent/converse"}
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "core.cli", "voice", env=env)
-        try:
-            async with httpx.AsyncClient() as http:
-                for _ in range(100):
-                    try:
-                        if (await http.get(f"http://127.0.0.1:{voice_port}/healthz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.1)
-            bridge = psutil.Process(process.pid)
-            results = [await run_level(n, seconds, bridge, f"ws://127.0.0.1:{voice_port}/twilio/media", user_id)
-                       for n in levels]
-        finally:
-            process.terminate()
-            await process.wait()
-            await temporal.stop()
-            await pg.stop()
+        async with scratch_stack(Path(tmp), "bench") as stack:
+            conn = await asyncpg.connect(host="127.0.0.1", port=stack.postgres.port, user="postgres", database="bench")
+            user_id = str(uuid.uuid4())
+            await conn.execute("INSERT INTO users (id, phone_e164, phone_verified, email_verified, agent_name, voice,"
+                               " personality, created_at, updated_at) VALUES ($1, '+15550190000', true, false, 'Bench',"
+                               " 'aura-2-thalia-en', 'casual', now(), now())", uuid.UUID(user_id))
+            await conn.close()
+            voice_port, agent_port = free_port(), free_port()
+            os.environ["BENCH_AGENT_PORT"] = str(agent_port)
+            env = {**os.environ, "DEEPCLAW_DATABASE_URL": stack.database_url,
+                   "DEEPCLAW_TEMPORAL_ADDRESS": stack.temporal.address, "DEEPCLAW_VOICE_PORT": str(voice_port),
+                   "DEEPCLAW_PLATFORM_SECRET": SECRET, "DEEPCLAW_VOICE_AGENT": "deepgram",
+                   "DEEPCLAW_LOG_LEVEL": "WARNING",
+                   "DEEPCLAW_DEEPGRAM_URL": f"ws://127.0.0.1:{agent_port}/v1/agent/converse"}
+            process = await asyncio.create_subprocess_exec(sys.executable, "-m", "core.cli", "voice", env=env)
+            try:
+                async with httpx.AsyncClient() as http:
+                    for _ in range(100):
+                        try:
+                            if (await http.get(f"http://127.0.0.1:{voice_port}/healthz")).status_code == 200:
+                                break
+                        except httpx.HTTPError:
+                            await asyncio.sleep(0.1)
+                bridge = psutil.Process(process.pid)
+                results = [await run_level(n, seconds, bridge, f"ws://127.0.0.1:{voice_port}/twilio/media", user_id)
+                           for n in levels]
+            finally:
+                process.terminate()
+                await process.wait()
     largest = results[-1]
     return {k: largest[k] for k in ("calls", "p99_added_ms_in", "p99_added_ms_out", "cpu_s_per_call_minute",
                                     "rss_mb_per_call")}

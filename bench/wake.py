@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,14 +33,13 @@ from temporalio.worker import Worker  # noqa: E402
 from activities.runtime.local import LocalAgentRuntime
 from activities.runtime.openclaw_config import agent_id  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402
-from core.migrate import upgrade_to_head  # noqa: E402
 from core.models import User  # noqa: E402
 from core.ports import AgentEndpoint, AgentSpec  # noqa: E402
+from core.process import free_port  # noqa: E402
 from core.serve import serving  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.temporal import connect  # noqa: E402
-from devstack.postgres import EmbeddedPostgres  # noqa: E402
-from devstack.temporal import TemporalDevServer  # noqa: E402
+from devstack.scratch import scratch_stack  # noqa: E402
 from emulators import llm  # noqa: E402
 from workers import registry  # noqa: E402
 from workflows.agent_lifecycle import (  # noqa: E402
@@ -51,12 +49,6 @@ from workflows.agent_lifecycle import (  # noqa: E402
     Thresholds,
     workflow_id,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def chat(endpoint: AgentEndpoint, user_id: uuid.UUID, text: str) -> str:
@@ -88,32 +80,24 @@ def running_rss_mb(runtime: LocalAgentRuntime, user_id: uuid.UUID) -> float:
 
 async def main(rounds: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
-        root = Path(tmp)
-        pg = EmbeddedPostgres(root / "pg", free_port(), log_path=root / "pg.log")
-        await pg.start()
-        await pg.ensure_database("bench")
-        await asyncio.to_thread(upgrade_to_head, pg.url("bench"))
-        temporal = TemporalDevServer(root / "temporal.db", host="127.0.0.1", port=free_port(), ui_port=free_port(),
-                                     log_path=root / "temporal.log")
-        await temporal.start()
-        llm_port = free_port()
-        settings = Settings(_env_file=None, data_dir=root / "data", database_url=pg.url("bench"),
-                            temporal_address=temporal.address, llm_port=llm_port, local_agent_spares=1,
-                            temporal_task_queue="bench")
-        engine = create_engine(settings.database_url)
-        sessions = sessionmaker(engine)
-        try:
-            async with serving(llm.create_app(), "127.0.0.1", llm_port), \
-                       registry.activities(settings, sessions) as activities:
-                runtime = next(a.__self__.runtime for a in activities if getattr(a, "__name__", "") == "wake_agent")
-                assert isinstance(runtime, LocalAgentRuntime)
-                client = await connect(settings)
-                async with Worker(client, task_queue="bench", workflows=list(registry.WORKFLOWS), activities=activities):
-                    return await measure(client, sessions, runtime, rounds)
-        finally:
-            await engine.dispose()
-            await temporal.stop()
-            await pg.stop()
+        async with scratch_stack(Path(tmp), "bench") as stack:
+            llm_port = free_port()
+            settings = Settings(_env_file=None, data_dir=Path(tmp) / "data", database_url=stack.database_url,
+                                temporal_address=stack.temporal.address, llm_port=llm_port, local_agent_spares=1,
+                                temporal_task_queue="bench")
+            engine = create_engine(settings.database_url)
+            sessions = sessionmaker(engine)
+            try:
+                async with serving(llm.create_app(), "127.0.0.1", llm_port), \
+                           registry.activities(settings, sessions) as activities:
+                    runtime = next(a.__self__.runtime for a in activities if getattr(a, "__name__", "") == "wake_agent")
+                    assert isinstance(runtime, LocalAgentRuntime)
+                    client = await connect(settings)
+                    async with Worker(client, task_queue="bench", workflows=list(registry.WORKFLOWS),
+                                      activities=activities):
+                        return await measure(client, sessions, runtime, rounds)
+            finally:
+                await engine.dispose()
 
 
 async def measure(client, sessions, runtime: LocalAgentRuntime, rounds: int) -> dict[str, float]:  # type: ignore[no-untyped-def]

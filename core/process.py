@@ -11,7 +11,9 @@ import ctypes
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,23 @@ class ChildProcess:
                 output.close()
         log.info("started %s (pid %s)", self.name, self.proc.pid)
 
+    async def wait_until(self, probe: Callable[[], Awaitable[bool]], *, what: str, timeout: float,
+                         interval: float = 0.1) -> float:
+        """Poll `probe` until it answers True (errors count as not yet); seconds taken.
+        Fails at once if the process exits, and after `timeout`."""
+        started = time.monotonic()
+        while True:
+            if not self.running:
+                raise RuntimeError(f"{what} exited during start-up; see {self.log_path or 'its output'}")
+            try:
+                if await probe():
+                    return time.monotonic() - started
+            except Exception:  # not listening yet
+                pass
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{what} not ready after {timeout:.0f}s; see {self.log_path or 'its output'}")
+            await asyncio.sleep(interval)
+
     async def wait(self) -> int:
         assert self.proc is not None
         return await self.proc.wait()
@@ -107,3 +126,10 @@ class ChildProcess:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
             pass
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

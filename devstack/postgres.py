@@ -8,7 +8,6 @@ import os
 import pwd
 import signal
 import subprocess
-import time
 import warnings
 from pathlib import Path
 
@@ -87,18 +86,13 @@ class EmbeddedPostgres:
         await self._wait_ready(timeout)
 
     async def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.child and not self.child.running:
-                raise RuntimeError(f"PostgreSQL exited at start; see {self.log_path}")
-            try:
-                conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
-                await conn.close()
-                return
-            except (OSError, asyncpg.PostgresError):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"PostgreSQL not ready on :{self.port} after {timeout}s; see {self.log_path}")
-                await asyncio.sleep(0.1)
+        async def accepts_connections() -> bool:
+            conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+            await conn.close()
+            return True
+
+        assert self.child is not None
+        await self.child.wait_until(accepts_connections, what=f"PostgreSQL on :{self.port}", timeout=timeout)
 
     async def ensure_database(self, name: str) -> None:
         conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import sysconfig
-import time
 from pathlib import Path
 
 from temporalio.client import Client
@@ -47,18 +45,13 @@ class TemporalDevServer:
         await self._wait_ready(timeout)
 
     async def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.child and not self.child.running:
-                raise RuntimeError(f"Temporal dev server exited at start; see {self.log_path}")
-            try:
-                client = await Client.connect(self.address)
-                await client.service_client.check_health()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"Temporal not ready on {self.address}; see {self.log_path}") from None
-                await asyncio.sleep(0.2)
+        async def healthy() -> bool:
+            client = await Client.connect(self.address)
+            return bool(await client.service_client.check_health())
+
+        assert self.child is not None
+        await self.child.wait_until(healthy, what=f"Temporal dev server on {self.address}", timeout=timeout,
+                                    interval=0.2)
 
     async def stop(self) -> None:
         if self.child:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from activities.runtime.gateway import GatewayProcess
 from activities.runtime.openclaw_config import ModelProvider, render_config
 from core.db import create_engine, sessionmaker
 from core.migrate import upgrade_to_head
+from core.process import free_port
 from core.serve import serving
 from core.settings import Settings
 from core.temporal import SEARCH_ATTRIBUTES
@@ -32,10 +32,6 @@ from emulators.llm import ModelScript
 TEST_DATABASE = "deepclaw_test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +68,12 @@ class GatewayProcess:
 
     async def wait_ready(self, timeout: float = 60.0) -> float:
         """Seconds until /readyz answered 200."""
-        started = time.monotonic()
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            while True:
-                if self.child and not self.child.running:
-                    raise RuntimeError(f"OpenClaw exited during start-up; see {self.home / 'gateway.log'}")
-                try:
-                    if (await http.get(f"{self.base_url}/readyz")).status_code == 200:
-                        return time.monotonic() - started
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() - started > timeout:
-                    raise TimeoutError(f"OpenClaw not ready on :{self.port} after {timeout:.0f}s")
-                await asyncio.sleep(0.2)
+        async def ready() -> bool:
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                return (await http.get(f"{self.base_url}/readyz")).status_code == 200
+
+        assert self.child is not None
+        return await self.child.wait_until(ready, what=f"OpenClaw on :{self.port}", timeout=timeout, interval=0.2)
 
     def set_priority(self, nice: int) -> None:
         """Renice the gateway and its children (e.g. a spare becoming a user's agent)."""

@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import tarfile
 import tempfile
 import time
@@ -38,6 +37,7 @@ from activities.runtime.openclaw_config import (
     with_agent,
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from core.process import free_port
 from devstack.tools import Tools
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ SPARE_NICE = 15
 REPLENISH_DELAY_S = 15.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _personality_prompt(spec: AgentSpec) -> str:
@@ -104,7 +100,7 @@ class LocalAgentRuntime:
     async def _start_spare(self) -> None:
         self._starting += 1
         try:
-            port = _free_port()
+            port = free_port()
             home = self.root / "gateways" / f"{port}-{secrets.token_hex(4)}"
             home.mkdir(parents=True)
             gateway = GatewayProcess(self.tools, home, port=port, token=secrets.token_urlsafe(32),
