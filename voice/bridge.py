@@ -63,6 +63,7 @@ class CallBridge:
         self.deps = deps
         self.settings = deps.settings
         self.stream_sid = ""
+        self._media_prefix = ""
         self.call_sid = ""
         self.agent: Any = None
         self.recorder: CallRecorder | None = None
@@ -112,6 +113,9 @@ class CallBridge:
             if message.get("event") == "start":
                 start = message["start"]
                 self.stream_sid = message.get("streamSid") or start["streamSid"]
+                if not str(self.stream_sid).isalnum():
+                    raise ValueError("streamSid must be alphanumeric")
+                self._media_prefix = f'{{"event":"media","streamSid":"{self.stream_sid}","media":{{"payload":"'
                 self.call_sid = start["callSid"]
                 token = (start.get("customParameters") or {}).get("token", "")
                 claims = tokens.verify(token, self.settings.platform_secret.get_secret_value(), kind="stream")
@@ -224,8 +228,8 @@ class CallBridge:
         try:
             async for message in self.agent:
                 if isinstance(message, bytes):
-                    await self._to_twilio({"event": "media", "streamSid": self.stream_sid,
-                                           "media": {"payload": base64.b64encode(message).decode()}})
+                    # The hot path: a template, not json.dumps (streamSid and base64 need no escaping).
+                    await self.twilio.send_text(self._media_prefix + base64.b64encode(message).decode() + '"}}')
                     self.stats["frames_out"] += 1
                     continue
                 await self._on_agent_event(json.loads(message))
