@@ -1,0 +1,69 @@
+"""Understanding what callers say on the setup hotline, as speech-to-text writes it.
+
+Deterministic and cautious: every parser returns None when it is not sure, and the hotline asks
+again. It never guesses.
+"""
+
+from __future__ import annotations
+
+import re
+
+DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+               "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_FILLER = re.compile(r"^(?:(?:uh|um|er|so|sure|ok|okay|well|yes|yeah)[,.]?\s+)+")
+_EMAIL_LEAD = re.compile(r"^(?:my\s+)?(?:e-?mail(?:\s+address)?\s+is|it'?s|it\s+is|that'?s)\s+")
+_EMAIL = re.compile(r"^[a-z0-9](?:[a-z0-9._%+-]*[a-z0-9])?@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*\.[a-z]{2,}$")
+_EMAIL_WORDS = {"dot": ".", "period": ".", "at": "@", "underscore": "_", "dash": "-", "hyphen": "-", "minus": "-",
+                "plus": "+"}
+YES = {"yes", "yeah", "yep", "yup", "correct", "right", "sure", "affirmative", "exactly", "ok", "okay"}
+NO = {"no", "nope", "nah", "wrong", "incorrect", "negative"}
+
+
+def _words(said: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", said.lower())
+
+
+def parse_code(said: str, length: int = 6) -> str | None:
+    """A verification code, spoken ("four two seven…", "oh four…") or as digits ("427-119")."""
+    digits = ""
+    for token in re.findall(r"[a-z]+|\d", said.lower()):
+        if token.isdigit():
+            digits += token
+        elif token in DIGIT_WORDS:
+            digits += DIGIT_WORDS[token]
+    return digits if len(digits) == length else None
+
+
+def parse_email(said: str) -> str | None:
+    """An email address said naturally: "jane dot doe at gmail dot com", spelled letters included."""
+    text = said.strip().lower().rstrip(".!?")
+    text = _EMAIL_LEAD.sub("", _FILLER.sub("", text)).strip()
+    if "@" not in text and not re.search(r"\bat\b", text):
+        return None
+    tokens = [_EMAIL_WORDS.get(token, token) for token in re.split(r"[\s,]+", text) if token]
+    address = "".join(tokens)
+    return address if _EMAIL.match(address) and address.count("@") == 1 else None
+
+
+def parse_confirmation(said: str) -> bool | None:
+    """Yes (True), no (False), or not understood (None). A "no" anywhere wins: it is safer."""
+    words = set(_words(said))
+    if words & NO or "not right" in said.lower():
+        return False
+    if words & YES:
+        return True
+    return None
+
+
+def parse_choice(said: str, options: dict[str, set[str]]) -> str | None:
+    """The one option whose name or alias was said; None if none or several were."""
+    words = set(_words(said))
+    matches = {name for name, aliases in options.items() if words & ({name} | aliases)}
+    return matches.pop() if len(matches) == 1 else None
+
+
+PERSONALITIES = {"casual": {"relaxed", "informal", "friendly"}, "formal": {"professional", "polite"}}
+
+
+def parse_personality(said: str) -> str | None:
+    return parse_choice(said, PERSONALITIES)
