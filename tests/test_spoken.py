@@ -1,13 +1,16 @@
 """Every case in ../shared/testdata/spoken-inputs.json, read from the file."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from core.spoken import parse_code, parse_confirmation, parse_email, parse_personality
 
-CASES = json.loads((Path(__file__).resolve().parents[2] / "shared" / "testdata" / "spoken-inputs.json").read_text())
+# The shared test data lives beside the repository (../shared), in CI as in development.
+SHARED = Path(os.environ.get("DEEPCLAW_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+CASES = json.loads((SHARED / "testdata" / "spoken-inputs.json").read_text())
 PARSERS = {"emails": parse_email, "codes": parse_code, "confirmations": parse_confirmation,
            "personality": parse_personality}
 
