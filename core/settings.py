@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     kubernetes_storage_size: str = "2Gi"
     kubernetes_archive_secret: str = "archive-credentials"  # S3 keys for archive/restore Jobs
 
+    # Warm pool of phone numbers kept available for new users (0 turns the pool off).
+    number_pool_target: int = 5
+    number_pool_area_code: str | None = None
+
     # Local agent runtime: warm OpenClaw gateways kept ready for the next wake (each ~1 GB).
     local_agent_spares: int = 1
 

@@ -98,6 +98,7 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         worker_heartbeat_interval_s=0.5,
         worker_heartbeat_stale_s=3.0,
         local_agent_spares=0,  # no OpenClaw starts unless a test wakes an agent
+        number_pool_target=0,  # tests that want the pool start it themselves
     )
 
 

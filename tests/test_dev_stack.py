@@ -108,13 +108,18 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
             carrier = (await http.get(f"http://127.0.0.1:{env['DEEPCLAW_CARRIER_PORT']}/control/state")).json()
         assert ui.status_code == 200 and voice.status_code == 200
         assert phone_page.status_code == 200 and "DeepClaw softphone" in phone_page.text
-        assert [n["phone_number"] for n in carrier["numbers"]] == ["+15550000100"]
+        assert carrier["numbers"][0]["phone_number"] == "+15550000100", "the hotline exists from the start"
 
         client = await Client.connect(env["DEEPCLAW_TEMPORAL_ADDRESS"])
         listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))
         assert SEARCH_ATTRIBUTES <= set(listed.custom_attributes)
 
         conn = await asyncpg.connect(**pg)
+        for _ in range(100):  # the worker started the number pool, which buys from the carrier
+            if await conn.fetchval("SELECT count(*) FROM phone_numbers WHERE state = 'available'") == 5:
+                break
+            await asyncio.sleep(0.2)
+        assert await conn.fetchval("SELECT count(*) FROM phone_numbers WHERE state = 'available'") == 5
         await conn.execute("INSERT INTO users (id, phone_e164, phone_verified, email_verified, agent_name, voice,"
                            " personality, created_at, updated_at) VALUES (gen_random_uuid(), '+15550001111', true,"
                            " false, 'Claw', 'aura-2-thalia-en', 'casual', now(), now())")

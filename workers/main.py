@@ -11,6 +11,8 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.worker import Worker
 
 from core import heartbeat
@@ -18,6 +20,8 @@ from core.db import create_engine, sessionmaker
 from core.settings import Settings
 from core.temporal import connect
 from workers import registry
+from workflows.number_pool import WORKFLOW_ID as POOL_WORKFLOW_ID
+from workflows.number_pool import NumberPoolWorkflow, PoolInput
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,23 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             identity=instance,
             graceful_shutdown_timeout=timedelta(seconds=3),
         )
+        await ensure_number_pool(client, settings)
         await _serve(worker, settings, sessions, instance, stop)
     await engine.dispose()
+
+
+async def ensure_number_pool(client: Client, settings: Settings) -> None:
+    """The pool is a singleton workflow: start it unless it already runs."""
+    if settings.number_pool_target <= 0:
+        return
+    try:
+        await client.start_workflow(
+            NumberPoolWorkflow.run,
+            PoolInput(target=settings.number_pool_target, area_code=settings.number_pool_area_code),
+            id=POOL_WORKFLOW_ID, task_queue=settings.temporal_task_queue)
+        log.info("started the number pool (target %d)", settings.number_pool_target)
+    except WorkflowAlreadyStartedError:
+        pass
 
 
 async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmaker[AsyncSession], instance: str,

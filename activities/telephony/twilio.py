@@ -24,14 +24,15 @@ class TwilioTelephony:
         found = await self.client.available_phone_numbers("US").local.list_async(limit=limit, **kwargs)
         return [n.phone_number for n in found]
 
-    async def buy_number(self, e164: str, *, voice_url: str, sms_url: str) -> OwnedNumber:
+    async def buy_number(self, e164: str, *, voice_url: str, sms_url: str,
+                         friendly_name: str | None = None) -> OwnedNumber:
+        extra = {"friendly_name": friendly_name} if friendly_name else {}
         bought = await self.client.incoming_phone_numbers.create_async(
-            phone_number=e164, voice_url=voice_url, voice_method="POST", sms_url=sms_url, sms_method="POST")
-        return OwnedNumber(sid=bought.sid, e164=bought.phone_number, voice_url=bought.voice_url, sms_url=bought.sms_url)
+            phone_number=e164, voice_url=voice_url, voice_method="POST", sms_url=sms_url, sms_method="POST", **extra)
+        return _owned(bought)
 
     async def list_numbers(self) -> list[OwnedNumber]:
-        numbers = await self.client.incoming_phone_numbers.list_async()
-        return [OwnedNumber(sid=n.sid, e164=n.phone_number, voice_url=n.voice_url, sms_url=n.sms_url) for n in numbers]
+        return [_owned(n) for n in await self.client.incoming_phone_numbers.list_async()]
 
     async def configure_number(self, sid: str, *, voice_url: str, sms_url: str) -> None:
         await self.client.incoming_phone_numbers(sid).update_async(voice_url=voice_url, sms_url=sms_url)
@@ -59,3 +60,8 @@ class TwilioTelephony:
 
     async def hang_up(self, call_sid: str) -> None:
         await self.client.calls(call_sid).update_async(status="completed")
+
+
+def _owned(number: object) -> OwnedNumber:
+    return OwnedNumber(sid=number.sid, e164=number.phone_number, voice_url=number.voice_url,  # type: ignore[attr-defined]
+                       sms_url=number.sms_url, friendly_name=number.friendly_name)  # type: ignore[attr-defined]

@@ -67,7 +67,7 @@ async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_s
         temporal_address=temporal_env.client.service_client.config.target_host,
         temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
         carrier_port=ports["carrier"], voice_agent_port=ports["agent"], llm_base_url=base_url,
-        local_agent_spares=1, worker_heartbeat_interval_s=1)
+        local_agent_spares=1, worker_heartbeat_interval_s=1, number_pool_target=0)
     speech = SpeechRegistry()
     carrier = build_carrier(settings, speech)
     agent = VoiceAgentServer(registry=speech)

@@ -1,0 +1,1 @@
+"""Phone-number pool activities."""

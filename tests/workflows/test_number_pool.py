@@ -1,0 +1,111 @@
+"""The warm number pool against the local carrier (through the real twilio client) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import adapters
+from activities.numbers.pool import BuyRequest, ClaimRequest, NumberPoolActivities
+from activities.telephony.twilio import TwilioTelephony
+from core.models import PhoneNumber, User
+from core.process import free_port
+from core.serve import serving
+from core.settings import Settings
+from emulators.carrier.app import create_app
+from emulators.carrier.carrier import Carrier
+from workflows.number_pool import NumberPoolWorkflow, PoolInput
+
+
+@pytest.fixture
+async def telephony() -> AsyncIterator[TwilioTelephony]:
+    port = free_port()
+    settings = Settings(_env_file=None, carrier_port=port)
+    async with serving(create_app(Carrier(settings.twilio_account_sid, "local-auth-token")), "127.0.0.1", port):
+        client = adapters.telephony(settings)
+        yield client
+        await client.close()
+
+
+def _area() -> str:
+    return str(200 + uuid.uuid4().int % 800)  # keeps tests apart in the shared database
+
+
+async def _available(sessions: async_sessionmaker[AsyncSession], area: str) -> int:
+    async with sessions() as session:
+        return int((await session.execute(select(func.count()).where(
+            PhoneNumber.state == "available", PhoneNumber.area_code == area))).scalar_one())
+
+
+async def test_pool_fills_and_replenishes_on_signal(
+    time_skipping_env: WorkflowEnvironment, telephony: TwilioTelephony, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    area = _area()
+    pool = NumberPoolActivities(telephony, sessions, voice_url="http://api/twilio/voice", sms_url="http://api/twilio/sms")
+    async with Worker(time_skipping_env.client, task_queue="pool-test", workflows=[NumberPoolWorkflow],
+                      activities=pool.all()):
+        handle = await time_skipping_env.client.start_workflow(
+            NumberPoolWorkflow.run, PoolInput(target=3, area_code=area), id=f"number-pool-{area}",
+            task_queue="pool-test")
+        for _ in range(100):
+            if await _available(sessions, area) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert await _available(sessions, area) == 3
+        users = [User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}") for _ in range(2)]
+        async with sessions() as session, session.begin():
+            session.add_all(users)
+        for user in users:
+            assert await pool.claim_number(ClaimRequest(user_id=user.id, area_code=area)) is not None
+        await handle.signal(NumberPoolWorkflow.replenish)
+        for _ in range(100):
+            if await _available(sessions, area) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert await _available(sessions, area) == 3
+        assert await handle.query(NumberPoolWorkflow.numbers_bought) == 5
+        await time_skipping_env.sleep(timedelta(minutes=11))  # the timer finds nothing missing
+        assert await handle.query(NumberPoolWorkflow.numbers_bought) == 5
+        await handle.terminate()
+    owned = [n for n in await telephony.list_numbers() if n.e164[2:5] == area]
+    assert len(owned) == 5 and all(n.voice_url == "http://api/twilio/voice" for n in owned)
+
+
+async def test_a_purchase_whose_database_write_was_lost_is_not_repeated(
+    telephony: TwilioTelephony, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    area = _area()
+    pool = NumberPoolActivities(telephony, sessions, voice_url="http://api/voice", sms_url="http://api/sms")
+    key = f"pool-crash-{uuid.uuid4().hex[:8]}"
+    [candidate] = await telephony.search_numbers(area_code=area, limit=1)
+    # The worker bought the number, then died before writing it down.
+    bought = await telephony.buy_number(candidate, voice_url="http://api/voice", sms_url="http://api/sms",
+                                        friendly_name=key)
+    retried = await pool.buy_pool_number(BuyRequest(purchase_key=key, area_code=area))
+    again = await pool.buy_pool_number(BuyRequest(purchase_key=key, area_code=area))
+    assert retried.provider_sid == again.provider_sid == bought.sid
+    assert [n.sid for n in await telephony.list_numbers()] == [bought.sid], "nothing bought twice"
+    assert await _available(sessions, area) == 1
+
+
+async def test_concurrent_claims_never_share_a_number(sessions: async_sessionmaker[AsyncSession]) -> None:
+    area = _area()
+    async with sessions() as session, session.begin():
+        session.add_all([PhoneNumber(e164=f"+1{area}555{i:04d}", provider_sid=f"PN{uuid.uuid4().hex}",
+                                     state="available", area_code=area) for i in range(5)])
+        users = [User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}") for _ in range(20)]
+        session.add_all(users)
+    pool = NumberPoolActivities(None, sessions, voice_url="", sms_url="")  # type: ignore[arg-type]
+    claims = await asyncio.gather(*(pool.claim_number(ClaimRequest(user_id=u.id, area_code=area)) for u in users))
+    won = [c for c in claims if c is not None and c.e164.startswith(f"+1{area}")]
+    assert len(won) == 5 and len({c.e164 for c in won}) == 5
+    again = await pool.claim_number(ClaimRequest(user_id=users[claims.index(won[0])].id, area_code=area))
+    assert again == won[0], "a retried claim returns the same number"

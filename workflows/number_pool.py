@@ -1,0 +1,67 @@
+"""NumberPoolWorkflow (`number-pool`): keeps at least `target` numbers available, on a timer and on
+demand. Each purchase carries a key derived from workflow state, so a retried or replayed purchase
+is the same purchase."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.numbers.pool import BuyRequest, NumberPoolActivities
+
+WORKFLOW_ID = "number-pool"
+
+
+class PoolInput(BaseModel):
+    target: int = 5
+    area_code: str | None = None
+    check_every: timedelta = timedelta(minutes=10)
+    generation: int = 0  # carried across continue-as-new, so purchase keys stay unique
+
+
+@workflow.defn
+class NumberPoolWorkflow:
+    @workflow.init
+    def __init__(self, input: PoolInput) -> None:
+        self.input = input
+        self.generation = input.generation
+        self.requested = False
+        self.bought = 0
+
+    @workflow.signal
+    def replenish(self) -> None:
+        self.requested = True
+
+    @workflow.query
+    def numbers_bought(self) -> int:
+        return self.bought
+
+    def _key(self, slot: int) -> str:
+        # Unique per pool chain (a fresh start gets a new first run id), stable across retries.
+        return f"pool-{workflow.info().first_execution_run_id[:12]}-{self.generation}-{slot}"
+
+    @workflow.run
+    async def run(self, input: PoolInput) -> None:
+        for _ in range(50):  # then continue as new, keeping history short
+            self.requested = False
+            available = await workflow.execute_activity_method(
+                NumberPoolActivities.count_available_numbers, input.area_code,
+                start_to_close_timeout=timedelta(seconds=30))
+            self.generation += 1
+            for slot in range(max(0, input.target - available)):
+                await workflow.execute_activity_method(
+                    NumberPoolActivities.buy_pool_number,
+                    BuyRequest(purchase_key=self._key(slot), area_code=input.area_code),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)))
+                self.bought += 1
+            try:
+                await workflow.wait_condition(lambda: self.requested, timeout=input.check_every)
+            except TimeoutError:
+                pass
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(input.model_copy(update={"generation": self.generation}))
