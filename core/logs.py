@@ -87,5 +87,5 @@ def configure_logging(process_name: str, *, fmt: str = "text", level: str = "INF
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Access logs are noise next to our own request logging; SQL echo stays off.
-    for noisy in ("uvicorn.access", "httpx", "alembic.runtime.plugins"):
+    for noisy in ("uvicorn.access", "httpx", "alembic.runtime.plugins", "twilio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
