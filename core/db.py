@@ -32,6 +32,3 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
 def database_name(database_url: str) -> str:
     return make_url(database_url).database or "postgres"
 
-
-def with_database(database_url: str, name: str) -> str:
-    return make_url(database_url).set(database=name).render_as_string(hide_password=False)

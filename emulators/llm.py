@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from core import chat_format
+
 MODEL_ID = "deepclaw-local"
 
 
@@ -91,38 +93,32 @@ def user_texts(messages: list[dict[str, Any]]) -> list[str]:
     return texts
 
 
-def _chunk(completion_id: str, created: int, delta: dict[str, Any], finish: str | None = None) -> str:
-    body = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": MODEL_ID,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(body)}\n\n"
-
-
 def _tool_calls(reply: ScriptedReply) -> list[dict[str, Any]]:
     assert reply.tool_call is not None
-    arguments = reply.tool_call.get("arguments", {})
-    return [{"index": 0, "id": f"call_{uuid.uuid4().hex[:10]}", "type": "function",
-             "function": {"name": reply.tool_call["name"],
-                          "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}}]
+    return [chat_format.tool_call(reply.tool_call["name"], reply.tool_call.get("arguments", {}), index=0)]
 
 
 async def _stream(reply: ScriptedReply, completion_id: str, created: int, include_usage: bool) -> AsyncIterator[str]:
-    yield _chunk(completion_id, created, {"role": "assistant", "content": ""})
-    text = reply.text
-    words = text.split(" ") if text else []
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        return chat_format.chunk(delta, model=MODEL_ID, finish_reason=finish_reason, completion_id=completion_id,
+                                 created=created)
+
+    yield chunk({"role": "assistant", "content": ""})
+    words = reply.text.split(" ") if reply.text else []
     for i, word in enumerate(words):
-        yield _chunk(completion_id, created, {"content": word if i == 0 else " " + word})
+        yield chunk({"content": word if i == 0 else " " + word})
     if reply.tool_call:
-        yield _chunk(completion_id, created, {"tool_calls": _tool_calls(reply)})
-    yield _chunk(completion_id, created, {}, "tool_calls" if reply.tool_call else "stop")
+        yield chunk({"tool_calls": _tool_calls(reply)})
+    yield chunk({}, "tool_calls" if reply.tool_call else "stop")
     if include_usage:
-        usage = {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)}
-        yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': MODEL_ID, 'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
+                "choices": [], "usage": _usage(len(words))}
+        yield f"data: {json.dumps(body)}\n\n"
+    yield chat_format.DONE
+
+
+def _usage(completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": 1, "completion_tokens": completion_tokens, "total_tokens": 1 + completion_tokens}
 
 
 def create_app(script: ModelScript | None = None) -> Starlette:
@@ -152,14 +148,9 @@ def create_app(script: ModelScript | None = None) -> Starlette:
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if reply.tool_call:
             message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in _tool_calls(reply)]
-        return JSONResponse({
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": MODEL_ID,
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_call else "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()), "total_tokens": 1 + len(text.split())},
-        })
+        return JSONResponse(chat_format.completion(
+            message, model=MODEL_ID, finish_reason="tool_calls" if reply.tool_call else "stop",
+            completion_id=completion_id, created=created, usage=_usage(len(text.split()))))
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "deepclaw"}]})

@@ -78,6 +78,13 @@ class CallBridge:
         self.farewell_done = asyncio.Event()
         self.finished = asyncio.Event()
         self.stats = {"frames_in": 0, "frames_out": 0, "clears": 0, "malformed": 0}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """A task of this call: referenced until done, cancelled when the call is torn down."""
+        task = asyncio.ensure_future(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     # ---- set-up ---------------------------------------------------------------------------
 
@@ -149,11 +156,11 @@ class CallBridge:
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in tasks:
+                for task in [*tasks, *self._side_tasks]:
                     task.cancel()
                 if self.dtmf_task:
                     self.dtmf_task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, *self._side_tasks, return_exceptions=True)
         await self._close_twilio(1000)
 
     def _prepare_next_greeting(self, user_id: uuid.UUID) -> None:
@@ -257,14 +264,14 @@ class CallBridge:
                     if self.agent_speaking:
                         self.hangup_after_speech = True  # after the farewell's AgentAudioDone
                     else:
-                        asyncio.create_task(self._hang_up_after_farewell())
+                        self._spawn(self._hang_up_after_farewell())
                 await self.agent.send(json.dumps({"type": "FunctionCallResponse", "id": call.get("id"),
                                                   "name": call.get("name"), "content": "ok"}))
         elif kind == "AgentAudioDone":
             self.agent_speaking = False
             if self.hangup_after_speech:
                 self.hangup_after_speech = False
-                asyncio.create_task(self._hang_up_after_farewell())
+                self._spawn(self._hang_up_after_farewell())
         elif kind == "Error":
             log.error("voice agent error %s: %s", event.get("code"), event.get("description"))
         elif kind == "Warning":

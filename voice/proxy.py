@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +21,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.runtime.openclaw_config import agent_id
-from core import tokens
+from core import chat_format, tokens
 from core.logs import log_context
 from core.ports import AgentEndpoint
 from voice.agent_settings import END_CALL_MARKER
@@ -30,29 +29,23 @@ from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 
 log = logging.getLogger(__name__)
 
+MODEL = "deepclaw"
 FILLER_AFTER_S = 0.7
 FILLER = "One moment. "
 UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again in a minute."
 
 
 def _chunk(content: str) -> bytes:
-    body = {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": "deepclaw", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
-    return f"data: {json.dumps(body)}\n\n".encode()
+    return chat_format.chunk({"content": content}, model=MODEL).encode()
 
 
 def _completion(content: str) -> dict[str, Any]:
-    return {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion", "created": int(time.time()),
-            "model": "deepclaw",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+    return chat_format.completion({"role": "assistant", "content": content}, model=MODEL)
 
 
 def _end_call_chunk() -> bytes:
-    call = {"index": 0, "id": f"call_{uuid.uuid4().hex[:10]}", "type": "function",
-            "function": {"name": "end_call", "arguments": "{}"}}
-    body = {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": "deepclaw", "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]}
-    return f"data: {json.dumps(body)}\n\n".encode()
+    delta = {"tool_calls": [chat_format.tool_call("end_call", "{}", index=0)]}
+    return chat_format.chunk(delta, model=MODEL, finish_reason="tool_calls").encode()
 
 
 class MarkerFilter:
@@ -109,7 +102,7 @@ class LlmProxy:
         with log_context(user_id=str(user_id), call_id=call_sid):
             if messages and messages[-1].get("role") == "tool":
                 # The end_call we asked for was carried out: nothing more to say.
-                return (StreamingResponse(iter([b"data: [DONE]\n\n"]), media_type="text/event-stream")
+                return (StreamingResponse(iter([chat_format.DONE.encode()]), media_type="text/event-stream")
                         if body.get("stream") else JSONResponse(_completion("")))
             waking = asyncio.create_task(self.wake(user_id))
             forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(messages), "stream": True}
@@ -133,7 +126,7 @@ class LlmProxy:
         endpoint = await self._endpoint(waking)
         if endpoint is None:
             yield _chunk(UNREACHABLE)
-            yield b"data: [DONE]\n\n"
+            yield chat_format.DONE.encode()
             return
         try:
             async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=forward,
@@ -161,7 +154,7 @@ class LlmProxy:
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
             yield _chunk(UNREACHABLE)
-            yield b"data: [DONE]\n\n"
+            yield chat_format.DONE.encode()
 
     async def ask(self, user_id: uuid.UUID, session_key: str, text: str) -> str | None:
         """One plain question to the user's agent, outside any call (e.g. the next greeting)."""
@@ -189,8 +182,7 @@ class LlmProxy:
             message = completion["choices"][0]["message"]
             if END_CALL_MARKER in (message.get("content") or ""):
                 message["content"] = message["content"].replace(END_CALL_MARKER, "").strip()
-                message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:10]}", "type": "function",
-                                          "function": {"name": "end_call", "arguments": "{}"}}]
+                message["tool_calls"] = [chat_format.tool_call("end_call", "{}")]
                 completion["choices"][0]["finish_reason"] = "tool_calls"
             return completion
         except httpx.HTTPError as error:

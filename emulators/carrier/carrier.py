@@ -110,6 +110,13 @@ class Carrier:
         self.calls: dict[str, Call] = {}
         self.handsets: dict[str, Handset] = {}
         self.webhook_log: list[dict[str, Any]] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Fire-and-forget deliveries, referenced until done (the loop only keeps weak references)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ---- webhooks -------------------------------------------------------------------------
 
@@ -162,7 +169,7 @@ class Carrier:
         message = MessageRecord(new_sid("SM"), to=to, from_=from_, body=body, direction=direction,
                                 status_callback=status_callback)
         self.messages[message.sid] = message
-        asyncio.create_task(self._deliver(message))
+        self._spawn(self._deliver(message))
         return message
 
     async def _deliver(self, message: MessageRecord) -> None:
@@ -182,7 +189,7 @@ class Carrier:
             await self._notify(to, {"type": "sms", "sid": message.sid, "from": from_, "body": body})
             return message
         if owned.sms_url:
-            asyncio.create_task(self._inbound_sms(owned.sms_url, message))
+            self._spawn(self._inbound_sms(owned.sms_url, message))
         return message
 
     async def _inbound_sms(self, url: str, message: MessageRecord) -> None:

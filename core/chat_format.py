@@ -1,0 +1,40 @@
+"""OpenAI chat-completions wire shapes (JSON and SSE chunks), for the LLM proxy and the model stand-in."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+DONE = "data: [DONE]\n\n"
+
+
+def new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:12]}"
+
+
+def tool_call(name: str, arguments: str | dict[str, Any], *, index: int | None = None) -> dict[str, Any]:
+    call: dict[str, Any] = {"id": f"call_{uuid.uuid4().hex[:10]}", "type": "function",
+                            "function": {"name": name,
+                                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}}
+    return {"index": index, **call} if index is not None else call
+
+
+def chunk(delta: dict[str, Any], *, model: str, finish_reason: str | None = None, completion_id: str | None = None,
+          created: int | None = None) -> str:
+    """One SSE event of a streamed completion."""
+    body = {"id": completion_id or new_id(), "object": "chat.completion.chunk", "created": created or int(time.time()),
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def completion(message: dict[str, Any], *, model: str, finish_reason: str = "stop", completion_id: str | None = None,
+               created: int | None = None, usage: dict[str, int] | None = None) -> dict[str, Any]:
+    """A whole (non-streamed) completion."""
+    body: dict[str, Any] = {
+        "id": completion_id or new_id(), "object": "chat.completion", "created": created or int(time.time()),
+        "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}]}
+    if usage is not None:
+        body["usage"] = usage
+    return body
