@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health, twilio
+from api import health, hotline, twilio
 from core.db import create_engine, sessionmaker
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -35,4 +35,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
     app.include_router(health.router)
     app.include_router(twilio.router)
+    app.include_router(hotline.router)
     return app

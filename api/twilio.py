@@ -13,6 +13,7 @@ from temporalio.client import WorkflowUpdateStage
 from temporalio.service import RPCError
 from twilio.request_validator import RequestValidator
 
+from api import hotline
 from core import tokens
 from core.logs import log_context
 from core.models import PhoneNumber, User
@@ -67,6 +68,8 @@ async def voice(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     call_sid, to = form.get("CallSid", ""), form.get("To", "")
     with log_context(call_id=call_sid):
+        if to == settings.hotline_number:
+            return await _hotline(request, form)
         async with request.app.state.sessions() as session:
             user = (await session.execute(
                 select(User).join(PhoneNumber, PhoneNumber.user_id == User.id)
@@ -83,6 +86,18 @@ async def voice(request: Request) -> Response:
             return connect_stream(settings, {"token": token})
 
 
+async def _hotline(request: Request, form: dict[str, str]) -> Response:
+    settings: Settings = request.app.state.settings
+    think_url, line = await hotline.answer_call(request, form)
+    if line.end_call:
+        return say_and_hang_up(line.text)
+    token = tokens.sign({"kind": "stream", "call": form.get("CallSid", ""), "from": form.get("From", ""),
+                         "to": form.get("To", ""), "direction": "inbound", "greeting": line.text,
+                         "think_url": think_url, "hotline": True},
+                        settings.platform_secret.get_secret_value(), ttl_s=STREAM_TOKEN_TTL_S)
+    return connect_stream(settings, {"token": token})
+
+
 async def _start_waking(request: Request, user_id: uuid.UUID) -> None:
     """Ask for the agent now and don't wait: the greeting plays while it wakes."""
     client = request.app.state.temporal
@@ -94,16 +109,6 @@ async def _start_waking(request: Request, user_id: uuid.UUID) -> None:
             AgentLifecycleWorkflow.ensure_awake, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
     except RPCError as error:
         log.warning("could not start waking agent of %s: %s", user_id, error)
-
-
-PURPOSE_TOKEN_TTL_S = 3600.0  # a placed call is answered (or not) well within the hour
-
-
-def outbound_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, prompt: str) -> str:
-    """Where Twilio asks for TwiML when a call we place is answered; the purpose travels signed."""
-    purpose = tokens.sign({"kind": "purpose", "user": str(user_id), "greeting": greeting, "prompt": prompt},
-                          settings.platform_secret.get_secret_value(), ttl_s=PURPOSE_TOKEN_TTL_S)
-    return f"{settings.api_base_url}/twilio/outbound?purpose={purpose}"
 
 
 @router.post("/outbound")
@@ -121,7 +126,7 @@ async def outbound(request: Request) -> Response:
     with log_context(call_id=call_sid, user_id=purpose["user"]):
         await _start_waking(request, uuid.UUID(purpose["user"]))
         token = tokens.sign({"kind": "stream", "call": call_sid, "user": purpose["user"], "from": form.get("From", ""),
-                             "to": form.get("To", ""), "direction": "outbound", "greeting": purpose["greeting"],
+                             "to": form.get("To", ""), "direction": purpose.get("direction", "outbound"), "greeting": purpose["greeting"],
                              "prompt": purpose["prompt"]},
                             settings.platform_secret.get_secret_value(), ttl_s=STREAM_TOKEN_TTL_S)
         return connect_stream(settings, {"token": token})

@@ -38,3 +38,24 @@ def completion(message: dict[str, Any], *, model: str, finish_reason: str = "sto
     if usage is not None:
         body["usage"] = usage
     return body
+
+
+def text_chunk(content: str, *, model: str) -> bytes:
+    return chunk({"content": content}, model=model).encode()
+
+
+def end_call_chunk(*, model: str) -> bytes:
+    """The end_call function Deepgram's agent carries out (say the words first, then hang up)."""
+    delta = {"tool_calls": [tool_call("end_call", "{}", index=0)]}
+    return chunk(delta, model=model, finish_reason="tool_calls").encode()
+
+
+def text_completion(content: str, *, model: str, end_call: bool = False) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if end_call:
+        message["tool_calls"] = [tool_call("end_call", "{}")]
+    return completion(message, model=model, finish_reason="tool_calls" if end_call else "stop")
+
+
+def latest_user_text(messages: list[dict[str, Any]]) -> str:
+    return next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")

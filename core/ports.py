@@ -19,6 +19,14 @@ class OwnedNumber(BaseModel):
     friendly_name: str | None = None
 
 
+class CallEnded(Exception):
+    """The call is over (the caller hung up): it can no longer be redirected."""
+
+
+class NumberNotFound(LookupError):
+    """The provider does not have this number (any more)."""
+
+
 class Telephony(Protocol):
     async def search_numbers(self, *, area_code: str | None = None, limit: int = 5) -> list[str]: ...
     async def buy_number(self, e164: str, *, voice_url: str, sms_url: str,

@@ -66,4 +66,51 @@ PERSONALITIES = {"casual": {"relaxed", "informal", "friendly"}, "formal": {"prof
 
 
 def parse_personality(said: str) -> str | None:
-    return parse_choice(said, PERSONALITIES)
+    return parse_choice(said, PERSONALITIES) or parse_choice(said, {"casual": {"1"}, "formal": {"2"}})
+
+
+_NAME_LEAD = re.compile(
+    r"^(?:(?:i'?d\s+like\s+(?:to\s+)?|let'?s\s+|please\s+)?(?:call\s+(?:it|him|her|them)|name\s+(?:it|him|her|them)"
+    r"|(?:its|his|her|the)\s+name\s+(?:is|should\s+be)|go\s+with|how\s+about|i'?ll\s+call\s+(?:it|him|her))\s+)")
+_KEEP_DEFAULT = {"skip", "default", "none", "nothing", "pass", "keep", "no"}
+_NOT_NAMES = YES | NO | {"the", "a", "an", "it", "um", "uh", "and", "or", "is"}
+
+
+def parse_name(said: str) -> str | None:
+    """An agent name: "call it Nova", "Max Power", or "" when the caller skips (keep the default).
+    One or two plain words only; anything longer or stranger is asked again."""
+    text = _FILLER.sub("", said.strip().lower().rstrip(".!?")).strip()
+    words = _words(text)
+    if words and set(words) <= _KEEP_DEFAULT | {"name", "the", "thanks", "please", "it"} and set(words) & _KEEP_DEFAULT:
+        return ""
+    words = _words(_NAME_LEAD.sub("", text))
+    if not 1 <= len(words) <= 2 or any(not w.isalpha() or len(w) > 20 or w in _NOT_NAMES for w in words):
+        return None
+    return " ".join(w.capitalize() for w in words)
+
+
+_NEW_CODE = re.compile(r"\b(?:new|another|fresh|different)\s+(?:code|one)\b|\bresend\b|\bsend\s+(?:it\s+)?again\b")
+
+
+def wants_new_code(said: str) -> bool:
+    """The caller asks for a fresh verification code (by voice, or the star key)."""
+    return said.strip() == "*" or bool(_NEW_CODE.search(said.lower()))
+
+
+_ORDINALS = ({"1", "one", "first"}, {"2", "two", "second"}, {"3", "three", "third"}, {"4", "four", "fourth"})
+
+
+def parse_option(said: str, options: list[str]) -> str | None:
+    """One of a short spoken list, by name, by position ("the second one") or by key (2)."""
+    text = said.lower().strip(" .!?")
+    if text not in ("one", "1"):  # "the second one", "the robot one": that "one" is no choice
+        text = re.sub(r"(?<!number )(?<!option )\bone\b", "", text)
+    by_position = {name: set(_ORDINALS[i]) if i < len(_ORDINALS) else set() for i, name in enumerate(options)}
+    return parse_choice(text, by_position)
+
+
+_DIFFERENT_EMAIL = re.compile(r"\b(?:different|change|another|new|wrong)\b.*\b(?:e-?mail|address)\b")
+
+
+def wants_different_email(said: str) -> bool:
+    return bool(_DIFFERENT_EMAIL.search(said.lower()))

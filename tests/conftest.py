@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities import adapters
 from activities.runtime.gateway import GatewayProcess
+from activities.telephony.twilio import TwilioTelephony
 from activities.runtime.openclaw_config import ModelProvider, render_config
 from core.db import create_engine, sessionmaker
 from core.migrate import upgrade_to_head
@@ -27,6 +30,10 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import binary
 from devstack.tools import Tools, install
 from emulators import llm
+from emulators.carrier.app import create_app as create_carrier_app
+from emulators.carrier.carrier import Carrier
+from emulators.speech import SpeechRegistry
+from emulators.standins import build_carrier
 from emulators.llm import ModelScript
 
 TEST_DATABASE = "deepclaw_test"
@@ -100,6 +107,32 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         local_agent_spares=0,  # no OpenClaw starts unless a test wakes an agent
         number_pool_target=0,  # tests that want the pool start it themselves
     )
+
+
+@dataclass
+class LocalCarrier:
+    carrier: Carrier
+    telephony: TwilioTelephony
+
+    def texts_to(self, number: str) -> list[str]:
+        return [m.body for m in self.carrier.messages.values() if m.to == number]
+
+
+@pytest.fixture
+async def local_carrier() -> AsyncIterator[LocalCarrier]:
+    """The Twilio stand-in in process, and the real Telephony adapter pointed at it."""
+    port = free_port()
+    settings = Settings(_env_file=None, carrier_port=port)
+    carrier = build_carrier(settings, SpeechRegistry())  # with the hotline number, as `make run` has it
+    async with serving(create_carrier_app(carrier), "127.0.0.1", port):
+        client = adapters.telephony(settings)
+        yield LocalCarrier(carrier, client)
+        await client.close()
+
+
+@pytest.fixture
+async def telephony(local_carrier: LocalCarrier) -> TwilioTelephony:
+    return local_carrier.telephony
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,9 @@ SILENT_GOODBYE = "I haven't heard anything for a while, so I'll hang up now. Tal
 TIME_UP_GOODBYE = "We've reached the maximum call length, so I need to hang up now. Goodbye."
 
 
+HOTLINE_VOICE = "aura-2-thalia-en"
+HOTLINE_PROMPT = "You are the DeepClaw setup line. Say exactly the text you are given."
+
 GREETING_REQUEST = (
     "The user will call you again later. Write the one short sentence you will greet them with when they do: "
     "warm, personal, based on what you know of them and this call. Reply with the greeting only."
@@ -96,8 +99,9 @@ class CallBridge:
             log.warning("media stream refused: %s", error or type(error).__name__)
             await self._close_twilio(1008)
             return
-        user_id = uuid.UUID(claims["user"])
-        with log_context(user_id=str(user_id), call_id=self.call_sid):
+        # The hotline's calls have no user yet: their think endpoint is the API's conductor.
+        user_id = uuid.UUID(claims["user"]) if claims.get("user") else None
+        with log_context(user_id=str(user_id or ""), call_id=self.call_sid):
             self.recorder = CallRecorder(self.deps.sessions, call_sid=self.call_sid, user_id=user_id,
                                          from_number=claims.get("from", ""), to_number=claims.get("to", ""),
                                          direction=claims.get("direction", "inbound"))
@@ -112,7 +116,8 @@ class CallBridge:
             finally:
                 await self.recorder.finish(time.monotonic() - self.started)
                 log.info("call %s ended after %.1fs %s", self.call_sid, time.monotonic() - self.started, self.stats)
-                self._prepare_next_greeting(user_id)
+                if user_id is not None:
+                    self._prepare_next_greeting(user_id)
 
     async def _await_start(self) -> dict[str, Any]:
         while True:
@@ -132,7 +137,10 @@ class CallBridge:
             if message.get("event") not in ("connected",):
                 raise ValueError(f"expected start, got {message.get('event')!r}")
 
-    async def _agent_settings(self, user_id: uuid.UUID, claims: dict[str, Any]) -> dict[str, Any]:
+    async def _agent_settings(self, user_id: uuid.UUID | None, claims: dict[str, Any]) -> dict[str, Any]:
+        if user_id is None:
+            return build_settings(think_url=claims["think_url"], voice=HOTLINE_VOICE, greeting=claims["greeting"],
+                                  prompt=HOTLINE_PROMPT)
         async with self.deps.sessions() as session:
             user = await session.get(User, user_id)
         name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")
@@ -143,7 +151,7 @@ class CallBridge:
         purpose = {"prompt": claims["prompt"]} if claims.get("prompt") else {}  # calls we place say why
         return build_settings(think_url=think_url, voice=voice, greeting=greeting, **purpose)
 
-    async def _bridge(self, user_id: uuid.UUID, claims: dict[str, Any]) -> None:
+    async def _bridge(self, user_id: uuid.UUID | None, claims: dict[str, Any]) -> None:
         headers = {}
         if self.settings.deepgram_api_key:
             headers["Authorization"] = f"Token {self.settings.deepgram_api_key.get_secret_value()}"

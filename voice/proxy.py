@@ -36,16 +36,11 @@ UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again i
 
 
 def _chunk(content: str) -> bytes:
-    return chat_format.chunk({"content": content}, model=MODEL).encode()
+    return chat_format.text_chunk(content, model=MODEL)
 
 
 def _completion(content: str) -> dict[str, Any]:
-    return chat_format.completion({"role": "assistant", "content": content}, model=MODEL)
-
-
-def _end_call_chunk() -> bytes:
-    delta = {"tool_calls": [chat_format.tool_call("end_call", "{}", index=0)]}
-    return chat_format.chunk(delta, model=MODEL, finish_reason="tool_calls").encode()
+    return chat_format.text_completion(content, model=MODEL)
 
 
 class MarkerFilter:
@@ -141,7 +136,7 @@ class LlmProxy:
                             if tail := marker.flush():
                                 yield _chunk(tail)
                             if marker.seen:
-                                yield _end_call_chunk()
+                                yield chat_format.end_call_chunk(model=MODEL)
                         if line:
                             yield line.encode() + b"\n\n"
                         continue

@@ -18,7 +18,7 @@ class CallAlreadyConnected(Exception):
 
 
 class CallRecorder:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, call_sid: str, user_id: uuid.UUID,
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, call_sid: str, user_id: uuid.UUID | None,
                  from_number: str, to_number: str, direction: str) -> None:
         self.sessions = sessions
         self.call_sid = call_sid
@@ -55,5 +55,6 @@ class CallRecorder:
         async with transaction(self.sessions) as session:
             await session.execute(update(Conversation).where(Conversation.id == self.conversation_id).values(
                 ended_at=utcnow(), duration_s=round(duration_s, 2), latency={"turns": self.latencies}))
-            session.add(UsageRecord(user_id=self.user_id, kind="call_seconds", quantity=round(duration_s, 2),
-                                    conversation_id=self.conversation_id))
+            if self.user_id is not None:  # hotline calls belong to no user yet
+                session.add(UsageRecord(user_id=self.user_id, kind="call_seconds", quantity=round(duration_s, 2),
+                                        conversation_id=self.conversation_id))

@@ -9,13 +9,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities import adapters
 from activities.numbers.pool import NumberPoolActivities
+from activities.onboarding.calls import HotlineCallActivities
+from activities.onboarding.verification import VerificationActivities
 from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
+from activities.users import UserActivities
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.number_pool import NumberPoolWorkflow
+from workflows.onboarding import OnboardingWorkflow
+from workflows.provision_user import ProvisionUserWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, NumberPoolWorkflow)
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow)
 
 
 @asynccontextmanager
@@ -30,7 +35,10 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
                                                settings.agent_runtime.value)
         pool = NumberPoolActivities(telephony, sessions, voice_url=f"{settings.api_base_url}/twilio/voice",
                                     sms_url=f"{settings.api_base_url}/twilio/sms")
-        yield [store.record_audit_event, *runtime_activities.all(), *pool.all()]
+        verification = VerificationActivities(telephony, adapters.mailer(settings, sessions),
+                                              secret=settings.platform_secret.get_secret_value())
+        yield [store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
+               *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all()]
     finally:
         await runtime.close()
         await telephony.close()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.db import transaction
 from core.models import PhoneNumber
-from core.ports import OwnedNumber, Telephony
+from core.ports import NumberNotFound, OwnedNumber, Telephony
 
 
 class BuyRequest(BaseModel):
@@ -23,6 +23,7 @@ class BuyRequest(BaseModel):
 class PoolNumber(BaseModel):
     e164: str
     provider_sid: str
+    newly_claimed: bool = False  # this claim took it from the pool (a retried claim finds it already ours)
 
 
 class ClaimRequest(BaseModel):
@@ -89,7 +90,32 @@ class NumberPoolActivities:
                 return None
             number.state, number.user_id = "assigned", request.user_id
             number.assigned_at = (await session.execute(text("SELECT now()"))).scalar_one()
-            return PoolNumber(e164=number.e164, provider_sid=number.provider_sid)
+            return PoolNumber(e164=number.e164, provider_sid=number.provider_sid, newly_claimed=True)
+
+    @activity.defn
+    async def point_number_at_platform(self, number: PoolNumber) -> None:
+        """The number's voice and SMS webhooks lead to the platform (idempotent)."""
+        try:
+            await self.telephony.configure_number(number.provider_sid, voice_url=self.voice_url, sms_url=self.sms_url)
+        except NumberNotFound:
+            await self._retire(number.e164)  # no one else should get it either
+            raise ApplicationError(f"the provider no longer has {number.e164}", type="NumberGone",
+                                   non_retryable=True) from None
+
+    async def _retire(self, e164: str) -> None:
+        async with transaction(self.sessions) as session:
+            await session.execute(update(PhoneNumber).where(PhoneNumber.e164 == e164).values(
+                state="releasing", user_id=None, released_at=func.now()))
+
+    @activity.defn
+    async def return_number(self, user_id: uuid.UUID) -> None:
+        """Compensation: the user's number goes back to the pool, available to the next caller."""
+        async with transaction(self.sessions) as session:
+            number = (await session.execute(
+                select(PhoneNumber).where(PhoneNumber.user_id == user_id).with_for_update())).scalar_one_or_none()
+            if number is not None:
+                number.state, number.user_id, number.assigned_at = "available", None, None
 
     def all(self) -> list[object]:
-        return [self.count_available_numbers, self.buy_pool_number, self.claim_number]
+        return [self.count_available_numbers, self.buy_pool_number, self.claim_number, self.point_number_at_platform,
+                self.return_number]

@@ -97,6 +97,11 @@ class RuntimeActivities:
         await self.runtime.apply(spec)
 
     @activity.defn
+    async def delete_agent(self, user_id: uuid.UUID) -> None:
+        """Compensation: removes the agent and its state (idempotent)."""
+        await _heartbeating(self.runtime.delete(user_id))
+
+    @activity.defn
     async def record_agent_state(self, change: AgentStateChange) -> None:
         """The agent row follows the workflow's state, and every transition is audited."""
         info = activity.info()
@@ -116,4 +121,4 @@ class RuntimeActivities:
 
     def all(self) -> list[object]:
         return [self.create_agent, self.wake_agent, self.pause_agent, self.sleep_agent, self.archive_agent,
-                self.restore_agent, self.apply_agent_settings, self.record_agent_state]
+                self.restore_agent, self.apply_agent_settings, self.delete_agent, self.record_agent_state]

@@ -3,10 +3,14 @@ so tests run exactly this code."""
 
 from __future__ import annotations
 
+from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from core.ports import OwnedNumber
+from core.ports import CallEnded, NumberNotFound, OwnedNumber
+
+NOT_FOUND = 20404
+CALL_IS_OVER = (21220, NOT_FOUND)  # not in progress; no such call (any more)
 
 
 class TwilioTelephony:
@@ -35,7 +39,12 @@ class TwilioTelephony:
         return [_owned(n) for n in await self.client.incoming_phone_numbers.list_async()]
 
     async def configure_number(self, sid: str, *, voice_url: str, sms_url: str) -> None:
-        await self.client.incoming_phone_numbers(sid).update_async(voice_url=voice_url, sms_url=sms_url)
+        try:
+            await self.client.incoming_phone_numbers(sid).update_async(voice_url=voice_url, sms_url=sms_url)
+        except TwilioRestException as error:
+            if error.code == NOT_FOUND:
+                raise NumberNotFound(sid) from error
+            raise
 
     async def release_number(self, sid: str) -> None:
         await self.client.incoming_phone_numbers(sid).delete_async()
@@ -56,7 +65,12 @@ class TwilioTelephony:
     async def redirect_call(self, call_sid: str, *, twiml: str | None = None, url: str | None = None) -> None:
         if (twiml is None) == (url is None):
             raise ValueError("redirect_call needs exactly one of twiml or url")
-        await self.client.calls(call_sid).update_async(**({"twiml": twiml} if twiml else {"url": url}))
+        try:
+            await self.client.calls(call_sid).update_async(**({"twiml": twiml} if twiml else {"url": url}))
+        except TwilioRestException as error:
+            if error.code in CALL_IS_OVER:
+                raise CallEnded(call_sid) from error
+            raise
 
     async def hang_up(self, call_sid: str) -> None:
         await self.client.calls(call_sid).update_async(status="completed")

@@ -246,16 +246,16 @@ async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None
 
 
 async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(platform: Platform) -> None:
-    from api.twilio import outbound_call_url
+    from core.callbacks import agent_call_url
     from voice.agent_settings import purpose_prompt
 
     settings = platform.settings
     telephony = adapters.telephony(settings)
     try:
         async with handset(settings.carrier_url, platform.user.phone_e164, auto_answer=True) as phone:
-            url = outbound_call_url(settings, user_id=platform.user.id,
-                                    greeting="Hi, it's Nova with your reminder: call the dentist.",
-                                    prompt=purpose_prompt("the reminder 'call the dentist' is due"))
+            url = agent_call_url(settings, user_id=platform.user.id,
+                                 greeting="Hi, it's Nova with your reminder: call the dentist.",
+                                 prompt=purpose_prompt("the reminder 'call the dentist' is due"))
             call_sid = await telephony.place_call(to=phone.number, from_=platform.number, url=url)
             await _agent_said(platform.agent, "your reminder: call the dentist")
             session = platform.agent.sessions[-1]

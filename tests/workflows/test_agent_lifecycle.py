@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,67 +22,15 @@ from temporalio.worker import Worker
 from activities.archive.stores import FolderArchiveStore
 from activities.runtime.activities import RuntimeActivities
 from core.models import AgentInstance, AuditEvent, User
-from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from core.ports import AgentSpec, RuntimeState
 from core.temporal import AGENT_NUMBER, LIFECYCLE_STATE, USER_ID, USER_PHONE
+from tests.memory_runtime import MemoryRuntime
 from workflows.agent_lifecycle import (
     AgentLifecycleInput,
     AgentLifecycleWorkflow,
     LifecycleState,
     workflow_id,
 )
-
-
-class MemoryRuntime:
-    """An AgentRuntime that keeps state in memory and counts what it was asked to do."""
-
-    def __init__(self) -> None:
-        self.states: dict[uuid.UUID, RuntimeState] = {}
-        self.calls: Counter[str] = Counter()
-        self.specs: dict[uuid.UUID, AgentSpec] = {}
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-
-    async def create(self, spec: AgentSpec) -> None:
-        self.calls["create"] += 1
-        self.specs[spec.user_id] = spec
-        self.states[spec.user_id] = RuntimeState.STOPPED
-
-    async def apply(self, spec: AgentSpec) -> None:
-        self.calls["apply"] += 1
-        self.specs[spec.user_id] = spec
-
-    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
-        if self.states.get(user_id, RuntimeState.ABSENT) == RuntimeState.ABSENT:
-            raise LookupError(f"no agent for {user_id}")
-        self.calls["wake"] += 1
-        await asyncio.sleep(0.05)
-        self.states[user_id] = RuntimeState.RUNNING
-        return AgentEndpoint(base_url=f"http://127.0.0.1:1/{user_id.hex[:6]}", token="t")
-
-    async def pause(self, user_id: uuid.UUID) -> None:
-        self.calls["pause"] += 1
-        self.states[user_id] = RuntimeState.PAUSED
-
-    async def sleep(self, user_id: uuid.UUID) -> None:
-        self.calls["sleep"] += 1
-        self.states[user_id] = RuntimeState.STOPPED
-
-    async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str:
-        self.calls["archive"] += 1
-        self.states[user_id] = RuntimeState.ARCHIVED
-        return f"agents/{user_id.hex}/state.tar.gz"
-
-    async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None:
-        self.calls["restore"] += 1
-        self.states[user_id] = RuntimeState.STOPPED
-
-    async def delete(self, user_id: uuid.UUID) -> None:
-        self.states.pop(user_id, None)
-
-    async def status(self, user_id: uuid.UUID) -> RuntimeState:
-        return self.states.get(user_id, RuntimeState.ABSENT)
-
 
 TASK_QUEUE = "lifecycle-test"
 

@@ -1,0 +1,53 @@
+"""The hotline's call-side effects: handing the live call to the new agent, the welcome text."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from core.callbacks import agent_call_url
+from core.ports import CallEnded, Telephony
+from core.settings import Settings
+
+
+class Handoff(BaseModel):
+    call_sid: str
+    user_id: uuid.UUID
+    agent_name: str
+
+
+class Welcome(BaseModel):
+    to: str
+    sender: str  # the user's new number
+    agent_name: str
+
+
+class HotlineCallActivities:
+    def __init__(self, telephony: Telephony, settings: Settings) -> None:
+        self.telephony = telephony
+        self.settings = settings
+
+    @activity.defn
+    async def hand_off_call(self, handoff: Handoff) -> bool:
+        """Redirects the hotline call to the user's agent (a Twilio call update). False if the caller
+        already hung up: they will call their number themselves."""
+        greeting = f"Hi, I'm {handoff.agent_name}, your new assistant. What can I do for you?"
+        url = agent_call_url(self.settings, user_id=handoff.user_id, greeting=greeting, direction="inbound")
+        try:
+            await self.telephony.redirect_call(handoff.call_sid, url=url)
+        except CallEnded:
+            activity.logger.info("call %s ended before the hand-off", handoff.call_sid)
+            return False
+        return True
+
+    @activity.defn
+    async def send_welcome(self, welcome: Welcome) -> None:
+        await self.telephony.send_sms(
+            to=welcome.to, from_=welcome.sender,
+            body=f"Hi, it's {welcome.agent_name}, your DeepClaw assistant! Save this number: call or text me "
+                 "any time. Manage me at the dashboard.")
+
+    def all(self) -> list[object]:
+        return [self.hand_off_call, self.send_welcome]
