@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -22,6 +23,7 @@ from activities.telephony.twilio import TwilioTelephony
 from activities.runtime.openclaw_config import ModelProvider, render_config
 from core.db import create_engine, sessionmaker
 from core.migrate import upgrade_to_head
+from core.models import PhoneNumber
 from core.process import free_port
 from core.serve import serving
 from core.settings import Settings
@@ -56,6 +58,12 @@ async def database_url(postgres: EmbeddedPostgres) -> str:
     url = postgres.url(TEST_DATABASE)
     await asyncio.to_thread(upgrade_to_head, url)
     return url
+
+
+async def retire_available_numbers(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Numbers earlier tests left available were bought from carriers that are gone: no one may claim them."""
+    async with sessions() as session, session.begin():
+        await session.execute(update(PhoneNumber).where(PhoneNumber.state == "available").values(state="releasing"))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,8 +35,22 @@ class CallRecorder:
             async with transaction(self.sessions) as session:
                 session.add(conversation)
         except IntegrityError:
-            raise CallAlreadyConnected(self.call_sid) from None
+            self.conversation_id = await self._adopt_hotline_call()
+            return
         self.conversation_id = conversation.id
+
+    async def _adopt_hotline_call(self) -> uuid.UUID:
+        """A hotline call handed to the caller's new agent keeps its CallSid: the new user takes over
+        its conversation, once. Any other second stream for a call is a replayed token."""
+        if self.user_id is None:
+            raise CallAlreadyConnected(self.call_sid)
+        async with transaction(self.sessions) as session:
+            adopted = (await session.execute(
+                update(Conversation).where(Conversation.provider_sid == self.call_sid, Conversation.user_id.is_(None))
+                .values(user_id=self.user_id, ended_at=None).returning(Conversation.id))).scalar_one_or_none()
+        if adopted is None:
+            raise CallAlreadyConnected(self.call_sid)
+        return adopted
 
     async def turn(self, role: str, content: str) -> None:
         if self.conversation_id is None or not content.strip():
@@ -54,7 +68,8 @@ class CallRecorder:
             return
         async with transaction(self.sessions) as session:
             await session.execute(update(Conversation).where(Conversation.id == self.conversation_id).values(
-                ended_at=utcnow(), duration_s=round(duration_s, 2), latency={"turns": self.latencies}))
+                ended_at=utcnow(), duration_s=func.coalesce(Conversation.duration_s, 0) + round(duration_s, 2),
+                latency={"turns": self.latencies}))
             if self.user_id is not None:  # hotline calls belong to no user yet
                 session.add(UsageRecord(user_id=self.user_id, kind="call_seconds", quantity=round(duration_s, 2),
                                         conversation_id=self.conversation_id))

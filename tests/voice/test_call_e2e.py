@@ -20,22 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from activities import adapters
-from api.app import create_app as api_app
 from core import tokens
 from core.models import Conversation, Message, PhoneNumber, UsageRecord, User
 from core.ports import AgentSpec
-from core.serve import serving
 from core.settings import Settings
-from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.carrier.handset import handset
 from emulators.llm import ModelScript
-from emulators.speech import SpeechRegistry
-from emulators.standins import build_carrier
 from emulators.voice_agent import VoiceAgentServer
-from tests.conftest import free_port
-from voice.app import create_app as voice_app
-from workers.main import run_worker
+from tests.voice.platform import agent_said, audio_done, platform_settings, start_platform
 from workflows.agent_lifecycle import (
     AgentLifecycleInput,
     AgentLifecycleWorkflow,
@@ -61,25 +54,10 @@ class Platform:
 async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
                    sessions: async_sessionmaker[AsyncSession], tmp_path: Any) -> AsyncIterator[Platform]:
     base_url, _ = model_server
-    ports = {name: free_port() for name in ("api", "voice", "carrier", "agent")}
-    settings = Settings(
-        _env_file=None, data_dir=tmp_path / "data", database_url=database_url,
-        temporal_address=temporal_env.client.service_client.config.target_host,
-        temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
-        carrier_port=ports["carrier"], voice_agent_port=ports["agent"], llm_base_url=base_url,
-        local_agent_spares=1, worker_heartbeat_interval_s=1, number_pool_target=0)
-    speech = SpeechRegistry()
-    carrier = build_carrier(settings, speech)
-    agent = VoiceAgentServer(registry=speech)
-    stop = asyncio.Event()
+    settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
+                                 data_dir=tmp_path / "data")
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(serving(carrier_app(carrier), "127.0.0.1", ports["carrier"]))
-        await stack.enter_async_context(serving(agent.app(), "127.0.0.1", ports["agent"]))
-        await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", ports["api"]))
-        await stack.enter_async_context(serving(voice_app(settings), "127.0.0.1", ports["voice"]))
-        worker = asyncio.create_task(run_worker(settings, stop))
-        stack.push_async_callback(asyncio.wait_for, worker, 60)
-        stack.callback(stop.set)
+        carrier, agent = await start_platform(stack, settings)
 
         # A provisioned user: a number bought on the carrier and assigned, and their agent's workflow.
         telephony = adapters.telephony(settings)
@@ -102,24 +80,6 @@ async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_s
         yield Platform(settings, carrier, agent, owned.e164, user)
 
 
-async def _agent_said(agent: VoiceAgentServer, text: str, timeout: float = 60) -> dict[str, Any]:
-    for _ in range(int(timeout * 10)):
-        for event in agent.sessions[-1].events if agent.sessions else []:
-            if event["type"] == "ConversationText" and event["role"] == "assistant" and text in event["content"]:
-                return event
-        await asyncio.sleep(0.1)
-    said = [e for e in agent.sessions[-1].events if e["type"] == "ConversationText"] if agent.sessions else []
-    raise AssertionError(f"agent never said {text!r}; conversation: {said}")
-
-
-async def _audio_done(agent: VoiceAgentServer, count: int, timeout: float = 60) -> None:
-    for _ in range(int(timeout * 10)):
-        if agent.sessions and sum(e["type"] == "AgentAudioDone" for e in agent.sessions[-1].events) >= count:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("agent audio never finished")
-
-
 async def test_a_call_is_answered_by_the_users_own_openclaw(
     platform: Platform, model_server: tuple[str, ModelScript], sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -128,19 +88,19 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
         await http.post(base_url[:-3] + "/control/replies", json={"match": "long story", "reply": LONG_STORY})
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
         call_sid = await phone.dial(platform.number)
-        await _agent_said(platform.agent, "Hi, it's Nova")
-        await _audio_done(platform.agent, 1)
+        await agent_said(platform.agent, "Hi, it's Nova")
+        await audio_done(platform.agent, 1)
         heard_greeting = len(phone.heard)
 
         await phone.say("what is the weather like")
-        await _agent_said(platform.agent, "You said: what is the weather like")
+        await agent_said(platform.agent, "You said: what is the weather like")
         await phone.say("what did I say")
-        await _agent_said(platform.agent, "Earlier you said: what is the weather like")
+        await agent_said(platform.agent, "Earlier you said: what is the weather like")
         assert len(phone.heard) > heard_greeting, "the answers reached the caller's ear"
 
         # Barge-in: interrupt a long answer; the bridge tells the carrier to drop queued audio.
         await phone.say("tell me a long story")
-        await _agent_said(platform.agent, "Once upon a time")
+        await agent_said(platform.agent, "Once upon a time")
         await asyncio.sleep(1.0)
         stream = platform.carrier.calls[call_sid].stream
         assert stream is not None
@@ -182,7 +142,7 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
     assert greeting and greeting.startswith("You said: The user will call you again later")
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
         await phone.dial(platform.number)
-        await _agent_said(platform.agent, greeting[:40])
+        await agent_said(platform.agent, greeting[:40])
         await phone.hangup()
 
 
@@ -195,11 +155,11 @@ async def test_keypad_digits_reach_the_agent_and_goodbye_hangs_up(
                         json={"match": "goodbye", "reply": "It was lovely talking to you. Bye! [END_CALL]"})
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
         call_sid = await phone.dial(platform.number)
-        await _audio_done(platform.agent, 1)
+        await audio_done(platform.agent, 1)
         await phone.dtmf("42#")
-        await _agent_said(platform.agent, "You said: 42")
+        await agent_said(platform.agent, "You said: 42")
         await phone.say("ok goodbye")
-        farewell = await _agent_said(platform.agent, "It was lovely talking to you. Bye!")
+        farewell = await agent_said(platform.agent, "It was lovely talking to you. Bye!")
         assert "[END_CALL]" not in farewell["content"], "the marker is never spoken"
         ended = await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=30)
         assert ended["call_sid"] == call_sid, "the platform hung up after the farewell"
@@ -257,10 +217,10 @@ async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(platf
                                  greeting="Hi, it's Nova with your reminder: call the dentist.",
                                  prompt=purpose_prompt("the reminder 'call the dentist' is due"))
             call_sid = await telephony.place_call(to=phone.number, from_=platform.number, url=url)
-            await _agent_said(platform.agent, "your reminder: call the dentist")
+            await agent_said(platform.agent, "your reminder: call the dentist")
             session = platform.agent.sessions[-1]
             assert "call the dentist" in session.settings["agent"]["think"]["prompt"]
-            await _audio_done(platform.agent, 1)
+            await audio_done(platform.agent, 1)
             for _ in range(100):  # the carrier plays it out in real time
                 if len(phone.heard) > 8000:
                     break

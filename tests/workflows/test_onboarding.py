@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -30,7 +30,7 @@ from activities.runtime.activities import RuntimeActivities
 from activities.users import NewUser, UserActivities
 from core.models import OutboxEmail, PhoneNumber, User
 from core.settings import Settings
-from tests.conftest import LocalCarrier
+from tests.conftest import LocalCarrier, retire_available_numbers
 from tests.memory_runtime import MemoryRuntime
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
@@ -122,9 +122,7 @@ async def _worker(env: WorkflowEnvironment, hotline_parts: dict[str, object], ta
 async def hotline(time_skipping_env: WorkflowEnvironment, local_carrier: LocalCarrier,
                   sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> AsyncIterator[Hotline]:
     area = str(200 + uuid.uuid4().int % 800)
-    async with sessions() as session, session.begin():
-        # Numbers earlier tests left available were bought from carriers that are gone: retire them.
-        await session.execute(update(PhoneNumber).where(PhoneNumber.state == "available").values(state="releasing"))
+    await retire_available_numbers(sessions)
     parts = {"carrier": local_carrier, "sessions": sessions, "runtime": MemoryRuntime(), "archive": tmp_path}
     task_queue = f"hotline-{area}-{uuid.uuid4().hex[:6]}"
     async with _worker(time_skipping_env, parts, task_queue):

@@ -1,0 +1,81 @@
+"""The whole platform in one test process, on real pieces: local carrier, Deepgram-protocol voice
+agent, API, voice bridge and a worker with the local agent runtime (real OpenClaw), against the
+session's real PostgreSQL and Temporal dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app as api_app
+from core.process import free_port
+from core.serve import serving
+from core.settings import Settings
+from emulators.carrier.app import create_app as carrier_app
+from emulators.carrier.carrier import Carrier
+from emulators.speech import SpeechRegistry
+from emulators.standins import build_carrier
+from emulators.voice_agent import VoiceAgentServer
+from voice.app import create_app as voice_app
+from workers.main import run_worker
+
+
+def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, model_base_url: str, data_dir: Path,
+                      **overrides: Any) -> Settings:
+    ports = {name: free_port() for name in ("api", "voice", "carrier", "agent")}
+    return Settings(
+        _env_file=None, data_dir=data_dir, database_url=database_url,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
+        carrier_port=ports["carrier"], voice_agent_port=ports["agent"], llm_base_url=model_base_url,
+        local_agent_spares=1, worker_heartbeat_interval_s=1, **{"number_pool_target": 0, **overrides})
+
+
+async def start_platform(stack: AsyncExitStack, settings: Settings) -> tuple[Carrier, VoiceAgentServer]:
+    """Serves every process of the platform until `stack` closes; returns the carrier and the voice agent."""
+    speech = SpeechRegistry()
+    carrier = build_carrier(settings, speech)
+    agent = VoiceAgentServer(registry=speech)
+    stop = asyncio.Event()
+    await stack.enter_async_context(serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port))
+    await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
+    await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
+    await stack.enter_async_context(serving(voice_app(settings), "127.0.0.1", settings.voice_port))
+    worker = asyncio.create_task(run_worker(settings, stop))
+    stack.push_async_callback(asyncio.wait_for, worker, 60)
+    stack.callback(stop.set)
+    return carrier, agent
+
+
+async def agent_said(agent: VoiceAgentServer, text: str, timeout: float = 60) -> dict[str, Any]:
+    """The newest voice-agent session's assistant turn containing `text`."""
+    for _ in range(int(timeout * 10)):
+        for event in agent.sessions[-1].events if agent.sessions else []:
+            if event["type"] == "ConversationText" and event["role"] == "assistant" and text in event["content"]:
+                return event
+        await asyncio.sleep(0.1)
+    said = [e for e in agent.sessions[-1].events if e["type"] == "ConversationText"] if agent.sessions else []
+    raise AssertionError(f"agent never said {text!r}; conversation: {said}")
+
+
+async def audio_done(agent: VoiceAgentServer, count: int, timeout: float = 60) -> None:
+    for _ in range(int(timeout * 10)):
+        if agent.sessions and sum(e["type"] == "AgentAudioDone" for e in agent.sessions[-1].events) >= count:
+            return
+        await asyncio.sleep(0.1)
+    kinds = [e["type"] for e in agent.sessions[-1].events] if agent.sessions else []
+    raise AssertionError(f"agent audio never finished ({len(agent.sessions)} sessions; newest: {kinds})")
+
+
+async def next_session(agent: VoiceAgentServer, known: int, timeout: float = 60) -> None:
+    """Wait until the voice agent has more than `known` sessions (a new call reached it)."""
+    for _ in range(int(timeout * 10)):
+        if len(agent.sessions) > known:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("no new voice-agent session")

@@ -1,0 +1,125 @@
+"""A stranger calls the setup hotline and, a few minutes later, talks to their own agent on their own
+number. Real pieces end to end: simulated handset -> local carrier -> API webhook -> voice bridge ->
+Deepgram-protocol voice agent -> hotline conductor -> OnboardingWorkflow (real Temporal) ->
+ProvisionUserWorkflow -> AgentLifecycleWorkflow -> the user's real OpenClaw -> model stand-in."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+
+from core.models import OutboxEmail, PhoneNumber, User
+from emulators.carrier.handset import Handset, handset
+from emulators.llm import ModelScript
+from emulators.voice_agent import VoiceAgentServer
+from tests.conftest import retire_available_numbers
+from tests.voice.platform import agent_said, audio_done, next_session, platform_settings, start_platform
+from workflows import onboarding_lines as lines
+from workflows.agent_lifecycle import workflow_id as lifecycle_id
+from workflows.number_pool import WORKFLOW_ID as POOL_ID
+from workflows.onboarding import OnboardingWorkflow, Step
+from workflows.onboarding import workflow_id as onboarding_id
+
+
+@pytest.fixture
+async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
+                   sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> AsyncIterator[tuple]:
+    await retire_available_numbers(sessions)
+    base_url, _ = model_server
+    settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
+                                 data_dir=tmp_path / "data", number_pool_target=2)
+    async with AsyncExitStack() as stack:
+        carrier, agent = await start_platform(stack, settings)
+        stack.push_async_callback(temporal_env.client.get_workflow_handle(POOL_ID).terminate)
+        yield settings, carrier, agent
+
+
+async def _text(phone: Handset, containing: str, after: int = 0) -> str:
+    event = await phone.wait_for("sms", lambda e: containing in e["body"], timeout=30, after=after)
+    return str(event["body"])
+
+
+async def _email_code(sessions: async_sessionmaker[AsyncSession], address: str) -> str:
+    async with sessions() as session:
+        mail = (await session.execute(select(OutboxEmail).where(OutboxEmail.to_address == address))).scalar_one()
+    return re.findall(r"\b\d{6}\b", mail.subject)[0]
+
+
+async def _turn(agent: VoiceAgentServer, phone: Handset, said: str, expect: str) -> None:
+    """Say something once everything the agent said has been spoken, and wait for its answer."""
+    events = agent.sessions[-1].events
+    await audio_done(agent, sum(e["type"] == "ConversationText" and e["role"] == "assistant" for e in events))
+    await phone.say(said)
+    await agent_said(agent, expect)
+
+
+async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
+    platform: tuple, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment,
+) -> None:
+    settings, carrier, agent = platform
+    caller = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    address = f"jane.{uuid.uuid4().hex[:6]}@example.com"
+    async with handset(settings.carrier_url, caller) as phone:
+        await phone.dial(settings.hotline_number)
+        await agent_said(agent, "Welcome to DeepClaw!")
+        code = re.findall(r"\d{6}", await _text(phone, "Your DeepClaw code"))[0]
+        await audio_done(agent, 1)
+        await phone.dtmf(code + "#")  # keyed in: Twilio dtmf events, forwarded by the bridge
+        await agent_said(agent, "your phone is verified")
+
+        await _turn(agent, phone, address.replace(".", " dot ").replace("@", " at "), "Is that right?")
+        await _turn(agent, phone, "yes", "I've emailed a six-digit code")
+        spoken_code = " ".join(await _email_code(sessions, address))
+        await _turn(agent, phone, spoken_code, "Your email is verified")
+        await _turn(agent, phone, "Luna", "Luna it is")
+        await _turn(agent, phone, "formal please", "Formal, got it")
+        await _turn(agent, phone, "call it Nova", "All set! Nova's number is")
+
+        # The live call goes to the new agent, and the new number texts a welcome.
+        await next_session(agent, 1, timeout=90)  # the hotline's was the first
+        await agent_said(agent, "Hi, I'm Nova, your new assistant")
+        welcome = await phone.wait_for("sms", lambda e: "Nova" in e["body"] and e["from"] != settings.hotline_number)
+        number = welcome["from"]
+        await _turn(agent, phone, "what is the weather like", "You said: what is the weather like")
+        await _turn(agent, phone, "what did I say", "Earlier you said: what is the weather like")  # its memory
+        await phone.hangup()
+        await phone.wait_for("call_state", lambda e: e["state"] == "completed")
+
+        user_id = await _check_user(temporal_env, sessions, caller, address, number)
+
+        # The user calls their new number: their own OpenClaw answers.
+        mark, known = len(phone.events), len(agent.sessions)
+        await phone.dial(number)
+        await next_session(agent, known)
+        await agent_said(agent, "Nova")
+        await _turn(agent, phone, "hello again", "You said: hello again")
+        await phone.hangup()
+        await phone.wait_for("call_state", lambda e: e["state"] == "completed", after=mark)
+
+        # Calling the hotline again: told their number, not started over.
+        mark = len(phone.events)
+        await phone.dial(settings.hotline_number)
+        said = await phone.wait_for("say", after=mark)
+        assert said["text"] == lines.already_registered(number)
+    await temporal_env.client.get_workflow_handle(lifecycle_id(user_id)).terminate()
+
+
+async def _check_user(temporal_env: WorkflowEnvironment, sessions: async_sessionmaker[AsyncSession], caller: str,
+                      address: str, number: str) -> uuid.UUID:
+    status = await temporal_env.client.get_workflow_handle(onboarding_id(caller)).query(
+        OnboardingWorkflow.current_step)
+    assert status == Step.DONE
+    async with sessions() as session:
+        user = (await session.execute(select(User).where(User.phone_e164 == caller))).scalar_one()
+        owned = (await session.execute(select(PhoneNumber).where(PhoneNumber.user_id == user.id))).scalar_one()
+    assert owned.e164 == number and user.email == address and user.email_verified and user.phone_verified
+    assert (user.agent_name, user.voice, user.personality) == ("Nova", "aura-2-luna-en", "formal")
+    return user.id
