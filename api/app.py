@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health, hotline, twilio
+from api import health, hotline, outbox, twilio
 from core.db import create_engine, sessionmaker
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -36,4 +36,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(twilio.router)
     app.include_router(hotline.router)
+    app.include_router(outbox.router)
     return app

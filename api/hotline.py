@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from core import chat_format, tokens
@@ -24,6 +26,7 @@ from core.logs import log_context
 from core.models import PhoneNumber, User
 from core.settings import Settings
 from workflows import onboarding_lines as lines
+from workflows.agent_lifecycle import Thresholds
 from workflows.onboarding import CallStarted, Heard, Line, OnboardingInput, OnboardingWorkflow, workflow_id
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,9 @@ async def opening_line(client: Client, settings: Settings, caller: str, call_sid
     """Starts (or finds) the caller's onboarding and asks it how this call opens."""
     handle = await client.start_workflow(
         OnboardingWorkflow.run,
-        OnboardingInput(caller=caller, hotline_number=settings.hotline_number, runtime=settings.agent_runtime.value),
+        OnboardingInput(caller=caller, hotline_number=settings.hotline_number, runtime=settings.agent_runtime.value,
+                        thresholds=Thresholds(release_number_after=timedelta(days=settings.number_release_after_days)),
+                        archived_numbers=settings.archived_numbers),
         id=workflow_id(caller), task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
     return await handle.execute_update(OnboardingWorkflow.call_started, CallStarted(call_sid=call_sid))
@@ -114,7 +119,8 @@ async def _hear(client: Client | None, claims: dict[str, Any], said: str) -> Lin
         return await handle.execute_update(OnboardingWorkflow.hear, Heard(call_sid=claims["call"], text=said))
     except WorkflowUpdateFailedError as error:
         log.warning("onboarding refused %r: %s", said, error.cause or error)
-        return Line(text=lines.ONBOARDING_CLOSED, end_call=True)
+        finished = isinstance(error.cause, ApplicationError) and error.cause.type == "OnboardingFinished"
+        return Line(text=lines.ONBOARDING_CLOSED, end_call=True) if finished else Line(text=TROUBLE)
     except RPCError as error:
         log.error("onboarding unreachable: %s", error)
         return Line(text=TROUBLE)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class TelephonyAdapter(StrEnum):
@@ -141,7 +141,11 @@ class Settings(BaseSettings):
 
     # Warm pool of phone numbers kept available for new users (0 turns the pool off).
     number_pool_target: int = 5
-    number_pool_area_code: str | None = None
+    # Keep the target in each of these area codes (comma-separated); empty: the target in total.
+    number_pool_area_codes: Annotated[list[str], NoDecode] = []
+    # A number whose user's agent has been archived this long leaves them: back to the pool or released.
+    number_release_after_days: float = 90.0
+    archived_numbers: Literal["pool", "release"] = "pool"
 
     # Local agent runtime: warm OpenClaw gateways kept ready for the next wake (each ~1 GB).
     local_agent_spares: int = 1
@@ -153,6 +157,11 @@ class Settings(BaseSettings):
     # How long a worker heartbeat stays fresh for /healthz.
     worker_heartbeat_interval_s: float = 5.0
     worker_heartbeat_stale_s: float = 20.0
+
+    @field_validator("number_pool_area_codes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     @property
     def api_base_url(self) -> str:

@@ -141,6 +141,7 @@ class Supervisor:
         if s.local_standins:
             lines += [
                 f"  Softphone    {s.carrier_url}/phone  (call the hotline {s.hotline_number})",
+                f"  Mail outbox  {s.api_base_url}/dev/outbox  (email codes, local mailer)",
                 f"  Stand-ins    carrier {s.carrier_url}, voice agent {s.voice_agent_url}, model {s.model_base_url}",
             ]
         lines += [f"  Data         {self.data_dir}", f"  Logs         {self.logs_dir}", "Press Ctrl-C to stop.", ""]

@@ -53,7 +53,7 @@ async def ensure_number_pool(client: Client, settings: Settings) -> None:
     try:
         await client.start_workflow(
             NumberPoolWorkflow.run,
-            PoolInput(target=settings.number_pool_target, area_code=settings.number_pool_area_code),
+            PoolInput(target=settings.number_pool_target, area_codes=settings.number_pool_area_codes),
             id=POOL_WORKFLOW_ID, task_queue=settings.temporal_task_queue)
         log.info("started the number pool (target %d)", settings.number_pool_target)
     except WorkflowAlreadyStartedError:

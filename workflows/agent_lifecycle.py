@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.numbers.pool import NumberPoolActivities, NumberRelease
     from activities.runtime.activities import (
         AgentStateChange,
         RestoreInput,
@@ -40,6 +41,7 @@ class Thresholds(BaseModel):
     idle_after: timedelta = timedelta(minutes=10)
     sleep_after: timedelta = timedelta(hours=2)
     archive_after: timedelta = timedelta(days=30)
+    release_number_after: timedelta = timedelta(days=90)  # measured from the archive
 
 
 class AgentLifecycleInput(BaseModel):
@@ -48,6 +50,7 @@ class AgentLifecycleInput(BaseModel):
     agent_number: str | None = None
     runtime: str = "local"
     thresholds: Thresholds = Thresholds()
+    archived_numbers: str = "pool"  # what happens to the number of a long-archived agent: pool | release
     max_history_events: int = 2000
     # Carried across continue-as-new:
     state: LifecycleState = LifecycleState.PROVISIONING
@@ -156,6 +159,9 @@ class AgentLifecycleWorkflow:
                         RuntimeActivities.archive_agent, self.spec.user_id, **LONG)
                     await self._record(LifecycleState.ARCHIVED, {"archive_key": self.archive_key})
             elif self.state == LifecycleState.ARCHIVED:
+                if self.input.agent_number and not await self._wake_within(thresholds.release_number_after):
+                    await self._release_number()
+                    continue
                 await workflow.wait_condition(lambda: self.wake_requested)
                 await self._wake()
 
@@ -193,6 +199,14 @@ class AgentLifecycleWorkflow:
             self.archive_key = None if self.state == LifecycleState.ARCHIVED else self.archive_key
             await self._record(LifecycleState.RUNNING, {"endpoint": self.endpoint.base_url})
         self.wakes_done += 1
+
+    async def _release_number(self) -> None:
+        released = await workflow.execute_activity_method(
+            NumberPoolActivities.release_user_number,
+            NumberRelease(user_id=self.spec.user_id, to_pool=self.input.archived_numbers == "pool"), **QUICK)
+        workflow.logger.info("number %s of archived user %s released", released, self.spec.user_id)
+        self.input.agent_number = None
+        workflow.upsert_search_attributes([AGENT_NUMBER.value_unset()])
 
     async def _go(self, state: LifecycleState, step: object, *, long: bool = False) -> None:
         await workflow.execute_activity_method(step, self.spec.user_id, **(LONG if long else QUICK))  # type: ignore[call-overload]

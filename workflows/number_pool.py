@@ -18,7 +18,7 @@ WORKFLOW_ID = "number-pool"
 
 class PoolInput(BaseModel):
     target: int = 5
-    area_code: str | None = None
+    area_codes: list[str] = []  # keep `target` in each; none: `target` in total
     check_every: timedelta = timedelta(minutes=10)
     generation: int = 0  # carried across continue-as-new, so purchase keys stay unique
 
@@ -40,25 +40,28 @@ class NumberPoolWorkflow:
     def numbers_bought(self) -> int:
         return self.bought
 
-    def _key(self, slot: int) -> str:
+    def _key(self, area_code: str | None, slot: int) -> str:
         # Unique per pool chain (a fresh start gets a new first run id), stable across retries.
-        return f"pool-{workflow.info().first_execution_run_id[:12]}-{self.generation}-{slot}"
+        return f"pool-{workflow.info().first_execution_run_id[:12]}-{self.generation}-{area_code or 'any'}-{slot}"
+
+    async def _top_up(self, target: int, area_code: str | None) -> None:
+        available = await workflow.execute_activity_method(
+            NumberPoolActivities.count_available_numbers, area_code, start_to_close_timeout=timedelta(seconds=30))
+        for slot in range(max(0, target - available)):
+            await workflow.execute_activity_method(
+                NumberPoolActivities.buy_pool_number,
+                BuyRequest(purchase_key=self._key(area_code, slot), area_code=area_code),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)))
+            self.bought += 1
 
     @workflow.run
     async def run(self, input: PoolInput) -> None:
         for _ in range(50):  # then continue as new, keeping history short
             self.requested = False
-            available = await workflow.execute_activity_method(
-                NumberPoolActivities.count_available_numbers, input.area_code,
-                start_to_close_timeout=timedelta(seconds=30))
             self.generation += 1
-            for slot in range(max(0, input.target - available)):
-                await workflow.execute_activity_method(
-                    NumberPoolActivities.buy_pool_number,
-                    BuyRequest(purchase_key=self._key(slot), area_code=input.area_code),
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)))
-                self.bought += 1
+            for area_code in input.area_codes or [None]:
+                await self._top_up(input.target, area_code)
             try:
                 await workflow.wait_condition(lambda: self.requested, timeout=input.check_every)
             except TimeoutError:

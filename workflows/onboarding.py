@@ -18,7 +18,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.onboarding.calls import Handoff, HotlineCallActivities, Welcome
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from core import spoken
     from core.temporal import USER_ID, USER_PHONE
     from workflows import onboarding_lines as lines
+    from workflows.agent_lifecycle import Thresholds
     from workflows.number_pool import WORKFLOW_ID as POOL_ID
     from workflows.provision_user import ProvisionInput, ProvisionUserWorkflow
     from workflows.provision_user import workflow_id as provision_id
@@ -64,6 +65,8 @@ class OnboardingInput(BaseModel):
     runtime: str = "local"
     pool_workflow_id: str = POOL_ID
     policy: OnboardingPolicy = OnboardingPolicy()
+    thresholds: Thresholds = Thresholds()  # for the new agent's lifecycle
+    archived_numbers: str = "pool"
 
 
 class CallStarted(BaseModel):
@@ -290,9 +293,13 @@ class OnboardingWorkflow:
             self.step, self.code = Step.LOCKED_OUT, None
             return Line(text=lines.TOO_MANY_CODES, end_call=True)
         to = self.input.caller if channel == Channel.SMS else self.email
-        digest = await workflow.execute_activity_method(
-            VerificationActivities.send_code, CodeRequest(channel=channel, to=to, sender=self.input.hotline_number),
-            **SEND)
+        try:
+            digest = await workflow.execute_activity_method(
+                VerificationActivities.send_code, CodeRequest(channel=channel, to=to, sender=self.input.hotline_number),
+                **SEND)
+        except ActivityError as error:
+            workflow.logger.error("could not send a %s code to %s: %s", channel.value, to, error.cause or error)
+            return Line(text=lines.CODE_NOT_SENT)
         self.codes_sent[channel] += 1
         self.code = PendingCode(channel=channel, digest=digest, sent_at=workflow.now())
         return Line(text=line)
@@ -330,7 +337,8 @@ class OnboardingWorkflow:
             provisioned = await workflow.execute_child_workflow(
                 ProvisionUserWorkflow.run,
                 ProvisionInput(user=user, area_code=area_code(self.input.caller), runtime=self.input.runtime,
-                               pool_workflow_id=self.input.pool_workflow_id),
+                               pool_workflow_id=self.input.pool_workflow_id, thresholds=self.input.thresholds,
+                               archived_numbers=self.input.archived_numbers),
                 id=provision_id(self.user_id))
         except ChildWorkflowError as error:
             workflow.logger.error("provisioning %s failed: %s", self.user_id, error.cause or error)

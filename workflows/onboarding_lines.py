@@ -34,6 +34,7 @@ WELCOME = ("Welcome to DeepClaw! In a couple of minutes you'll have your own AI 
            "First, let's check this phone: I've just texted you a six-digit code. Please say it, or key it in.")
 WELCOME_BACK = "Welcome back! Let's pick up where we left off. "
 CODE_SENT_AGAIN = "I've texted you a fresh six-digit code. Please say it, or key it in."
+CODE_NOT_SENT = "Sorry, I couldn't send the code just now. Say new code in a moment and I'll try again."
 CODE_NOT_HEARD = "I didn't catch six digits there. Please say the code, or key it in. Say new code if you need another."
 CODE_EXPIRED = "That code has expired. Say new code, or press star, and I'll send you a fresh one."
 CODE_LOCKED = "That's too many wrong tries for this code. Say new code, or press star, and I'll send you a fresh one."

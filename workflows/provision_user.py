@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.users import NewUser, UserActivities
     from core.ports import AgentSpec
     from core.temporal import USER_ID, USER_PHONE
-    from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow
+    from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow, Thresholds
     from workflows.agent_lifecycle import workflow_id as lifecycle_id
     from workflows.number_pool import WORKFLOW_ID as POOL_ID
     from workflows.number_pool import NumberPoolWorkflow
@@ -35,6 +35,8 @@ class ProvisionInput(BaseModel):
     claim_timeout: timedelta = timedelta(minutes=10)  # how long to wait for the pool to refill
     claim_retry_every: timedelta = timedelta(seconds=2)
     step_attempts: int = 10  # per step, before the saga gives up and undoes
+    thresholds: Thresholds = Thresholds()  # for the agent's lifecycle
+    archived_numbers: str = "pool"
 
 
 class Provisioned(BaseModel):
@@ -130,7 +132,8 @@ class ProvisionUserWorkflow:
             # The agent's workflow lives for the user's whole life, far beyond this one.
             await workflow.start_child_workflow(
                 AgentLifecycleWorkflow.run,
-                AgentLifecycleInput(spec=spec, user_phone=user.phone, agent_number=number.e164, runtime=input.runtime),
+                AgentLifecycleInput(spec=spec, user_phone=user.phone, agent_number=number.e164, runtime=input.runtime,
+                                    thresholds=input.thresholds, archived_numbers=input.archived_numbers),
                 id=lifecycle_id(user.user_id), parent_close_policy=ParentClosePolicy.ABANDON)
         except WorkflowAlreadyStartedError:
             return  # started by an earlier run: not ours to undo

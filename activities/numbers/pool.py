@@ -26,6 +26,11 @@ class PoolNumber(BaseModel):
     newly_claimed: bool = False  # this claim took it from the pool (a retried claim finds it already ours)
 
 
+class NumberRelease(BaseModel):
+    user_id: uuid.UUID
+    to_pool: bool = True  # False: released at the provider
+
+
 class ClaimRequest(BaseModel):
     user_id: uuid.UUID
     area_code: str | None = None
@@ -102,6 +107,25 @@ class NumberPoolActivities:
             raise ApplicationError(f"the provider no longer has {number.e164}", type="NumberGone",
                                    non_retryable=True) from None
 
+    @activity.defn
+    async def release_user_number(self, release: NumberRelease) -> str | None:
+        """The user's number leaves them (their agent has long been archived): back to the pool, or
+        released at the provider. Returns the number, or None if they had none. Idempotent."""
+        async with self.sessions() as session:
+            number = (await session.execute(
+                select(PhoneNumber).where(PhoneNumber.user_id == release.user_id))).scalar_one_or_none()
+        if number is None:
+            return None
+        if release.to_pool:
+            await self.return_number(release.user_id)
+        else:
+            try:
+                await self.telephony.release_number(number.provider_sid)
+            except NumberNotFound:
+                pass  # released already
+            await self._retire(number.e164)
+        return number.e164
+
     async def _retire(self, e164: str) -> None:
         async with transaction(self.sessions) as session:
             await session.execute(update(PhoneNumber).where(PhoneNumber.e164 == e164).values(
@@ -118,4 +142,4 @@ class NumberPoolActivities:
 
     def all(self) -> list[object]:
         return [self.count_available_numbers, self.buy_pool_number, self.claim_number, self.point_number_at_platform,
-                self.return_number]
+                self.return_number, self.release_user_number]

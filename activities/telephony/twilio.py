@@ -47,7 +47,12 @@ class TwilioTelephony:
             raise
 
     async def release_number(self, sid: str) -> None:
-        await self.client.incoming_phone_numbers(sid).delete_async()
+        try:
+            await self.client.incoming_phone_numbers(sid).delete_async()
+        except TwilioRestException as error:
+            if error.code == NOT_FOUND:
+                raise NumberNotFound(sid) from error
+            raise
 
     async def send_sms(self, *, to: str, from_: str, body: str, status_callback: str | None = None) -> str:
         kwargs = {"status_callback": status_callback} if status_callback else {}

@@ -11,17 +11,24 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from core.models import OutboxEmail, PhoneNumber, User
+from core.models import PhoneNumber, User
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import retire_available_numbers
-from tests.voice.platform import agent_said, audio_done, next_session, platform_settings, start_platform
+from tests.voice.platform import (
+    agent_said,
+    audio_done,
+    next_session,
+    platform_settings,
+    start_platform,
+)
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 from workflows.number_pool import WORKFLOW_ID as POOL_ID
@@ -47,10 +54,12 @@ async def _text(phone: Handset, containing: str, after: int = 0) -> str:
     return str(event["body"])
 
 
-async def _email_code(sessions: async_sessionmaker[AsyncSession], address: str) -> str:
-    async with sessions() as session:
-        mail = (await session.execute(select(OutboxEmail).where(OutboxEmail.to_address == address))).scalar_one()
-    return re.findall(r"\b\d{6}\b", mail.subject)[0]
+async def _email_code(api_base_url: str, address: str) -> str:
+    """Read the way a local user reads it: on the outbox page."""
+    async with httpx.AsyncClient() as http:
+        page = await http.get(f"{api_base_url}/dev/outbox", params={"to": address})
+    page.raise_for_status()
+    return re.findall(r"Your DeepClaw code: (\d{6})", page.text)[0]
 
 
 async def _turn(agent: VoiceAgentServer, phone: Handset, said: str, expect: str) -> None:
@@ -77,7 +86,7 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
 
         await _turn(agent, phone, address.replace(".", " dot ").replace("@", " at "), "Is that right?")
         await _turn(agent, phone, "yes", "I've emailed a six-digit code")
-        spoken_code = " ".join(await _email_code(sessions, address))
+        spoken_code = " ".join(await _email_code(settings.api_base_url, address))
         await _turn(agent, phone, spoken_code, "Your email is verified")
         await _turn(agent, phone, "Luna", "Luna it is")
         await _turn(agent, phone, "formal please", "Formal, got it")

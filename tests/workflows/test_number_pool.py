@@ -35,7 +35,7 @@ async def test_pool_fills_and_replenishes_on_signal(
     async with Worker(time_skipping_env.client, task_queue="pool-test", workflows=[NumberPoolWorkflow],
                       activities=pool.all()):
         handle = await time_skipping_env.client.start_workflow(
-            NumberPoolWorkflow.run, PoolInput(target=3, area_code=area), id=f"number-pool-{area}",
+            NumberPoolWorkflow.run, PoolInput(target=3, area_codes=[area]), id=f"number-pool-{area}",
             task_queue="pool-test")
         for _ in range(100):
             if await _available(sessions, area) == 3:
@@ -92,3 +92,21 @@ async def test_concurrent_claims_never_share_a_number(sessions: async_sessionmak
     again = await pool.claim_number(ClaimRequest(user_id=users[claims.index(won[0])].id, area_code=area))
     assert again is not None and again.e164 == won[0].e164, "a retried claim returns the same number"
     assert won[0].newly_claimed and not again.newly_claimed
+
+
+async def test_the_pool_keeps_its_target_in_each_area_code(
+    time_skipping_env: WorkflowEnvironment, telephony: TwilioTelephony, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    areas = [_area(), _area()]
+    pool = NumberPoolActivities(telephony, sessions, voice_url="http://api/twilio/voice", sms_url="http://api/twilio/sms")
+    async with Worker(time_skipping_env.client, task_queue="pool-areas-test", workflows=[NumberPoolWorkflow],
+                      activities=pool.all()):
+        handle = await time_skipping_env.client.start_workflow(
+            NumberPoolWorkflow.run, PoolInput(target=2, area_codes=areas), id=f"number-pool-{areas[0]}",
+            task_queue="pool-areas-test")
+        for _ in range(100):
+            if [await _available(sessions, a) for a in areas] == [2, 2]:
+                break
+            await asyncio.sleep(0.1)
+        assert [await _available(sessions, a) for a in areas] == [2, 2]
+        await handle.terminate()

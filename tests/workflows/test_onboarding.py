@@ -33,7 +33,7 @@ from core.settings import Settings
 from tests.conftest import LocalCarrier, retire_available_numbers
 from tests.memory_runtime import MemoryRuntime
 from workflows import onboarding_lines as lines
-from workflows.agent_lifecycle import AgentLifecycleWorkflow
+from workflows.agent_lifecycle import AgentLifecycleWorkflow, LifecycleState, Thresholds
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 from workflows.number_pool import NumberPoolWorkflow, PoolInput
 from workflows.onboarding import (
@@ -387,7 +387,7 @@ async def test_a_worker_restart_mid_provisioning_loses_and_doubles_nothing(
 
 async def test_twenty_callers_share_a_pool_of_five(hotline: Hotline, time_skipping_env: WorkflowEnvironment) -> None:
     pool = await hotline.client.start_workflow(
-        NumberPoolWorkflow.run, PoolInput(target=5, area_code=hotline.area), id=hotline.pool_id,
+        NumberPoolWorkflow.run, PoolInput(target=5, area_codes=[hotline.area]), id=hotline.pool_id,
         task_queue=hotline.task_queue)
     callers = [_caller(hotline.area) for _ in range(CALLERS)]
 
@@ -410,3 +410,27 @@ async def test_twenty_callers_share_a_pool_of_five(hotline: Hotline, time_skippi
     for result in results:
         assert result.user_id is not None
         await hotline.client.get_workflow_handle(lifecycle_id(result.user_id)).terminate()
+
+
+async def test_the_number_of_a_long_archived_user_goes_back_to_the_pool(hotline: Hotline) -> None:
+    await hotline.add_pool_numbers(1)
+    user = _new_user(hotline.area)
+    # Seconds instead of days, in real time: skipping ahead would fire every other test's timers too.
+    quick = Thresholds(idle_after=timedelta(seconds=1), sleep_after=timedelta(seconds=2),
+                       archive_after=timedelta(seconds=3), release_number_after=timedelta(seconds=2))
+    provisioned = await (await _provision(hotline, user, thresholds=quick)).result()
+    lifecycle = hotline.client.get_workflow_handle(lifecycle_id(user.user_id))
+    for _ in range(200):
+        if await lifecycle.query(AgentLifecycleWorkflow.current_state) == LifecycleState.ARCHIVED:
+            break
+        await asyncio.sleep(0.05)
+    assert await _numbers_of(hotline, user.user_id) == [provisioned.number], "kept while merely archived"
+    for _ in range(200):
+        if not await _numbers_of(hotline, user.user_id):
+            break
+        await asyncio.sleep(0.05)
+    assert await _numbers_of(hotline, user.user_id) == []
+    async with hotline.sessions() as session:
+        number = (await session.execute(select(PhoneNumber).where(PhoneNumber.e164 == provisioned.number))).scalar_one()
+    assert number.state == "available", "back in the pool for the next caller"
+    await lifecycle.terminate()
