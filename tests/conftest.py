@@ -4,6 +4,7 @@ Temporal's dev server and its time-skipping test server from the shipped binarie
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import adapters
 from activities.runtime.gateway import GatewayProcess
-from activities.telephony.twilio import TwilioTelephony
 from activities.runtime.openclaw_config import ModelProvider, render_config
+from activities.telephony.twilio import TwilioTelephony
 from core.db import create_engine, sessionmaker
 from core.migrate import upgrade_to_head
 from core.models import PhoneNumber
@@ -34,9 +35,9 @@ from devstack.tools import Tools, install
 from emulators import llm
 from emulators.carrier.app import create_app as create_carrier_app
 from emulators.carrier.carrier import Carrier
+from emulators.llm import ModelScript
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
-from emulators.llm import ModelScript
 
 TEST_DATABASE = "deepclaw_test"
 
@@ -58,6 +59,16 @@ async def database_url(postgres: EmbeddedPostgres) -> str:
     url = postgres.url(TEST_DATABASE)
     await asyncio.to_thread(upgrade_to_head, url)
     return url
+
+
+# Each test's local carrier starts afresh and sells the same numbers per area code; the database lives
+# for the whole session. Tests that buy numbers take an area code no other test uses (415 is the
+# carrier's default, left to tests that don't care).
+_AREA_CODES = iter(random.Random().sample([a for a in range(201, 1000) if a != 415], 700))
+
+
+def unique_area_code() -> str:
+    return str(next(_AREA_CODES))
 
 
 async def retire_available_numbers(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -86,8 +97,10 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One per test module: skipping time fires every pending timer on the server, and workflows an
+    earlier module left behind (their workers gone) would stall the skipping."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(binary("temporal-test-server")),
         data_converter=pydantic_data_converter,

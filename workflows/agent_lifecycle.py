@@ -14,7 +14,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.numbers.pool import NumberPoolActivities, NumberRelease
@@ -189,6 +189,8 @@ class AgentLifecycleWorkflow:
             self.endpoint = await workflow.execute_activity_method(
                 RuntimeActivities.wake_agent, self.spec.user_id, **LONG)
         except ActivityError as error:
+            if isinstance(error.cause, CancelledError):
+                raise  # the workflow is being cancelled (provisioning undone): not a failed wake
             self.wake_failures += 1
             self.last_wake_error = str(error.cause or error)
             workflow.logger.error("wake failed for %s: %s", self.spec.user_id, self.last_wake_error)

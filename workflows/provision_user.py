@@ -12,8 +12,8 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.numbers.pool import ClaimRequest, NumberPoolActivities, PoolNumber
@@ -130,15 +130,20 @@ class ProvisionUserWorkflow:
         spec = AgentSpec(user_id=user.user_id, agent_name=user.agent_name, personality=user.personality)
         try:
             # The agent's workflow lives for the user's whole life, far beyond this one.
-            await workflow.start_child_workflow(
+            agent = await workflow.start_child_workflow(
                 AgentLifecycleWorkflow.run,
                 AgentLifecycleInput(spec=spec, user_phone=user.phone, agent_number=number.e164, runtime=input.runtime,
                                     thresholds=input.thresholds, archived_numbers=input.archived_numbers),
                 id=lifecycle_id(user.user_id), parent_close_policy=ParentClosePolicy.ABANDON)
         except WorkflowAlreadyStartedError:
             return  # started by an earlier run: not ours to undo
-        self._on_failure("delete agent", lambda: self._delete_agent(user.user_id))
+        self._on_failure("delete agent", lambda: self._delete_agent(agent, user.user_id))
 
-    async def _delete_agent(self, user_id: uuid.UUID) -> None:
-        await workflow.get_external_workflow_handle(lifecycle_id(user_id)).cancel()
+    async def _delete_agent(self, agent: ChildWorkflowHandle, user_id: uuid.UUID) -> None:
+        """Stop the agent's workflow and wait until it has closed, then delete what it made."""
+        agent.cancel()
+        try:
+            await agent
+        except ChildWorkflowError:
+            pass  # cancelled, as asked
         await workflow.execute_activity_method(RuntimeActivities.delete_agent, user_id, **UNDO)

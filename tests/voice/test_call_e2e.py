@@ -28,7 +28,13 @@ from emulators.carrier.carrier import Carrier
 from emulators.carrier.handset import handset
 from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
-from tests.voice.platform import agent_said, audio_done, platform_settings, start_platform
+from tests.conftest import unique_area_code
+from tests.voice.platform import (
+    agent_said,
+    audio_done,
+    platform_settings,
+    start_platform,
+)
 from workflows.agent_lifecycle import (
     AgentLifecycleInput,
     AgentLifecycleWorkflow,
@@ -61,7 +67,7 @@ async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_s
 
         # A provisioned user: a number bought on the carrier and assigned, and their agent's workflow.
         telephony = adapters.telephony(settings)
-        area = str(200 + uuid.uuid4().int % 800)  # each test's carrier starts afresh; the database doesn't
+        area = unique_area_code()
         [number] = await telephony.search_numbers(area_code=area, limit=1)
         owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice",
                                            sms_url=f"{settings.api_base_url}/twilio/sms")

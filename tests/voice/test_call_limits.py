@@ -22,6 +22,7 @@ from emulators.carrier.handset import handset
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
 from emulators.voice_agent import VoiceAgentServer
+from tests.conftest import unique_area_code
 from voice.app import create_app as voice_app
 from voice.bridge import SILENT_GOODBYE, TIME_UP_GOODBYE
 
@@ -37,7 +38,7 @@ async def _line(settings: Settings, sessions: async_sessionmaker[AsyncSession]) 
         await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
         await stack.enter_async_context(serving(voice_app(settings), "127.0.0.1", settings.voice_port))
         telephony = adapters.telephony(settings)
-        [number] = await telephony.search_numbers(area_code=str(200 + uuid.uuid4().int % 800), limit=1)
+        [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
         owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice", sms_url="")
         await telephony.close()
         user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova")

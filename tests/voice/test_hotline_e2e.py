@@ -21,7 +21,7 @@ from core.models import PhoneNumber, User
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
-from tests.conftest import retire_available_numbers
+from tests.conftest import retire_available_numbers, unique_area_code
 from tests.voice.platform import (
     agent_said,
     audio_done,
@@ -42,7 +42,8 @@ async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_s
     await retire_available_numbers(sessions)
     base_url, _ = model_server
     settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                 data_dir=tmp_path / "data", number_pool_target=2)
+                                 data_dir=tmp_path / "data", number_pool_target=2,
+                                 number_pool_area_codes=[unique_area_code()])
     async with AsyncExitStack() as stack:
         carrier, agent = await start_platform(stack, settings)
         stack.push_async_callback(temporal_env.client.get_workflow_handle(POOL_ID).terminate)

@@ -14,11 +14,12 @@ from temporalio.worker import Worker
 from activities.numbers.pool import BuyRequest, ClaimRequest, NumberPoolActivities
 from activities.telephony.twilio import TwilioTelephony
 from core.models import PhoneNumber, User
+from tests.conftest import unique_area_code
 from workflows.number_pool import NumberPoolWorkflow, PoolInput
 
 
 def _area() -> str:
-    return str(200 + uuid.uuid4().int % 800)  # keeps tests apart in the shared database
+    return unique_area_code()
 
 
 async def _available(sessions: async_sessionmaker[AsyncSession], area: str) -> int:

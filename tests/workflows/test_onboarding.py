@@ -8,11 +8,12 @@ import asyncio
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -30,7 +31,7 @@ from activities.runtime.activities import RuntimeActivities
 from activities.users import NewUser, UserActivities
 from core.models import OutboxEmail, PhoneNumber, User
 from core.settings import Settings
-from tests.conftest import LocalCarrier, retire_available_numbers
+from tests.conftest import LocalCarrier, retire_available_numbers, unique_area_code
 from tests.memory_runtime import MemoryRuntime
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, LifecycleState, Thresholds
@@ -56,6 +57,7 @@ WORKFLOWS = [OnboardingWorkflow, ProvisionUserWorkflow, AgentLifecycleWorkflow, 
 
 @dataclass
 class Hotline:
+    env: WorkflowEnvironment
     client: Client
     carrier: LocalCarrier
     sessions: async_sessionmaker[AsyncSession]
@@ -70,6 +72,12 @@ class Hotline:
             OnboardingInput(caller=caller, hotline_number=HOTLINE, pool_workflow_id=self.pool_id),
             id=workflow_id(caller), task_queue=self.task_queue)
         return handle, await handle.execute_update(OnboardingWorkflow.call_started, CallStarted(call_sid="CAtest"))
+
+    async def finished(self, handle: WorkflowHandle) -> Any:
+        """The result in real time. Skipping time here would also race the new agents' lifecycle
+        timers ahead, and a lifecycle stopped mid-activity stalls later skipping on the test server."""
+        with self.env.auto_time_skipping_disabled():
+            return await handle.result()
 
     def sms_code(self, caller: str) -> str:
         return re.findall(r"\b\d{6}\b", self.carrier.texts_to(caller)[-1])[0]
@@ -121,12 +129,12 @@ async def _worker(env: WorkflowEnvironment, hotline_parts: dict[str, object], ta
 @pytest.fixture
 async def hotline(time_skipping_env: WorkflowEnvironment, local_carrier: LocalCarrier,
                   sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> AsyncIterator[Hotline]:
-    area = str(200 + uuid.uuid4().int % 800)
+    area = unique_area_code()
     await retire_available_numbers(sessions)
     parts = {"carrier": local_carrier, "sessions": sessions, "runtime": MemoryRuntime(), "archive": tmp_path}
     task_queue = f"hotline-{area}-{uuid.uuid4().hex[:6]}"
     async with _worker(time_skipping_env, parts, task_queue):
-        yield Hotline(time_skipping_env.client, local_carrier, sessions, parts["runtime"], area,  # type: ignore[arg-type]
+        yield Hotline(time_skipping_env, time_skipping_env.client, local_carrier, sessions, parts["runtime"], area,  # type: ignore[arg-type]
                       task_queue, pool_id=f"number-pool-{area}")
 
 
@@ -174,7 +182,7 @@ async def test_a_caller_is_onboarded_end_to_end(hotline: Hotline) -> None:
     final = await say(handle, "call it Nova")
     assert final.startswith("All set! Nova's number is")
 
-    result: OnboardingResult = await handle.result()  # the hand-off (a call that has ended) and the welcome
+    result: OnboardingResult = await hotline.finished(handle)  # the hand-off (a call that has ended) and the welcome
     assert result.step == Step.DONE and result.number and result.user_id
     assert lines.say_number(result.number) in final
     async with hotline.sessions() as session:
@@ -280,8 +288,8 @@ async def _numbers_of(hotline: Hotline, user_id: uuid.UUID) -> list[str]:
 async def test_provisioning_twice_changes_nothing(hotline: Hotline) -> None:
     await hotline.add_pool_numbers(2)
     user = _new_user(hotline.area)
-    first = await (await _provision(hotline, user)).result()
-    second = await (await _provision(hotline, user)).result()
+    first = await hotline.finished(await _provision(hotline, user))
+    second = await hotline.finished(await _provision(hotline, user))
     assert first == second
     assert await _numbers_of(hotline, user.user_id) == [first.number]
     assert hotline.runtime.calls["create"] == 1, "one agent"
@@ -297,7 +305,7 @@ async def test_a_failed_provisioning_undoes_its_steps(hotline: Hotline) -> None:
     user = _new_user(hotline.area)
     handle = await _provision(hotline, user)
     with pytest.raises(WorkflowFailureError):
-        await handle.result()
+        await hotline.finished(handle)
     async with hotline.sessions() as session:
         assert await session.get(User, user.user_id) is None
         back = await session.get(PhoneNumber, number.id)
@@ -307,17 +315,26 @@ async def test_a_failed_provisioning_undoes_its_steps(hotline: Hotline) -> None:
     assert lifecycle.status.name in ("CANCELED", "TERMINATED", "COMPLETED")
 
 
-class BrokenWebhooks:
-    """Telephony whose webhook configuration fails every time (a provider outage)."""
+class FaultyWebhooks:
+    """Telephony whose webhook configuration misbehaves as `configure` says (outage, hang)."""
 
-    def __init__(self, telephony: object) -> None:
+    def __init__(self, telephony: object, configure: Callable[[], Awaitable[None]]) -> None:
         self._telephony = telephony
+        self._configure = configure
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._telephony, name)
 
     async def configure_number(self, sid: str, *, voice_url: str, sms_url: str) -> None:
-        raise ConnectionError("provider unavailable")
+        await self._configure()
+
+
+async def _outage() -> None:
+    raise ConnectionError("provider unavailable")
+
+
+async def _hang() -> None:
+    await asyncio.Event().wait()
 
 
 async def test_a_provider_outage_returns_the_claimed_number_to_the_pool(
@@ -325,7 +342,7 @@ async def test_a_provider_outage_returns_the_claimed_number_to_the_pool(
 ) -> None:
     await hotline.add_pool_numbers(1)
     queue = f"{hotline.task_queue}-outage"
-    broken = {"carrier": LocalCarrier(hotline.carrier.carrier, BrokenWebhooks(hotline.carrier.telephony)),  # type: ignore[arg-type]
+    broken = {"carrier": LocalCarrier(hotline.carrier.carrier, FaultyWebhooks(hotline.carrier.telephony, _outage)),  # type: ignore[arg-type]
               "sessions": hotline.sessions, "runtime": hotline.runtime, "archive": tmp_path}
     user = _new_user(hotline.area)
     async with _worker(time_skipping_env, broken, queue):
@@ -334,7 +351,7 @@ async def test_a_provider_outage_returns_the_claimed_number_to_the_pool(
             ProvisionInput(user=user, area_code=hotline.area, pool_workflow_id=hotline.pool_id, step_attempts=2),
             id=provision_id(user.user_id), task_queue=queue)
         with pytest.raises(WorkflowFailureError):
-            await handle.result()
+            await hotline.finished(handle)
     async with hotline.sessions() as session:
         assert await session.get(User, user.user_id) is None
         available = (await session.execute(select(func.count()).where(
@@ -343,26 +360,13 @@ async def test_a_provider_outage_returns_the_claimed_number_to_the_pool(
     assert hotline.runtime.states.get(user.user_id) is None
 
 
-class StuckWebhooks:
-    """Telephony whose webhook configuration never returns: the worker dies in the middle of it."""
-
-    def __init__(self, telephony: object) -> None:
-        self._telephony = telephony
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._telephony, name)
-
-    async def configure_number(self, sid: str, *, voice_url: str, sms_url: str) -> None:
-        await asyncio.Event().wait()
-
-
 async def test_a_worker_restart_mid_provisioning_loses_and_doubles_nothing(
     time_skipping_env: WorkflowEnvironment, hotline: Hotline, tmp_path: Path,
 ) -> None:
     await hotline.add_pool_numbers(1)
     queue = f"{hotline.task_queue}-restart"
     parts = {"carrier": hotline.carrier, "sessions": hotline.sessions, "runtime": hotline.runtime, "archive": tmp_path}
-    stuck = {**parts, "carrier": LocalCarrier(hotline.carrier.carrier, StuckWebhooks(hotline.carrier.telephony))}  # type: ignore[arg-type]
+    stuck = {**parts, "carrier": LocalCarrier(hotline.carrier.carrier, FaultyWebhooks(hotline.carrier.telephony, _hang))}  # type: ignore[arg-type]
     user = _new_user(hotline.area)
     # No workflow cache: the replacement worker replays the history, like a fresh process would.
     async with _worker(time_skipping_env, stuck, queue, max_cached_workflows=0):
@@ -376,7 +380,7 @@ async def test_a_worker_restart_mid_provisioning_loses_and_doubles_nothing(
     assert (await handle.describe()).status.name == "RUNNING"
     assert len(await _numbers_of(hotline, user.user_id)) == 1
     async with _worker(time_skipping_env, parts, queue, max_cached_workflows=0):
-        provisioned = await handle.result()
+        provisioned = await hotline.finished(handle)
     assert await _numbers_of(hotline, user.user_id) == [provisioned.number]
     async with hotline.sessions() as session:
         assigned = (await session.execute(select(func.count()).where(
@@ -418,7 +422,7 @@ async def test_the_number_of_a_long_archived_user_goes_back_to_the_pool(hotline:
     # Seconds instead of days, in real time: skipping ahead would fire every other test's timers too.
     quick = Thresholds(idle_after=timedelta(seconds=1), sleep_after=timedelta(seconds=2),
                        archive_after=timedelta(seconds=3), release_number_after=timedelta(seconds=2))
-    provisioned = await (await _provision(hotline, user, thresholds=quick)).result()
+    provisioned = await hotline.finished(await _provision(hotline, user, thresholds=quick))
     lifecycle = hotline.client.get_workflow_handle(lifecycle_id(user.user_id))
     for _ in range(200):
         if await lifecycle.query(AgentLifecycleWorkflow.current_state) == LifecycleState.ARCHIVED:
