@@ -259,18 +259,19 @@ class OnboardingWorkflow:
         return Line(text=lines.EMAIL_VERIFIED + lines.ASK_VOICE)
 
     async def _on_voice(self, said: str) -> Line:
-        voice = spoken.parse_option(said, lines.VOICE_NAMES)
-        if voice is None:
-            return Line(text=lines.VOICE_NOT_HEARD)
-        self.voice, self.step = voice, Step.PERSONALITY
-        return Line(text=f"{voice.title()} it is. {lines.ASK_PERSONALITY}")
+        return self._chosen(spoken.parse_option(said, lines.VOICE_NAMES), "voice", Step.PERSONALITY,
+                            lines.VOICE_NOT_HEARD, lines.VOICE_CHOSEN)
 
     async def _on_personality(self, said: str) -> Line:
-        personality = spoken.parse_personality(said)
-        if personality is None:
-            return Line(text=lines.PERSONALITY_NOT_HEARD)
-        self.personality, self.step = personality, Step.NAME
-        return Line(text=f"{personality.title()}, got it. {lines.ASK_NAME}")
+        return self._chosen(spoken.parse_personality(said), "personality", Step.NAME,
+                            lines.PERSONALITY_NOT_HEARD, lines.PERSONALITY_CHOSEN)
+
+    def _chosen(self, choice: str | None, field: str, next_step: Step, not_heard: str, then: str) -> Line:
+        if choice is None:
+            return Line(text=not_heard)
+        setattr(self, field, choice)
+        self.step = next_step
+        return Line(text=then.format(choice.title()))
 
     async def _on_name(self, said: str) -> Line:
         name = spoken.parse_name(said)

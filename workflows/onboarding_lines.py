@@ -54,7 +54,8 @@ ASK_PERSONALITY = "Should your assistant be casual or formal? Press 1 for casual
 PERSONALITY_NOT_HEARD = "Sorry, was that casual or formal? Press 1 for casual or 2 for formal."
 ASK_NAME = f"Last one: what would you like to call your assistant? Say a name, or say skip to keep {DEFAULT_AGENT_NAME}."
 NAME_NOT_HEARD = f"Sorry, I didn't get a name. Say one or two words, like Nova, or say skip to keep {DEFAULT_AGENT_NAME}."
-SETTING_UP = "Setting up your assistant now. "
+VOICE_CHOSEN = "{} it is. " + ASK_PERSONALITY  # {} is the choice
+PERSONALITY_CHOSEN = "{}, got it. " + ASK_NAME
 PROVISIONING_FAILED = ("I'm sorry, I couldn't finish setting up your assistant just now. Please call back in a few "
                        "minutes and I'll pick up right here. Goodbye.")
 ONBOARDING_CLOSED = "This setup session has ended. Please call again to start over. Goodbye."
