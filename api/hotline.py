@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,7 +27,14 @@ from core.models import PhoneNumber, User
 from core.settings import Settings
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import Thresholds
-from workflows.onboarding import CallStarted, Heard, Line, OnboardingInput, OnboardingWorkflow, workflow_id
+from workflows.onboarding import (
+    CallStarted,
+    Heard,
+    Line,
+    OnboardingInput,
+    OnboardingWorkflow,
+    workflow_id,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/hotline")
@@ -88,8 +95,9 @@ async def conductor(token: str, request: Request) -> Response:
     settings: Settings = request.app.state.settings
     try:
         claims = tokens.verify(token, settings.platform_secret.get_secret_value(), kind="llm")
-        assert claims.get("hotline")
-    except (tokens.InvalidToken, AssertionError) as error:
+        if not claims.get("hotline"):
+            raise tokens.InvalidToken("not a hotline token")
+    except tokens.InvalidToken as error:
         return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
     try:
         body = await request.json()

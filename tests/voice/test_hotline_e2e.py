@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
+from core import tokens
 from core.models import PhoneNumber, User
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
@@ -76,6 +77,14 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
 ) -> None:
     settings, carrier, agent = platform
     caller = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    # The conductor answers only hotline tokens: a forged one, or one for a user's call, is refused.
+    user_token = tokens.sign({"kind": "llm", "call": "CAx", "user": str(uuid.uuid4())},
+                             settings.platform_secret.get_secret_value(), ttl_s=60)
+    async with httpx.AsyncClient() as http:
+        for token in ("forged.token", user_token):
+            refused = await http.post(f"{settings.api_base_url}/hotline/{token}/v1/chat/completions",
+                                      json={"messages": [{"role": "user", "content": "hi"}]})
+            assert refused.status_code == 401
     address = f"jane.{uuid.uuid4().hex[:6]}@example.com"
     async with handset(settings.carrier_url, caller) as phone:
         await phone.dial(settings.hotline_number)
