@@ -62,6 +62,14 @@ def connect_stream(settings: Settings, parameters: dict[str, str]) -> Response:
     return twiml(f"<Connect><Stream url={quoteattr(settings.media_stream_url)}>{params}</Stream></Connect>")
 
 
+def stream_to_bridge(settings: Settings, form: dict[str, str], **claims: object) -> Response:
+    """TwiML streaming this call to the bridge, with a one-time token saying what the call is."""
+    token = tokens.sign({"kind": "stream", "call": form.get("CallSid", ""), "from": form.get("From", ""),
+                         "to": form.get("To", ""), "direction": "inbound", **claims},
+                        settings.platform_secret.get_secret_value(), ttl_s=STREAM_TOKEN_TTL_S)
+    return connect_stream(settings, {"token": token})
+
+
 @router.post("/voice")
 async def voice(request: Request) -> Response:
     form = await signed_form(request)
@@ -79,11 +87,8 @@ async def voice(request: Request) -> Response:
             return say_and_hang_up(UNKNOWN_NUMBER)
         with log_context(user_id=str(user.id)):
             await _start_waking(request, user.id)
-            token = tokens.sign({"kind": "stream", "call": call_sid, "user": str(user.id), "from": form.get("From", ""),
-                                 "to": to, "direction": "inbound"},
-                                settings.platform_secret.get_secret_value(), ttl_s=STREAM_TOKEN_TTL_S)
             log.info("call %s for user %s: streaming to the bridge", call_sid, user.id)
-            return connect_stream(settings, {"token": token})
+            return stream_to_bridge(settings, form, user=str(user.id))
 
 
 async def _hotline(request: Request, form: dict[str, str]) -> Response:
@@ -91,11 +96,7 @@ async def _hotline(request: Request, form: dict[str, str]) -> Response:
     think_url, line = await hotline.answer_call(request, form)
     if line.end_call:
         return say_and_hang_up(line.text)
-    token = tokens.sign({"kind": "stream", "call": form.get("CallSid", ""), "from": form.get("From", ""),
-                         "to": form.get("To", ""), "direction": "inbound", "greeting": line.text,
-                         "think_url": think_url, "hotline": True},
-                        settings.platform_secret.get_secret_value(), ttl_s=STREAM_TOKEN_TTL_S)
-    return connect_stream(settings, {"token": token})
+    return stream_to_bridge(settings, form, greeting=line.text, think_url=think_url, hotline=True)
 
 
 async def _start_waking(request: Request, user_id: uuid.UUID) -> None:
@@ -125,8 +126,5 @@ async def outbound(request: Request) -> Response:
     call_sid = form.get("CallSid", "")
     with log_context(call_id=call_sid, user_id=purpose["user"]):
         await _start_waking(request, uuid.UUID(purpose["user"]))
-        token = tokens.sign({"kind": "stream", "call": call_sid, "user": purpose["user"], "from": form.get("From", ""),
-                             "to": form.get("To", ""), "direction": purpose.get("direction", "outbound"), "greeting": purpose["greeting"],
-                             "prompt": purpose["prompt"]},
-                            settings.platform_secret.get_secret_value(), ttl_s=STREAM_TOKEN_TTL_S)
-        return connect_stream(settings, {"token": token})
+        return stream_to_bridge(settings, form, user=purpose["user"], direction=purpose.get("direction", "outbound"),
+                                greeting=purpose["greeting"], prompt=purpose["prompt"])
