@@ -17,6 +17,7 @@ class MemoryRuntime:
         self.states: dict[uuid.UUID, RuntimeState] = {}
         self.calls: Counter[str] = Counter()
         self.specs: dict[uuid.UUID, AgentSpec] = {}
+        self.wake_s = 0.05  # how long a wake takes
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -34,7 +35,7 @@ class MemoryRuntime:
         if self.states.get(user_id, RuntimeState.ABSENT) == RuntimeState.ABSENT:
             raise LookupError(f"no agent for {user_id}")
         self.calls["wake"] += 1
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(self.wake_s)
         self.states[user_id] = RuntimeState.RUNNING
         return AgentEndpoint(base_url=f"http://127.0.0.1:1/{user_id.hex[:6]}", token="t")
 

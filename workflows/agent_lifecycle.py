@@ -3,11 +3,14 @@
 Provisioning -> Running -> Idle -> Sleeping -> Archived, and back to Running whenever someone
 needs the agent (`ensure_awake`). Timers count from the last activity (`touch`). The main loop
 is the only place that changes state, so concurrent callers of `ensure_awake` share one wake.
+`remove` deletes the agent once the step in flight has finished (cancelling the workflow instead
+could leave an activity running that recreates what was just deleted).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 
@@ -35,6 +38,10 @@ class LifecycleState(StrEnum):
     ARCHIVED = "Archived"
 
 
+class _RemovalRequested(Exception):
+    """Ends any wait of the main loop once `remove` has been signalled."""
+
+
 class Thresholds(BaseModel):
     """Measured from the last activity."""
 
@@ -57,6 +64,7 @@ class AgentLifecycleInput(BaseModel):
     archive_key: str | None = None
     touched: bool = False
     wake_requested: bool = False
+    removing: bool = False
 
 
 def workflow_id(user_id: uuid.UUID) -> str:
@@ -65,6 +73,8 @@ def workflow_id(user_id: uuid.UUID) -> str:
 
 QUICK = dict(start_to_close_timeout=timedelta(seconds=30),
              retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["AgentNotFound"]))
+FOREVER = dict(start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=20),
+               retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)))  # a removal must happen
 LONG = dict(start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=20),
             retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["AgentNotFound", "ArchiveMissing"]))
 
@@ -83,6 +93,7 @@ class AgentLifecycleWorkflow:
         self.wakes_done = 0
         self.wake_failures = 0
         self.last_wake_error = ""
+        self.removing = input.removing
 
     # ---- handlers -------------------------------------------------------------------------
 
@@ -95,6 +106,11 @@ class AgentLifecycleWorkflow:
         self.input.agent_number = number
         workflow.upsert_search_attributes([AGENT_NUMBER.value_set(number)])
 
+    @workflow.signal
+    def remove(self) -> None:
+        """The user is gone (provisioning undone, account closed): delete the agent and end."""
+        self.removing = True
+
     @workflow.query
     def current_state(self) -> LifecycleState:
         return self.state
@@ -105,7 +121,10 @@ class AgentLifecycleWorkflow:
         self.touched = True
         self.wake_requested = True
         done, failures = self.wakes_done, self.wake_failures
-        await workflow.wait_condition(lambda: self.wakes_done > done or self.wake_failures > failures)
+        await workflow.wait_condition(
+            lambda: self.wakes_done > done or self.wake_failures > failures or self.removing)
+        if self.removing:
+            raise ApplicationError("the agent has been removed", type="AgentRemoved", non_retryable=True)
         if self.wakes_done == done or self.endpoint is None:
             raise ApplicationError(f"the agent could not be woken: {self.last_wake_error}", type="WakeFailed")
         return self.endpoint
@@ -128,56 +147,63 @@ class AgentLifecycleWorkflow:
             *([AGENT_NUMBER.value_set(input.agent_number)] if input.agent_number else []),
             LIFECYCLE_STATE.value_set(self.state.value),
         ])
+        try:
+            await self._live(input.thresholds)
+        except _RemovalRequested:
+            pass
+        await workflow.wait_condition(workflow.all_handlers_finished)  # e.g. settings being applied
+        await workflow.execute_activity_method(RuntimeActivities.delete_agent, self.spec.user_id, **FOREVER)
+        workflow.upsert_search_attributes([LIFECYCLE_STATE.value_set("Deleted")])
+
+    async def _live(self, thresholds: Thresholds) -> None:
         if self.state == LifecycleState.PROVISIONING:
             await self._record(LifecycleState.PROVISIONING)
             await workflow.execute_activity_method(RuntimeActivities.create_agent, self.spec, **QUICK)
             await self._wake()  # a new user is about to talk to their agent
             if self.state == LifecycleState.PROVISIONING:  # created, but could not start: it sleeps
                 await self._record(LifecycleState.SLEEPING, {"reason": self.last_wake_error[:200]})
-        thresholds = input.thresholds
         while True:
+            if self.removing:
+                raise _RemovalRequested
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over())
             if self.state == LifecycleState.RUNNING:
                 self.touched = False
-                if await self._activity_within(thresholds.idle_after):
+                if await self._until(lambda: self.touched or self.wake_requested, thresholds.idle_after):
                     if self.wake_requested:
                         await self._wake()  # idempotent: re-checks the gateway, returns its endpoint
                     continue
                 await self._go(LifecycleState.IDLE, RuntimeActivities.pause_agent)
             elif self.state == LifecycleState.IDLE:
-                if await self._wake_within(thresholds.sleep_after - thresholds.idle_after):
+                if await self._until(lambda: self.wake_requested, thresholds.sleep_after - thresholds.idle_after):
                     await self._wake()
                 else:
                     await self._go(LifecycleState.SLEEPING, RuntimeActivities.sleep_agent, long=True)
             elif self.state == LifecycleState.SLEEPING:
-                if await self._wake_within(thresholds.archive_after - thresholds.sleep_after):
+                if await self._until(lambda: self.wake_requested, thresholds.archive_after - thresholds.sleep_after):
                     await self._wake()
                 else:
                     self.archive_key = await workflow.execute_activity_method(
                         RuntimeActivities.archive_agent, self.spec.user_id, **LONG)
                     await self._record(LifecycleState.ARCHIVED, {"archive_key": self.archive_key})
             elif self.state == LifecycleState.ARCHIVED:
-                if self.input.agent_number and not await self._wake_within(thresholds.release_number_after):
+                if self.input.agent_number and not await self._until(
+                        lambda: self.wake_requested, thresholds.release_number_after):
                     await self._release_number()
                     continue
-                await workflow.wait_condition(lambda: self.wake_requested)
+                await self._until(lambda: self.wake_requested)
                 await self._wake()
 
-    async def _activity_within(self, timeout: timedelta) -> bool:
+    async def _until(self, ready: Callable[[], bool], timeout: timedelta | None = None) -> bool:
+        """Whether `ready` came true within `timeout`; a removal ends the wait."""
         try:
-            await workflow.wait_condition(lambda: self.touched or self.wake_requested, timeout=timeout)
-            return True
+            await workflow.wait_condition(lambda: ready() or self.removing, timeout=timeout)
         except TimeoutError:
             return False
-
-    async def _wake_within(self, timeout: timedelta) -> bool:
-        try:
-            await workflow.wait_condition(lambda: self.wake_requested, timeout=timeout)
-            return True
-        except TimeoutError:
-            return False
+        if self.removing:
+            raise _RemovalRequested
+        return True
 
     async def _wake(self) -> None:
         self.wake_requested = False
@@ -236,4 +262,5 @@ class AgentLifecycleWorkflow:
         return self.input.model_copy(update={
             "spec": self.spec, "state": self.state, "archive_key": self.archive_key,
             "touched": self.touched, "wake_requested": self.wake_requested,
+            "removing": self.removing,
         })

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -140,10 +140,10 @@ class ProvisionUserWorkflow:
         self._on_failure("delete agent", lambda: self._delete_agent(agent, user.user_id))
 
     async def _delete_agent(self, agent: ChildWorkflowHandle, user_id: uuid.UUID) -> None:
-        """Stop the agent's workflow and wait until it has closed, then delete what it made."""
-        agent.cancel()
+        """The agent's workflow deletes what it made, after the step it has in flight, and ends."""
         try:
+            await agent.signal(AgentLifecycleWorkflow.remove)
             await agent
-        except ChildWorkflowError:
-            pass  # cancelled, as asked
-        await workflow.execute_activity_method(RuntimeActivities.delete_agent, user_id, **UNDO)
+        except FailureError as error:  # it had ended already (an operator?)
+            workflow.logger.warning("the agent's workflow of %s had ended (%s); deleting here", user_id, error)
+            await workflow.execute_activity_method(RuntimeActivities.delete_agent, user_id, **UNDO)

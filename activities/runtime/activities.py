@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -98,8 +99,14 @@ class RuntimeActivities:
 
     @activity.defn
     async def delete_agent(self, user_id: uuid.UUID) -> None:
-        """Compensation: removes the agent and its state (idempotent)."""
+        """Removes the agent, its state and its row, and audits it (idempotent)."""
         await _heartbeating(self.runtime.delete(user_id))
+        info = activity.info()
+        async with transaction(self.sessions) as session:
+            gone = await session.execute(delete(AgentInstance).where(AgentInstance.user_id == user_id))
+            if gone.rowcount:  # type: ignore[attr-defined]
+                session.add(AuditEvent(user_id=user_id, actor=info.workflow_type, action="agent.deleted",
+                                       workflow_id=info.workflow_id, detail={"run_id": info.workflow_run_id}))
 
     @activity.defn
     async def record_agent_state(self, change: AgentStateChange) -> None:

@@ -10,11 +10,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app as api_app
 from core.process import free_port
 from core.serve import serving
+from core.models import User
 from core.settings import Settings
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
@@ -59,8 +61,23 @@ async def agent_said(agent: VoiceAgentServer, text: str, timeout: float = 60) ->
             if event["type"] == "ConversationText" and event["role"] == "assistant" and text in event["content"]:
                 return event
         await asyncio.sleep(0.1)
-    said = [e for e in agent.sessions[-1].events if e["type"] == "ConversationText"] if agent.sessions else []
+    # What was said, and any warning or error the voice agent reported (a failed think request, say).
+    said = [e for e in agent.sessions[-1].events
+            if e["type"] in ("ConversationText", "Warning", "Error")] if agent.sessions else []
     raise AssertionError(f"agent never said {text!r}; conversation: {said}")
+
+
+async def prepared_greeting(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID,
+                            timeout: float = 60) -> str:
+    """The greeting the agent wrote, after a call, for the user's next call."""
+    for _ in range(int(timeout * 5)):
+        async with sessions() as session:
+            user = await session.get(User, user_id)
+            greeting = user.next_greeting if user else None
+        if greeting:
+            return greeting
+        await asyncio.sleep(0.2)
+    raise AssertionError("the agent never wrote a greeting for the next call")
 
 
 async def audio_done(agent: VoiceAgentServer, count: int, timeout: float = 60) -> None:

@@ -33,6 +33,7 @@ from tests.voice.platform import (
     agent_said,
     audio_done,
     platform_settings,
+    prepared_greeting,
     start_platform,
 )
 from workflows.agent_lifecycle import (
@@ -139,13 +140,8 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
     assert usage.kind == "call_seconds" and usage.quantity > 1
 
     # After the call the agent wrote its greeting for the next one; the next call opens with it.
-    for _ in range(100):
-        async with sessions() as session:
-            greeting = (await session.get(User, platform.user.id)).next_greeting
-        if greeting:
-            break
-        await asyncio.sleep(0.2)
-    assert greeting and greeting.startswith("You said: The user will call you again later")
+    greeting = await prepared_greeting(sessions, platform.user.id)
+    assert greeting.startswith("You said: The user will call you again later")
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
         await phone.dial(platform.number)
         await agent_said(platform.agent, greeting[:40])

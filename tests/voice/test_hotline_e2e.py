@@ -28,6 +28,7 @@ from tests.voice.platform import (
     audio_done,
     next_session,
     platform_settings,
+    prepared_greeting,
     start_platform,
 )
 from workflows import onboarding_lines as lines
@@ -114,11 +115,13 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
 
         user_id = await _check_user(temporal_env, sessions, caller, address, number)
 
-        # The user calls their new number: their own OpenClaw answers.
+        # The user calls their new number: their own OpenClaw answers, opening with the greeting it
+        # wrote after the first call.
+        greeting = await prepared_greeting(sessions, user_id)
         mark, known = len(phone.events), len(agent.sessions)
         await phone.dial(number)
         await next_session(agent, known)
-        await agent_said(agent, "Nova")
+        await agent_said(agent, greeting[:40])
         await _turn(agent, phone, "hello again", "You said: hello again")
         await phone.hangup()
         await phone.wait_for("call_state", lambda e: e["state"] == "completed", after=mark)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -171,3 +171,28 @@ async def test_waking_an_unknown_agent_fails_clearly(
     assert "could not be woken" in str(failed.value.cause)
     assert await _state(handle) == LifecycleState.RUNNING
     await handle.terminate()
+
+
+async def test_removal_waits_for_the_step_in_flight_then_deletes_the_agent(
+    worker: Client, runtime: MemoryRuntime, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    runtime.wake_s = 1.0  # the new agent's first wake is still running when the removal comes
+    user = await _new_user(sessions)
+    handle = await _start(worker, user)
+    waiting = await handle.start_update(AgentLifecycleWorkflow.ensure_awake,
+                                        wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+    while runtime.calls["wake"] == 0:
+        await asyncio.sleep(0.02)
+    await handle.signal(AgentLifecycleWorkflow.remove)
+    await handle.result()  # the workflow ends once the agent is gone
+    assert user.id not in runtime.states, "the wake in flight finished first; nothing was recreated after the delete"
+    with pytest.raises(WorkflowUpdateFailedError):
+        await waiting.result()  # a caller still waiting is told, not left hanging
+    async with sessions() as session:
+        assert await session.scalar(select(AgentInstance).where(AgentInstance.user_id == user.id)) is None
+        actions = (await session.scalars(select(AuditEvent.action).where(AuditEvent.user_id == user.id))).all()
+    assert actions[-1] == "agent.deleted"
+    described = await handle.describe()
+    assert described.search_attributes.get(LIFECYCLE_STATE.name) == ["Deleted"]
