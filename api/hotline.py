@@ -132,6 +132,9 @@ async def _hear(client: Client | None, claims: dict[str, Any], said: str) -> Lin
     except RPCError as error:
         log.error("onboarding unreachable: %s", error)
         return Line(text=TROUBLE)
+    except Exception:  # the caller hears an apology, never silence
+        log.exception("onboarding did not answer %r", said)
+        return Line(text=TROUBLE)
 
 
 async def _stream(reply: asyncio.Task[Line]) -> AsyncIterator[bytes]:
