@@ -25,14 +25,11 @@ def _api() -> None:
 
 
 def _voice() -> None:
-    import uvicorn
+    import uvloop
 
-    from voice.app import create_app
+    from voice.server import run_voice
 
-    settings = get_settings()
-    uvicorn.run(
-        create_app(settings), host=settings.voice_host, port=settings.voice_port, log_config=None, ws="websockets-sansio"
-    )
+    uvloop.run(run_voice(get_settings()))
 
 
 def _worker() -> None:

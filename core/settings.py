@@ -54,18 +54,21 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     voice_host: str = "127.0.0.1"
-    voice_port: int = 8001
+    voice_port: int = 8001  # HTTP: /healthz and the LLM proxy
+    voice_media_port: int = 8011  # Twilio Media Streams (websockets only, the hot path)
     public_base_url: str | None = Field(
         default=None, description="URL Twilio reaches the API at; defaults to http://api_host:api_port"
     )
 
-    # Public URL of the voice bridge (Twilio's Media Streams and Deepgram's think calls reach it here).
+    # Public URLs of the voice bridge: HTTP (Deepgram calls the LLM proxy there) and Media Streams.
     voice_public_base_url: str | None = None  # default http://voice_host:voice_port
+    media_public_url: str | None = None  # Media Streams; default ws://voice_host:voice_media_port/twilio/media
     # Signs per-call tokens. Set a long random value in production.
     platform_secret: SecretStr = SecretStr("local-development-secret")
 
     # Calls
     max_call_s: float = 1800.0  # hang up after 30 minutes
+    voice_drain_s: float = 570.0  # on SIGTERM the bridge lets calls in progress finish this long
     silent_caller_hangup_s: float = 120.0  # say goodbye after two minutes without a word
 
     # Temporal
@@ -173,7 +176,7 @@ class Settings(BaseSettings):
 
     @property
     def media_stream_url(self) -> str:
-        return self.voice_base_url.replace("http", "ws", 1) + "/twilio/media"
+        return self.media_public_url or f"ws://{self.voice_host}:{self.voice_media_port}/twilio/media"
 
     @property
     def carrier_url(self) -> str:

@@ -132,7 +132,7 @@ class Supervisor:
             "",
             "DeepClaw is running:",
             f"  API          http://{s.api_host}:{s.api_port}  (health: /healthz)",
-            f"  Voice bridge http://{s.voice_host}:{s.voice_port}",
+            f"  Voice bridge http://{s.voice_host}:{s.voice_port}  (Media Streams {s.media_stream_url})",
             f"  Temporal     {s.temporal_address}  (namespace {s.temporal_namespace})",
         ]
         if self.temporal:

@@ -22,12 +22,14 @@ SEARCH_ATTRIBUTES = {"UserId", "UserPhone", "AgentNumber", "LifecycleState"}
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    ports = {name: free_port() for name in ("api", "voice", "temporal", "ui", "pg", "carrier", "agent", "llm")}
+    ports = {name: free_port() for name in ("api", "voice", "media", "temporal", "ui", "pg", "carrier", "agent",
+                                                 "llm")}
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("DEEPCLAW_")},
         "DEEPCLAW_DATA_DIR": str(data_dir),
         "DEEPCLAW_API_PORT": str(ports["api"]),
         "DEEPCLAW_VOICE_PORT": str(ports["voice"]),
+        "DEEPCLAW_VOICE_MEDIA_PORT": str(ports["media"]),
         "DEEPCLAW_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
         "DEEPCLAW_TEMPORAL_UI_PORT": str(ports["ui"]),
         "DEEPCLAW_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{ports['pg']}/deepclaw",
@@ -106,7 +108,8 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
             voice = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_VOICE_PORT']}/healthz")
             phone_page = await http.get(softphone)
             carrier = (await http.get(f"http://127.0.0.1:{env['DEEPCLAW_CARRIER_PORT']}/control/state")).json()
-        assert ui.status_code == 200 and voice.status_code == 200
+            media = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_VOICE_MEDIA_PORT']}/healthz")
+        assert ui.status_code == 200 and voice.status_code == 200 and media.status_code == 200
         assert phone_page.status_code == 200 and "DeepClaw softphone" in phone_page.text
         assert carrier["numbers"][0]["phone_number"] == "+15550000100", "the hotline exists from the start"
 

@@ -1,16 +1,18 @@
 """One call: Twilio Media Stream <-> Deepgram Voice Agent, frame by frame, no batching.
 
-Barge-in clears Twilio's playback; DTMF reaches the agent as the caller's words; KeepAlive keeps
-Deepgram's socket open; end_call says goodbye, then hangs up through Telephony. A maximum call
-length, a silent-caller timeout and a stall watchdog bound every call, and when either side
-closes, both sockets and every task of the call go away.
+Audio never waits for a task: each frame is relayed inside the socket callback that received it
+(picows, see voice/media.py), so the bridge adds microseconds, not a scheduler hop. Everything
+else (start, DTMF, marks, the agent's events, either side closing) goes through one queue to the
+call's control task. Barge-in clears Twilio's playback; DTMF reaches the agent as the caller's
+words; KeepAlive keeps Deepgram's socket open; end_call says goodbye, then hangs up through
+Telephony. A maximum call length, a silent-caller timeout and a stall watchdog bound every call,
+and when either side closes, both sockets and every task of the call go away.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
+import binascii
 import logging
 import time
 import uuid
@@ -18,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import websockets
+import orjson
+from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core import tokens
 from core.logs import log_context
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 KEEPALIVE_EVERY_S = 5.0
 STALL_S = 10.0  # Twilio sends a frame every 20 ms; ten quiet seconds means the line is gone
+MAX_BUFFERED_BYTES = 1 << 20  # a side this far behind in reading is stalled (about a minute of audio)
 DTMF_GAP_S = 1.2  # digits typed within this gap travel together
 FAREWELL_WAIT_S = 8.0
 SILENT_GOODBYE = "I haven't heard anything for a while, so I'll hang up now. Talk soon. Goodbye."
@@ -49,6 +52,13 @@ GREETING_REQUEST = (
     "warm, personal, based on what you know of them and this call. Reply with the greeting only."
 )
 
+TEXT, BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+Event = tuple[str, dict[str, Any]]  # (source, message): "twilio" | "agent" | "closed"
+
+
+class CallRefused(Exception):
+    """The Media Stream did not open properly (no start, bad token, replayed token)."""
+
 
 @dataclass
 class BridgeDeps:
@@ -58,17 +68,51 @@ class BridgeDeps:
     # Asks the user's agent a question outside the call (the next call's greeting); optional.
     ask_agent: Callable[[uuid.UUID, str, str], Awaitable[str | None]] | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    calls: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Awaitable[None], into: set[asyncio.Task[None]]) -> None:
+        task = asyncio.ensure_future(work)
+        into.add(task)
+        task.add_done_callback(into.discard)
+
+
+def answer_close(transport: WSTransport, frame: WSFrame) -> None:
+    transport.send_close(frame.get_close_code())
+    transport.disconnect()
+
+
+class AgentSide(WSListener):
+    """The call's Voice Agent socket (Deepgram, or the local emulator): audio relayed in the callback."""
+
+    def __init__(self, bridge: CallBridge) -> None:
+        self.bridge = bridge
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type  # read once: each read builds the enum
+        if kind == BINARY and frame.fin:
+            self.bridge.agent_audio(frame.get_payload_as_memoryview())
+        elif kind == TEXT and frame.fin:
+            self.bridge.agent_message(frame.get_payload_as_bytes())
+        elif kind == WSMsgType.CLOSE:
+            answer_close(transport, frame)
+        elif kind not in (WSMsgType.PING, WSMsgType.PONG):
+            log.warning("call %s: fragmented message from the voice agent dropped", self.bridge.call_sid)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.bridge.side_closed("agent")
 
 
 class CallBridge:
-    def __init__(self, twilio: WebSocket, deps: BridgeDeps) -> None:
+    def __init__(self, twilio: WSTransport, deps: BridgeDeps) -> None:
         self.twilio = twilio
         self.deps = deps
         self.settings = deps.settings
         self.stream_sid = ""
-        self._media_prefix = ""
+        self._media_prefix = b""
         self.call_sid = ""
-        self.agent: Any = None
+        self.agent: WSTransport | None = None
+        self.relaying = False  # audio flows both ways
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.recorder: CallRecorder | None = None
         self.started = time.monotonic()
         self.last_from_twilio = time.monotonic()
@@ -85,19 +129,56 @@ class CallBridge:
 
     def _spawn(self, work: Awaitable[None]) -> None:
         """A task of this call: referenced until done, cancelled when the call is torn down."""
-        task = asyncio.ensure_future(work)
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
+        self.deps.spawn(work, self._side_tasks)
+
+    # ---- the hot path: called from the sockets' callbacks, never awaits -------------------
+
+    def twilio_message(self, raw: bytes) -> None:
+        self.last_from_twilio = time.monotonic()
+        try:
+            message = orjson.loads(raw)
+            event = message["event"]
+            if event == "media":
+                frame = binascii.a2b_base64(message["media"]["payload"], strict_mode=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            self.stats["malformed"] += 1
+            return
+        if event != "media":
+            self.events.put_nowait(("twilio", message))
+        elif self.relaying:
+            self.agent.send(BINARY, frame)  # type: ignore[union-attr]
+            self.last_to_agent = self.last_from_twilio
+            self.stats["frames_in"] += 1
+
+    def agent_audio(self, frame: bytes | memoryview) -> None:
+        if self.relaying:
+            # A template, not a JSON encoder: streamSid is alphanumeric and base64 needs no escaping.
+            self.twilio.send(TEXT, self._media_prefix + binascii.b2a_base64(frame, newline=False) + b'"}}')
+            self.stats["frames_out"] += 1
+
+    def agent_message(self, raw: bytes) -> None:
+        try:
+            event = orjson.loads(raw)
+            kind = event.get("type")
+        except (ValueError, AttributeError):
+            log.warning("call %s: malformed message from the voice agent", self.call_sid)
+            return
+        if kind == "UserStartedSpeaking" and self.relaying:
+            self._to_twilio({"event": "clear", "streamSid": self.stream_sid})  # barge-in, at once
+        self.events.put_nowait(("agent", event))
+
+    def side_closed(self, side: str) -> None:
+        self.relaying = False
+        self.events.put_nowait(("closed", {"side": side}))
 
     # ---- set-up ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.twilio.accept()
         try:
             claims = await asyncio.wait_for(self._await_start(), START_TIMEOUT_S)
-        except (TimeoutError, tokens.InvalidToken, WebSocketDisconnect, ValueError, KeyError) as error:
+        except (TimeoutError, tokens.InvalidToken, CallRefused, ValueError, KeyError, TypeError) as error:
             log.warning("media stream refused: %s", error or type(error).__name__)
-            await self._close_twilio(1008)
+            self._close_twilio(WSCloseCode.POLICY_VIOLATION)
             return
         # The hotline's calls have no user yet: their think endpoint is the API's conductor.
         user_id = uuid.UUID(claims["user"]) if claims.get("user") else None
@@ -109,7 +190,7 @@ class CallBridge:
                 await self.recorder.start()
             except CallAlreadyConnected:
                 log.warning("stream token replayed for call %s", self.call_sid)
-                await self._close_twilio(1008)
+                self._close_twilio(WSCloseCode.POLICY_VIOLATION)
                 return
             try:
                 await self._bridge(user_id, claims)
@@ -121,13 +202,15 @@ class CallBridge:
 
     async def _await_start(self) -> dict[str, Any]:
         while True:
-            message = json.loads(await self.twilio.receive_text())
+            source, message = await self.events.get()
+            if source == "closed":
+                raise CallRefused("the stream closed before it started")
             if message.get("event") == "start":
                 start = message["start"]
                 self.stream_sid = message.get("streamSid") or start["streamSid"]
                 if not str(self.stream_sid).isalnum():
                     raise ValueError("streamSid must be alphanumeric")
-                self._media_prefix = f'{{"event":"media","streamSid":"{self.stream_sid}","media":{{"payload":"'
+                self._media_prefix = f'{{"event":"media","streamSid":"{self.stream_sid}","media":{{"payload":"'.encode()
                 self.call_sid = start["callSid"]
                 token = (start.get("customParameters") or {}).get("token", "")
                 claims = tokens.verify(token, self.settings.platform_secret.get_secret_value(), kind="stream")
@@ -155,21 +238,29 @@ class CallBridge:
         headers = {}
         if self.settings.deepgram_api_key:
             headers["Authorization"] = f"Token {self.settings.deepgram_api_key.get_secret_value()}"
-        async with websockets.connect(self.settings.voice_agent_url, additional_headers=headers,
-                                      open_timeout=10, max_size=2**22) as agent:
-            self.agent = agent
-            await agent.send(json.dumps(await self._agent_settings(user_id, claims)))
-            tasks = [asyncio.create_task(coro) for coro in (
-                self._twilio_to_agent(), self._agent_to_twilio(), self._keepalive(), self._limits())]
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in [*tasks, *self._side_tasks]:
-                    task.cancel()
-                if self.dtmf_task:
-                    self.dtmf_task.cancel()
-                await asyncio.gather(*tasks, *self._side_tasks, return_exceptions=True)
-        await self._close_twilio(1000)
+        settings = await self._agent_settings(user_id, claims)
+        try:
+            self.agent, _ = await ws_connect(lambda: AgentSide(self), self.settings.voice_agent_url,
+                                             extra_headers=headers, websocket_handshake_timeout=10,
+                                             max_frame_size=1 << 22)
+        except (OSError, WSError, TimeoutError) as error:
+            log.error("call %s: the voice agent is unreachable: %s", self.call_sid, error)
+            self._close_twilio(WSCloseCode.INTERNAL_ERROR)
+            return
+        self._to_agent(settings)
+        self.relaying = not self.twilio.is_disconnected
+        tasks = [asyncio.create_task(coro) for coro in (self._control(), self._keepalive(), self._limits())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.relaying = False
+            for task in [*tasks, *self._side_tasks]:
+                task.cancel()
+            if self.dtmf_task:
+                self.dtmf_task.cancel()
+            await asyncio.gather(*tasks, *self._side_tasks, return_exceptions=True)
+            await self._close_agent()
+        self._close_twilio(WSCloseCode.OK)
 
     def _prepare_next_greeting(self, user_id: uuid.UUID) -> None:
         """In the background, after the call: the agent writes how it will greet the next one."""
@@ -192,36 +283,26 @@ class CallBridge:
                 if user is not None:
                     user.next_greeting = " ".join(greeting.split())[:300]
 
-    # ---- relaying -------------------------------------------------------------------------
+    # ---- events -------------------------------------------------------------------------
 
-    async def _twilio_to_agent(self) -> None:
-        try:
-            while True:
-                raw = await self.twilio.receive_text()
-                self.last_from_twilio = time.monotonic()
-                try:
-                    message = json.loads(raw)
-                    event = message["event"]
-                except (ValueError, KeyError, TypeError):
-                    self.stats["malformed"] += 1
-                    continue
-                if event == "media":
-                    try:
-                        frame = base64.b64decode(message["media"]["payload"], validate=True)
-                    except (KeyError, TypeError, ValueError):
-                        self.stats["malformed"] += 1
-                        continue
-                    await self.agent.send(frame)  # at once: no batching
-                    self.last_to_agent = time.monotonic()
-                    self.stats["frames_in"] += 1
-                elif event == "dtmf":
-                    self._on_digit(str(message.get("dtmf", {}).get("digit", "")))
-                elif event == "mark" and message.get("mark", {}).get("name") == "farewell":
+    async def _control(self) -> None:
+        """Everything but audio, in arrival order, until either side is gone or Twilio says stop."""
+        while True:
+            source, message = await self.events.get()
+            if source == "agent":
+                await self._on_agent_event(message)
+            elif source == "twilio":
+                event = message.get("event")
+                if event == "dtmf":
+                    self._on_digit(str((message.get("dtmf") or {}).get("digit", "")))
+                elif event == "mark" and (message.get("mark") or {}).get("name") == "farewell":
                     self.farewell_done.set()
                 elif event == "stop":
                     return
-        except WebSocketDisconnect:
-            return
+            else:
+                if message["side"] == "agent":
+                    log.info("voice agent closed the session of call %s", self.call_sid)
+                return
 
     def _on_digit(self, digit: str) -> None:
         if not digit:
@@ -237,26 +318,13 @@ class CallBridge:
             await asyncio.sleep(DTMF_GAP_S)
         digits, self.dtmf = "".join(d for d in self.dtmf if d != "#"), []
         if digits:
-            await self.agent.send(json.dumps({"type": "InjectUserMessage", "content": digits}))
-
-    async def _agent_to_twilio(self) -> None:
-        try:
-            async for message in self.agent:
-                if isinstance(message, bytes):
-                    # The hot path: a template, not json.dumps (streamSid and base64 need no escaping).
-                    await self.twilio.send_text(self._media_prefix + base64.b64encode(message).decode() + '"}}')
-                    self.stats["frames_out"] += 1
-                    continue
-                await self._on_agent_event(json.loads(message))
-        except websockets.ConnectionClosed as closed:
-            log.info("voice agent closed the session: %s", closed)
+            self._to_agent({"type": "InjectUserMessage", "content": digits})
 
     async def _on_agent_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "UserStartedSpeaking":
+        if kind == "UserStartedSpeaking":  # Twilio's playback was cleared in the callback already
             self.last_caller_words = time.monotonic()
             self.stats["clears"] += 1
-            await self._to_twilio({"event": "clear", "streamSid": self.stream_sid})  # barge-in
         elif kind == "ConversationText":
             if event.get("role") == "user":
                 self.last_caller_words = time.monotonic()
@@ -273,8 +341,8 @@ class CallBridge:
                         self.hangup_after_speech = True  # after the farewell's AgentAudioDone
                     else:
                         self._spawn(self._hang_up_after_farewell())
-                await self.agent.send(json.dumps({"type": "FunctionCallResponse", "id": call.get("id"),
-                                                  "name": call.get("name"), "content": "ok"}))
+                self._to_agent({"type": "FunctionCallResponse", "id": call.get("id"),
+                                "name": call.get("name"), "content": "ok"})
         elif kind == "AgentAudioDone":
             self.agent_speaking = False
             if self.hangup_after_speech:
@@ -285,14 +353,20 @@ class CallBridge:
         elif kind == "Warning":
             log.warning("voice agent warning %s: %s", event.get("code"), event.get("description"))
 
-    async def _to_twilio(self, message: dict[str, Any]) -> None:
-        await self.twilio.send_text(json.dumps(message))
+    def _to_twilio(self, message: dict[str, Any]) -> None:
+        if not self.twilio.is_disconnected:
+            self.twilio.send(WSMsgType.TEXT, orjson.dumps(message))
+
+    def _to_agent(self, message: dict[str, Any]) -> None:
+        if self.agent is not None and not self.agent.is_disconnected:
+            self.agent.send(WSMsgType.TEXT, orjson.dumps(message))
+            self.last_to_agent = time.monotonic()
 
     # ---- ending ---------------------------------------------------------------------------
 
     async def _hang_up_after_farewell(self) -> None:
         """The farewell is queued at Twilio: a mark behind it comes back once it has played."""
-        await self._to_twilio({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": "farewell"}})
+        self._to_twilio({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": "farewell"}})
         try:
             await asyncio.wait_for(self.farewell_done.wait(), FAREWELL_WAIT_S)
         except TimeoutError:
@@ -309,7 +383,7 @@ class CallBridge:
 
     async def _say_goodbye_and_hang_up(self, text: str, reason: str) -> None:
         self.hangup_after_speech = True
-        await self.agent.send(json.dumps({"type": "InjectAgentMessage", "message": text}))
+        self._to_agent({"type": "InjectAgentMessage", "message": text})
         try:
             await asyncio.wait_for(self.finished.wait(), FAREWELL_WAIT_S + 5)
         except TimeoutError:
@@ -319,15 +393,18 @@ class CallBridge:
         while True:
             await asyncio.sleep(KEEPALIVE_EVERY_S)
             if time.monotonic() - self.last_to_agent >= KEEPALIVE_EVERY_S:
-                await self.agent.send(json.dumps({"type": "KeepAlive"}))
+                self._to_agent({"type": "KeepAlive"})
 
     async def _limits(self) -> None:
-        """Maximum call length, a caller silent for too long, and a stalled line."""
+        """Maximum call length, a caller silent for too long, and a stalled line or peer."""
         while not self.finished.is_set():
             await asyncio.sleep(0.5)
             now = time.monotonic()
             if now - self.last_from_twilio > STALL_S:
                 log.warning("call %s stalled: no media for %.0fs", self.call_sid, now - self.last_from_twilio)
+                return
+            if stalled := self._stalled_peer():
+                log.warning("call %s: %s stopped reading; closing the call", self.call_sid, stalled)
                 return
             if now - self.started > self.settings.max_call_s:
                 await self._say_goodbye_and_hang_up(TIME_UP_GOODBYE, "max call length")
@@ -338,8 +415,23 @@ class CallBridge:
         # end_call hung up: give Twilio a moment to send stop, then close.
         await asyncio.sleep(1.0)
 
-    async def _close_twilio(self, code: int) -> None:
+    def _stalled_peer(self) -> str | None:
+        for name, side in (("Twilio", self.twilio), ("the voice agent", self.agent)):
+            if side is not None and side.underlying_transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+                return name
+        return None
+
+    def _close_twilio(self, code: WSCloseCode) -> None:
+        if not self.twilio.is_disconnected:
+            self.twilio.send_close(code)
+            self.twilio.disconnect()
+
+    async def _close_agent(self) -> None:
+        if self.agent is None or self.agent.is_disconnected:
+            return
+        self.agent.send_close(WSCloseCode.OK)
+        self.agent.disconnect()
         try:
-            await self.twilio.close(code=code)
-        except Exception:
-            pass
+            await asyncio.wait_for(self.agent.wait_disconnected(), 5)
+        except TimeoutError:
+            self.agent.disconnect(graceful=False)

@@ -23,17 +23,18 @@ from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
 from emulators.voice_agent import VoiceAgentServer
-from voice.app import create_app as voice_app
+from voice.server import voice_serving
 from workers.main import run_worker
 
 
 def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, model_base_url: str, data_dir: Path,
                       **overrides: Any) -> Settings:
-    ports = {name: free_port() for name in ("api", "voice", "carrier", "agent")}
+    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent")}
     return Settings(
         _env_file=None, data_dir=data_dir, database_url=database_url,
         temporal_address=temporal_env.client.service_client.config.target_host,
         temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
+        voice_media_port=ports["media"],
         carrier_port=ports["carrier"], voice_agent_port=ports["agent"], llm_base_url=model_base_url,
         local_agent_spares=1, worker_heartbeat_interval_s=1, **{"number_pool_target": 0, **overrides})
 
@@ -47,7 +48,7 @@ async def start_platform(stack: AsyncExitStack, settings: Settings) -> tuple[Car
     await stack.enter_async_context(serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port))
     await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
     await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
-    await stack.enter_async_context(serving(voice_app(settings), "127.0.0.1", settings.voice_port))
+    await stack.enter_async_context(voice_serving(settings))
     worker = asyncio.create_task(run_worker(settings, stop))
     stack.push_async_callback(asyncio.wait_for, worker, 60)
     stack.callback(stop.set)

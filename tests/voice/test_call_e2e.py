@@ -201,7 +201,10 @@ async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None
     with pytest.raises(websockets.ConnectionClosed):
         await asyncio.wait_for(replay.recv(), 5)
     await first.send("{not json")  # malformed messages are skipped, the call goes on
+    await first.send("[1, 2]")
+    await first.send(b"\x00\x01 binary")  # Twilio sends text frames only
     await first.send(json.dumps({"event": "media", "media": {"payload": "***"}}))
+    await first.send(json.dumps({"event": "media", "media": {}}))
     still = json.loads(await asyncio.wait_for(first.recv(), 10))
     assert still["event"] == "media"
     await first.close()

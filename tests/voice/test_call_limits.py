@@ -23,7 +23,7 @@ from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import unique_area_code
-from voice.app import create_app as voice_app
+from voice.server import voice_serving
 from voice.bridge import SILENT_GOODBYE, TIME_UP_GOODBYE
 
 
@@ -36,7 +36,7 @@ async def _line(settings: Settings, sessions: async_sessionmaker[AsyncSession]) 
         await stack.enter_async_context(serving(carrier_app(build_carrier(settings, speech)), "127.0.0.1", settings.carrier_port))
         await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
         await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
-        await stack.enter_async_context(serving(voice_app(settings), "127.0.0.1", settings.voice_port))
+        await stack.enter_async_context(voice_serving(settings))
         telephony = adapters.telephony(settings)
         [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
         owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice", sms_url="")
@@ -52,7 +52,7 @@ async def _line(settings: Settings, sessions: async_sessionmaker[AsyncSession]) 
 def _settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Path, **limits: float) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, database_url=database_url,
                     temporal_address=temporal_env.client.service_client.config.target_host,
-                    api_port=free_port(), voice_port=free_port(), carrier_port=free_port(),
+                    api_port=free_port(), voice_port=free_port(), voice_media_port=free_port(), carrier_port=free_port(),
                     voice_agent_port=free_port(), **limits)
 
 

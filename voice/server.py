@@ -1,0 +1,83 @@
+"""The voice bridge process (`deepclaw voice`): Media Streams on one port, HTTP on another, one loop.
+
+On SIGTERM it stops taking new calls and lets the calls in progress finish (up to
+`voice_drain_s`), so a rollout does not cut anyone off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from activities import adapters
+from core.db import create_engine, sessionmaker
+from core.serve import serving
+from core.settings import Settings
+from core.temporal import connect
+from voice.app import create_app
+from voice.bridge import BridgeDeps
+from voice.media import serve_media
+from voice.proxy import LlmProxy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VoiceBridge:
+    deps: BridgeDeps
+    media: asyncio.Server
+
+    def stop_taking_calls(self) -> None:
+        self.media.close()  # the listening socket only: calls in progress go on
+
+
+@asynccontextmanager
+async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
+    """Serves the bridge until the block exits; calls still in progress are then cut."""
+    engine = create_engine(settings.database_url)
+    telephony = adapters.telephony(settings)
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0)) as http:
+            proxy = LlmProxy(secret=settings.platform_secret.get_secret_value(), temporal=await connect(settings),
+                             http=http)
+            deps = BridgeDeps(settings=settings, sessions=sessionmaker(engine), telephony=telephony,
+                              ask_agent=proxy.ask)
+            async with serving(create_app(deps, proxy), settings.voice_host, settings.voice_port):
+                media = await serve_media(deps, settings.voice_host, settings.voice_media_port)
+                try:
+                    yield VoiceBridge(deps, media)
+                finally:
+                    media.close()
+                    for task in [*deps.calls, *deps.background]:
+                        task.cancel()
+                    await asyncio.gather(*deps.calls, *deps.background, return_exceptions=True)
+                    await media.wait_closed()
+    finally:
+        await telephony.close()
+        await engine.dispose()
+
+
+async def run_voice(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with voice_serving(settings) as bridge:
+        log.info("voice bridge: HTTP on %s:%d, Media Streams on %s:%d", settings.voice_host, settings.voice_port,
+                 settings.voice_host, settings.voice_media_port)
+        await stop.wait()
+        bridge.stop_taking_calls()
+        if calls := list(bridge.deps.calls):
+            stop.clear()
+            log.info("draining %d call(s) for up to %.0fs (signal again to cut them)", len(calls), settings.voice_drain_s)
+            every_call = asyncio.gather(*calls, return_exceptions=True)
+            signalled_again = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([every_call, signalled_again], timeout=settings.voice_drain_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+            signalled_again.cancel()
