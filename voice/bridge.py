@@ -299,9 +299,8 @@ class CallBridge:
                     self.farewell_done.set()
                 elif event == "stop":
                     return
-            else:
-                if message["side"] == "agent":
-                    log.info("voice agent closed the session of call %s", self.call_sid)
+            else:  # a side closed
+                log.info("call %s: the %s side closed", self.call_sid, message["side"])
                 return
 
     def _on_digit(self, digit: str) -> None:
@@ -355,11 +354,11 @@ class CallBridge:
 
     def _to_twilio(self, message: dict[str, Any]) -> None:
         if not self.twilio.is_disconnected:
-            self.twilio.send(WSMsgType.TEXT, orjson.dumps(message))
+            self.twilio.send(TEXT, orjson.dumps(message))
 
     def _to_agent(self, message: dict[str, Any]) -> None:
         if self.agent is not None and not self.agent.is_disconnected:
-            self.agent.send(WSMsgType.TEXT, orjson.dumps(message))
+            self.agent.send(TEXT, orjson.dumps(message))
             self.last_to_agent = time.monotonic()
 
     # ---- ending ---------------------------------------------------------------------------
