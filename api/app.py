@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health, hotline, outbox, twilio
+from activities import adapters
+from api import health, hotline, mcp, outbox, twilio
 from core.db import create_engine, sessionmaker
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -25,11 +26,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.sessions = sessionmaker(engine)
         app.state.temporal = None
+        app.state.telephony = adapters.telephony(settings)  # the platform MCP server's send_sms / call_me
         try:
             app.state.temporal = await connect(settings)
         except Exception as error:  # /healthz reports it and reconnects; serving the rest goes on
             log.warning("Temporal not reachable at %s yet: %s", settings.temporal_address, error)
         yield
+        await app.state.telephony.close()
         await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
@@ -37,4 +40,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(twilio.router)
     app.include_router(hotline.router)
     app.include_router(outbox.router)
+    app.include_router(mcp.router)
     return app

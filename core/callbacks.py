@@ -1,14 +1,19 @@
-"""URLs Twilio fetches TwiML from when a call we place or redirect is answered. What the call is
-for travels signed in the URL, so the webhook trusts it without a database lookup."""
+"""URLs the platform hands out, with what they are for signed in: TwiML for calls we place or
+redirect (the webhook trusts it without a database lookup), and the platform MCP server each
+user's agent is given."""
 
 from __future__ import annotations
 
 import uuid
 
 from core import tokens
+from core.ports import McpServerSpec
 from core.settings import Settings
 
 PURPOSE_TOKEN_TTL_S = 3600.0  # a placed call is answered (or not) well within the hour
+PLATFORM_MCP_NAME = "deepclaw"
+# Lives in the agent's config for its whole life; rotating the platform secret revokes every one.
+MCP_TOKEN_TTL_S = 10 * 365 * 24 * 3600.0
 
 
 def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, prompt: str = "",
@@ -18,3 +23,11 @@ def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, pro
                            "direction": direction},
                           settings.platform_secret.get_secret_value(), ttl_s=PURPOSE_TOKEN_TTL_S)
     return f"{settings.api_base_url}/twilio/outbound?purpose={purpose}"
+
+
+def platform_mcp_server(settings: Settings, user_id: uuid.UUID) -> McpServerSpec:
+    """The platform's MCP server as one user's agent reaches it: acting for that user only."""
+    token = tokens.sign({"kind": "mcp", "user": str(user_id)}, settings.platform_secret.get_secret_value(),
+                        ttl_s=MCP_TOKEN_TTL_S)
+    return McpServerSpec(name=PLATFORM_MCP_NAME, url=f"{settings.api_base_url}/mcp",
+                         headers={"Authorization": f"Bearer {token}"})

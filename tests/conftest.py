@@ -134,6 +134,7 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
 class LocalCarrier:
     carrier: Carrier
     telephony: TwilioTelephony
+    port: int
 
     def texts_to(self, number: str) -> list[str]:
         return [m.body for m in self.carrier.messages.values() if m.to == number]
@@ -147,7 +148,7 @@ async def local_carrier() -> AsyncIterator[LocalCarrier]:
     carrier = build_carrier(settings, SpeechRegistry())  # with the hotline number, as `make run` has it
     async with serving(create_carrier_app(carrier), "127.0.0.1", port):
         client = adapters.telephony(settings)
-        yield LocalCarrier(carrier, client)
+        yield LocalCarrier(carrier, client, port)
         await client.close()
 
 

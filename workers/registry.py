@@ -11,16 +11,20 @@ from activities import adapters
 from activities.numbers.pool import NumberPoolActivities
 from activities.onboarding.calls import HotlineCallActivities
 from activities.onboarding.verification import VerificationActivities
+from activities.reminders import ReminderActivities
 from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
 from activities.users import UserActivities
+from core.callbacks import platform_mcp_server
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.number_pool import NumberPoolWorkflow
 from workflows.onboarding import OnboardingWorkflow
 from workflows.provision_user import ProvisionUserWorkflow
+from workflows.reminder import ReminderWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow)
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow,
+                             ReminderWorkflow)
 
 
 @asynccontextmanager
@@ -32,13 +36,15 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     try:
         store = StoreActivities(sessions)
         runtime_activities = RuntimeActivities(runtime, adapters.archive_store(settings), sessions,
-                                               settings.agent_runtime.value)
+                                               settings.agent_runtime.value,
+                                               platform_mcp=lambda user_id: platform_mcp_server(settings, user_id))
         pool = NumberPoolActivities(telephony, sessions, voice_url=f"{settings.api_base_url}/twilio/voice",
                                     sms_url=f"{settings.api_base_url}/twilio/sms")
         verification = VerificationActivities(telephony, adapters.mailer(settings, sessions),
                                               secret=settings.platform_secret.get_secret_value())
         yield [store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
-               *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all()]
+               *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
+               *ReminderActivities(telephony, sessions, settings).all()]
     finally:
         await runtime.close()
         await telephony.close()

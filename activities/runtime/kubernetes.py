@@ -26,6 +26,7 @@ from activities.runtime.openclaw_config import (
     ModelProvider,
     render_config,
     with_agent,
+    with_mcp_servers,
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
 
@@ -152,7 +153,8 @@ class KubernetesAgentRuntime:
 
     def _config(self, spec: AgentSpec) -> dict[str, Any]:
         config = render_config(port=GATEWAY_PORT, bind="lan", model=self.model, api_key_env=PROVIDER_KEY_ENV)
-        return with_agent(config, spec.user_id, spec.agent_name, f"{manifests.STATE_DIR}/workspace")
+        config = with_agent(config, spec.user_id, spec.agent_name, f"{manifests.STATE_DIR}/workspace")
+        return with_mcp_servers(config, spec.mcp_servers)
 
     def manifests(self, spec: AgentSpec, *, gateway_token: str, replicas: int = 0) -> list[dict[str, Any]]:
         names, cluster = AgentNames(spec.user_id), self.cluster

@@ -35,6 +35,7 @@ from activities.runtime.openclaw_config import (
     agent_id,
     render_config,
     with_agent,
+    with_mcp_servers,
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
 from core.process import free_port
@@ -178,10 +179,7 @@ class LocalAgentRuntime:
             shutil.rmtree(link, ignore_errors=True)
             link.symlink_to(folder, target_is_directory=True)  # sessions land in <folder>/agent
         config = with_agent(self._base_config(gateway.port), spec.user_id, spec.agent_name, str(folder / "workspace"))
-        if spec.mcp_servers:
-            config["mcp"] = {"servers": {s.name: {"url": s.url, "transport": s.transport, "headers": s.headers}
-                                         for s in spec.mcp_servers}}
-        gateway.config = config
+        gateway.config = with_mcp_servers(config, spec.mcp_servers)
         gateway.write_config()
         await self._wait_listed(gateway, ident)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.ports import McpServerSpec
 from core.settings import Settings
 
 GATEWAY_PORT = 18789
@@ -34,6 +35,14 @@ def agent_id(user_id: uuid.UUID) -> str:
 
 def with_agent(config: dict[str, Any], user_id: uuid.UUID, name: str, workspace: str) -> dict[str, Any]:
     config["agents"]["entries"] = {agent_id(user_id): {"name": name, "workspace": workspace}}
+    return config
+
+
+def with_mcp_servers(config: dict[str, Any], servers: list[McpServerSpec]) -> dict[str, Any]:
+    """`mcp.servers.<name> = {url, transport, headers}` (the platform's own first, then the user's)."""
+    if servers:
+        config["mcp"] = {"servers": {s.name: {"url": s.url, "transport": s.transport, "headers": s.headers}
+                                     for s in servers}}
     return config
 
 

@@ -105,6 +105,15 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
         await agent_said(platform.agent, "Earlier you said: what is the weather like")
         assert len(phone.heard) > heard_greeting, "the answers reached the caller's ear"
 
+        # The agent uses the platform's MCP server (rendered into its config): a reminder by text.
+        async with httpx.AsyncClient() as http:
+            await http.post(base_url[:-3] + "/control/replies", json={"match": "remind me", "tool_call": {
+                "name": "tool_call", "arguments": {"id": "deepclaw__schedule_reminder",
+                                                   "args": {"text": "water the plants", "in_minutes": 0.02}}}})
+        await phone.say("remind me to water the plants")
+        reminder = await phone.wait_for("sms", lambda e: "water the plants" in e["body"], timeout=60)
+        assert reminder["body"] == "Reminder: water the plants" and reminder["from"] == platform.number
+
         # Barge-in: interrupt a long answer; the bridge tells the carrier to drop queued audio.
         await phone.say("tell me a long story")
         await agent_said(platform.agent, "Once upon a time")

@@ -342,7 +342,7 @@ async def test_a_provider_outage_returns_the_claimed_number_to_the_pool(
 ) -> None:
     await hotline.add_pool_numbers(1)
     queue = f"{hotline.task_queue}-outage"
-    broken = {"carrier": LocalCarrier(hotline.carrier.carrier, FaultyWebhooks(hotline.carrier.telephony, _outage)),  # type: ignore[arg-type]
+    broken = {"carrier": LocalCarrier(hotline.carrier.carrier, FaultyWebhooks(hotline.carrier.telephony, _outage), hotline.carrier.port),  # type: ignore[arg-type]
               "sessions": hotline.sessions, "runtime": hotline.runtime, "archive": tmp_path}
     user = _new_user(hotline.area)
     async with _worker(time_skipping_env, broken, queue):
@@ -366,7 +366,7 @@ async def test_a_worker_restart_mid_provisioning_loses_and_doubles_nothing(
     await hotline.add_pool_numbers(1)
     queue = f"{hotline.task_queue}-restart"
     parts = {"carrier": hotline.carrier, "sessions": hotline.sessions, "runtime": hotline.runtime, "archive": tmp_path}
-    stuck = {**parts, "carrier": LocalCarrier(hotline.carrier.carrier, FaultyWebhooks(hotline.carrier.telephony, _hang))}  # type: ignore[arg-type]
+    stuck = {**parts, "carrier": LocalCarrier(hotline.carrier.carrier, FaultyWebhooks(hotline.carrier.telephony, _hang), hotline.carrier.port)}  # type: ignore[arg-type]
     user = _new_user(hotline.area)
     # No workflow cache: the replacement worker replays the history, like a fresh process would.
     async with _worker(time_skipping_env, stuck, queue, max_cached_workflows=0):

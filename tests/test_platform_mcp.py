@@ -1,0 +1,169 @@
+"""The platform MCP server (api/mcp.py) and ReminderWorkflow, against real Temporal (dev server,
+real time: reminders due in a second or two), real PostgreSQL and the local carrier."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.reminders import ReminderActivities
+from activities.runtime.activities import RuntimeActivities
+from api.app import create_app
+from core.callbacks import PLATFORM_MCP_NAME, platform_mcp_server
+from core.models import PhoneNumber, Reminder, User
+from core.ports import AgentSpec, McpServerSpec
+from core.process import free_port
+from core.serve import serving
+from core.settings import Settings
+from tests.conftest import LocalCarrier, unique_area_code
+from tests.memory_runtime import MemoryRuntime
+from workflows.reminder import ReminderWorkflow
+
+
+@dataclass
+class Mcp:
+    url: str
+    headers: dict[str, str]
+    user: User
+    number: str
+    carrier: LocalCarrier
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def rpc(self, method: str, params: dict[str, Any] | None = None, **extra: Any) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as http:
+            return await http.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}},
+                                   headers={**self.headers, **extra})
+
+    async def tool(self, name: str, **arguments: Any) -> tuple[str, bool]:
+        result = (await self.rpc("tools/call", {"name": name, "arguments": arguments})).json()["result"]
+        return result["content"][0]["text"], result["isError"]
+
+
+@pytest.fixture
+async def mcp(settings: Settings, sessions: async_sessionmaker[AsyncSession], local_carrier: LocalCarrier,
+              temporal_env: WorkflowEnvironment) -> AsyncIterator[Mcp]:
+    settings = settings.model_copy(update={"api_port": free_port(), "carrier_port": local_carrier.port})
+    telephony = local_carrier.telephony
+    [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
+    owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice", sms_url="")
+    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova")
+    async with sessions() as session, session.begin():
+        session.add(user)
+        await session.flush()
+        session.add(PhoneNumber(e164=owned.e164, provider_sid=owned.sid, state="assigned", user_id=user.id))
+    server = platform_mcp_server(settings, user.id)
+    async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue, workflows=[ReminderWorkflow],
+                      activities=ReminderActivities(telephony, sessions, settings).all()):
+        async with serving(create_app(settings), "127.0.0.1", settings.api_port):
+            yield Mcp(server.url, server.headers, user, owned.e164, local_carrier, sessions)
+
+
+async def _texts(mcp: Mcp, containing: str, timeout: float = 20) -> list[str]:
+    for _ in range(int(timeout * 10)):
+        if found := [t for t in mcp.carrier.texts_to(mcp.user.phone_e164) if containing in t]:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no text containing {containing!r}; texts: {mcp.carrier.texts_to(mcp.user.phone_e164)}")
+
+
+async def _state(mcp: Mcp, reminder_id: uuid.UUID, expected: str, timeout: float = 20) -> bool:
+    for _ in range(int(timeout * 10)):
+        async with mcp.sessions() as session:
+            if (await session.get(Reminder, reminder_id)).state == expected:  # type: ignore[union-attr]
+                return True
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"reminder {reminder_id} never became {expected}")
+
+
+async def test_the_agent_sets_lists_and_cancels_reminders_and_reaches_its_user(mcp: Mcp) -> None:
+    initialized = (await mcp.rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                "clientInfo": {"name": "openclaw", "version": "x"}})).json()
+    assert initialized["result"]["protocolVersion"] == "2025-06-18"
+    assert initialized["result"]["capabilities"]["tools"] is not None
+    async with httpx.AsyncClient() as http:
+        note = await http.post(mcp.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                               headers=mcp.headers)
+    assert note.status_code == 202
+    tools = {t["name"] for t in (await mcp.rpc("tools/list")).json()["result"]["tools"]}
+    assert tools == {"schedule_reminder", "list_reminders", "cancel_reminder", "send_sms", "call_me"}
+
+    # Due in about a second: a durable timer in ReminderWorkflow, then a text from the user's number.
+    said, failed = await mcp.tool("schedule_reminder", text="take the pasta off", in_minutes=0.02)
+    assert not failed and "Reminder" in said
+    assert await _texts(mcp, "Reminder: take the pasta off")
+    fired_id = uuid.UUID(re.findall(r"Reminder ([0-9a-f-]{36}) set", said)[0])
+    assert await _state(mcp, fired_id, "fired")
+
+    later, failed = await mcp.tool("schedule_reminder", text="call mum", in_minutes=600, channel="call")
+    assert not failed, later
+    listed, _ = await mcp.tool("list_reminders")
+    assert "call mum" in listed and "pasta" not in listed, "fired reminders are not listed"
+    later_id = re.findall(r"Reminder ([0-9a-f-]{36}) set", later)[0]
+    cancelled, failed = await mcp.tool("cancel_reminder", id=later_id)
+    assert not failed and "cancelled" in cancelled
+    assert (await mcp.tool("cancel_reminder", id=later_id))[1], "cancelling twice is refused"
+    assert (await mcp.tool("cancel_reminder", id=str(fired_id)))[1], "a fired reminder cannot be cancelled"
+    assert await _state(mcp, uuid.UUID(later_id), "cancelled")
+
+    said, failed = await mcp.tool("send_sms", text="Your report is ready.")
+    assert not failed
+    assert await _texts(mcp, "Your report is ready.")
+    said, failed = await mcp.tool("call_me", greeting="Hi, it's Nova: the report is done.", reason="report done")
+    assert not failed and "Calling" in said
+    placed = [c for c in mcp.carrier.carrier.calls.values() if c.to == mcp.user.phone_e164]
+    assert placed and placed[-1].from_ == mcp.number
+
+
+@pytest.mark.parametrize(("name", "arguments", "says"), [
+    ("schedule_reminder", {"text": "x"}, "say when"),
+    ("schedule_reminder", {"text": "x", "at": "tomorrow at nine"}, "ISO 8601"),
+    ("schedule_reminder", {"text": "x", "at": "2099-01-01T09:00:00"}, "UTC offset"),
+    ("schedule_reminder", {"text": "x", "at": "2001-01-01T09:00:00Z"}, "in the past"),
+    ("schedule_reminder", {"text": "x", "in_minutes": 10, "channel": "pigeon"}, "sms or call"),
+    ("schedule_reminder", {"text": "x", "at": "2099-01-01T09:00:00Z"}, "a year ahead"),
+    ("schedule_reminder", {"text": "", "in_minutes": 10}, "'text' is required"),
+    ("cancel_reminder", {"id": "not-an-id"}, "must be a reminder id"),
+    ("cancel_reminder", {"id": str(uuid.uuid4())}, "no reminder"),
+    ("send_sms", {"text": "y" * 1000}, "too long"),
+    ("order_pizza", {}, "unknown tool"),
+])
+async def test_bad_tool_calls_are_answered_with_the_reason(mcp: Mcp, name: str, arguments: dict[str, Any],
+                                                          says: str) -> None:
+    text, failed = await mcp.tool(name, **arguments)
+    assert failed and says in text, text
+
+
+async def test_only_the_users_own_token_is_accepted(mcp: Mcp) -> None:
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(mcp.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).status_code == 401
+        forged = {"Authorization": "Bearer forged.token"}
+        assert (await http.post(mcp.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                headers=forged)).status_code == 401
+        assert (await http.post(mcp.url, content=b"[not json", headers=mcp.headers)).json()["error"]["code"] == -32600
+    assert (await mcp.rpc("resources/list")).json()["error"]["code"] == -32601
+
+
+async def test_every_agent_is_given_the_platform_server_first(settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                                                              tmp_path: Any) -> None:
+    from activities.archive.stores import FolderArchiveStore
+
+    runtime = MemoryRuntime()
+    activities = RuntimeActivities(runtime, FolderArchiveStore(tmp_path), sessions, "local",
+                                   platform_mcp=lambda user_id: platform_mcp_server(settings, user_id))
+    theirs = McpServerSpec(name="notes", url="https://notes.example.com/mcp")
+    spec = AgentSpec(user_id=uuid.uuid4(), mcp_servers=[theirs])
+    await ActivityEnvironment().run(activities.create_agent, spec)
+    rendered = runtime.specs[spec.user_id].mcp_servers
+    assert [s.name for s in rendered] == [PLATFORM_MCP_NAME, "notes"]
+    assert rendered[0].url == f"{settings.api_base_url}/mcp"
+    assert rendered[0].headers["Authorization"].startswith("Bearer ")
