@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,10 +68,19 @@ def _meta(name: str, names: AgentNames, cluster: ClusterSettings) -> dict[str, A
     return {"name": name, "namespace": cluster.namespace, "labels": _labels(names)}
 
 
-def secret(names: AgentNames, cluster: ClusterSettings, *, gateway_token: str, provider_key: str) -> dict[str, Any]:
+def secret_key(env_name: str) -> str:
+    """The Secret key an env var's value is kept under (DEEPCLAW_MCP_HEADER_0 -> deepclaw-mcp-header-0)."""
+    return env_name.lower().replace("_", "-")
+
+
+def secret(names: AgentNames, cluster: ClusterSettings, *, gateway_token: str, provider_key: str,
+           extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`extra_env`: more values the container gets as env vars (OpenClaw substitutes ${VAR} in its config)."""
     encode = lambda value: base64.b64encode(value.encode()).decode()  # noqa: E731
+    data = {"gateway-token": encode(gateway_token), "provider-key": encode(provider_key)}
+    data |= {secret_key(name): encode(value) for name, value in (extra_env or {}).items()}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(names.secret, names, cluster), "type": "Opaque",
-            "data": {"gateway-token": encode(gateway_token), "provider-key": encode(provider_key)}}
+            "data": data}
 
 
 def config_map(names: AgentNames, cluster: ClusterSettings, config: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +129,8 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "timeoutSeconds": 3}
 
 
-def stateful_set(names: AgentNames, cluster: ClusterSettings, *, replicas: int) -> dict[str, Any]:
+def stateful_set(names: AgentNames, cluster: ClusterSettings, *, replicas: int,
+                 extra_env: Sequence[str] = ()) -> dict[str, Any]:
     secret_env = lambda key: {"secretKeyRef": {"name": names.secret, "key": key}}  # noqa: E731
     env = [{"name": k, "value": v} for k, v in SLIM_ENV.items()] + [
         {"name": "OPENCLAW_STATE_DIR", "value": STATE_DIR},
@@ -128,6 +139,7 @@ def stateful_set(names: AgentNames, cluster: ClusterSettings, *, replicas: int) 
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "OPENCLAW_GATEWAY_TOKEN", "valueFrom": secret_env("gateway-token")},
         {"name": "DEEPCLAW_LLM_API_KEY", "valueFrom": secret_env("provider-key")},
+        *({"name": name, "valueFrom": secret_env(secret_key(name))} for name in extra_env),
     ]
     container = {
         "name": "openclaw",

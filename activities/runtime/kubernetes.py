@@ -24,6 +24,7 @@ from activities.runtime.k8s_manifests import AgentNames, ClusterSettings
 from activities.runtime.openclaw_config import (
     GATEWAY_PORT,
     ModelProvider,
+    hide_mcp_headers,
     render_config,
     with_agent,
     with_mcp_servers,
@@ -151,20 +152,24 @@ class KubernetesAgentRuntime:
     async def close(self) -> None:
         await asyncio.to_thread(self.api.api_client.close)
 
-    def _config(self, spec: AgentSpec) -> dict[str, Any]:
+    def _config(self, spec: AgentSpec) -> tuple[dict[str, Any], dict[str, str]]:
+        """The rendered config, and the secret values it refers to by env var (kept in the Secret)."""
         config = render_config(port=GATEWAY_PORT, bind="lan", model=self.model, api_key_env=PROVIDER_KEY_ENV)
         config = with_agent(config, spec.user_id, spec.agent_name, f"{manifests.STATE_DIR}/workspace")
-        return with_mcp_servers(config, spec.mcp_servers)
+        config = with_mcp_servers(config, spec.mcp_servers)
+        return config, hide_mcp_headers(config)
 
     def manifests(self, spec: AgentSpec, *, gateway_token: str, replicas: int = 0) -> list[dict[str, Any]]:
         names, cluster = AgentNames(spec.user_id), self.cluster
+        config, hidden = self._config(spec)
         return [
-            manifests.secret(names, cluster, gateway_token=gateway_token, provider_key=self.model.api_key),
-            manifests.config_map(names, cluster, self._config(spec)),
+            manifests.secret(names, cluster, gateway_token=gateway_token, provider_key=self.model.api_key,
+                             extra_env=hidden),
+            manifests.config_map(names, cluster, config),
             manifests.pvc(names, cluster),
             manifests.service(names, cluster),
             manifests.network_policy(names, cluster),
-            manifests.stateful_set(names, cluster, replicas=replicas),
+            manifests.stateful_set(names, cluster, replicas=replicas, extra_env=list(hidden)),
         ]
 
     async def create(self, spec: AgentSpec) -> None:

@@ -18,7 +18,7 @@ from activities.runtime import k8s_manifests as manifests
 from activities.runtime.k8s_manifests import AgentNames, ClusterSettings
 from activities.runtime.kubernetes import KubeApi, KubernetesAgentRuntime
 from activities.runtime.openclaw_config import ModelProvider, agent_id
-from core.ports import AgentSpec, RuntimeState
+from core.ports import AgentSpec, McpServerSpec, RuntimeState
 
 IMAGE = "ghcr.io/openclaw/openclaw@sha256:" + "a" * 64
 ARCHIVER = "amazon/aws-cli@sha256:" + "b" * 64
@@ -56,7 +56,9 @@ async def runtime(kmock: Any) -> KubernetesAgentRuntime:
 
 
 def test_every_manifest_is_valid_and_hardened() -> None:
-    spec = AgentSpec(user_id=uuid.uuid4(), agent_name="Nova")
+    platform = McpServerSpec(name="deepclaw", url="https://deepclaw.example.com/mcp",
+                             headers={"Authorization": "Bearer mcp-secret-token"})
+    spec = AgentSpec(user_id=uuid.uuid4(), agent_name="Nova", mcp_servers=[platform])
     names = AgentNames(spec.user_id)
     runtime = KubernetesAgentRuntime(k8s.ApiClient(k8s.Configuration(host="http://127.0.0.1:1")), CLUSTER, MODEL)
     rendered = runtime.manifests(spec, gateway_token="t0k", replicas=1)
@@ -76,6 +78,14 @@ def test_every_manifest_is_valid_and_hardened() -> None:
     assert config["models"]["providers"]["deepclaw"]["apiKey"] == "${DEEPCLAW_LLM_API_KEY}", "no key in the ConfigMap"
     assert agent_id(spec.user_id) in config["agents"]["entries"] and config["gateway"]["bind"] == "lan"
     assert "sk-secret" not in json.dumps([by_kind["ConfigMap"], by_kind["StatefulSet"]])
+    # MCP bearer tokens live in the Secret; the config names them by env var.
+    mcp = config["mcp"]["servers"]["deepclaw"]
+    assert mcp["url"] == platform.url and mcp["headers"]["Authorization"] == "${DEEPCLAW_MCP_HEADER_0}"
+    assert "mcp-secret-token" not in json.dumps([by_kind["ConfigMap"], by_kind["StatefulSet"]])
+    stored = base64.b64decode(by_kind["Secret"]["data"]["deepclaw-mcp-header-0"]).decode()
+    assert stored == "Bearer mcp-secret-token"
+    assert {"name": "DEEPCLAW_MCP_HEADER_0", "valueFrom": {"secretKeyRef": {
+        "name": names.secret, "key": "deepclaw-mcp-header-0"}}} in container["env"]
     policy = by_kind["NetworkPolicy"]["spec"]
     assert policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "deepclaw"}
     internet = policy["egress"][1]["to"][0]["ipBlock"]
