@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.callbacks import agent_call_url
+from core.callbacks import call_user_with_agent
 from core.db import transaction
 from core.models import PhoneNumber, Reminder, User
 from core.ports import Telephony
@@ -43,10 +43,10 @@ class ReminderActivities:
         if number is None:
             raise ApplicationError("the user has no number to send from", type="NoNumber", non_retryable=True)
         if reminder.channel == "call":
-            greeting = f"Hi, it's {user.agent_name} with your reminder: {reminder.text}"
-            prompt = f"You called the user to remind them: {reminder.text}. Help with anything it needs."
-            url = agent_call_url(self.settings, user_id=user.id, greeting=greeting, prompt=prompt)
-            return await self.telephony.place_call(to=user.phone_e164, from_=number, url=url)
+            return await call_user_with_agent(
+                self.telephony, self.settings, user_id=user.id, to=user.phone_e164, from_=number,
+                greeting=f"Hi, it's {user.agent_name} with your reminder: {reminder.text}",
+                prompt=f"You called the user to remind them: {reminder.text}. Help with anything it needs.")
         return await self.telephony.send_sms(to=user.phone_e164, from_=number, body=f"Reminder: {reminder.text}")
 
     @activity.defn

@@ -102,7 +102,8 @@ async def conductor(token: str, request: Request) -> Response:
     try:
         body = await request.json()
         messages: list[dict[str, Any]] = body["messages"]
-        assert isinstance(messages, list)
+        if not isinstance(messages, list):
+            raise TypeError("messages must be a list")
     except Exception:
         return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
     streaming = bool(body.get("stream"))

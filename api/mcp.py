@@ -1,8 +1,8 @@
 """The platform's MCP server: what a user's agent can ask the platform to do for its user.
 
 Streamable HTTP (JSON-RPC over `POST /mcp`, answered as JSON; no server-initiated stream), one
-bearer token per user rendered into their OpenClaw config (core.callbacks.platform_mcp_server). Tools: schedule_reminder,
-list_reminders, cancel_reminder (ReminderWorkflow `reminder-<id>`), send_sms and call_me (now,
+bearer token per user rendered into their OpenClaw config (core.callbacks.platform_mcp_server).
+Tools: schedule_reminder, list_reminders, cancel_reminder (ReminderWorkflow `reminder-<id>`), send_sms and call_me (now,
 from the user's own number, to the user's own phone: an agent can reach no one else).
 """
 
@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from core import tokens
-from core.callbacks import PLATFORM_MCP_NAME, agent_call_url
+from core.callbacks import PLATFORM_MCP_NAME, call_user_with_agent
 from core.models import PhoneNumber, Reminder, User
 from core.settings import Settings
 from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
@@ -70,7 +70,8 @@ async def mcp(request: Request) -> Response:
         message = await request.json()
         method, ident = message["method"], message.get("id")
         params = message.get("params") or {}
-        assert isinstance(method, str) and isinstance(params, dict)
+        if not isinstance(method, str) or not isinstance(params, dict):
+            raise TypeError("method must be a string and params an object")
     except Exception:
         return _rpc_error(None, -32600, "expected one JSON-RPC request object")
     if ident is None:  # a notification (e.g. notifications/initialized): nothing to answer
@@ -226,7 +227,7 @@ async def _call_me(request: Request, user_id: uuid.UUID, arguments: dict[str, An
     greeting = _text(arguments, "greeting")
     reason = _text(arguments, "reason") if arguments.get("reason") else greeting
     user, number = await _user_line(request, user_id)
-    url = agent_call_url(request.app.state.settings, user_id=user.id, greeting=greeting,
-                         prompt=f"You called the user: {reason}")
-    sid = await request.app.state.telephony.place_call(to=user.phone_e164, from_=number, url=url)
+    sid = await call_user_with_agent(request.app.state.telephony, request.app.state.settings, user_id=user.id,
+                                     to=user.phone_e164, from_=number, greeting=greeting,
+                                     prompt=f"You called the user: {reason}")
     return f"Calling the user now ({sid})."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 from core import tokens
-from core.ports import McpServerSpec
+from core.ports import McpServerSpec, Telephony
 from core.settings import Settings
 
 PURPOSE_TOKEN_TTL_S = 3600.0  # a placed call is answered (or not) well within the hour
@@ -23,6 +23,13 @@ def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, pro
                            "direction": direction},
                           settings.platform_secret.get_secret_value(), ttl_s=PURPOSE_TOKEN_TTL_S)
     return f"{settings.api_base_url}/twilio/outbound?purpose={purpose}"
+
+
+async def call_user_with_agent(telephony: Telephony, settings: Settings, *, user_id: uuid.UUID, to: str, from_: str,
+                               greeting: str, prompt: str) -> str:
+    """Rings the user from their own number; when they answer, their agent opens with `greeting`."""
+    url = agent_call_url(settings, user_id=user_id, greeting=greeting, prompt=prompt)
+    return await telephony.place_call(to=to, from_=from_, url=url)
 
 
 def platform_mcp_server(settings: Settings, user_id: uuid.UUID) -> McpServerSpec:

@@ -115,13 +115,20 @@ async def test_the_agent_sets_lists_and_cancels_reminders_and_reaches_its_user(m
     assert (await mcp.tool("cancel_reminder", id=str(fired_id)))[1], "a fired reminder cannot be cancelled"
     assert await _state(mcp, uuid.UUID(later_id), "cancelled")
 
+    # By call: the user's phone rings from their number (their agent opens with the reminder).
+    said, failed = await mcp.tool("schedule_reminder", text="leave for the airport", in_minutes=0.02, channel="call")
+    assert not failed, said
+    await _state(mcp, uuid.UUID(re.findall(r"Reminder ([0-9a-f-]{36}) set", said)[0]), "fired")
+    rung = [c for c in mcp.carrier.carrier.calls.values() if c.to == mcp.user.phone_e164]
+    assert len(rung) == 1 and rung[0].from_ == mcp.number
+
     said, failed = await mcp.tool("send_sms", text="Your report is ready.")
     assert not failed
     assert await _texts(mcp, "Your report is ready.")
     said, failed = await mcp.tool("call_me", greeting="Hi, it's Nova: the report is done.", reason="report done")
     assert not failed and "Calling" in said
     placed = [c for c in mcp.carrier.carrier.calls.values() if c.to == mcp.user.phone_e164]
-    assert placed and placed[-1].from_ == mcp.number
+    assert len(placed) == 2 and placed[-1].from_ == mcp.number
 
 
 @pytest.mark.parametrize(("name", "arguments", "says"), [
