@@ -6,8 +6,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
 from activities.email.mailers import OutboxMailer, SmtpMailer
+from activities.search.duckduckgo import DuckDuckGoSearch
 from activities.telephony.twilio import TwilioTelephony
-from core.ports import AgentRuntime, ArchiveStore, Mailer
+from core.ports import AgentRuntime, ArchiveStore, Mailer, WebSearch
 from core.settings import (
     AgentRuntimeAdapter,
     ArchiveStoreAdapter,
@@ -24,6 +25,11 @@ def telephony(settings: Settings) -> TwilioTelephony:
     # Local and real share the adapter: the local carrier speaks Twilio's API.
     return TwilioTelephony(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
                            api_base_url=settings.twilio_api_base_url)
+
+
+def web_search(settings: Settings) -> WebSearch:
+    # Local and real share the adapter: the stand-in serves DuckDuckGo-shaped pages.
+    return DuckDuckGoSearch(settings.web_search_url, region=settings.web_search_region)
 
 
 def mailer(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Mailer:

@@ -27,12 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = sessionmaker(engine)
         app.state.temporal = None
         app.state.telephony = adapters.telephony(settings)  # the platform MCP server's send_sms / call_me
+        app.state.web_search = adapters.web_search(settings)  # and its web_search
         try:
             app.state.temporal = await connect(settings)
         except Exception as error:  # /healthz reports it and reconnects; serving the rest goes on
             log.warning("Temporal not reachable at %s yet: %s", settings.temporal_address, error)
         yield
         await app.state.telephony.close()
+        await app.state.web_search.close()
         await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)

@@ -3,7 +3,8 @@
 Streamable HTTP (JSON-RPC over `POST /mcp`, answered as JSON; no server-initiated stream), one
 bearer token per user rendered into their OpenClaw config (core.callbacks.platform_mcp_server).
 Tools: schedule_reminder, list_reminders, cancel_reminder (ReminderWorkflow `reminder-<id>`), send_sms and call_me (now,
-from the user's own number, to the user's own phone: an agent can reach no one else).
+from the user's own number, to the user's own phone: an agent can reach no one else), and web_search
+(keyless, through the WebSearch port: every agent can search with no setup).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from temporalio.service import RPCError
 from core import tokens
 from core.callbacks import PLATFORM_MCP_NAME, call_user_with_agent
 from core.models import PhoneNumber, Reminder, User
+from core.ports import SearchUnavailable
 from core.settings import Settings
 from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
 
@@ -32,6 +34,7 @@ router = APIRouter()
 PROTOCOL_VERSIONS = ("2025-06-18", "2025-03-26", "2024-11-05")
 MAX_TEXT = 480
 MAX_AHEAD = timedelta(days=366)
+MAX_RESULTS = 10
 
 TOOLS: list[dict[str, Any]] = [
     {"name": "schedule_reminder",
@@ -47,6 +50,11 @@ TOOLS: list[dict[str, Any]] = [
      "inputSchema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}},
     {"name": "send_sms", "description": "Text the user now, from your number.",
      "inputSchema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}},
+    {"name": "web_search",
+     "description": "Search the web. Returns titles, links and snippets; cite the link you use.",
+     "inputSchema": {"type": "object", "required": ["query"], "properties": {
+         "query": {"type": "string", "description": "what to look up"},
+         "count": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS, "description": "how many results (5)"}}}},
     {"name": "call_me", "description": "Call the user now (e.g. a task is done); you open with `greeting`.",
      "inputSchema": {"type": "object", "required": ["greeting"], "properties": {
          "greeting": {"type": "string", "description": "your first sentence when they pick up"},
@@ -113,7 +121,8 @@ def _rpc_error(ident: Any, code: int, message: str) -> JSONResponse:
 
 async def _call(request: Request, user_id: uuid.UUID, name: str, arguments: dict[str, Any]) -> str:
     tools = {"schedule_reminder": _schedule_reminder, "list_reminders": _list_reminders,
-             "cancel_reminder": _cancel_reminder, "send_sms": _send_sms, "call_me": _call_me}
+             "cancel_reminder": _cancel_reminder, "send_sms": _send_sms, "call_me": _call_me,
+             "web_search": _web_search}
     if name not in tools:
         raise ToolError(f"unknown tool {name!r}; the tools are {', '.join(tools)}")
     if not isinstance(arguments, dict):
@@ -231,3 +240,19 @@ async def _call_me(request: Request, user_id: uuid.UUID, arguments: dict[str, An
                                      to=user.phone_e164, from_=number, greeting=greeting,
                                      prompt=f"You called the user: {reason}")
     return f"Calling the user now ({sid})."
+
+
+async def _web_search(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
+    query = _text(arguments, "query")
+    count = arguments.get("count", 5)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_RESULTS:
+        raise ToolError(f"'count' is a whole number from 1 to {MAX_RESULTS}")
+    try:
+        results = await request.app.state.web_search.search(query, count=count)
+    except SearchUnavailable as error:
+        log.warning("web search failed for user %s: %s", user_id, error)
+        raise ToolError(f"web search is unavailable right now ({error})") from None
+    if not results:
+        return f"No results for {query!r}."
+    return "\n".join(f"{n}. {r.title}\n   {r.url}" + (f"\n   {r.snippet}" if r.snippet else "")
+                     for n, r in enumerate(results, 1))

@@ -203,7 +203,8 @@ async def run_level(calls: int, seconds: float, bridge: psutil.Process, bridge_u
 async def main(levels: list[int], seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
         async with scratch_stack(Path(tmp), "bench") as stack:
-            conn = await asyncpg.connect(host="127.0.0.1", port=stack.postgres.port, user="postgres", database="bench")
+            conn = await asyncpg.connect(host="127.0.0.1", port=stack.postgres.port, user="postgres",
+                                         password=stack.postgres.password, database="bench")
             user_id = str(uuid.uuid4())
             await conn.execute("INSERT INTO users (id, phone_e164, phone_verified, email_verified, agent_name, voice,"
                                " personality, created_at, updated_at) VALUES ($1, '+15550190000', true, false, 'Bench',"

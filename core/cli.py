@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_parser(name, help=help_text)
     args = parser.parse_args(argv)
 
+    if args.command != "tools":
+        # What the platform writes (Temporal's history, logs, archives) is its own: local agents run as
+        # other Unix users and must not read it. The tools are installed for them to run, so stay readable.
+        os.umask(0o077)
     settings = get_settings()
     configure_logging(args.command, fmt=settings.log_format, level=settings.log_level)
     handler, _ = COMMANDS[args.command]

@@ -41,6 +41,23 @@ class Telephony(Protocol):
     async def hang_up(self, call_sid: str) -> None: ...
 
 
+class SearchResult(BaseModel):
+    title: str
+    url: str
+    snippet: str = ""
+
+
+class SearchUnavailable(Exception):
+    """The search provider could not answer (down, rate-limited, a bot challenge): try again later."""
+
+
+class WebSearch(Protocol):
+    """Keyless web search for every user's agent (through the platform's MCP server)."""
+
+    async def search(self, query: str, *, count: int = 5) -> list[SearchResult]: ...
+    async def close(self) -> None: ...
+
+
 class Mailer(Protocol):
     async def send(self, *, to: str, subject: str, body: str) -> None: ...
 

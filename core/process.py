@@ -10,10 +10,13 @@ import asyncio
 import ctypes
 import logging
 import os
+import pwd
+import resource
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,21 @@ def _die_with_parent() -> None:
         pass
 
 
-def _preexec(nice: int) -> None:
+def _preexec(nice: int, limits: Mapping[int, int]) -> None:
+    # Runs after the switch to `user` (subprocess sets ids first): the death signal survives it.
     _die_with_parent()
     if nice:
         os.nice(nice)
+    for kind, value in limits.items():
+        resource.setrlimit(kind, (value, value))
+
+
+def grant_traverse(path: Path) -> None:
+    """Let unprivileged users reach `path` through our folders (x only: they can't list them)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if mode & 0o001 == 0:
+            parent.chmod(mode | 0o011)
 
 
 class ChildProcess:
@@ -48,9 +62,11 @@ class ChildProcess:
         stop_signal: signal.Signals = signal.SIGTERM,
         log_path: str | None = None,
         nice: int = 0,
+        limits: Mapping[int, int] | None = None,
     ) -> None:
         self.name = name
         self.nice = nice
+        self.limits = dict(limits or {})  # resource.RLIMIT_* -> soft and hard limit
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
@@ -68,17 +84,19 @@ class ChildProcess:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
+        # Another user gets that user's own group and none of ours (root's groups would leak through).
+        ids = {"user": self.user, "group": pwd.getpwnam(self.user).pw_gid, "extra_groups": []} if self.user else {}
         output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (owned by the child)
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
                 env=self.env,
                 cwd=self.cwd,
-                user=self.user,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT if output else None,
-                preexec_fn=lambda: _preexec(self.nice),
+                preexec_fn=lambda: _preexec(self.nice, self.limits),
+                **ids,
             )
         finally:
             if output:

@@ -35,6 +35,11 @@ class ArchiveStoreAdapter(StrEnum):
     S3 = "s3"
 
 
+class WebSearchAdapter(StrEnum):
+    LOCAL = "local"  # the DuckDuckGo-shaped stand-in on loopback
+    DUCKDUCKGO = "duckduckgo"  # keyless: DuckDuckGo's HTML endpoint
+
+
 class MailerAdapter(StrEnum):
     LOCAL = "local"  # an outbox table shown in the dashboard
     SMTP = "smtp"
@@ -109,6 +114,7 @@ class Settings(BaseSettings):
     carrier_port: int = 8002
     voice_agent_port: int = 8003
     llm_port: int = 8004
+    search_port: int = 8005
 
     # Mailer (mailer=smtp)
     smtp_host: str = "localhost"
@@ -131,6 +137,11 @@ class Settings(BaseSettings):
     agent_runtime: AgentRuntimeAdapter = AgentRuntimeAdapter.LOCAL
     archive_store: ArchiveStoreAdapter = ArchiveStoreAdapter.LOCAL
     mailer: MailerAdapter = MailerAdapter.LOCAL
+    web_search: WebSearchAdapter = WebSearchAdapter.LOCAL
+
+    # Web search for every agent (web_search=duckduckgo): keyless, no account.
+    duckduckgo_url: str = "https://html.duckduckgo.com/html/"
+    web_search_region: str = "us-en"
 
     # Kubernetes agent runtime (agent_runtime=kubernetes): one StatefulSet + PVC per user.
     kubeconfig: Path | None = None  # None: in-cluster service account
@@ -186,6 +197,12 @@ class Settings(BaseSettings):
     def twilio_api_base_url(self) -> str | None:
         """None means Twilio itself; locally, the carrier stand-in."""
         return self.carrier_url if self.telephony == TelephonyAdapter.LOCAL else None
+
+    @property
+    def web_search_url(self) -> str:
+        if self.web_search == WebSearchAdapter.LOCAL:
+            return f"http://{self.standins_host}:{self.search_port}/html/"
+        return self.duckduckgo_url
 
     @property
     def voice_agent_url(self) -> str:

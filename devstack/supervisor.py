@@ -66,6 +66,8 @@ class Supervisor:
             )
             await self.postgres.start()
             await self.postgres.ensure_database(database_name(settings.database_url))
+            # The cluster requires its password: the processes we start get a URL that carries it.
+            self.env["DEEPCLAW_DATABASE_URL"] = self.postgres.url(database_name(settings.database_url))
             log.info("PostgreSQL ready on 127.0.0.1:%s", self.postgres.port)
         migrate = ChildProcess("migrate", _command("migrate"), env=self.env)
         await migrate.start()
@@ -142,7 +144,8 @@ class Supervisor:
             lines += [
                 f"  Softphone    {s.carrier_url}/phone  (call the hotline {s.hotline_number})",
                 f"  Mail outbox  {s.api_base_url}/dev/outbox  (email codes, local mailer)",
-                f"  Stand-ins    carrier {s.carrier_url}, voice agent {s.voice_agent_url}, model {s.model_base_url}",
+                f"  Stand-ins    carrier {s.carrier_url}, voice agent {s.voice_agent_url}, model {s.model_base_url}, "
+                f"search {s.web_search_url}",
             ]
         lines += [f"  Data         {self.data_dir}", f"  Logs         {self.logs_dir}", "Press Ctrl-C to stop.", ""]
         return "\n".join(lines)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import pytest
 import httpx
 import psutil
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
@@ -87,7 +88,8 @@ async def _stop_and_check_nothing_left(proc: asyncio.subprocess.Process) -> floa
 async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
     env = _env(tmp_path / "data")
     log = tmp_path / "dev.log"
-    pg = dict(host="127.0.0.1", port=int(env["DEEPCLAW_DATABASE_URL"].rsplit(":", 1)[1].split("/")[0]), user="postgres", database="deepclaw")
+    pg = dict(host="127.0.0.1", port=int(env["DEEPCLAW_DATABASE_URL"].rsplit(":", 1)[1].split("/")[0]), user="postgres",
+              database="deepclaw", password=lambda: (tmp_path / "data" / "postgres.password").read_text().strip())
 
     async with dev_stack(env, log) as proc:
         health = await _wait_healthy(env, proc, log)
@@ -117,6 +119,9 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
         listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))
         assert SEARCH_ATTRIBUTES <= set(listed.custom_attributes)
 
+        with pytest.raises(asyncpg.InvalidPasswordError):  # local agents run on this host: no trust auth
+            await asyncpg.connect(**{**pg, "password": "guess"})
+        assert (tmp_path / "data" / "temporal.db").stat().st_mode & 0o077 == 0, "workflow history is the platform's alone"
         conn = await asyncpg.connect(**pg)
         for _ in range(100):  # the worker started the number pool, which buys from the carrier
             if await conn.fetchval("SELECT count(*) FROM phone_numbers WHERE state = 'available'") == 5:

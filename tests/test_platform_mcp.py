@@ -25,6 +25,7 @@ from core.ports import AgentSpec, McpServerSpec
 from core.process import free_port
 from core.serve import serving
 from core.settings import Settings
+from emulators import search
 from tests.conftest import LocalCarrier, unique_area_code
 from tests.memory_runtime import MemoryRuntime
 from workflows.reminder import ReminderWorkflow
@@ -38,6 +39,7 @@ class Mcp:
     number: str
     carrier: LocalCarrier
     sessions: async_sessionmaker[AsyncSession]
+    app: Any
 
     async def rpc(self, method: str, params: dict[str, Any] | None = None, **extra: Any) -> httpx.Response:
         async with httpx.AsyncClient(timeout=30) as http:
@@ -52,7 +54,8 @@ class Mcp:
 @pytest.fixture
 async def mcp(settings: Settings, sessions: async_sessionmaker[AsyncSession], local_carrier: LocalCarrier,
               temporal_env: WorkflowEnvironment) -> AsyncIterator[Mcp]:
-    settings = settings.model_copy(update={"api_port": free_port(), "carrier_port": local_carrier.port})
+    settings = settings.model_copy(update={"api_port": free_port(), "carrier_port": local_carrier.port,
+                                           "search_port": free_port()})
     telephony = local_carrier.telephony
     [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
     owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice", sms_url="")
@@ -64,8 +67,10 @@ async def mcp(settings: Settings, sessions: async_sessionmaker[AsyncSession], lo
     server = platform_mcp_server(settings, user.id)
     async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue, workflows=[ReminderWorkflow],
                       activities=ReminderActivities(telephony, sessions, settings).all()):
-        async with serving(create_app(settings), "127.0.0.1", settings.api_port):
-            yield Mcp(server.url, server.headers, user, owned.e164, local_carrier, sessions)
+        app = create_app(settings)
+        async with serving(app, "127.0.0.1", settings.api_port), \
+                   serving(search.create_app(), "127.0.0.1", settings.search_port):
+            yield Mcp(server.url, server.headers, user, owned.e164, local_carrier, sessions, app)
 
 
 async def _texts(mcp: Mcp, containing: str, timeout: float = 20) -> list[str]:
@@ -95,7 +100,7 @@ async def test_the_agent_sets_lists_and_cancels_reminders_and_reaches_its_user(m
                                headers=mcp.headers)
     assert note.status_code == 202
     tools = {t["name"] for t in (await mcp.rpc("tools/list")).json()["result"]["tools"]}
-    assert tools == {"schedule_reminder", "list_reminders", "cancel_reminder", "send_sms", "call_me"}
+    assert tools == {"schedule_reminder", "list_reminders", "cancel_reminder", "send_sms", "call_me", "web_search"}
 
     # Due in about a second: a durable timer in ReminderWorkflow, then a text from the user's number.
     said, failed = await mcp.tool("schedule_reminder", text="take the pasta off", in_minutes=0.02)
@@ -131,6 +136,21 @@ async def test_the_agent_sets_lists_and_cancels_reminders_and_reaches_its_user(m
     assert len(placed) == 2 and placed[-1].from_ == mcp.number
 
 
+async def test_the_agent_searches_the_web_with_no_key(mcp: Mcp) -> None:
+    found, failed = await mcp.tool("web_search", query="temporal durable execution", count=2)
+    assert not failed
+    assert found.startswith("1. Temporal — durable execution\n   https://temporal.io/\n   Temporal keeps"), found
+    assert "ads.example" not in found and found.count("\n") == 5  # two results, three lines each
+    nothing, failed = await mcp.tool("web_search", query="qqqq zzzz")
+    assert not failed and nothing == "No results for 'qqqq zzzz'."
+
+
+async def test_a_failing_search_provider_is_explained_to_the_agent(mcp: Mcp) -> None:
+    mcp.app.state.web_search.url = f"http://127.0.0.1:{free_port()}/html/"
+    text, failed = await mcp.tool("web_search", query="anything")
+    assert failed and "web search is unavailable right now" in text, text
+
+
 @pytest.mark.parametrize(("name", "arguments", "says"), [
     ("schedule_reminder", {"text": "x"}, "say when"),
     ("schedule_reminder", {"text": "x", "at": "tomorrow at nine"}, "ISO 8601"),
@@ -143,6 +163,9 @@ async def test_the_agent_sets_lists_and_cancels_reminders_and_reaches_its_user(m
     ("cancel_reminder", {"id": str(uuid.uuid4())}, "no reminder"),
     ("send_sms", {"text": "y" * 1000}, "too long"),
     ("order_pizza", {}, "unknown tool"),
+    ("web_search", {}, "'query' is required"),
+    ("web_search", {"query": "temporal", "count": 50}, "from 1 to 10"),
+    ("web_search", {"query": "temporal", "count": "3"}, "from 1 to 10"),
 ])
 async def test_bad_tool_calls_are_answered_with_the_reason(mcp: Mcp, name: str, arguments: dict[str, Any],
                                                           says: str) -> None:

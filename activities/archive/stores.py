@@ -26,6 +26,7 @@ class FolderArchiveStore:
     async def put(self, key: str, source: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # users' bundles: the platform's alone
         partial = target.with_name(target.name + ".partial")
         await asyncio.to_thread(shutil.copyfile, source, partial)
         partial.replace(target)  # a crash never leaves half an archive under the real key

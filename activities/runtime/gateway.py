@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from activities.runtime.agent_users import AgentUser
 from activities.runtime.openclaw_config import SLIM_ENV
 from core.process import ChildProcess
 from devstack.tools import Tools
 
 
+# Per gateway: a fork bomb in the agent's code execution stops here (threads count too).
+MAX_PROCESSES = 2048
+
+
 class GatewayProcess:
-    def __init__(self, tools: Tools, home: Path, *, port: int, token: str, config: dict[str, Any]) -> None:
+    def __init__(self, tools: Tools, home: Path, *, port: int, token: str, config: dict[str, Any],
+                 user: AgentUser | None = None) -> None:
         self.tools = tools.require()
         self.home = home
         self.port = port
         self.token = token
         self.config = config
+        self.user = user  # the Unix user it runs as (None: ours)
         self.child: ChildProcess | None = None
 
     @property
@@ -42,8 +50,8 @@ class GatewayProcess:
             "OPENCLAW_STATE_DIR": str(self.state_dir),
             "OPENCLAW_CONFIG_PATH": str(self.config_path),
             "OPENCLAW_GATEWAY_TOKEN": self.token,
-            # Node's compile cache lives under TMPDIR: keep it across restarts, shared by all gateways.
-            "TMPDIR": str(self.tools.root / "tmp"),
+            # Node's compile cache lives under TMPDIR: keep it across restarts (one per Unix user).
+            "TMPDIR": str(self.user.scratch if self.user else self.tools.root / "tmp"),
             **SLIM_ENV,
         }
 
@@ -52,10 +60,19 @@ class GatewayProcess:
         (self.tools.root / "tmp").mkdir(exist_ok=True)
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.config, indent=2))
+        self.own(tmp)
         tmp.replace(self.config_path)
+
+    def own(self, path: Path) -> None:
+        """What the platform creates for the gateway belongs to the gateway's Unix user."""
+        if self.user:
+            os.chown(path, *self.user.ids)
 
     async def start(self, log_path: Path | None = None, *, nice: int = 0) -> None:
         self.write_config()
+        for path in (self.home, self.state_dir):  # its home is its own, and no one else's
+            path.chmod(0o700)
+            self.own(path)
         self.child = ChildProcess(
             f"openclaw:{self.port}",
             [str(self.tools.node), str(self.tools.openclaw), "gateway", "run"],
@@ -63,6 +80,8 @@ class GatewayProcess:
             cwd=str(self.home),
             log_path=str(log_path or self.home / "gateway.log"),
             nice=nice,
+            user=self.user.name if self.user else None,
+            limits={resource.RLIMIT_NPROC: MAX_PROCESSES, resource.RLIMIT_CORE: 0} if self.user else None,
         )
         await self.child.start()
 

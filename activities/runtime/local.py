@@ -8,6 +8,8 @@ A cold OpenClaw start takes ~10 s to healthy and ~10 s more to a first answer on
 - Idle = SIGSTOP (memory kept, ~0.3 s back); Sleeping = no process; the user's state (workspace,
   sessions) lives in the user's own folder and follows them from process to process.
 - Archive = a tar.gz of that folder in the ArchiveStore; restore unpacks it byte for byte.
+- Each gateway runs as a Unix user of its own (agent_users.py): code the agent executes reaches its
+  own user's folder and nothing of the platform's or of other users'.
 Gateways are children of the worker with PDEATHSIG: a dead worker leaks nothing, and a new worker
 simply wakes users again from their folders.
 """
@@ -29,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from activities.runtime.agent_users import AgentUsers
 from activities.runtime.gateway import GatewayProcess
 from activities.runtime.openclaw_config import (
     ModelProvider,
@@ -38,7 +41,7 @@ from activities.runtime.openclaw_config import (
     with_mcp_servers,
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
-from core.process import free_port
+from core.process import ChildProcess, free_port, grant_traverse
 from devstack.tools import Tools
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,7 @@ RELOAD_TIMEOUT_S = 20.0
 # never slow the user whose wake is in progress.
 SPARE_NICE = 15
 REPLENISH_DELAY_S = 15.0
-
-
+CLEANUP_TIMEOUT_S = 60.0
 
 
 def _personality_prompt(spec: AgentSpec) -> str:
@@ -78,6 +80,13 @@ class LocalAgentRuntime:
         self._running: dict[uuid.UUID, _Running] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
+        for folder in (self.root, self.root / "users", self.root / "gateways"):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o711)  # gateways reach their own folders inside; nobody lists them
+        grant_traverse(self.root)
+        grant_traverse(tools.openclaw_dir)
+        grant_traverse(tools.node_dir)
+        self.users = AgentUsers(tools.root / "tmp")
 
     # ---- folders --------------------------------------------------------------------------
 
@@ -96,7 +105,11 @@ class LocalAgentRuntime:
     # ---- spares ---------------------------------------------------------------------------
 
     def _base_config(self, port: int) -> dict[str, Any]:
-        return render_config(port=port, bind="loopback", model=self.model)
+        config = render_config(port=port, bind="loopback", model=self.model)
+        # Session-store maintenance would start a worker thread on a new agent's first turn (~2 s of
+        # the wake on two cores); it runs at sleep instead (_clean_sessions).
+        config["session"] = {"maintenance": {"mode": "warn"}}
+        return config
 
     async def _start_spare(self) -> None:
         self._starting += 1
@@ -105,14 +118,13 @@ class LocalAgentRuntime:
             home = self.root / "gateways" / f"{port}-{secrets.token_hex(4)}"
             home.mkdir(parents=True)
             gateway = GatewayProcess(self.tools, home, port=port, token=secrets.token_urlsafe(32),
-                                     config=self._base_config(port))
-            await gateway.start(nice=SPARE_NICE)
+                                     config=self._base_config(port), user=self.users.acquire())
             try:
+                await gateway.start(nice=SPARE_NICE)
                 await gateway.wait_ready()
                 await self._warm_up(gateway)
             except BaseException:  # cancelled by close() too: never leave a half-started gateway
-                await asyncio.shield(gateway.stop())
-                shutil.rmtree(home, ignore_errors=True)
+                await asyncio.shield(self._discard(gateway))
                 raise
             await self._spares.put(gateway)
         finally:
@@ -155,6 +167,7 @@ class LocalAgentRuntime:
 
     async def create(self, spec: AgentSpec) -> None:
         folder = self.user_dir(spec.user_id)
+        folder.mkdir(mode=0o700, exist_ok=True)
         (folder / "workspace").mkdir(parents=True, exist_ok=True)
         (folder / "agent").mkdir(parents=True, exist_ok=True)
         (folder / "spec.json").write_text(spec.model_dump_json(indent=2))
@@ -172,9 +185,12 @@ class LocalAgentRuntime:
     async def _assign(self, gateway: GatewayProcess, spec: AgentSpec) -> None:
         """Give a gateway this user's agent: their folder behind the agent's paths, then hot reload."""
         folder = self.user_dir(spec.user_id)
+        self.users.hand_over(folder, gateway.user)
         ident = agent_id(spec.user_id)
         link = gateway.state_dir / "agents" / ident
-        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.parent.exists():
+            link.parent.mkdir(parents=True)
+            gateway.own(link.parent)
         if not link.is_symlink():
             shutil.rmtree(link, ignore_errors=True)
             link.symlink_to(folder, target_is_directory=True)  # sessions land in <folder>/agent
@@ -210,7 +226,7 @@ class LocalAgentRuntime:
             try:
                 await self._assign(gateway, spec)
             except Exception:
-                await gateway.stop()
+                await self._discard(gateway, user_id)
                 raise
             self._running[user_id] = _Running(gateway)
             return self._endpoint(gateway)
@@ -230,7 +246,36 @@ class LocalAgentRuntime:
             if running.paused and running.gateway.child and running.gateway.child.running:
                 os.killpg(running.gateway.child.pid, signal.SIGCONT)  # a stopped process can't handle SIGTERM
             await running.gateway.stop()
-            shutil.rmtree(running.gateway.home, ignore_errors=True)  # the gateway's own scratch, not the user's
+            await self._clean_sessions(running.gateway, user_id)
+            await self._discard(running.gateway, user_id)
+
+    async def _discard(self, gateway: GatewayProcess, user_id: uuid.UUID | None = None) -> None:
+        """Stop a gateway for good: its scratch goes, the user's folder is root's again, its Unix user is free."""
+        await gateway.stop()
+        if user_id is not None:
+            self.users.take_back(self.user_dir(user_id), gateway.user)
+        shutil.rmtree(gateway.home, ignore_errors=True)  # the gateway's own scratch, not the user's
+        self.users.release(gateway.user)
+        gateway.user = None
+
+    async def _clean_sessions(self, gateway: GatewayProcess, user_id: uuid.UUID) -> None:
+        """OpenClaw's session retention (age, count, disk budget), run offline while the agent sleeps."""
+        cleanup = ChildProcess(
+            f"openclaw-sessions-cleanup:{user_id.hex[:8]}",
+            [str(self.tools.node), str(self.tools.openclaw), "sessions", "cleanup", "--enforce",
+             "--agent", agent_id(user_id), "--json"],
+            env=gateway.environment(), cwd=str(gateway.home), log_path=str(gateway.home / "cleanup.log"),
+            user=gateway.user.name if gateway.user else None, nice=SPARE_NICE)
+        await cleanup.start()
+        try:
+            code = await asyncio.wait_for(cleanup.wait(), CLEANUP_TIMEOUT_S)
+        except TimeoutError:
+            code = None
+        finally:
+            await cleanup.stop(timeout=1.0)
+        if code != 0:
+            log.warning("session cleanup for user %s ended with %s: %s", user_id, code,
+                        (gateway.home / "cleanup.log").read_text(errors="replace")[-500:])
 
     async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str:
         await self.sleep(user_id)
@@ -275,9 +320,7 @@ class LocalAgentRuntime:
         for user_id in list(self._running):
             await self.sleep(user_id)
         while not self._spares.empty():
-            gateway = self._spares.get_nowait()
-            await gateway.stop()
-            shutil.rmtree(gateway.home, ignore_errors=True)
+            await self._discard(self._spares.get_nowait())
 
 
 def _pack(folder: Path, bundle: Path) -> None:

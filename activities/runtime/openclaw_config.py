@@ -14,6 +14,7 @@ from core.ports import McpServerSpec
 from core.settings import Settings
 
 GATEWAY_PORT = 18789
+PLATFORM_PROVIDED_TOOLS = ("web_search", "cron")  # OpenClaw's own, replaced by deepclaw__web_search / __schedule_reminder
 PROVIDER_ID = "deepclaw"
 
 # Start-up cost matters (see docs/platform-facts.md): nothing we don't use is switched on.
@@ -92,6 +93,9 @@ def render_config(*, port: int, bind: str, model: ModelProvider, api_key_env: st
             }
         },
         "agents": {"defaults": {"model": {"primary": f"{PROVIDER_ID}/{model.model}"}}},
+        # One mechanism each, the platform's (its MCP server): web search that needs no key, and
+        # reminders as durable ReminderWorkflows that text or call the user.
+        "tools": {"deny": list(PLATFORM_PROVIDED_TOOLS)},
         "browser": {"enabled": False},
         "discovery": {"mdns": {"mode": "off"}},
         "update": {"checkOnStart": False},

@@ -4,11 +4,13 @@ user's memory following them, archive and restore byte for byte, and no process 
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from activities.archive.stores import FolderArchiveStore
 from activities.runtime.local import LocalAgentRuntime
@@ -116,3 +118,61 @@ async def test_archive_and_restore_through_the_s3_emulator(tools: Tools, tmp_pat
         server.stop()
     assert _checksums(folder) == state
     assert await runtime.status(user) == RuntimeState.STOPPED
+
+
+def _uid_processes(uid: int) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="confining agents to Unix users of their own needs root (CI is root)")
+async def test_each_agent_executes_code_as_its_own_unix_user(
+    tools: Tools, model_server: tuple[str, ModelScript], tmp_path: Path
+) -> None:
+    """The agent's own `exec` tool, driven by the model: it reads its user's files, not another user's,
+    nothing of the platform's, and what it leaves running dies with its gateway."""
+    import re
+
+    from emulators.llm import ScriptedReply
+
+    base_url, script = model_server
+    runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID),
+                                spares=2, replenish_delay_s=0)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    secret_file = tmp_path / "platform-secret.txt"
+    secret_file.write_text("platform secret\n")
+    secret_file.chmod(0o600)
+    try:
+        runtime.replenish()
+        for user, name in ((alice, "Alice"), (bob, "Bob")):
+            await runtime.create(AgentSpec(user_id=user, agent_name=name))
+        alice_endpoint, bob_endpoint = await runtime.wake(alice), await runtime.wake(bob)
+        uids = {}
+        for user in (alice, bob):
+            folder = runtime.user_dir(user)
+            gateway = runtime._running[user].gateway  # noqa: SLF001
+            uids[user] = gateway.user.uid
+            assert psutil.Process(gateway.child.pid).uids().real == gateway.user.uid != 0
+            assert folder.stat().st_uid == gateway.user.uid and folder.stat().st_mode & 0o777 == 0o700
+        assert uids[alice] != uids[bob]
+
+        alice_soul = runtime.user_dir(alice) / "workspace" / "SOUL.md"
+        command = (f"id -u; cat SOUL.md | head -1; cat {alice_soul} || echo ALICE-DENIED; "
+                   f"cat {secret_file} || echo PLATFORM-DENIED; (setsid sleep 600 >/dev/null 2>&1 &)")
+        script.replies.append(ScriptedReply(re.compile("run the check"), "", tool_call={
+            "name": "exec", "arguments": {"command": command}}))
+        await _chat(bob_endpoint, bob, "run the check")
+        [output] = [m["content"] for request in script.requests for m in request["messages"]
+                    if m.get("role") == "tool" and "ALICE-DENIED" in str(m.get("content"))]
+        output = str(output)
+        assert str(uids[bob]) in output and "# Bob" in output, output
+        assert "Permission denied" in output and "PLATFORM-DENIED" in output and "platform secret" not in output
+        assert "You are Alice" not in output
+        assert _uid_processes(uids[bob]), "the daemonised sleep runs as Bob's Unix user"
+
+        await runtime.sleep(bob)
+        assert runtime.user_dir(bob).stat().st_uid == 0, "a sleeping user's folder is root's again"
+        assert _uid_processes(uids[bob]) == [], "nothing Bob's agent started outlives its gateway"
+        assert await _chat(alice_endpoint, alice, "still there?")
+    finally:
+        await runtime.close()

@@ -18,6 +18,7 @@ from core.process import free_port
 from core.serve import serving
 from core.models import User
 from core.settings import Settings
+from emulators import search
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
@@ -29,13 +30,14 @@ from workers.main import run_worker
 
 def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, model_base_url: str, data_dir: Path,
                       **overrides: Any) -> Settings:
-    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent")}
+    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search")}
     return Settings(
         _env_file=None, data_dir=data_dir, database_url=database_url,
         temporal_address=temporal_env.client.service_client.config.target_host,
         temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
         voice_media_port=ports["media"],
-        carrier_port=ports["carrier"], voice_agent_port=ports["agent"], llm_base_url=model_base_url,
+        carrier_port=ports["carrier"], voice_agent_port=ports["agent"], search_port=ports["search"],
+        llm_base_url=model_base_url,
         local_agent_spares=1, worker_heartbeat_interval_s=1, **{"number_pool_target": 0, **overrides})
 
 
@@ -47,6 +49,7 @@ async def start_platform(stack: AsyncExitStack, settings: Settings) -> tuple[Car
     stop = asyncio.Event()
     await stack.enter_async_context(serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port))
     await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
+    await stack.enter_async_context(serving(search.create_app(), "127.0.0.1", settings.search_port))
     await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
     await stack.enter_async_context(voice_serving(settings))
     worker = asyncio.create_task(run_worker(settings, stop))

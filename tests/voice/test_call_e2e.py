@@ -90,7 +90,7 @@ async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_s
 async def test_a_call_is_answered_by_the_users_own_openclaw(
     platform: Platform, model_server: tuple[str, ModelScript], sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    base_url, _ = model_server
+    base_url, script = model_server
     async with httpx.AsyncClient() as http:
         await http.post(base_url[:-3] + "/control/replies", json={"match": "long story", "reply": LONG_STORY})
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
@@ -113,6 +113,19 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
         await phone.say("remind me to water the plants")
         reminder = await phone.wait_for("sms", lambda e: "water the plants" in e["body"], timeout=60)
         assert reminder["body"] == "Reminder: water the plants" and reminder["from"] == platform.number
+
+        # And searches the web with no key or account (DuckDuckGo's page shape, from the stand-in).
+        async with httpx.AsyncClient() as http:
+            await http.post(base_url[:-3] + "/control/replies", json={"match": "look up temporal", "tool_call": {
+                "name": "tool_call", "arguments": {"id": "deepclaw__web_search",
+                                                   "args": {"query": "temporal durable execution", "count": 3}}}})
+        await phone.say("look up temporal for me")
+        await agent_said(platform.agent, "You said: look up temporal for me")
+        async with httpx.AsyncClient() as http:
+            asked = (await http.get(f"http://127.0.0.1:{platform.settings.search_port}/control/queries")).json()
+        assert asked == ["temporal durable execution"]
+        assert any("https://temporal.io/" in str(m.get("content")) for r in script.requests for m in r["messages"]
+                   if m.get("role") == "tool"), "the search results reached the model"
 
         # Barge-in: interrupt a long answer; the bridge tells the carrier to drop queued audio.
         await phone.say("tell me a long story")
