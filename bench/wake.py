@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import statistics
 import sys
@@ -143,6 +144,8 @@ async def measure(client, sessions, runtime: LocalAgentRuntime, rounds: int) -> 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("activities.runtime.local").setLevel(logging.INFO)  # each wake's breakdown
     figures = asyncio.run(main(parser.parse_args().rounds))
     print(json.dumps(figures), flush=True)
     os._exit(0)  # temporalio may abort at interpreter exit in short scripts

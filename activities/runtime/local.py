@@ -222,13 +222,17 @@ class LocalAgentRuntime:
                     running.paused = False
                 return self._endpoint(running.gateway)
             spec = self._spec(user_id)
+            started = time.monotonic()
             gateway = await self._claim_spare()
+            claimed = time.monotonic()
             try:
                 await self._assign(gateway, spec)
             except Exception:
                 await self._discard(gateway, user_id)
                 raise
             self._running[user_id] = _Running(gateway)
+            log.info("woke user %s on :%s in %.2f s (spare %.2f s, agent loaded %.2f s)", user_id, gateway.port,
+                     time.monotonic() - started, claimed - started, time.monotonic() - claimed)
             return self._endpoint(gateway)
 
     async def pause(self, user_id: uuid.UUID) -> None:
