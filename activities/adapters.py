@@ -56,7 +56,8 @@ def agent_runtime(settings: Settings) -> AgentRuntime:
     from devstack.tools import Tools
 
     return LocalAgentRuntime(Tools(settings.tools_dir.expanduser()).require(), settings.data_dir.resolve() / "agents",
-                             ModelProvider.from_settings(settings), spares=settings.local_agent_spares)
+                             ModelProvider.from_settings(settings), secret=settings.platform_secret.get_secret_value(),
+                             spares=settings.local_agent_spares)
 
 
 def kubernetes_runtime(settings: Settings) -> AgentRuntime:
@@ -79,4 +80,5 @@ def kubernetes_runtime(settings: Settings) -> AgentRuntime:
         image=image, archiver_image=settings.kubernetes_archiver_image, storage_class=settings.kubernetes_storage_class,
         storage_size=settings.kubernetes_storage_size, archive_secret=settings.kubernetes_archive_secret,
         archive_bucket=settings.s3_bucket, archive_endpoint=settings.s3_endpoint_url)
-    return KubernetesAgentRuntime(client.ApiClient(configuration), cluster, ModelProvider.from_settings(settings))
+    return KubernetesAgentRuntime(client.ApiClient(configuration), cluster, ModelProvider.from_settings(settings),
+                                  secret=settings.platform_secret.get_secret_value())

@@ -52,11 +52,14 @@ from workflows.agent_lifecycle import (  # noqa: E402
 )
 
 
+SECRET = "bench-platform-secret"  # gateway tokens derive from it
+
+
 async def chat(endpoint: AgentEndpoint, user_id: uuid.UUID, text: str) -> str:
     async with httpx.AsyncClient(timeout=120) as http:
         response = await http.post(
             f"{endpoint.base_url}/v1/chat/completions",
-            headers={"Authorization": f"Bearer {endpoint.token}", "x-openclaw-session-key": "bench"},
+            headers={**endpoint.authorization(SECRET), "x-openclaw-session-key": "bench"},
             json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]})
     response.raise_for_status()
     return response.json()["choices"][0]["message"]["content"]
@@ -84,6 +87,7 @@ async def main(rounds: int) -> dict[str, float]:
         async with scratch_stack(Path(tmp), "bench") as stack:
             llm_port = free_port()
             settings = Settings(_env_file=None, data_dir=Path(tmp) / "data", database_url=stack.database_url,
+                                platform_secret=SECRET,
                                 temporal_address=stack.temporal.address, llm_port=llm_port, local_agent_spares=1,
                                 temporal_task_queue="bench")
             engine = create_engine(settings.database_url)

@@ -10,6 +10,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from core import tokens
+
 
 class OwnedNumber(BaseModel):
     sid: str
@@ -96,10 +98,17 @@ class AgentSpec(BaseModel):
 
 
 class AgentEndpoint(BaseModel):
-    """Where the platform reaches a user's gateway. The token never leaves the platform."""
+    """Where the platform reaches a user's gateway. Its token is derived from the platform secret, never
+    carried (this travels through Temporal's history)."""
 
     base_url: str
-    token: str
+    instance: str  # which gateway at that URL (a fresh one per local process; per user on Kubernetes)
+
+    def token(self, secret: str) -> str:
+        return tokens.gateway_token(secret, self.base_url, self.instance)
+
+    def authorization(self, secret: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(secret)}"}
 
 
 class AgentRuntime(Protocol):

@@ -2,6 +2,7 @@
 
 They carry who and which call, and expire; the gateway token of a user's OpenClaw never leaves
 the platform. One-time use of stream tokens is enforced where the call is recorded (unique CallSid).
+Gateway tokens are derived from the platform secret, so no message or workflow history carries one.
 """
 
 from __future__ import annotations
@@ -46,3 +47,10 @@ def verify(token: str, secret: str, *, kind: str) -> dict[str, Any]:
     if claims.get("exp", 0) < time.time():
         raise InvalidToken("token expired")
     return claims
+
+
+def gateway_token(secret: str, base_url: str, instance: str) -> str:
+    """The bearer token of one OpenClaw gateway (`instance`: what tells this gateway from an earlier one
+    at the same URL, so a token an agent once saw opens no later gateway)."""
+    mac = hmac.new(secret.encode(), f"openclaw-gateway|{base_url}|{instance}".encode(), hashlib.sha256).digest()
+    return _b64(mac)

@@ -37,7 +37,7 @@ class MemoryRuntime:
         self.calls["wake"] += 1
         await asyncio.sleep(self.wake_s)
         self.states[user_id] = RuntimeState.RUNNING
-        return AgentEndpoint(base_url=f"http://127.0.0.1:1/{user_id.hex[:6]}", token="t")
+        return AgentEndpoint(base_url=f"http://127.0.0.1:1/{user_id.hex[:6]}", instance="memory")
 
     async def pause(self, user_id: uuid.UUID) -> None:
         self.calls["pause"] += 1

@@ -125,7 +125,7 @@ class LlmProxy:
             return
         try:
             async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=forward,
-                                        headers={**headers, "Authorization": f"Bearer {endpoint.token}"}) as answer:
+                                        headers={**headers, **endpoint.authorization(self.secret)}) as answer:
                 if answer.status_code != 200:
                     raise httpx.HTTPStatusError(f"OpenClaw answered {answer.status_code}", request=answer.request,
                                                 response=answer)
@@ -159,7 +159,7 @@ class LlmProxy:
         answer = await self.http.post(
             f"{endpoint.base_url}/v1/chat/completions",
             json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]},
-            headers={"Authorization": f"Bearer {endpoint.token}", "x-openclaw-session-key": session_key})
+            headers={**endpoint.authorization(self.secret), "x-openclaw-session-key": session_key})
         answer.raise_for_status()
         return answer.json()["choices"][0]["message"]["content"]
 
@@ -171,7 +171,7 @@ class LlmProxy:
         try:
             answer = await self.http.post(f"{endpoint.base_url}/v1/chat/completions",
                                           json={**forward, "stream": False},
-                                          headers={**headers, "Authorization": f"Bearer {endpoint.token}"})
+                                          headers={**headers, **endpoint.authorization(self.secret)})
             answer.raise_for_status()
             completion = answer.json()
             message = completion["choices"][0]["message"]

@@ -9,8 +9,6 @@ Kubernetes cannot freeze a pod, so Idle (pause) keeps it running until Sleep.
 from __future__ import annotations
 
 import asyncio
-import base64
-import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -137,8 +135,9 @@ class ApiStatus:
 
 
 class KubernetesAgentRuntime:
-    def __init__(self, api_client: k8s.ApiClient, cluster: ClusterSettings, model: ModelProvider, *,
+    def __init__(self, api_client: k8s.ApiClient, cluster: ClusterSettings, model: ModelProvider, *, secret: str,
                  status: ClusterStatus | None = None, poll_s: float = 1.0, ready_timeout_s: float = 300.0) -> None:
+        self.secret = secret  # gateway tokens are derived from it (core.tokens.gateway_token)
         self.api = KubeApi(api_client, cluster.namespace)
         self.cluster = cluster
         self.model = model
@@ -172,16 +171,20 @@ class KubernetesAgentRuntime:
             manifests.stateful_set(names, cluster, replicas=replicas, extra_env=list(hidden)),
         ]
 
+    def _endpoint(self, user_id: uuid.UUID) -> AgentEndpoint:
+        """One gateway per user at a stable in-cluster URL; the user is the instance."""
+        names = AgentNames(user_id)
+        return AgentEndpoint(base_url=f"http://{names.base}.{self.cluster.namespace}.svc.cluster.local:{GATEWAY_PORT}",
+                             instance=user_id.hex)
+
     async def create(self, spec: AgentSpec) -> None:
         names = AgentNames(spec.user_id)
-        existing = await self.api.read("Secret", names.secret)
-        token = (base64.b64decode(existing.data["gateway-token"]).decode() if existing and existing.data
-                 else secrets.token_urlsafe(32))
         workload = await self.api.read("StatefulSet", names.base)
         replicas = workload.spec.replicas if workload and workload.spec else 0
+        # The token is derived, so it is the same on every retry and settings change.
+        token = self._endpoint(spec.user_id).token(self.secret)
         for manifest in self.manifests(spec, gateway_token=token, replicas=replicas):
-            # The token stays stable across retries and settings changes.
-            await self.api.apply(manifest, replace=manifest["kind"] != "Secret")
+            await self.api.apply(manifest, replace=True)
 
     async def apply(self, spec: AgentSpec) -> None:
         await self.create(spec)  # ConfigMap replaced in place; OpenClaw hot-reloads it
@@ -203,10 +206,7 @@ class KubernetesAgentRuntime:
         if not await self.api.scale(names.base, 1):
             raise LookupError(f"no agent workload for user {user_id}")
         await self._wait(lambda: self._ready_or_none(names), f"agent {names.base} readiness")
-        secret = await self.api.read("Secret", names.secret)
-        token = base64.b64decode(secret.data["gateway-token"]).decode()
-        host = f"{names.base}.{self.cluster.namespace}.svc.cluster.local"
-        return AgentEndpoint(base_url=f"http://{host}:{GATEWAY_PORT}", token=token)
+        return self._endpoint(user_id)
 
     async def _ready_or_none(self, names: AgentNames) -> bool | None:
         return True if await self.status_reader.workload_ready(names) else None

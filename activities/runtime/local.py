@@ -67,8 +67,9 @@ class _Running:
 
 
 class LocalAgentRuntime:
-    def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, spares: int = 1,
+    def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, secret: str, spares: int = 1,
                  replenish_delay_s: float = REPLENISH_DELAY_S) -> None:
+        self.secret = secret  # gateway tokens are derived from it (core.tokens.gateway_token)
         self.replenish_delay_s = replenish_delay_s
         self.tools = tools
         self.root = root.resolve()
@@ -117,8 +118,9 @@ class LocalAgentRuntime:
             port = free_port()
             home = self.root / "gateways" / f"{port}-{secrets.token_hex(4)}"
             home.mkdir(parents=True)
-            gateway = GatewayProcess(self.tools, home, port=port, token=secrets.token_urlsafe(32),
-                                     config=self._base_config(port), user=self.users.acquire())
+            endpoint = AgentEndpoint(base_url=f"http://127.0.0.1:{port}", instance=secrets.token_hex(8))
+            gateway = GatewayProcess(self.tools, home, port=port, token=endpoint.token(self.secret),
+                                     config=self._base_config(port), user=self.users.acquire(), instance=endpoint.instance)
             try:
                 await gateway.start(nice=SPARE_NICE)
                 await gateway.wait_ready()
@@ -211,7 +213,7 @@ class LocalAgentRuntime:
         raise TimeoutError(f"gateway on :{gateway.port} did not load agent {ident}")
 
     def _endpoint(self, gateway: GatewayProcess) -> AgentEndpoint:
-        return AgentEndpoint(base_url=gateway.base_url, token=gateway.token)
+        return AgentEndpoint(base_url=gateway.base_url, instance=gateway.instance)
 
     async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
         async with self._lock(user_id):

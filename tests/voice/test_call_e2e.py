@@ -5,7 +5,9 @@ voice bridge -> Deepgram-protocol voice agent -> LLM proxy -> AgentLifecycleWork
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -89,6 +91,7 @@ async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_s
 
 async def test_a_call_is_answered_by_the_users_own_openclaw(
     platform: Platform, model_server: tuple[str, ModelScript], sessions: async_sessionmaker[AsyncSession],
+    temporal_env: WorkflowEnvironment,
 ) -> None:
     base_url, script = model_server
     async with httpx.AsyncClient() as http:
@@ -168,6 +171,20 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
         await phone.dial(platform.number)
         await agent_said(platform.agent, greeting[:40])
         await phone.hangup()
+
+    # The gateway's token is derived from the platform secret: the agent's history never holds it.
+    handle = temporal_env.client.get_workflow_handle(workflow_id(platform.user.id))
+    endpoint = await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    history = _history_text(await handle.fetch_history())
+    assert endpoint.base_url in history, "the history was read, payloads included"
+    assert endpoint.token(platform.settings.platform_secret.get_secret_value()) not in history
+
+
+def _history_text(history: Any) -> str:
+    """A workflow's history as text, its payloads (base64 in the JSON) decoded."""
+    raw = history.to_json()
+    payloads = [base64.b64decode(data).decode(errors="replace") for data in re.findall(r'"data":\s*"([A-Za-z0-9+/=]+)"', raw)]
+    return "\n".join([raw, *payloads])
 
 
 async def test_keypad_digits_reach_the_agent_and_goodbye_hangs_up(
