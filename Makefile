@@ -6,7 +6,9 @@ STAMP := $(VENV)/.deps-installed
 
 # Debian packages: espeak-ng (the voice-agent stand-in speaks with it) and npm (installs the
 # pinned Node/OpenClaw once). Installed when missing and we are root; otherwise we say what to do.
+# As root, also iptables: it keeps local agents off the platform's loopback services.
 SYSTEM_DEPS := espeak-ng npm
+ROOT_DEPS := iptables
 
 .PHONY: run test bootstrap tools system-deps clean
 
@@ -20,6 +22,7 @@ bootstrap: system-deps $(STAMP)
 
 system-deps:
 	@missing=""; for cmd in $(SYSTEM_DEPS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ "$$(id -u)" = 0 ]; then for cmd in $(ROOT_DEPS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

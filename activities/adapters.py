@@ -57,7 +57,7 @@ def agent_runtime(settings: Settings) -> AgentRuntime:
 
     return LocalAgentRuntime(Tools(settings.tools_dir.expanduser()).require(), settings.data_dir.resolve() / "agents",
                              ModelProvider.from_settings(settings), secret=settings.platform_secret.get_secret_value(),
-                             spares=settings.local_agent_spares)
+                             spares=settings.local_agent_spares, reachable=[settings.api_base_url])  # MCP server
 
 
 def kubernetes_runtime(settings: Settings) -> AgentRuntime:

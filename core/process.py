@@ -63,7 +63,9 @@ class ChildProcess:
         log_path: str | None = None,
         nice: int = 0,
         limits: Mapping[int, int] | None = None,
+        extra_groups: Sequence[int] = (),
     ) -> None:
+        self.extra_groups = list(extra_groups)  # with `user`: its supplementary groups (else none)
         self.name = name
         self.nice = nice
         self.limits = dict(limits or {})  # resource.RLIMIT_* -> soft and hard limit
@@ -85,7 +87,8 @@ class ChildProcess:
 
     async def start(self) -> None:
         # Another user gets that user's own group and none of ours (root's groups would leak through).
-        ids = {"user": self.user, "group": pwd.getpwnam(self.user).pw_gid, "extra_groups": []} if self.user else {}
+        ids = ({"user": self.user, "group": pwd.getpwnam(self.user).pw_gid, "extra_groups": self.extra_groups}
+               if self.user else {})
         output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (owned by the child)
         try:
             self.proc = await asyncio.create_subprocess_exec(

@@ -9,6 +9,9 @@ never share one), and handed back with every process it left killed. The user's 
 that Unix user (0700) only while their gateway runs; otherwise it is root's again, so a later
 gateway under the same Unix user cannot read it.
 
+Every agent user also has the supplementary group `deepclaw-agents`, which agent_network.py uses to
+keep agents off the platform's own loopback services.
+
 Confinement needs root (to create users and switch to them). A non-root platform runs gateways
 as itself and says so once in the log.
 """
@@ -16,21 +19,25 @@ as itself and says so once in the log.
 from __future__ import annotations
 
 import fcntl
+import grp
 import logging
 import os
 import pwd
 import signal
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from activities.runtime.agent_network import AgentFirewall, FirewallUnavailable
 from core.process import grant_traverse
 
 log = logging.getLogger(__name__)
 
 PREFIX = "deepclaw-agent-"
+GROUP = "deepclaw-agents"
 MAX_USERS = 1000
 LOCKS = Path("/run/lock/deepclaw-agent-users")
 NOLOGIN = "/usr/sbin/nologin"
@@ -43,6 +50,7 @@ class AgentUser:
     gid: int
     lock_fd: int
     scratch: Path  # persistent TMPDIR (Node's compile cache) owned by this user
+    groups: tuple[int, ...]  # supplementary: the agents' group (network rules match on it)
 
     @property
     def ids(self) -> tuple[int, int]:
@@ -50,12 +58,32 @@ class AgentUser:
 
 
 class AgentUsers:
-    def __init__(self, scratch_root: Path, *, enabled: bool | None = None) -> None:
+    def __init__(self, scratch_root: Path, *, loopback_ports: Iterable[int] = (), enabled: bool | None = None) -> None:
         self.enabled = os.geteuid() == 0 if enabled is None else enabled
         self.scratch_root = scratch_root
+        self.loopback_ports = set(loopback_ports)  # what agents may reach on loopback (model, MCP server)
+        self.firewall: AgentFirewall | None = None
         if not self.enabled:
             log.warning("not running as root: local agents run as %s and their code execution is not confined "
                         "to their own files", pwd.getpwuid(os.geteuid()).pw_name)
+
+    def _group(self) -> int:
+        """The agents' group, and the network rules for it (set up once, with the first agent user)."""
+        gid = _ensure_group(GROUP)
+        if self.firewall is None:
+            firewall = AgentFirewall(gid, LOCKS / "firewall.lock")
+            try:
+                firewall.start(self.loopback_ports)
+            except FirewallUnavailable as error:
+                log.error("agents' network is NOT confined (they can reach the platform's loopback services): %s",
+                          error)
+            self.firewall = firewall
+        return gid
+
+    def close(self) -> None:
+        if self.firewall is not None:
+            self.firewall.close()
+            self.firewall = None
 
     def acquire(self) -> AgentUser | None:
         """A Unix user no other gateway on this machine runs as; None when not confining."""
@@ -64,6 +92,7 @@ class AgentUsers:
         LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         grant_traverse(self.scratch_root)
+        group = self._group()
         for n in range(MAX_USERS):
             fd = os.open(LOCKS / f"{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -80,7 +109,7 @@ class AgentUsers:
             except BaseException:
                 os.close(fd)
                 raise
-            return AgentUser(entry.pw_name, entry.pw_uid, entry.pw_gid, fd, scratch)
+            return AgentUser(entry.pw_name, entry.pw_uid, entry.pw_gid, fd, scratch, (group,))
         raise RuntimeError(f"all {MAX_USERS} agent users are in use on this machine")
 
     def release(self, user: AgentUser | None) -> None:
@@ -97,6 +126,17 @@ class AgentUsers:
     def take_back(self, folder: Path, user: AgentUser | None) -> None:
         if user is not None and folder.exists():
             _chown_tree(folder, os.geteuid(), os.getegid())
+
+
+def _ensure_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        pass
+    result = subprocess.run(["groupadd", "--system", name], capture_output=True, text=True)
+    if result.returncode not in (0, 9):  # 9: created meanwhile
+        raise RuntimeError(f"groupadd {name} failed: {result.stderr.strip()}")
+    return grp.getgrnam(name).gr_gid
 
 
 def _ensure_user(name: str) -> pwd.struct_passwd:

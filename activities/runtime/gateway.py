@@ -82,6 +82,7 @@ class GatewayProcess:
             log_path=str(log_path or self.home / "gateway.log"),
             nice=nice,
             user=self.user.name if self.user else None,
+            extra_groups=self.user.groups if self.user else (),
             limits={resource.RLIMIT_NPROC: MAX_PROCESSES, resource.RLIMIT_CORE: 0} if self.user else None,
         )
         await self.child.start()

@@ -26,8 +26,10 @@ import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 
@@ -68,7 +70,8 @@ class _Running:
 
 class LocalAgentRuntime:
     def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, secret: str, spares: int = 1,
-                 replenish_delay_s: float = REPLENISH_DELAY_S) -> None:
+                 reachable: Sequence[str] = (), replenish_delay_s: float = REPLENISH_DELAY_S) -> None:
+        """`reachable`: URLs the agents must reach besides the model (the platform's MCP server)."""
         self.secret = secret  # gateway tokens are derived from it (core.tokens.gateway_token)
         self.replenish_delay_s = replenish_delay_s
         self.tools = tools
@@ -87,7 +90,7 @@ class LocalAgentRuntime:
         grant_traverse(self.root)
         grant_traverse(tools.openclaw_dir)
         grant_traverse(tools.node_dir)
-        self.users = AgentUsers(tools.root / "tmp")
+        self.users = AgentUsers(tools.root / "tmp", loopback_ports=_loopback_ports([model.base_url, *reachable]))
 
     # ---- folders --------------------------------------------------------------------------
 
@@ -119,8 +122,9 @@ class LocalAgentRuntime:
             home = self.root / "gateways" / f"{port}-{secrets.token_hex(4)}"
             home.mkdir(parents=True)
             endpoint = AgentEndpoint(base_url=f"http://127.0.0.1:{port}", instance=secrets.token_hex(8))
+            user = await asyncio.to_thread(self.users.acquire)  # may create a Unix user: not on the loop
             gateway = GatewayProcess(self.tools, home, port=port, token=endpoint.token(self.secret),
-                                     config=self._base_config(port), user=self.users.acquire(), instance=endpoint.instance)
+                                     config=self._base_config(port), user=user, instance=endpoint.instance)
             try:
                 await gateway.start(nice=SPARE_NICE)
                 await gateway.wait_ready()
@@ -271,7 +275,8 @@ class LocalAgentRuntime:
             [str(self.tools.node), str(self.tools.openclaw), "sessions", "cleanup", "--enforce",
              "--agent", agent_id(user_id), "--json"],
             env=gateway.environment(), cwd=str(gateway.home), log_path=str(gateway.home / "cleanup.log"),
-            user=gateway.user.name if gateway.user else None, nice=SPARE_NICE)
+            user=gateway.user.name if gateway.user else None, extra_groups=gateway.user.groups if gateway.user else (),
+            nice=SPARE_NICE)
         await cleanup.start()
         try:
             code = await asyncio.wait_for(cleanup.wait(), CLEANUP_TIMEOUT_S)
@@ -327,6 +332,16 @@ class LocalAgentRuntime:
             await self.sleep(user_id)
         while not self._spares.empty():
             await self._discard(self._spares.get_nowait())
+        self.users.close()
+
+
+def _loopback_ports(urls: Sequence[str]) -> set[int]:
+    ports = set()
+    for url in urls:
+        parsed = urlparse(url)
+        if parsed.hostname in ("127.0.0.1", "localhost") and parsed.port:
+            ports.add(parsed.port)
+    return ports
 
 
 def _pack(folder: Path, bundle: Path) -> None:

@@ -3,6 +3,7 @@ user's memory following them, archive and restore byte for byte, and no process 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -160,8 +161,13 @@ async def test_each_agent_executes_code_as_its_own_unix_user(
         assert uids[alice] != uids[bob]
 
         alice_soul = runtime.user_dir(alice) / "workspace" / "SOUL.md"
+        platform_service = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)  # as Temporal, Postgres
+        service_port = platform_service.sockets[0].getsockname()[1]
+        probe = "curl -s -m 5 -o /dev/null -w '{0}:%{{http_code}}' {1}; echo \" {0}-exit:$?\""
         command = (f"id -u; cat SOUL.md | head -1; cat {alice_soul} || echo ALICE-DENIED; "
-                   f"cat {secret_file} || echo PLATFORM-DENIED; (setsid sleep 600 >/dev/null 2>&1 &)")
+                   f"cat {secret_file} || echo PLATFORM-DENIED; (setsid sleep 600 >/dev/null 2>&1 &); "
+                   + probe.format("MODEL", f"{base_url}/models") + "; "
+                   + probe.format("SERVICE", f"http://127.0.0.1:{service_port}/"))
         script.replies.append(ScriptedReply(re.compile("run the check"), "", tool_call={
             "name": "exec", "arguments": {"command": command}}))
         await _chat(bob_endpoint, bob, "run the check")
@@ -171,6 +177,9 @@ async def test_each_agent_executes_code_as_its_own_unix_user(
         assert str(uids[bob]) in output and "# Bob" in output, output
         assert "Permission denied" in output and "PLATFORM-DENIED" in output and "platform secret" not in output
         assert "You are Alice" not in output
+        assert "MODEL:200" in output, "the model is reachable"
+        assert "SERVICE-exit:7" in output, f"the platform's other loopback services are not: {output}"
+        platform_service.close()
         assert _uid_processes(uids[bob]), "the daemonised sleep runs as Bob's Unix user"
 
         await runtime.sleep(bob)
