@@ -25,6 +25,7 @@ import os
 import pwd
 import signal
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,13 +153,28 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-def _kill_processes_of(uid: int) -> None:
+def _kill_processes_of(uid: int, wait_s: float = 5.0) -> None:
+    """SIGKILL every process of `uid`, and wait until they are gone (the Unix user is reused next)."""
+    killed = []
     for process in psutil.process_iter(["uids"]):
         try:
             if process.info["uids"] and process.info["uids"].real == uid:
                 process.send_signal(signal.SIGKILL)
+                killed.append(process)
         except psutil.Error:
             pass
+    deadline = time.monotonic() + wait_s
+    while (alive := [p for p in killed if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a zombie (dead, its parent yet to reap it) counts as gone
+    if alive:
+        log.warning("processes of agent uid %s survived SIGKILL: %s", uid, [p.pid for p in alive])
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _chown_tree(folder: Path, uid: int, gid: int) -> None:

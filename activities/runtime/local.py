@@ -265,7 +265,7 @@ class LocalAgentRuntime:
         if user_id is not None:
             self.users.take_back(self.user_dir(user_id), gateway.user)
         shutil.rmtree(gateway.home, ignore_errors=True)  # the gateway's own scratch, not the user's
-        self.users.release(gateway.user)
+        await asyncio.to_thread(self.users.release, gateway.user)  # waits for what it kills
         gateway.user = None
 
     async def _clean_sessions(self, gateway: GatewayProcess, user_id: uuid.UUID) -> None:

@@ -171,13 +171,14 @@ async def test_each_agent_executes_code_as_its_own_unix_user(
         script.replies.append(ScriptedReply(re.compile("run the check"), "", tool_call={
             "name": "exec", "arguments": {"command": command}}))
         await _chat(bob_endpoint, bob, "run the check")
-        [output] = [m["content"] for request in script.requests for m in request["messages"]
-                    if m.get("role") == "tool" and "ALICE-DENIED" in str(m.get("content"))]
-        output = str(output)
+        outputs = [str(m["content"]) for request in script.requests for m in request["messages"]
+                   if m.get("role") == "tool" and "ALICE-DENIED" in str(m.get("content"))]
+        assert outputs, f"the exec result reached the model: {script.requests[-1]['messages'][-3:]}"
+        output = outputs[0]  # later requests of the session repeat it
         assert str(uids[bob]) in output and "# Bob" in output, output
-        assert "Permission denied" in output and "PLATFORM-DENIED" in output and "platform secret" not in output
-        assert "You are Alice" not in output
-        assert "MODEL:200" in output, "the model is reachable"
+        assert "Permission denied" in output and "PLATFORM-DENIED" in output and "platform secret" not in output, output
+        assert "You are Alice" not in output, output
+        assert "MODEL:200" in output, f"the model is reachable: {output}"
         assert "SERVICE-exit:7" in output, f"the platform's other loopback services are not: {output}"
         platform_service.close()
         assert _uid_processes(uids[bob]), "the daemonised sleep runs as Bob's Unix user"
