@@ -65,10 +65,10 @@ class ChildProcess:
         limits: Mapping[int, int] | None = None,
         extra_groups: Sequence[int] = (),
     ) -> None:
-        self.extra_groups = list(extra_groups)  # with `user`: its supplementary groups (else none)
         self.name = name
         self.nice = nice
         self.limits = dict(limits or {})  # resource.RLIMIT_* -> soft and hard limit
+        self.extra_groups = list(extra_groups)  # with `user`: its supplementary groups (else none)
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.cwd = cwd

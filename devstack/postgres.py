@@ -66,9 +66,13 @@ class EmbeddedPostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+asyncpg://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    async def _connect(self, database: str = "postgres") -> asyncpg.Connection:
-        return await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", password=self.password,
-                                     database=database)
+    async def _connect(self, *, trusting: bool = False) -> asyncpg.Connection:
+        """`trusting`: a cluster made before passwords (trust auth), until _require_passwords ran."""
+        return await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres",
+                                     password=None if trusting else self.password, database="postgres")
+
+    def _trusting(self) -> bool:
+        return "trust" in (self.data_dir / "pg_hba.conf").read_text()
 
     def _init_cluster(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -97,13 +101,14 @@ class EmbeddedPostgres:
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(HBA)
         if self.user:
-            os.chown(hba, pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid)
+            entry = pwd.getpwnam(self.user)
+            os.chown(hba, entry.pw_uid, entry.pw_gid)
 
     async def _require_passwords(self) -> None:
         """A cluster made before passwords (trust): give the superuser its password, then require it."""
-        if "trust" not in (self.data_dir / "pg_hba.conf").read_text():
+        if not self._trusting():
             return
-        conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+        conn = await self._connect(trusting=True)
         try:
             await conn.execute(f"ALTER USER postgres PASSWORD '{self.password}'")
             await asyncio.to_thread(self._write_hba)
@@ -127,11 +132,10 @@ class EmbeddedPostgres:
         await self._require_passwords()
 
     async def _wait_ready(self, timeout: float) -> None:
-        trusting = "trust" in (self.data_dir / "pg_hba.conf").read_text()
+        trusting = self._trusting()
 
         async def accepts_connections() -> bool:
-            conn = await (asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
-                          if trusting else self._connect())
+            conn = await self._connect(trusting=trusting)
             await conn.close()
             return True
 
