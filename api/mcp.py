@@ -24,7 +24,7 @@ from temporalio.service import RPCError
 from core import tokens
 from core.callbacks import PLATFORM_MCP_NAME, call_user_with_agent
 from core.models import PhoneNumber, Reminder, User
-from core.ports import SearchUnavailable
+from core.ports import MAX_SEARCH_RESULTS, SearchUnavailable
 from core.settings import Settings
 from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
 
@@ -34,7 +34,6 @@ router = APIRouter()
 PROTOCOL_VERSIONS = ("2025-06-18", "2025-03-26", "2024-11-05")
 MAX_TEXT = 480
 MAX_AHEAD = timedelta(days=366)
-MAX_RESULTS = 10
 
 TOOLS: list[dict[str, Any]] = [
     {"name": "schedule_reminder",
@@ -54,7 +53,7 @@ TOOLS: list[dict[str, Any]] = [
      "description": "Search the web. Returns titles, links and snippets; cite the link you use.",
      "inputSchema": {"type": "object", "required": ["query"], "properties": {
          "query": {"type": "string", "description": "what to look up"},
-         "count": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS, "description": "how many results (5)"}}}},
+         "count": {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH_RESULTS, "description": "how many results (5)"}}}},
     {"name": "call_me", "description": "Call the user now (e.g. a task is done); you open with `greeting`.",
      "inputSchema": {"type": "object", "required": ["greeting"], "properties": {
          "greeting": {"type": "string", "description": "your first sentence when they pick up"},
@@ -245,8 +244,8 @@ async def _call_me(request: Request, user_id: uuid.UUID, arguments: dict[str, An
 async def _web_search(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
     query = _text(arguments, "query")
     count = arguments.get("count", 5)
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_RESULTS:
-        raise ToolError(f"'count' is a whole number from 1 to {MAX_RESULTS}")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_SEARCH_RESULTS:
+        raise ToolError(f"'count' is a whole number from 1 to {MAX_SEARCH_RESULTS}")
     try:
         results = await request.app.state.web_search.search(query, count=count)
     except SearchUnavailable as error:

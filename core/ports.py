@@ -53,6 +53,9 @@ class SearchUnavailable(Exception):
     """The search provider could not answer (down, rate-limited, a bot challenge): try again later."""
 
 
+MAX_SEARCH_RESULTS = 10
+
+
 class WebSearch(Protocol):
     """Keyless web search for every user's agent (through the platform's MCP server)."""
 

@@ -74,18 +74,23 @@ class GatewayProcess:
         for path in (self.home, self.state_dir):  # its home is its own, and no one else's
             path.chmod(0o700)
             self.own(path)
-        self.child = ChildProcess(
-            f"openclaw:{self.port}",
-            [str(self.tools.node), str(self.tools.openclaw), "gateway", "run"],
+        self.child = self.command(f"openclaw:{self.port}", ["gateway", "run"], log_path or self.home / "gateway.log",
+                                  nice=nice)
+        await self.child.start()
+
+    def command(self, name: str, args: list[str], log_path: Path, *, nice: int = 0) -> ChildProcess:
+        """`openclaw <args>` with this gateway's environment, as its Unix user and within its limits."""
+        return ChildProcess(
+            name,
+            [str(self.tools.node), str(self.tools.openclaw), *args],
             env=self.environment(),
             cwd=str(self.home),
-            log_path=str(log_path or self.home / "gateway.log"),
+            log_path=str(log_path),
             nice=nice,
             user=self.user.name if self.user else None,
             extra_groups=self.user.groups if self.user else (),
             limits={resource.RLIMIT_NPROC: MAX_PROCESSES, resource.RLIMIT_CORE: 0} if self.user else None,
         )
-        await self.child.start()
 
     async def wait_ready(self, timeout: float = 60.0) -> float:
         """Seconds until /readyz answered 200."""

@@ -43,7 +43,7 @@ from activities.runtime.openclaw_config import (
     with_mcp_servers,
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
-from core.process import ChildProcess, free_port, grant_traverse
+from core.process import free_port, grant_traverse
 from devstack.tools import Tools
 
 log = logging.getLogger(__name__)
@@ -270,13 +270,9 @@ class LocalAgentRuntime:
 
     async def _clean_sessions(self, gateway: GatewayProcess, user_id: uuid.UUID) -> None:
         """OpenClaw's session retention (age, count, disk budget), run offline while the agent sleeps."""
-        cleanup = ChildProcess(
-            f"openclaw-sessions-cleanup:{user_id.hex[:8]}",
-            [str(self.tools.node), str(self.tools.openclaw), "sessions", "cleanup", "--enforce",
-             "--agent", agent_id(user_id), "--json"],
-            env=gateway.environment(), cwd=str(gateway.home), log_path=str(gateway.home / "cleanup.log"),
-            user=gateway.user.name if gateway.user else None, extra_groups=gateway.user.groups if gateway.user else (),
-            nice=SPARE_NICE)
+        cleanup = gateway.command(f"openclaw-sessions-cleanup:{user_id.hex[:8]}",
+                                  ["sessions", "cleanup", "--enforce", "--agent", agent_id(user_id), "--json"],
+                                  gateway.home / "cleanup.log", nice=SPARE_NICE)
         await cleanup.start()
         try:
             code = await asyncio.wait_for(cleanup.wait(), CLEANUP_TIMEOUT_S)

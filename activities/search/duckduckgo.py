@@ -11,10 +11,9 @@ from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx
 
-from core.ports import SearchResult, SearchUnavailable
+from core.ports import MAX_SEARCH_RESULTS, SearchResult, SearchUnavailable
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) DeepClaw/1 (+keyless web search for personal agents)"
-MAX_COUNT = 10
 VOID = {"br", "img", "wbr", "hr", "input", "meta", "link", "source"}  # no end tag to wait for
 
 
@@ -40,7 +39,7 @@ class DuckDuckGoSearch:
         page.close()
         if not page.results and page.challenged:
             raise SearchUnavailable("search provider asked for a bot check; try again later")
-        return page.results[: max(1, min(count, MAX_COUNT))]
+        return page.results[: max(1, min(count, MAX_SEARCH_RESULTS))]
 
 
 def _target(href: str, base: str) -> str:
