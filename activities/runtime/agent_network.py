@@ -6,6 +6,12 @@ Every gateway runs with the supplementary group `deepclaw-agents` (agent_users.p
 chain, jumped to for packets of that group, rejects what is not allowed. Runtimes on one machine
 share the chain: each adds the loopback ports it allows, tagged with its pid, and removes them on
 close (a dead runtime's rules are pruned by the next). Needs root and iptables, like agent users.
+
+The rules are stateless: only a connection's opening SYN is judged; every later packet of a
+connection (and a server's SYN-ACK) passes. Agents run unprivileged, without raw sockets, so
+they cannot forge packets outside a connection, and no rule needs connection tracking, which
+would otherwise cost every loopback packet on the machine (the voice bridge's included) a
+lookup in the kernel's conntrack table.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ log = logging.getLogger(__name__)
 CHAIN = "DEEPCLAW-AGENTS"
 PRIVATE_RANGES = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,169.254.0.0/16,100.64.0.0/10"
 TAG = re.compile(r'--comment "?deepclaw:(\d+)"?')
+OPEN_CONNECTIONS = ["-p", "tcp", "!", "--syn", "-j", "RETURN"]
+TRACKED_CONNECTIONS = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]  # before 2026-12
 
 
 class FirewallUnavailable(RuntimeError):
@@ -52,10 +60,12 @@ class AgentFirewall:
         with self._locked():
             if _iptables("-S", CHAIN, check=False).returncode != 0:
                 _iptables("-N", CHAIN)
-                _iptables("-A", CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN")
+                _iptables("-A", CHAIN, *OPEN_CONNECTIONS)
                 _iptables("-A", CHAIN, "-o", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
                 _iptables("-A", CHAIN, "-o", "lo", "-j", "REJECT")
                 _iptables("-A", CHAIN, "-d", PRIVATE_RANGES, "-j", "REJECT")
+            elif _iptables("-D", CHAIN, *TRACKED_CONNECTIONS, check=False).returncode == 0:
+                _iptables("-I", CHAIN, "1", *OPEN_CONNECTIONS)  # a chain made by an earlier version
             jump = ["OUTPUT", "-m", "owner", "--gid-owner", str(self.group_id), "--suppl-groups", "-j", CHAIN]
             if _iptables("-C", *jump, check=False).returncode != 0:
                 _iptables("-I", *jump)
@@ -63,7 +73,7 @@ class AgentFirewall:
             for port in sorted(set(loopback_ports)):
                 rule = [CHAIN, "-d", "127.0.0.1", "-p", "tcp", "--dport", str(port),
                         "-m", "comment", "--comment", self.tag, "-j", "RETURN"]
-                _iptables("-I", rule[0], "2", *rule[1:])  # after ESTABLISHED, before the rejects
+                _iptables("-I", rule[0], "2", *rule[1:])  # after open connections, before the rejects
                 self._rules.append(rule)
         log.info("agents may reach loopback ports %s, the internet, and nothing else", sorted(set(loopback_ports)))
 
