@@ -34,8 +34,8 @@ system-deps:
 tools: bootstrap
 	$(BIN)/deepclaw tools
 
-# Re-installs only when the pinned dependencies change.
-$(STAMP): requirements.lock pyproject.toml
+# Re-installs only when the pinned dependencies or the compiled audio path (voice/relay.pyx) change.
+$(STAMP): requirements.lock pyproject.toml setup.py voice/relay.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .

@@ -1,7 +1,8 @@
 """One call: Twilio Media Stream <-> Deepgram Voice Agent, frame by frame, no batching.
 
-Audio never waits for a task: each frame is relayed inside the socket callback that received it
-(picows, see voice/media.py), so the bridge adds microseconds, not a scheduler hop. Everything
+Audio never waits for a task, nor for Python: each frame is relayed in C inside the socket
+callback that received it (voice/relay.pyx: picows listeners and MediaRelay, which CallBridge
+extends), so the bridge adds microseconds, not a scheduler hop. Everything
 else (start, DTMF, marks, the agent's events, either side closing) goes through one queue to the
 call's control task. Barge-in clears Twilio's playback; DTMF reaches the agent as the caller's
 words; KeepAlive keeps Deepgram's socket open; end_call says goodbye, then hangs up through
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSError, WSMsgType, WSTransport, ws_connect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import tokens
@@ -31,6 +32,7 @@ from core.ports import Telephony
 from core.settings import Settings
 from voice.agent_settings import build_settings
 from voice.records import CallAlreadyConnected, CallRecorder
+from voice.relay import AgentListener, MediaRelay
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ GREETING_REQUEST = (
     "warm, personal, based on what you know of them and this call. Reply with the greeting only."
 )
 
-TEXT, BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+TEXT = WSMsgType.TEXT
 Event = tuple[str, dict[str, Any]]  # (source, message): "twilio" | "agent" | "closed"
 
 
@@ -76,47 +78,18 @@ class BridgeDeps:
         task.add_done_callback(into.discard)
 
 
-def answer_close(transport: WSTransport, frame: WSFrame) -> None:
-    transport.send_close(frame.get_close_code())
-    transport.disconnect()
+class CallBridge(MediaRelay):
+    """One call. MediaRelay holds the sockets, `relaying` and the audio counters and clocks."""
 
-
-class AgentSide(WSListener):
-    """The call's Voice Agent socket (Deepgram, or the local emulator): audio relayed in the callback."""
-
-    def __init__(self, bridge: CallBridge) -> None:
-        self.bridge = bridge
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type  # read once: each read builds the enum
-        if kind == BINARY and frame.fin:
-            self.bridge.agent_audio(frame.get_payload_as_memoryview())
-        elif kind == TEXT and frame.fin:
-            self.bridge.agent_message(frame.get_payload_as_bytes())
-        elif kind == WSMsgType.CLOSE:
-            answer_close(transport, frame)
-        elif kind not in (WSMsgType.PING, WSMsgType.PONG):
-            log.warning("call %s: fragmented message from the voice agent dropped", self.bridge.call_sid)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.bridge.side_closed("agent")
-
-
-class CallBridge:
     def __init__(self, twilio: WSTransport, deps: BridgeDeps) -> None:
-        self.twilio = twilio
+        super().__init__(twilio)
         self.deps = deps
         self.settings = deps.settings
         self.stream_sid = ""
-        self._media_prefix = b""
         self.call_sid = ""
-        self.agent: WSTransport | None = None
-        self.relaying = False  # audio flows both ways
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.recorder: CallRecorder | None = None
         self.started = time.monotonic()
-        self.last_from_twilio = time.monotonic()
-        self.last_to_agent = time.monotonic()
         self.last_caller_words = time.monotonic()
         self.dtmf: list[str] = []
         self.dtmf_task: asyncio.Task[None] | None = None
@@ -124,37 +97,29 @@ class CallBridge:
         self.agent_speaking = False
         self.farewell_done = asyncio.Event()
         self.finished = asyncio.Event()
-        self.stats = {"frames_in": 0, "frames_out": 0, "clears": 0, "malformed": 0}
+        self.clears = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         """A task of this call: referenced until done, cancelled when the call is torn down."""
         self.deps.spawn(work, self._side_tasks)
 
-    # ---- the hot path: called from the sockets' callbacks, never awaits -------------------
+    # ---- called from the sockets' callbacks (voice/relay.pyx), never await ----------------
 
     def twilio_message(self, raw: bytes) -> None:
-        self.last_from_twilio = time.monotonic()
+        """Every message from Twilio but the media messages the relay recognised itself."""
         try:
             message = orjson.loads(raw)
             event = message["event"]
             if event == "media":
                 frame = binascii.a2b_base64(message["media"]["payload"], strict_mode=True)
         except (ValueError, KeyError, TypeError, binascii.Error):
-            self.stats["malformed"] += 1
+            self.malformed += 1
             return
         if event != "media":
             self.events.put_nowait(("twilio", message))
-        elif self.relaying:
-            self.agent.send(BINARY, frame)  # type: ignore[union-attr]
-            self.last_to_agent = self.last_from_twilio
-            self.stats["frames_in"] += 1
-
-    def agent_audio(self, frame: bytes | memoryview) -> None:
-        if self.relaying:
-            # A template, not a JSON encoder: streamSid is alphanumeric and base64 needs no escaping.
-            self.twilio.send(TEXT, self._media_prefix + binascii.b2a_base64(frame, newline=False) + b'"}}')
-            self.stats["frames_out"] += 1
+        else:
+            self.relay_to_agent(frame)
 
     def agent_message(self, raw: bytes) -> None:
         try:
@@ -166,6 +131,9 @@ class CallBridge:
         if kind == "UserStartedSpeaking" and self.relaying:
             self._to_twilio({"event": "clear", "streamSid": self.stream_sid})  # barge-in, at once
         self.events.put_nowait(("agent", event))
+
+    def agent_fragment(self) -> None:
+        log.warning("call %s: fragmented message from the voice agent dropped", self.call_sid)
 
     def side_closed(self, side: str) -> None:
         self.relaying = False
@@ -196,7 +164,8 @@ class CallBridge:
                 await self._bridge(user_id, claims)
             finally:
                 await self.recorder.finish(time.monotonic() - self.started)
-                log.info("call %s ended after %.1fs %s", self.call_sid, time.monotonic() - self.started, self.stats)
+                log.info("call %s ended after %.1fs: %d frames in, %d out, %d clears, %d malformed", self.call_sid,
+                         time.monotonic() - self.started, self.frames_in, self.frames_out, self.clears, self.malformed)
                 if user_id is not None:
                     self._prepare_next_greeting(user_id)
 
@@ -210,7 +179,7 @@ class CallBridge:
                 self.stream_sid = message.get("streamSid") or start["streamSid"]
                 if not str(self.stream_sid).isalnum():
                     raise ValueError("streamSid must be alphanumeric")
-                self._media_prefix = f'{{"event":"media","streamSid":"{self.stream_sid}","media":{{"payload":"'.encode()
+                self.set_stream(self.stream_sid)
                 self.call_sid = start["callSid"]
                 token = (start.get("customParameters") or {}).get("token", "")
                 claims = tokens.verify(token, self.settings.platform_secret.get_secret_value(), kind="stream")
@@ -240,7 +209,7 @@ class CallBridge:
             headers["Authorization"] = f"Token {self.settings.deepgram_api_key.get_secret_value()}"
         settings = await self._agent_settings(user_id, claims)
         try:
-            self.agent, _ = await ws_connect(lambda: AgentSide(self), self.settings.voice_agent_url,
+            self.agent, _ = await ws_connect(lambda: AgentListener(self), self.settings.voice_agent_url,
                                              extra_headers=headers, websocket_handshake_timeout=10,
                                              max_frame_size=1 << 22)
         except (OSError, WSError, TimeoutError) as error:
@@ -323,7 +292,7 @@ class CallBridge:
         kind = event.get("type")
         if kind == "UserStartedSpeaking":  # Twilio's playback was cleared in the callback already
             self.last_caller_words = time.monotonic()
-            self.stats["clears"] += 1
+            self.clears += 1
         elif kind == "ConversationText":
             if event.get("role") == "user":
                 self.last_caller_words = time.monotonic()

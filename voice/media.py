@@ -1,8 +1,9 @@
-"""The Media Streams listener: a picows server whose listeners feed a CallBridge each.
+"""The Media Streams listener: a picows server whose compiled listeners (voice/relay.pyx) feed a
+CallBridge each.
 
-picows parses websocket frames in C and calls back synchronously, so a frame is relayed by the
-callback that received it: no queue, no task switch, no copy beyond the base64 step. Twilio and
-Deepgram send whole (unfragmented) messages; a fragment is counted as malformed and dropped.
+picows parses websocket frames in C and calls the listener synchronously, so a frame is relayed by
+the callback that received it: no queue, no task switch, no Python for audio. Twilio and Deepgram
+send whole (unfragmented) messages; a fragment is counted as malformed and dropped.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import asyncio
 import logging
 
 from picows import (
-    WSFrame,
     WSListener,
-    WSMsgType,
     WSTransport,
     WSUpgradeRequest,
     WSUpgradeResponse,
@@ -21,7 +20,8 @@ from picows import (
     ws_create_server,
 )
 
-from voice.bridge import TEXT, BridgeDeps, CallBridge, answer_close
+from voice.bridge import BridgeDeps, CallBridge
+from voice.relay import TwilioListener
 
 log = logging.getLogger(__name__)
 
@@ -29,39 +29,18 @@ MEDIA_PATH = b"/twilio/media"
 MAX_MESSAGE_BYTES = 1 << 20  # a media message is ~250 bytes; start carries a token
 
 
-class TwilioSide(WSListener):
-    """One Media Stream from Twilio."""
-
-    def __init__(self, deps: BridgeDeps) -> None:
-        self.deps = deps
-        self.bridge: CallBridge | None = None
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.bridge = CallBridge(transport, self.deps)
-        self.deps.spawn(self.bridge.run(), self.deps.calls)
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        assert self.bridge is not None
-        kind = frame.msg_type  # read once: each read builds the enum
-        if kind == TEXT and frame.fin:
-            self.bridge.twilio_message(frame.get_payload_as_bytes())
-        elif kind == WSMsgType.CLOSE:
-            answer_close(transport, frame)
-        elif kind not in (WSMsgType.PING, WSMsgType.PONG):
-            self.bridge.stats["malformed"] += 1
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if self.bridge is not None:
-            self.bridge.side_closed("twilio")
-
-
 async def serve_media(deps: BridgeDeps, host: str, port: int) -> asyncio.Server:
     """Accepts Media Streams on `/twilio/media`; a plain GET `/healthz` answers for load balancers."""
+
+    def start_call(transport: WSTransport) -> CallBridge:
+        bridge = CallBridge(transport, deps)
+        deps.spawn(bridge.run(), deps.calls)
+        return bridge
 
     def route(request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
         path = request.path.split(b"?", 1)[0]
         if path == MEDIA_PATH:
-            return TwilioSide(deps)
+            return TwilioListener(start_call)
         if path == b"/healthz":
             body = b'{"status":"ok","calls":%d}' % len(deps.calls)
             response = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
