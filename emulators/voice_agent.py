@@ -4,7 +4,7 @@ Settings -> SettingsApplied; caller audio is segmented by energy, recognised (ty
 exactly, other speech with pocketsphinx), sent to the think endpoint from Settings in OpenAI
 chat-completions format (JSON or SSE answers), and the reply is spoken as mu-law with espeak-ng.
 Barge-in, function calls, injected messages, prompt updates and KeepAlive behave as documented.
-Echo mode returns every audio frame at once, for measuring the bridge.
+(The bridge's benchmark has its own echoing agent, in C: bench/voice_load.c.)
 """
 
 from __future__ import annotations
@@ -76,7 +76,6 @@ class VoiceAgentServer:
     registry: SpeechRegistry = field(default_factory=SpeechRegistry)
     recognizer: Recognizer = field(default_factory=Recognizer)
     api_key: str | None = None  # None: any key is accepted
-    echo: bool = False
     sessions: list[AgentSession] = field(default_factory=list)
 
     def app(self) -> Starlette:
@@ -184,7 +183,7 @@ class AgentSession:
             return
         await self.send({"type": "SettingsApplied"})
         greeting = message["agent"].get("greeting")
-        if greeting and not self.server.echo:
+        if greeting:
             self.history.append({"role": "assistant", "content": greeting})
             self.responding = asyncio.create_task(self.speak(greeting, started=time.monotonic(), think_s=0.0))
 
@@ -205,9 +204,6 @@ class AgentSession:
     async def on_audio(self, chunk: bytes) -> None:
         if self.settings is None:
             await self.error("UNPARSABLE_CLIENT_MESSAGE", "audio received before Settings")
-            return
-        if self.server.echo:
-            await self.ws.send_bytes(chunk)
             return
         for frame in frames(chunk, FRAME_BYTES) if len(chunk) != FRAME_BYTES else [chunk]:
             await self.on_frame(frame)
