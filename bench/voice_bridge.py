@@ -80,6 +80,20 @@ def build_load(into: Path) -> Path:
     return binary
 
 
+async def wait_until_up(url: str, process: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(int(timeout_s / 0.1)):
+            if process.returncode is not None:
+                sys.exit(f"the bridge exited during start-up (exit {process.returncode})")
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    sys.exit(f"the bridge did not answer {url} within {timeout_s:.0f} s")
+
+
 def start_message(index: int, user_id: str) -> bytes:
     """Twilio's `start` for stream MZ<index>, with the per-call token the API would have issued."""
     sid = f"CA{uuid.uuid4().hex}"
@@ -97,10 +111,13 @@ async def run_level(load_binary: Path, calls: int, seconds: float, bridge: psuti
     if PIN:
         os.sched_setaffinity(load.pid, {LOAD_CPU})
     rss_before = bridge.memory_info().rss
-    load.stdin.write(b"".join(start_message(i, user_id) + b"\n" for i in range(calls)))
-    await load.stdin.drain()
-    line = await asyncio.wait_for(load.stdout.readline(), 180)
-    if not line:
+    try:
+        load.stdin.write(b"".join(start_message(i, user_id) + b"\n" for i in range(calls)))
+        await load.stdin.drain()
+        line = await asyncio.wait_for(load.stdout.readline(), 180)
+    except (BrokenPipeError, ConnectionResetError):
+        line = b""
+    if not line:  # its reason is on stderr, above
         sys.exit(f"the load generator stopped before every call was up (exit {await load.wait()})")
     assert json.loads(line) == {"ready": calls}, line
     await asyncio.sleep(SETTLE_S)
@@ -146,13 +163,8 @@ async def main(levels: list[int], seconds: float) -> dict[str, float]:
             if PIN:
                 os.sched_setaffinity(process.pid, {BRIDGE_CPU})
             try:
-                async with httpx.AsyncClient() as http:
-                    for _ in range(100):
-                        try:
-                            if (await http.get(f"http://127.0.0.1:{voice_port}/healthz")).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            await asyncio.sleep(0.1)
+                # The Media Streams port answers last (after the HTTP side): it is the one the load needs.
+                await wait_until_up(f"http://127.0.0.1:{media_port}/healthz", process)
                 bridge = psutil.Process(process.pid)
                 with receive_work_on_load_core() as steered:
                     results = [await run_level(load_binary, n, seconds, bridge, media_port, agent_port, user_id,
