@@ -41,7 +41,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import tokens  # noqa: E402
-from core.process import free_port  # noqa: E402
+from core.process import ChildProcess, free_port  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
 
 SECRET = "bench-secret"
@@ -78,20 +78,6 @@ def build_load(into: Path) -> Path:
     binary = into / "voice_load"
     subprocess.run([compiler, "-O2", "-o", str(binary), str(LOAD_SOURCE)], check=True)
     return binary
-
-
-async def wait_until_up(url: str, process: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(int(timeout_s / 0.1)):
-            if process.returncode is not None:
-                sys.exit(f"the bridge exited during start-up (exit {process.returncode})")
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    sys.exit(f"the bridge did not answer {url} within {timeout_s:.0f} s")
 
 
 def start_message(index: int, user_id: str) -> bytes:
@@ -159,19 +145,23 @@ async def main(levels: list[int], seconds: float) -> dict[str, float]:
                    "DEEPCLAW_VOICE_MEDIA_PORT": str(media_port), "DEEPCLAW_PLATFORM_SECRET": SECRET,
                    "DEEPCLAW_VOICE_AGENT": "deepgram", "DEEPCLAW_LOG_LEVEL": "WARNING",
                    "DEEPCLAW_DEEPGRAM_URL": f"ws://127.0.0.1:{agent_port}/v1/agent/converse"}
-            process = await asyncio.create_subprocess_exec(sys.executable, "-m", "core.cli", "voice", env=env)
+            process = ChildProcess("the voice bridge", [sys.executable, "-m", "core.cli", "voice"], env=env)
+            await process.start()
+            assert process.pid is not None
             if PIN:
                 os.sched_setaffinity(process.pid, {BRIDGE_CPU})
             try:
                 # The Media Streams port answers last (after the HTTP side): it is the one the load needs.
-                await wait_until_up(f"http://127.0.0.1:{media_port}/healthz", process)
+                async with httpx.AsyncClient() as http:
+                    async def media_up() -> bool:
+                        return (await http.get(f"http://127.0.0.1:{media_port}/healthz")).status_code == 200
+                    await process.wait_until(media_up, what="the voice bridge", timeout=30)
                 bridge = psutil.Process(process.pid)
                 with receive_work_on_load_core() as steered:
                     results = [await run_level(load_binary, n, seconds, bridge, media_port, agent_port, user_id,
                                                steered) for n in levels]
             finally:
-                process.terminate()
-                await process.wait()
+                await process.stop()
     largest = results[-1]
     return {k: largest[k] for k in ("calls", "p99_added_ms_in", "p99_added_ms_out", "cpu_s_per_call_minute",
                                     "rss_mb_per_call")}
