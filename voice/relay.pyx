@@ -212,26 +212,43 @@ cdef Py_ssize_t _b64_encode(const char* src, Py_ssize_t size, char* dst) noexcep
     return o
 
 
+cdef inline Py_ssize_t _media_tail(const char* audio, Py_ssize_t size, char* out) noexcept nogil:
+    """After a stream's prefix: the audio in base64 and the closing `"}}`; returns the bytes written."""
+    cdef Py_ssize_t n = _b64_encode(audio, size, out)
+    memcpy(out + n, MEDIA_SUFFIX, 3)
+    return n + 3
+
+
+cdef inline Py_ssize_t _media_tail_size(Py_ssize_t size) noexcept nogil:
+    return (size + 2) // 3 * 4 + 3
+
+
+cdef Py_ssize_t _decode_into(bytearray buffer, Py_ssize_t offset, Span payload) except -2:
+    """The payload's audio into `buffer` from `offset`, sized to fit exactly; -1 if not strict base64."""
+    cdef Py_ssize_t size
+    if PyByteArray_GET_SIZE(buffer) < offset + payload.size // 4 * 3:
+        PyByteArray_Resize(buffer, offset + payload.size // 4 * 3)
+    size = _b64_decode(payload.ptr, payload.size, PyByteArray_AS_STRING(buffer) + offset)
+    if size >= 0:
+        PyByteArray_Resize(buffer, offset + size)
+    return size
+
+
 def media_audio(bytes message):
     """The audio of a Twilio media message the fast path recognises, else None (for tests)."""
     cdef Span payload
-    cdef bytearray audio
-    cdef Py_ssize_t size
+    cdef bytearray audio = bytearray()
     if not _media_payload(PyBytes_AS_STRING(message), PyBytes_GET_SIZE(message), &payload):
         return None
-    audio = bytearray(payload.size // 4 * 3)
-    size = _b64_decode(payload.ptr, payload.size, PyByteArray_AS_STRING(audio))
-    return None if size < 0 else bytes(audio[:size])
+    return None if _decode_into(audio, 0, payload) < 0 else bytes(audio)
 
 
 def media_message(bytes prefix, bytes audio):
     """What MediaRelay sends Twilio for `audio` (for tests)."""
-    cdef bytearray out = bytearray(PyBytes_GET_SIZE(prefix) + (PyBytes_GET_SIZE(audio) + 2) // 3 * 4 + 3)
+    cdef bytearray out = bytearray(PyBytes_GET_SIZE(prefix) + _media_tail_size(PyBytes_GET_SIZE(audio)))
     cdef char* p = PyByteArray_AS_STRING(out)
     memcpy(p, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix))
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)
-    n += _b64_encode(PyBytes_AS_STRING(audio), PyBytes_GET_SIZE(audio), p + n)
-    memcpy(p + n, MEDIA_SUFFIX, 3)
+    _media_tail(PyBytes_AS_STRING(audio), PyBytes_GET_SIZE(audio), p + PyBytes_GET_SIZE(prefix))
     return bytes(out)
 
 
@@ -258,7 +275,7 @@ cdef class MediaRelay:
         self.agent = None
         self.relaying = False
         self.last_from_twilio = self.last_to_agent = _monotonic()
-        self._to_agent = bytearray(HEADROOM + 4096)
+        self._to_agent = bytearray(HEADROOM)
         self._to_twilio = bytearray(HEADROOM)
         self._prefix_end = HEADROOM
 
@@ -270,16 +287,11 @@ cdef class MediaRelay:
 
     cdef void from_twilio(self, const char* data, Py_ssize_t size) except *:
         cdef Span payload
-        cdef Py_ssize_t audio_size
         self.last_from_twilio = _monotonic()
         if _media_payload(data, size, &payload):
             if not self.relaying:
                 return
-            if PyByteArray_GET_SIZE(self._to_agent) < HEADROOM + payload.size // 4 * 3:
-                PyByteArray_Resize(self._to_agent, HEADROOM + payload.size // 4 * 3)
-            audio_size = _b64_decode(payload.ptr, payload.size, PyByteArray_AS_STRING(self._to_agent) + HEADROOM)
-            if audio_size >= 0:
-                PyByteArray_Resize(self._to_agent, HEADROOM + audio_size)
+            if _decode_into(self._to_agent, HEADROOM, payload) >= 0:
                 self.agent.send_reuse_external_bytearray(WSMsgType.BINARY, self._to_agent, HEADROOM)
                 self.last_to_agent = self.last_from_twilio
                 self.frames_in += 1
@@ -294,14 +306,10 @@ cdef class MediaRelay:
             self.frames_in += 1
 
     cdef void from_agent(self, const char* audio, Py_ssize_t size) except *:
-        cdef Py_ssize_t end
         if not self.relaying:
             return
-        end = self._prefix_end + (size + 2) // 3 * 4 + 3
-        PyByteArray_Resize(self._to_twilio, end)
-        cdef char* out = PyByteArray_AS_STRING(self._to_twilio)
-        _b64_encode(audio, size, out + self._prefix_end)
-        memcpy(out + end - 3, MEDIA_SUFFIX, 3)
+        PyByteArray_Resize(self._to_twilio, self._prefix_end + _media_tail_size(size))
+        _media_tail(audio, size, PyByteArray_AS_STRING(self._to_twilio) + self._prefix_end)
         self.twilio.send_reuse_external_bytearray(WSMsgType.TEXT, self._to_twilio, HEADROOM)
         self.frames_out += 1
 
