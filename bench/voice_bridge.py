@@ -46,8 +46,9 @@ from devstack.scratch import scratch_stack  # noqa: E402
 
 SECRET = "bench-secret"
 LOAD_SOURCE = Path(__file__).with_name("voice_load.c")
-PIN = os.environ.get("BENCH_PIN", "1") == "1" and len(os.sched_getaffinity(0)) >= 2
-BRIDGE_CPU, LOAD_CPU = 0, 1
+CPUS = sorted(os.sched_getaffinity(0))  # the cores we may use (not always 0 and 1 in a container)
+PIN = os.environ.get("BENCH_PIN", "1") == "1" and len(CPUS) >= 2
+BRIDGE_CPU, LOAD_CPU = CPUS[0], CPUS[-1]
 LOOPBACK_RPS = Path("/sys/class/net/lo/queues/rx-0/rps_cpus")
 SETTLE_S = 1.0  # after the last call is up, before the audio: the bridge finishes setting calls up
 

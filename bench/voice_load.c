@@ -43,7 +43,6 @@ typedef struct conn {
     enum kind kind;
     int fd;
     int upgraded;
-    uint32_t index; /* Twilio: the call's index */
     unsigned char in[IN_CAP];
     size_t in_len;
     unsigned char *out; /* what the kernel did not take yet */
@@ -369,7 +368,7 @@ static void poll_once(int64_t timeout_ns) {
 }
 
 /* A Twilio stream: connect and upgrade synchronously (the bridge answers at once), then async. */
-static conn_t *open_twilio(const char *host, int port, const char *path, uint32_t index, const char *start) {
+static conn_t *open_twilio(const char *host, int port, const char *path, const char *start) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, host, &addr.sin_addr);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -392,7 +391,6 @@ static conn_t *open_twilio(const char *host, int port, const char *path, uint32_
         exit(1);
     }
     conn_t *c = new_conn(TWILIO, fd);
-    c->index = index;
     c->upgraded = 1;
     send_text(c, "{\"event\":\"connected\",\"protocol\":\"Call\",\"version\":\"1.0.0\"}");
     send_text(c, start);
@@ -440,7 +438,7 @@ int main(int argc, char **argv) {
     for (long i = 0; i < calls_total; i++) {
         if (getline(&start, &start_cap, stdin) <= 0) die("a start message per call on stdin");
         start[strcspn(start, "\n")] = 0;
-        streams[i] = open_twilio(host, bridge_port, path, (uint32_t)i, start);
+        streams[i] = open_twilio(host, bridge_port, path, start);
         poll_once(0); /* the bridge's agent sockets, meanwhile */
     }
     int64_t deadline = now_ns() + 120 * 1000000000LL;
