@@ -56,7 +56,7 @@ def agent_runtime(settings: Settings) -> AgentRuntime:
     from devstack.tools import Tools
 
     return LocalAgentRuntime(Tools(settings.tools_dir.expanduser()).require(), settings.data_dir.resolve() / "agents",
-                             ModelProvider.from_settings(settings), secret=settings.platform_secret.get_secret_value(),
+                             ModelProvider.from_settings(settings), keyring=settings.keyring,
                              spares=settings.local_agent_spares, reachable=[settings.api_base_url])  # MCP server
 
 
@@ -81,4 +81,4 @@ def kubernetes_runtime(settings: Settings) -> AgentRuntime:
         storage_size=settings.kubernetes_storage_size, archive_secret=settings.kubernetes_archive_secret,
         archive_bucket=settings.s3_bucket, archive_endpoint=settings.s3_endpoint_url)
     return KubernetesAgentRuntime(client.ApiClient(configuration), cluster, ModelProvider.from_settings(settings),
-                                  secret=settings.platform_secret.get_secret_value())
+                                  keyring=settings.keyring)

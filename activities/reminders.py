@@ -46,7 +46,7 @@ class ReminderActivities:
             return await call_user_with_agent(
                 self.telephony, self.settings, user_id=user.id, to=user.phone_e164, from_=number,
                 greeting=f"Hi, it's {user.agent_name} with your reminder: {reminder.text}",
-                prompt=f"You called the user to remind them: {reminder.text}. Help with anything it needs.")
+                purpose=f"to remind them: {reminder.text}. Help with anything it needs.")
         return await self.telephony.send_sms(to=user.phone_e164, from_=number, body=f"Reminder: {reminder.text}")
 
     @activity.defn

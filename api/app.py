@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from activities import adapters
 from api import health, hotline, mcp, outbox, twilio
 from core.db import create_engine, sessionmaker
+from core.limits import Outreach, OutreachLimiter, PostgresStorage
 from core.settings import Settings, get_settings
 from core.temporal import connect
 
@@ -28,6 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.temporal = None
         app.state.telephony = adapters.telephony(settings)  # the platform MCP server's send_sms / call_me
         app.state.web_search = adapters.web_search(settings)  # and its web_search
+        app.state.outreach = OutreachLimiter(PostgresStorage(app.state.sessions), {
+            Outreach.SMS: settings.agent_sms_limits, Outreach.CALL: settings.agent_call_limits})
         try:
             app.state.temporal = await connect(settings)
         except Exception as error:  # /healthz reports it and reconnects; serving the rest goes on

@@ -3,11 +3,12 @@
 The conductor is an OpenAI-compatible endpoint with no model behind it: each caller utterance
 (or digit string) becomes the `hear` Update on the caller's OnboardingWorkflow, and the line the
 workflow answers is what the hotline says. Deterministic; every step visible in Temporal UI.
+Its URL's token (made by the bridge, core.streams) is bound to the hotline call's stream and says
+nothing to whoever sees it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -16,15 +17,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from core import chat_format, tokens
+from api.deps import SessionsDep, SettingsDep, TemporalDep
+from core import chat_format
+from core.fillers import with_fillers
 from core.logs import log_context
 from core.models import PhoneNumber, User
 from core.settings import Settings
+from core.streams import LiveStreams, open_think_token
+from core.tokens import InvalidToken, TokenKind
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import Thresholds
 from workflows.onboarding import (
@@ -40,16 +47,13 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/hotline")
 
 MODEL = "deepclaw-hotline"
-FILLER_AFTER_S = 0.7
-FILLER = "One moment. "
 UNAVAILABLE = "Sorry, setup isn't available right now. Please call again in a few minutes. Goodbye."
 TROUBLE = "Sorry, I'm having trouble on my side. Could you say that again?"
-CONDUCTOR_TOKEN_TTL_S = 3 * 3600.0
 
 
-async def existing_number(request: Request, caller: str) -> str | None:
+async def existing_number(sessions: async_sessionmaker[AsyncSession], caller: str) -> str | None:
     """The number of the caller's agent, if they have one already."""
-    async with request.app.state.sessions() as session:
+    async with sessions() as session:
         return (await session.execute(
             select(PhoneNumber.e164).join(User, PhoneNumber.user_id == User.id)
             .where(User.phone_e164 == caller, PhoneNumber.state == "assigned"))).scalar_one_or_none()
@@ -67,70 +71,70 @@ async def opening_line(client: Client, settings: Settings, caller: str, call_sid
     return await handle.execute_update(OnboardingWorkflow.call_started, CallStarted(call_sid=call_sid))
 
 
-def conductor_url(settings: Settings, *, call_sid: str, caller: str) -> str:
-    token = tokens.sign({"kind": "llm", "call": call_sid, "caller": caller, "hotline": True},
-                        settings.platform_secret.get_secret_value(), ttl_s=CONDUCTOR_TOKEN_TTL_S)
-    return f"{settings.api_base_url}/hotline/{token}/v1/chat/completions"
-
-
-async def answer_call(request: Request, form: dict[str, str]) -> tuple[str, Line]:
+async def answer_call(settings: Settings, sessions: async_sessionmaker[AsyncSession], client: Client | None,
+                      form: dict[str, str]) -> Line:
     """For POST /twilio/voice to the hotline: what to say first, and whether to stream the call on."""
-    settings: Settings = request.app.state.settings
     caller, call_sid = form.get("From", ""), form.get("CallSid", "")
-    if number := await existing_number(request, caller):
-        return "", Line(text=lines.already_registered(number), end_call=True)
-    client: Client | None = request.app.state.temporal
+    if number := await existing_number(sessions, caller):
+        return Line(text=lines.already_registered(number), end_call=True)
     if client is None or not caller.startswith("+"):
-        return "", Line(text=UNAVAILABLE, end_call=True)
+        return Line(text=UNAVAILABLE, end_call=True)
     try:
-        line = await opening_line(client, settings, caller, call_sid)
+        return await opening_line(client, settings, caller, call_sid)
     except (RPCError, WorkflowUpdateFailedError) as error:
         log.error("hotline could not start onboarding for %s: %s", caller, error)
-        return "", Line(text=UNAVAILABLE, end_call=True)
-    return conductor_url(settings, call_sid=call_sid, caller=caller), line
+        return Line(text=UNAVAILABLE, end_call=True)
 
 
 @router.post("/{token}/v1/chat/completions")
-async def conductor(token: str, request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+async def conductor(token: str, request: Request, settings: SettingsDep, sessions: SessionsDep,
+                    temporal: TemporalDep) -> Response:
     try:
-        claims = tokens.verify(token, settings.platform_secret.get_secret_value(), kind="llm")
-        if not claims.get("hotline"):
-            raise tokens.InvalidToken("not a hotline token")
-    except tokens.InvalidToken as error:
+        claims = await open_think_token(settings.keyring, TokenKind.HOTLINE, token, LiveStreams(sessions))
+    except InvalidToken as error:
         return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
     try:
         body = await request.json()
-        messages: list[dict[str, Any]] = body["messages"]
-        if not isinstance(messages, list):
-            raise TypeError("messages must be a list")
-    except Exception:
+        messages = body["messages"]
+    except (ValueError, TypeError, KeyError):
+        messages = None
+    if not isinstance(messages, list):
         return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
     streaming = bool(body.get("stream"))
-    if messages and messages[-1].get("role") == "tool":  # our end_call was carried out: nothing to add
+    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+        # our end_call was carried out: nothing to add
         if streaming:
             return StreamingResponse(iter([chat_format.DONE.encode()]), media_type="text/event-stream")
         return JSONResponse(chat_format.text_completion("", model=MODEL))
     with log_context(call_id=claims["call"]):
         said = chat_format.latest_user_text(messages)
-        reply = asyncio.create_task(_hear(request.app.state.temporal, claims, said))
         if streaming:
-            return StreamingResponse(_stream(reply), media_type="text/event-stream")
-        line = await reply
+            return StreamingResponse(with_fillers(_spoken(_hear(temporal, sessions, claims, said)), _say),
+                                     media_type="text/event-stream")
+        line = await _hear(temporal, sessions, claims, said)
         return JSONResponse(chat_format.text_completion(line.text, model=MODEL, end_call=line.end_call))
 
 
-async def _hear(client: Client | None, claims: dict[str, Any], said: str) -> Line:
+def _say(text: str) -> bytes:
+    return chat_format.text_chunk(text, model=MODEL)
+
+
+async def _hear(client: Client | None, sessions: async_sessionmaker[AsyncSession], claims: dict[str, Any],
+                said: str) -> Line:
     if client is None:
         return Line(text=UNAVAILABLE, end_call=True)
-    handle = client.get_workflow_handle(workflow_id(claims["caller"]))
+    caller = str(claims["caller"])
+    handle = client.get_workflow_handle(workflow_id(caller))
     try:
         return await handle.execute_update(OnboardingWorkflow.hear, Heard(call_sid=claims["call"], text=said))
     except WorkflowUpdateFailedError as error:
         log.warning("onboarding refused %r: %s", said, error.cause or error)
-        finished = isinstance(error.cause, ApplicationError) and error.cause.type == "OnboardingFinished"
-        return Line(text=lines.ONBOARDING_CLOSED, end_call=True) if finished else Line(text=TROUBLE)
+        if isinstance(error.cause, ApplicationError) and error.cause.type == "OnboardingFinished":
+            return await _finished(sessions, caller)
+        return Line(text=TROUBLE)
     except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND or await _closed(handle):
+            return await _finished(sessions, caller)
         log.error("onboarding unreachable: %s", error)
         return Line(text=TROUBLE)
     except Exception:  # the caller hears an apology, never silence
@@ -138,12 +142,24 @@ async def _hear(client: Client | None, claims: dict[str, Any], said: str) -> Lin
         return Line(text=TROUBLE)
 
 
-async def _stream(reply: asyncio.Task[Line]) -> AsyncIterator[bytes]:
-    done, _ = await asyncio.wait({reply}, timeout=FILLER_AFTER_S)
-    if not done:
-        yield chat_format.text_chunk(FILLER, model=MODEL)  # no dead air while provisioning runs
+async def _closed(handle: Any) -> bool:
+    try:
+        return (await handle.describe()).raw_description.workflow_execution_info.status != \
+            WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+    except RPCError:
+        return False
+
+
+async def _finished(sessions: async_sessionmaker[AsyncSession], caller: str) -> Line:
+    """The caller's setup is over: if it gave them a number, say so (and which)."""
+    if number := await existing_number(sessions, caller):
+        return Line(text=lines.setup_complete(number), end_call=True)
+    return Line(text=lines.ONBOARDING_CLOSED, end_call=True)
+
+
+async def _spoken(reply: Any) -> AsyncIterator[bytes]:
     line = await reply
-    yield chat_format.text_chunk(line.text, model=MODEL)
+    yield _say(line.text)
     if line.end_call:
         yield chat_format.end_call_chunk(model=MODEL)
     yield chat_format.DONE.encode()

@@ -15,17 +15,22 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dataclasses import dataclass
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from core import tokens
-from core.callbacks import PLATFORM_MCP_NAME, call_user_with_agent
+from api.deps import OutreachDep, SessionsDep, SettingsDep, TelephonyDep, TemporalDep, WebSearchDep
+from core.callbacks import MCP_AUDIENCE, PLATFORM_MCP_NAME, call_user_with_agent, mcp_token_generation
+from core.limits import Outreach, OutreachLimiter
 from core.models import PhoneNumber, Reminder, User
-from core.ports import MAX_SEARCH_RESULTS, SearchUnavailable
+from core.ports import MAX_SEARCH_RESULTS, SearchUnavailable, Telephony, WebSearch
 from core.settings import Settings
+from core.tokens import InvalidToken, TokenKind
 from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
 
 log = logging.getLogger(__name__)
@@ -65,13 +70,38 @@ class ToolError(Exception):
     """The agent asked for something that cannot be done; it is told why (isError), no crash."""
 
 
-@router.post("/mcp")
-async def mcp(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+@dataclass
+class Tools:
+    """What the tools act with, for one user's agent."""
+
+    user_id: uuid.UUID
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    temporal: Client | None
+    telephony: Telephony
+    web_search: WebSearch
+    outreach: OutreachLimiter
+
+
+async def _user_of(bearer: str, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID:
+    """The user an MCP token acts for; InvalidToken if it is not one, or of a revoked generation."""
+    claims = settings.keyring.open(TokenKind.MCP, bearer, audience=MCP_AUDIENCE)
     try:
-        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        user_id = uuid.UUID(tokens.verify(bearer, settings.platform_secret.get_secret_value(), kind="mcp")["user"])
-    except (tokens.InvalidToken, KeyError, ValueError) as error:
+        user_id = uuid.UUID(str(claims["user"]))
+    except (KeyError, ValueError):
+        raise InvalidToken("an MCP token names its user") from None
+    if claims.get("gen") != await mcp_token_generation(sessions, user_id):
+        raise InvalidToken("this token has been revoked")
+    return user_id
+
+
+@router.post("/mcp")
+async def mcp(request: Request, settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep,
+              telephony: TelephonyDep, web_search: WebSearchDep, outreach: OutreachDep) -> Response:
+    try:
+        user_id = await _user_of(request.headers.get("authorization", "").removeprefix("Bearer ").strip(),
+                                 settings, sessions)
+    except InvalidToken as error:
         return JSONResponse({"error": f"unauthorised: {error}"}, status_code=401)
     try:
         message = await request.json()
@@ -95,7 +125,8 @@ async def mcp(request: Request) -> Response:
     if method == "tools/call":
         name, arguments = params.get("name"), params.get("arguments") or {}
         try:
-            text = await _call(request, user_id, str(name), arguments)
+            tools = Tools(user_id, settings, sessions, temporal, telephony, web_search, outreach)
+            text = await _call(tools, str(name), arguments)
         except ToolError as error:
             return _rpc_result(ident, {"content": [{"type": "text", "text": str(error)}], "isError": True})
         return _rpc_result(ident, {"content": [{"type": "text", "text": text}], "isError": False})
@@ -118,15 +149,15 @@ def _rpc_error(ident: Any, code: int, message: str) -> JSONResponse:
 # ---- the tools ----------------------------------------------------------------------------
 
 
-async def _call(request: Request, user_id: uuid.UUID, name: str, arguments: dict[str, Any]) -> str:
-    tools = {"schedule_reminder": _schedule_reminder, "list_reminders": _list_reminders,
-             "cancel_reminder": _cancel_reminder, "send_sms": _send_sms, "call_me": _call_me,
-             "web_search": _web_search}
-    if name not in tools:
-        raise ToolError(f"unknown tool {name!r}; the tools are {', '.join(tools)}")
+async def _call(tools: Tools, name: str, arguments: dict[str, Any]) -> str:
+    handlers = {"schedule_reminder": _schedule_reminder, "list_reminders": _list_reminders,
+                "cancel_reminder": _cancel_reminder, "send_sms": _send_sms, "call_me": _call_me,
+                "web_search": _web_search}
+    if name not in handlers:
+        raise ToolError(f"unknown tool {name!r}; the tools are {', '.join(handlers)}")
     if not isinstance(arguments, dict):
         raise ToolError("arguments must be an object")
-    return await tools[name](request, user_id, arguments)
+    return await handlers[name](tools, arguments)
 
 
 def _text(arguments: dict[str, Any], key: str) -> str:
@@ -160,49 +191,48 @@ def _due(arguments: dict[str, Any], now: datetime) -> datetime:
     return due
 
 
-def _temporal(request: Request) -> Client:
-    client: Client | None = request.app.state.temporal
-    if client is None:
+def _temporal(tools: Tools) -> Client:
+    if tools.temporal is None:
         raise ToolError("reminders are unavailable right now; try again in a minute")
-    return client
+    return tools.temporal
 
 
-async def _schedule_reminder(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
+async def _schedule_reminder(tools: Tools, arguments: dict[str, Any]) -> str:
     text, channel = _text(arguments, "text"), arguments.get("channel") or "sms"
     if channel not in ("sms", "call"):
         raise ToolError("'channel' is sms or call")
     due = _due(arguments, datetime.now(UTC))
-    reminder = Reminder(user_id=user_id, due_at=due, text=text, channel=channel)
-    async with request.app.state.sessions() as session, session.begin():
+    reminder = Reminder(user_id=tools.user_id, due_at=due, text=text, channel=channel)
+    async with tools.sessions() as session, session.begin():
         session.add(reminder)
-    await _temporal(request).start_workflow(
-        ReminderWorkflow.run, ReminderInput(reminder_id=reminder.id, user_id=user_id, due_at=due),
-        id=workflow_id(reminder.id), task_queue=request.app.state.settings.temporal_task_queue)
+    await _temporal(tools).start_workflow(
+        ReminderWorkflow.run, ReminderInput(reminder_id=reminder.id, user_id=tools.user_id, due_at=due),
+        id=workflow_id(reminder.id), task_queue=tools.settings.temporal_task_queue)
     how = "a text" if channel == "sms" else "a call"
     return f"Reminder {reminder.id} set: {how} at {due.isoformat(timespec='minutes')} ({text!r})."
 
 
-async def _list_reminders(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
-    async with request.app.state.sessions() as session:
+async def _list_reminders(tools: Tools, arguments: dict[str, Any]) -> str:
+    async with tools.sessions() as session:
         pending = (await session.scalars(select(Reminder).where(
-            Reminder.user_id == user_id, Reminder.state == "scheduled").order_by(Reminder.due_at))).all()
+            Reminder.user_id == tools.user_id, Reminder.state == "scheduled").order_by(Reminder.due_at))).all()
     if not pending:
         return "No reminders are scheduled."
     return "\n".join(f"{r.id} — {r.due_at.isoformat(timespec='minutes')} — {r.channel} — {r.text}" for r in pending)
 
 
-async def _cancel_reminder(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
+async def _cancel_reminder(tools: Tools, arguments: dict[str, Any]) -> str:
     try:
         reminder_id = uuid.UUID(str(arguments.get("id")))
     except ValueError:
         raise ToolError("'id' must be a reminder id from list_reminders") from None
-    async with request.app.state.sessions() as session:
+    async with tools.sessions() as session:
         reminder = await session.get(Reminder, reminder_id)
-    if reminder is None or reminder.user_id != user_id:
+    if reminder is None or reminder.user_id != tools.user_id:
         raise ToolError(f"no reminder {reminder_id}")
     if reminder.state != "scheduled":
         raise ToolError(f"reminder {reminder_id} has already {reminder.state}")
-    handle = _temporal(request).get_workflow_handle(workflow_id(reminder_id))
+    handle = _temporal(tools).get_workflow_handle(workflow_id(reminder_id))
     try:
         await handle.signal(ReminderWorkflow.cancel)
         state = await asyncio.wait_for(handle.result(), 10)  # it records the outcome
@@ -215,41 +245,49 @@ async def _cancel_reminder(request: Request, user_id: uuid.UUID, arguments: dict
     return f"Reminder {reminder_id} cancelled."
 
 
-async def _user_line(request: Request, user_id: uuid.UUID) -> tuple[User, str]:
-    async with request.app.state.sessions() as session:
+async def _user_line(tools: Tools) -> tuple[User, str]:
+    async with tools.sessions() as session:
         row = (await session.execute(select(User, PhoneNumber.e164).join(PhoneNumber, PhoneNumber.user_id == User.id)
-                                     .where(User.id == user_id, PhoneNumber.state == "assigned"))).one_or_none()
+                                     .where(User.id == tools.user_id, PhoneNumber.state == "assigned"))).one_or_none()
     if row is None:
         raise ToolError("you have no phone number yet")
     return row[0], row[1]
 
 
-async def _send_sms(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
+async def _within_limits(tools: Tools, kind: Outreach) -> None:
+    if refusal := await tools.outreach.acquire(kind, tools.user_id):
+        raise ToolError(f"{'Text' if kind == Outreach.SMS else 'Call'} {refusal}")
+
+
+async def _send_sms(tools: Tools, arguments: dict[str, Any]) -> str:
     body = _text(arguments, "text")
-    user, number = await _user_line(request, user_id)
-    sid = await request.app.state.telephony.send_sms(to=user.phone_e164, from_=number, body=body)
+    user, number = await _user_line(tools)
+    await _within_limits(tools, Outreach.SMS)
+    sid = await tools.telephony.send_sms(to=user.phone_e164, from_=number, body=body)
+    log.info("agent of user %s texted its user (%s)", tools.user_id, sid)
     return f"Texted the user ({sid})."
 
 
-async def _call_me(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
+async def _call_me(tools: Tools, arguments: dict[str, Any]) -> str:
     greeting = _text(arguments, "greeting")
     reason = _text(arguments, "reason") if arguments.get("reason") else greeting
-    user, number = await _user_line(request, user_id)
-    sid = await call_user_with_agent(request.app.state.telephony, request.app.state.settings, user_id=user.id,
-                                     to=user.phone_e164, from_=number, greeting=greeting,
-                                     prompt=f"You called the user: {reason}")
+    user, number = await _user_line(tools)
+    await _within_limits(tools, Outreach.CALL)
+    sid = await call_user_with_agent(tools.telephony, tools.settings, user_id=user.id, to=user.phone_e164,
+                                     from_=number, greeting=greeting, purpose=reason)
+    log.info("agent of user %s called its user (%s)", tools.user_id, sid)
     return f"Calling the user now ({sid})."
 
 
-async def _web_search(request: Request, user_id: uuid.UUID, arguments: dict[str, Any]) -> str:
+async def _web_search(tools: Tools, arguments: dict[str, Any]) -> str:
     query = _text(arguments, "query")
     count = arguments.get("count", 5)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_SEARCH_RESULTS:
         raise ToolError(f"'count' is a whole number from 1 to {MAX_SEARCH_RESULTS}")
     try:
-        results = await request.app.state.web_search.search(query, count=count)
+        results = await tools.web_search.search(query, count=count)
     except SearchUnavailable as error:
-        log.warning("web search failed for user %s: %s", user_id, error)
+        log.warning("web search failed for user %s: %s", tools.user_id, error)
         raise ToolError(f"web search is unavailable right now ({error})") from None
     if not results:
         return f"No results for {query!r}."

@@ -37,14 +37,18 @@ import asyncpg
 import httpx
 import orjson
 import psutil
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from twilio.request_validator import RequestValidator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import tokens  # noqa: E402
+from core.db import create_engine, sessionmaker  # noqa: E402
 from core.process import ChildProcess, free_port  # noqa: E402
+from core.streams import issue_ticket  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-of-at-least-thirty-two-characters"
+AUTH_TOKEN = "bench-twilio-auth-token"
 LOAD_SOURCE = Path(__file__).with_name("voice_load.c")
 CPUS = sorted(os.sched_getaffinity(0))  # the cores we may use (not always 0 and 1 in a container)
 PIN = os.environ.get("BENCH_PIN", "1") == "1" and len(CPUS) >= 2
@@ -81,25 +85,29 @@ def build_load(into: Path) -> Path:
     return binary
 
 
-def start_message(index: int, user_id: str) -> bytes:
-    """Twilio's `start` for stream MZ<index>, with the per-call token the API would have issued."""
+async def start_message(sessions: async_sessionmaker[AsyncSession], index: int, user_id: str) -> bytes:
+    """Twilio's `start` for stream MZ<index>, with the one-time ticket the API would have issued."""
     sid = f"CA{uuid.uuid4().hex}"
-    token = tokens.sign({"kind": "stream", "call": sid, "user": user_id}, SECRET, ttl_s=3600)
+    ticket = await issue_ticket(sessions, call_sid=sid, user_id=uuid.UUID(user_id), params={}, ttl_s=3600)
     return orjson.dumps({"event": "start", "sequenceNumber": "1", "streamSid": f"MZ{index}",
-                         "start": {"streamSid": f"MZ{index}", "callSid": sid, "customParameters": {"token": token}}})
+                         "start": {"streamSid": f"MZ{index}", "callSid": sid, "customParameters": {"ticket": ticket}}})
 
 
 async def run_level(load_binary: Path, calls: int, seconds: float, bridge: psutil.Process, media_port: int,
-                    agent_port: int, user_id: str, steered: bool) -> dict[str, float]:
+                    agent_port: int, user_id: str, steered: bool,
+                    sessions: async_sessionmaker[AsyncSession]) -> dict[str, float]:
+    # As Twilio signs the upgrade: X-Twilio-Signature over the stream URL, no parameters.
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(f"ws://127.0.0.1:{media_port}/twilio/media", {})
+    starts = [await start_message(sessions, i, user_id) for i in range(calls)]
     load = await asyncio.create_subprocess_exec(
         str(load_binary), "127.0.0.1", str(media_port), "/twilio/media", str(agent_port), str(calls), str(seconds),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        signature, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert load.stdin is not None and load.stdout is not None
     if PIN:
         os.sched_setaffinity(load.pid, {LOAD_CPU})
     rss_before = bridge.memory_info().rss
     try:
-        load.stdin.write(b"".join(start_message(i, user_id) + b"\n" for i in range(calls)))
+        load.stdin.write(b"".join(start + b"\n" for start in starts))
         await load.stdin.drain()
         line = await asyncio.wait_for(load.stdout.readline(), 180)
     except (BrokenPipeError, ConnectionResetError):
@@ -144,8 +152,10 @@ async def main(levels: list[int], seconds: float) -> dict[str, float]:
             env = {**os.environ, "DEEPCLAW_DATABASE_URL": stack.database_url,
                    "DEEPCLAW_TEMPORAL_ADDRESS": stack.temporal.address, "DEEPCLAW_VOICE_PORT": str(voice_port),
                    "DEEPCLAW_VOICE_MEDIA_PORT": str(media_port), "DEEPCLAW_PLATFORM_SECRET": SECRET,
+                   "DEEPCLAW_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
                    "DEEPCLAW_VOICE_AGENT": "deepgram", "DEEPCLAW_LOG_LEVEL": "WARNING",
                    "DEEPCLAW_DEEPGRAM_URL": f"ws://127.0.0.1:{agent_port}/v1/agent/converse"}
+            engine = create_engine(stack.database_url)
             process = ChildProcess("the voice bridge", [sys.executable, "-m", "core.cli", "voice"], env=env)
             await process.start()
             assert process.pid is not None
@@ -160,9 +170,10 @@ async def main(levels: list[int], seconds: float) -> dict[str, float]:
                 bridge = psutil.Process(process.pid)
                 with receive_work_on_load_core() as steered:
                     results = [await run_level(load_binary, n, seconds, bridge, media_port, agent_port, user_id,
-                                               steered) for n in levels]
+                                               steered, sessionmaker(engine)) for n in levels]
             finally:
                 await process.stop()
+                await engine.dispose()
     largest = results[-1]
     return {k: largest[k] for k in ("calls", "p99_added_ms_in", "p99_added_ms_out", "cpu_s_per_call_minute",
                                     "rss_mb_per_call")}

@@ -6,7 +6,7 @@
  * its own starvation. This one spends its time in the kernel's sockets, like the bridge's peers.
  *
  * Protocol with the conductor (bench/voice_bridge.py):
- *   argv: bridge_host bridge_port bridge_path agent_port calls seconds
+ *   argv: bridge_host bridge_port bridge_path agent_port calls seconds twilio_signature
  *   stdin: one Twilio `start` message (JSON, one line) per call, for stream MZ<index>; later "go".
  *   stdout: {"ready": N} once every call has reached the agent (its Settings arrived), then,
  *   after "go" and the audio, one JSON line of figures (with its own CPU seconds meanwhile).
@@ -368,15 +368,16 @@ static void poll_once(int64_t timeout_ns) {
 }
 
 /* A Twilio stream: connect and upgrade synchronously (the bridge answers at once), then async. */
-static conn_t *open_twilio(const char *host, int port, const char *path, const char *start) {
+static conn_t *open_twilio(const char *host, int port, const char *path, const char *signature, const char *start) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, host, &addr.sin_addr);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect to the bridge");
-    char request[512], response[1024];
+    char request[768], response[1024];
     int n = snprintf(request, sizeof request,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path, host, port);
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     "X-Twilio-Signature: %s\r\n\r\n", path, host, port, signature);
     if (send(fd, request, (size_t)n, 0) != n) die("upgrade request");
     size_t got = 0;
     while (got < sizeof response - 1) {
@@ -409,8 +410,9 @@ static double percentile_ms(int64_t *samples, size_t n, double p) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: voice_load bridge_host bridge_port bridge_path agent_port calls seconds\n");
+    if (argc != 8) {
+        fprintf(stderr, "usage: voice_load bridge_host bridge_port bridge_path agent_port calls seconds "
+                        "twilio_signature\n");
         return 2;
     }
     const char *host = argv[1], *path = argv[3];
@@ -438,7 +440,7 @@ int main(int argc, char **argv) {
     for (long i = 0; i < calls_total; i++) {
         if (getline(&start, &start_cap, stdin) <= 0) die("a start message per call on stdin");
         start[strcspn(start, "\n")] = 0;
-        streams[i] = open_twilio(host, bridge_port, path, start);
+        streams[i] = open_twilio(host, bridge_port, path, argv[7], start);
         poll_once(0); /* the bridge's agent sockets, meanwhile */
     }
     int64_t deadline = now_ns() + 120 * 1000000000LL;

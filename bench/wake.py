@@ -40,6 +40,7 @@ from core.process import free_port  # noqa: E402
 from core.serve import serving  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.temporal import connect  # noqa: E402
+from core.tokens import Keyring  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
 from emulators import llm  # noqa: E402
 from workers import registry  # noqa: E402
@@ -52,14 +53,14 @@ from workflows.agent_lifecycle import (  # noqa: E402
 )
 
 
-SECRET = "bench-platform-secret"  # gateway tokens derive from it
+SECRET = "bench-platform-secret-of-thirty-two-chars"  # gateway tokens derive from it
 
 
 async def chat(endpoint: AgentEndpoint, user_id: uuid.UUID, text: str) -> str:
     async with httpx.AsyncClient(timeout=120) as http:
         response = await http.post(
             f"{endpoint.base_url}/v1/chat/completions",
-            headers={**endpoint.authorization(SECRET), "x-openclaw-session-key": "bench"},
+            headers={**endpoint.authorization(Keyring.of(SECRET)), "x-openclaw-session-key": "bench"},
             json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]})
     response.raise_for_status()
     return response.json()["choices"][0]["message"]["content"]

@@ -1,40 +1,73 @@
-"""URLs the platform hands out, with what they are for signed in: TwiML for calls we place or
-redirect (the webhook trusts it without a database lookup), and the platform MCP server each
+"""URLs the platform hands out, with what they are for sealed in (core.tokens): TwiML for calls we
+place or redirect (the webhook trusts it without a database lookup), and the platform MCP server each
 user's agent is given."""
 
 from __future__ import annotations
 
 import uuid
 
-from core import tokens
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.db import transaction
+from core.models import User
 from core.ports import McpServerSpec, Telephony
 from core.settings import Settings
+from core.tokens import TokenKind
 
-PURPOSE_TOKEN_TTL_S = 3600.0  # a placed call is answered (or not) well within the hour
+# A placed call rings for a minute at most, and Twilio asks for its TwiML as soon as it is answered.
+PURPOSE_TOKEN_TTL_S = 15 * 60.0
+PURPOSE_AUDIENCE = "api:/twilio/outbound"
 PLATFORM_MCP_NAME = "deepclaw"
-# Lives in the agent's config for its whole life; rotating the platform secret revokes every one.
+MCP_AUDIENCE = "api:/mcp"
+# It lives in the agent's config for the agent's life; revoked by bumping the user's
+# mcp_token_generation (a fresh token is rendered at the next settings change or wake).
 MCP_TOKEN_TTL_S = 10 * 365 * 24 * 3600.0
 
 
-def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, prompt: str = "",
-                   direction: str = "outbound") -> str:
-    """TwiML that streams the call to the user's own agent, which opens with `greeting`."""
-    purpose = tokens.sign({"kind": "purpose", "user": str(user_id), "greeting": greeting, "prompt": prompt,
-                           "direction": direction},
-                          settings.platform_secret.get_secret_value(), ttl_s=PURPOSE_TOKEN_TTL_S)
-    return f"{settings.api_base_url}/twilio/outbound?purpose={purpose}"
+def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, purpose: str = "",
+                   direction: str = "outbound", ttl_s: float = PURPOSE_TOKEN_TTL_S) -> str:
+    """TwiML that streams the call to the user's own agent, which opens with `greeting`; `purpose`
+    (why we called) is added to the call's rules for the rest of the call."""
+    token = settings.keyring.seal(TokenKind.PURPOSE, {"user": str(user_id), "greeting": greeting, "purpose": purpose,
+                                                      "direction": direction},
+                                  audience=PURPOSE_AUDIENCE, ttl_s=ttl_s)
+    return f"{settings.api_base_url}/twilio/outbound?purpose={token}"
 
 
 async def call_user_with_agent(telephony: Telephony, settings: Settings, *, user_id: uuid.UUID, to: str, from_: str,
-                               greeting: str, prompt: str) -> str:
+                               greeting: str, purpose: str) -> str:
     """Rings the user from their own number; when they answer, their agent opens with `greeting`."""
-    url = agent_call_url(settings, user_id=user_id, greeting=greeting, prompt=prompt)
+    url = agent_call_url(settings, user_id=user_id, greeting=greeting, purpose=purpose)
     return await telephony.place_call(to=to, from_=from_, url=url)
 
 
-def platform_mcp_server(settings: Settings, user_id: uuid.UUID) -> McpServerSpec:
+def mcp_token(settings: Settings, user_id: uuid.UUID, generation: int) -> str:
+    return settings.keyring.seal(TokenKind.MCP, {"user": str(user_id), "gen": generation},
+                                 audience=MCP_AUDIENCE, ttl_s=MCP_TOKEN_TTL_S)
+
+
+def platform_mcp_server(settings: Settings, user_id: uuid.UUID, generation: int = 0) -> McpServerSpec:
     """The platform's MCP server as one user's agent reaches it: acting for that user only."""
-    token = tokens.sign({"kind": "mcp", "user": str(user_id)}, settings.platform_secret.get_secret_value(),
-                        ttl_s=MCP_TOKEN_TTL_S)
     return McpServerSpec(name=PLATFORM_MCP_NAME, url=f"{settings.api_base_url}/mcp",
-                         headers={"Authorization": f"Bearer {token}"})
+                         headers={"Authorization": f"Bearer {mcp_token(settings, user_id, generation)}"})
+
+
+async def mcp_token_generation(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID) -> int | None:
+    """The generation a user's MCP tokens must carry; None if there is no such user."""
+    async with sessions() as session:
+        return (await session.execute(select(User.mcp_token_generation).where(User.id == user_id))).scalar_one_or_none()
+
+
+async def current_platform_mcp_server(settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                                      user_id: uuid.UUID) -> McpServerSpec:
+    return platform_mcp_server(settings, user_id, await mcp_token_generation(sessions, user_id) or 0)
+
+
+async def revoke_mcp_tokens(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID) -> int:
+    """Every MCP token the user's agent holds stops working; returns the new generation (the agent
+    gets a token of it when its settings are next applied)."""
+    async with transaction(sessions) as session:
+        return (await session.execute(update(User).where(User.id == user_id)
+                                      .values(mcp_token_generation=User.mcp_token_generation + 1)
+                                      .returning(User.mcp_token_generation))).scalar_one()

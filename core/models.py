@@ -41,6 +41,7 @@ REMINDER_STATES = ("scheduled", "fired", "cancelled", "failed")
 REMINDER_CHANNELS = ("sms", "call")
 OAUTH_PROVIDERS = ("google", "outlook")
 MCP_TRANSPORTS = ("streamable-http", "sse")
+STREAM_KINDS = ("user", "hotline")
 
 
 class User(SQLModel, table=True):
@@ -57,6 +58,8 @@ class User(SQLModel, table=True):
     personality: str = Field(default="casual", max_length=16)
     # Written by the agent after each call, spoken at the start of the next one.
     next_greeting: str | None = Field(default=None, max_length=300)
+    # Bumped to revoke every platform MCP token this user's agent was given (core.callbacks).
+    mcp_token_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -128,6 +131,35 @@ class Conversation(SQLModel, table=True):
     duration_s: float | None = None
     # Per-turn latency figures reported by the voice agent (AgentStartedSpeaking).
     latency: dict[str, Any] | None = Field(default=None, sa_type=pg.JSONB)
+
+
+class MediaStream(SQLModel, table=True):
+    """One Media Stream the platform asked Twilio to open (a TwiML <Connect><Stream>).
+
+    Twilio carries only a random ticket (its digest is kept here); the bridge redeems it once, for
+    that call, before it expires. What the call is (whose, its greeting, a placed call's purpose)
+    stays here, not in the ticket. Think tokens are bound to the stream: they are refused once it
+    has ended (plus a short grace).
+    """
+
+    __tablename__ = "media_streams"
+    __table_args__ = (
+        _one_of("kind", STREAM_KINDS, "ck_media_streams_kind"),
+        sa.CheckConstraint("(kind = 'user') = (user_id IS NOT NULL)", name="ck_media_streams_user_call_has_user"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    ticket_digest: str = Field(sa_column_kwargs={"unique": True}, max_length=64, nullable=False)
+    call_sid: str = Field(max_length=64, index=True, nullable=False)
+    kind: str = Field(max_length=8)
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="CASCADE")
+    # from, to, direction, greeting, prompt: what the bridge needs to set the call up.
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=pg.JSONB)
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    stream_sid: str | None = Field(default=None, max_length=64)
+    connected_at: datetime | None = _timestamp()
+    ended_at: datetime | None = _timestamp()
+    created_at: datetime = _created()
 
 
 class Message(SQLModel, table=True):
@@ -229,6 +261,27 @@ class ServiceHeartbeat(SQLModel, table=True):
     service: str = Field(max_length=32, index=True)
     task_queue: str = Field(max_length=128)
     last_seen: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+
+
+class RateLimitHit(SQLModel, table=True):
+    """One counted hit of a moving-window rate limit (core.limits)."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (sa.Index("ix_rate_limit_hits_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=255)
+    at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+
+
+class RateLimitCounter(SQLModel, table=True):
+    """A fixed-window rate limit's count (core.limits)."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: str = Field(primary_key=True, max_length=255)
+    count: int
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
 
 
 class OutboxEmail(SQLModel, table=True):

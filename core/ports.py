@@ -10,7 +10,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from core import tokens
+from core.tokens import Keyring, TokenKind
 
 
 class OwnedNumber(BaseModel):
@@ -102,16 +102,18 @@ class AgentSpec(BaseModel):
 
 class AgentEndpoint(BaseModel):
     """Where the platform reaches a user's gateway. Its token is derived from the platform secret, never
-    carried (this travels through Temporal's history)."""
+    carried (this travels through Temporal's history); the key id says which secret, so a gateway
+    keeps working while the secret rotates."""
 
     base_url: str
     instance: str  # which gateway at that URL (a fresh one per local process; per user on Kubernetes)
+    key_id: str | None = None  # None: the current secret's
 
-    def token(self, secret: str) -> str:
-        return tokens.gateway_token(secret, self.base_url, self.instance)
+    def token(self, keyring: Keyring) -> str:
+        return keyring.digest(TokenKind.GATEWAY, f"{self.base_url}|{self.instance}", kid=self.key_id)
 
-    def authorization(self, secret: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(secret)}"}
+    def authorization(self, keyring: Keyring) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(keyring)}"}
 
 
 class AgentRuntime(Protocol):

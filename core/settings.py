@@ -7,12 +7,15 @@ production switches each port to its real adapter by setting, never by code chan
 from __future__ import annotations
 
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.tokens import Keyring
 
 
 class TelephonyAdapter(StrEnum):
@@ -68,8 +71,15 @@ class Settings(BaseSettings):
     # Public URLs of the voice bridge: HTTP (Deepgram calls the LLM proxy there) and Media Streams.
     voice_public_base_url: str | None = None  # default http://voice_host:voice_port
     media_public_url: str | None = None  # Media Streams; default ws://voice_host:voice_media_port/twilio/media
-    # Signs per-call tokens. Set a long random value in production.
+    # Every token's key is derived from this (core.tokens). Set a long random value in production.
     platform_secret: SecretStr = SecretStr("local-development-secret")
+    # Earlier platform secrets, comma-separated: tokens they made are still accepted while listed.
+    platform_secrets_previous: Annotated[list[SecretStr], NoDecode] = []
+
+    # What a user's agent may send its user on its own (`limits` syntax, every limit applies; reminders
+    # the user asked for are not counted).
+    agent_sms_limits: str = "3/minute;10/hour;30/day"
+    agent_call_limits: str = "1/minute;3/hour"
 
     # Calls
     max_call_s: float = 1800.0  # hang up after 30 minutes
@@ -172,10 +182,25 @@ class Settings(BaseSettings):
     worker_heartbeat_interval_s: float = 5.0
     worker_heartbeat_stale_s: float = 20.0
 
-    @field_validator("number_pool_area_codes", mode="before")
+    @field_validator("number_pool_area_codes", "platform_secrets_previous", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("agent_sms_limits", "agent_call_limits")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as error:
+            raise ValueError(f"not a list of limits like '3/minute;10/hour': {error}") from None
+        return value
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        """The keys of every kind of token, from the platform secret (and the previous ones)."""
+        return Keyring.of(self.platform_secret.get_secret_value(),
+                          [s.get_secret_value() for s in self.platform_secrets_previous])
 
     @property
     def api_base_url(self) -> str:

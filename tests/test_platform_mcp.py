@@ -19,7 +19,9 @@ from temporalio.worker import Worker
 from activities.reminders import ReminderActivities
 from activities.runtime.activities import RuntimeActivities
 from api.app import create_app
-from core.callbacks import PLATFORM_MCP_NAME, platform_mcp_server
+from core.callbacks import PLATFORM_MCP_NAME, current_platform_mcp_server, platform_mcp_server, revoke_mcp_tokens
+from core.streams import seal_think_token
+from core.tokens import TokenKind
 from core.models import PhoneNumber, Reminder, User
 from core.ports import AgentSpec, McpServerSpec
 from core.process import free_port
@@ -189,7 +191,7 @@ async def test_every_agent_is_given_the_platform_server_first(settings: Settings
 
     runtime = MemoryRuntime()
     activities = RuntimeActivities(runtime, FolderArchiveStore(tmp_path), sessions, "local",
-                                   platform_mcp=lambda user_id: platform_mcp_server(settings, user_id))
+                                   platform_mcp=lambda user_id: current_platform_mcp_server(settings, sessions, user_id))
     theirs = McpServerSpec(name="notes", url="https://notes.example.com/mcp")
     spec = AgentSpec(user_id=uuid.uuid4(), mcp_servers=[theirs])
     await ActivityEnvironment().run(activities.create_agent, spec)
@@ -197,3 +199,46 @@ async def test_every_agent_is_given_the_platform_server_first(settings: Settings
     assert [s.name for s in rendered] == [PLATFORM_MCP_NAME, "notes"]
     assert rendered[0].url == f"{settings.api_base_url}/mcp"
     assert rendered[0].headers["Authorization"].startswith("Bearer ")
+
+
+async def test_an_agent_cannot_flood_its_user(mcp: Mcp) -> None:
+    """A model stuck in a tool loop: 20 send_sms at once send the burst limit's 3 texts, and the agent is
+    told why the rest were not sent. Reminders the user asked for still arrive."""
+    results = await asyncio.gather(*(mcp.tool("send_sms", text=f"update {n}") for n in range(20)))
+    sent = [text for text, failed in results if not failed]
+    refused = [text for text, failed in results if failed]
+    assert len(sent) == 3, results
+    assert all("limit reached (3 sms per minute)" in text and "try again after" in text for text in refused), refused
+    for _ in range(30):  # the carrier delivers them; no more follow
+        if len([t for t in mcp.carrier.texts_to(mcp.user.phone_e164) if t.startswith("update ")]) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert len([t for t in mcp.carrier.texts_to(mcp.user.phone_e164) if t.startswith("update ")]) == 3
+
+    said, failed = await mcp.tool("schedule_reminder", text="stretch", in_minutes=0.01)
+    assert not failed, said
+    assert await _texts(mcp, "Reminder: stretch"), "a reminder the user asked for is not limited"
+
+    called, failed = await mcp.tool("call_me", greeting="Hi, it's Nova.", reason="the report")
+    assert not failed, called
+    again, failed = await mcp.tool("call_me", greeting="Hi again, it's Nova.", reason="the report")
+    assert failed and "limit reached (1 call per minute)" in again, again
+    assert len([c for c in mcp.carrier.carrier.calls.values() if c.to == mcp.user.phone_e164]) == 1
+
+
+async def test_mcp_tokens_are_revoked_per_user_and_of_their_own_kind(mcp: Mcp, settings: Settings) -> None:
+    async def tools_list(headers: dict[str, str]) -> int:
+        async with httpx.AsyncClient() as http:
+            return (await http.post(mcp.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                    headers=headers)).status_code
+
+    assert await tools_list(mcp.headers) == 200
+    # A token of another kind (a think URL's, for this very user) opens nothing here.
+    think = seal_think_token(settings.keyring, TokenKind.THINK, uuid.uuid4(), call_sid="CA1", ttl_s=60,
+                             user=str(mcp.user.id))
+    assert await tools_list({"Authorization": f"Bearer {think}"}) == 401
+    generation = await revoke_mcp_tokens(mcp.sessions, mcp.user.id)
+    assert generation == 1
+    assert await tools_list(mcp.headers) == 401, "the agent's old token is revoked"
+    fresh = await current_platform_mcp_server(settings, mcp.sessions, mcp.user.id)
+    assert await tools_list(fresh.headers) == 200

@@ -25,12 +25,13 @@ import orjson
 from picows import WSCloseCode, WSError, WSMsgType, WSTransport, ws_connect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import tokens
 from core.logs import log_context
-from core.models import User
+from core.models import MediaStream, User
 from core.ports import Telephony
 from core.settings import Settings
-from voice.agent_settings import build_settings
+from core.streams import LiveStreams, StreamRefused, end_stream, redeem_ticket, seal_think_token
+from core.tokens import TokenKind
+from voice.agent_settings import build_settings, purpose_prompt
 from voice.records import CallAlreadyConnected, CallRecorder
 from voice.relay import AgentListener, MediaRelay
 
@@ -59,7 +60,7 @@ Event = tuple[str, dict[str, Any]]  # (source, message): "twilio" | "agent" | "c
 
 
 class CallRefused(Exception):
-    """The Media Stream did not open properly (no start, bad token, replayed token)."""
+    """The Media Stream did not open properly (no start, or a malformed one)."""
 
 
 @dataclass
@@ -67,6 +68,7 @@ class BridgeDeps:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     telephony: Telephony
+    live: LiveStreams
     # Asks the user's agent a question outside the call (the next call's greeting); optional.
     ask_agent: Callable[[uuid.UUID, str, str], Awaitable[str | None]] | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -143,33 +145,35 @@ class CallBridge(MediaRelay):
 
     async def run(self) -> None:
         try:
-            claims = await asyncio.wait_for(self._await_start(), START_TIMEOUT_S)
-        except (TimeoutError, tokens.InvalidToken, CallRefused, ValueError, KeyError, TypeError) as error:
+            stream = await asyncio.wait_for(self._await_start(), START_TIMEOUT_S)
+        except (TimeoutError, StreamRefused, CallRefused, ValueError, KeyError, TypeError) as error:
             log.warning("media stream refused: %s", error or type(error).__name__)
             self._close_twilio(WSCloseCode.POLICY_VIOLATION)
             return
         # The hotline's calls have no user yet: their think endpoint is the API's conductor.
-        user_id = uuid.UUID(claims["user"]) if claims.get("user") else None
+        user_id, params = stream.user_id, stream.params
+        self.deps.live.started(stream.id)
         with log_context(user_id=str(user_id or ""), call_id=self.call_sid):
             self.recorder = CallRecorder(self.deps.sessions, call_sid=self.call_sid, user_id=user_id,
-                                         from_number=claims.get("from", ""), to_number=claims.get("to", ""),
-                                         direction=claims.get("direction", "inbound"))
+                                         from_number=params.get("from", ""), to_number=params.get("to", ""),
+                                         direction=params.get("direction", "inbound"))
             try:
                 await self.recorder.start()
+                await self._bridge(stream)
             except CallAlreadyConnected:
-                log.warning("stream token replayed for call %s", self.call_sid)
+                log.warning("a second stream for call %s refused", self.call_sid)
                 self._close_twilio(WSCloseCode.POLICY_VIOLATION)
-                return
-            try:
-                await self._bridge(user_id, claims)
             finally:
-                await self.recorder.finish(time.monotonic() - self.started)
+                self.deps.live.stopped(stream.id)
+                await end_stream(self.deps.sessions, stream.id)
+                if self.recorder.conversation_id is not None:
+                    await self.recorder.finish(time.monotonic() - self.started)
                 log.info("call %s ended after %.1fs: %d frames in, %d out, %d clears, %d malformed", self.call_sid,
                          time.monotonic() - self.started, self.frames_in, self.frames_out, self.clears, self.malformed)
                 if user_id is not None:
                     self._prepare_next_greeting(user_id)
 
-    async def _await_start(self) -> dict[str, Any]:
+    async def _await_start(self) -> MediaStream:
         while True:
             source, message = await self.events.get()
             if source == "closed":
@@ -181,33 +185,37 @@ class CallBridge(MediaRelay):
                     raise ValueError("streamSid must be alphanumeric")
                 self.set_stream(self.stream_sid)
                 self.call_sid = start["callSid"]
-                token = (start.get("customParameters") or {}).get("token", "")
-                claims = tokens.verify(token, self.settings.platform_secret.get_secret_value(), kind="stream")
-                if claims["call"] != self.call_sid:
-                    raise tokens.InvalidToken("token is for another call")
-                return claims
+                ticket = str((start.get("customParameters") or {}).get("ticket", ""))
+                return await redeem_ticket(self.deps.sessions, ticket, call_sid=self.call_sid,
+                                           stream_sid=self.stream_sid)
             if message.get("event") not in ("connected",):
                 raise ValueError(f"expected start, got {message.get('event')!r}")
 
-    async def _agent_settings(self, user_id: uuid.UUID | None, claims: dict[str, Any]) -> dict[str, Any]:
-        if user_id is None:
-            return build_settings(think_url=claims["think_url"], voice=HOTLINE_VOICE, greeting=claims["greeting"],
-                                  prompt=HOTLINE_PROMPT)
-        async with self.deps.sessions() as session:
-            user = await session.get(User, user_id)
-        name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")
-        llm_token = tokens.sign({"kind": "llm", "call": self.call_sid, "user": str(user_id)},
-                                self.settings.platform_secret.get_secret_value(), ttl_s=self.settings.max_call_s + 600)
-        greeting = claims.get("greeting") or (user and user.next_greeting) or f"Hi, it's {name}. What can I do for you?"
-        think_url = f"{self.settings.voice_base_url}/llm/{llm_token}/v1/chat/completions"
-        purpose = {"prompt": claims["prompt"]} if claims.get("prompt") else {}  # calls we place say why
-        return build_settings(think_url=think_url, voice=voice, greeting=greeting, **purpose)
+    def _think_token(self, kind: TokenKind, stream: MediaStream, **claims: str) -> str:
+        """Bound to this stream: refused once it has ended (core.streams), and by no other endpoint."""
+        return seal_think_token(self.settings.keyring, kind, stream.id, call_sid=self.call_sid,
+                                ttl_s=self.settings.max_call_s + 600, **claims)
 
-    async def _bridge(self, user_id: uuid.UUID | None, claims: dict[str, Any]) -> None:
+    async def _agent_settings(self, stream: MediaStream) -> dict[str, Any]:
+        params = stream.params
+        if stream.user_id is None:
+            token = self._think_token(TokenKind.HOTLINE, stream, caller=params["from"])
+            return build_settings(think_url=f"{self.settings.api_base_url}/hotline/{token}/v1/chat/completions",
+                                  voice=HOTLINE_VOICE, greeting=params["greeting"], prompt=HOTLINE_PROMPT)
+        async with self.deps.sessions() as session:
+            user = await session.get(User, stream.user_id)
+        name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")
+        token = self._think_token(TokenKind.THINK, stream, user=str(stream.user_id))
+        greeting = params.get("greeting") or (user and user.next_greeting) or f"Hi, it's {name}. What can I do for you?"
+        think_url = f"{self.settings.voice_base_url}/llm/{token}/v1/chat/completions"
+        rules = {"prompt": purpose_prompt(params["purpose"])} if params.get("purpose") else {}  # calls we place say why
+        return build_settings(think_url=think_url, voice=voice, greeting=greeting, **rules)
+
+    async def _bridge(self, stream: MediaStream) -> None:
         headers = {}
         if self.settings.deepgram_api_key:
             headers["Authorization"] = f"Token {self.settings.deepgram_api_key.get_secret_value()}"
-        settings = await self._agent_settings(user_id, claims)
+        settings = await self._agent_settings(stream)
         try:
             self.agent, _ = await ws_connect(lambda: AgentListener(self), self.settings.voice_agent_url,
                                              extra_headers=headers, websocket_handshake_timeout=10,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 
 from picows import (
     WSListener,
@@ -19,6 +20,7 @@ from picows import (
     WSUpgradeResponseWithListener,
     ws_create_server,
 )
+from twilio.request_validator import RequestValidator
 
 from voice.bridge import BridgeDeps, CallBridge
 from voice.relay import TwilioListener
@@ -26,7 +28,11 @@ from voice.relay import TwilioListener
 log = logging.getLogger(__name__)
 
 MEDIA_PATH = b"/twilio/media"
-MAX_MESSAGE_BYTES = 1 << 20  # a media message is ~250 bytes; start carries a token
+MAX_MESSAGE_BYTES = 1 << 20  # a media message is ~250 bytes; start carries a ticket
+
+
+def _refused(status: HTTPStatus, reason: bytes) -> WSUpgradeResponseWithListener:
+    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, reason), None)
 
 
 async def serve_media(deps: BridgeDeps, host: str, port: int) -> asyncio.Server:
@@ -37,9 +43,16 @@ async def serve_media(deps: BridgeDeps, host: str, port: int) -> asyncio.Server:
         deps.spawn(bridge.run(), deps.calls)
         return bridge
 
+    # Twilio signs the upgrade: X-Twilio-Signature over the stream URL it was given, with no parameters.
+    validator = RequestValidator(deps.settings.twilio_auth_token.get_secret_value())
+    stream_url = deps.settings.media_stream_url
+
     def route(request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
         path = request.path.split(b"?", 1)[0]
         if path == MEDIA_PATH:
+            if not validator.validate(stream_url, {}, request.headers.get("x-twilio-signature", "")):
+                log.warning("refused a Media Stream upgrade without a valid X-Twilio-Signature")
+                return _refused(HTTPStatus.FORBIDDEN, b"invalid Twilio signature")
             return TwilioListener(start_call)
         if path == b"/healthz":
             body = b'{"status":"ok","calls":%d}' % len(deps.calls)

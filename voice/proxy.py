@@ -1,8 +1,10 @@
 """The think endpoint Deepgram calls: `/llm/<token>/v1/chat/completions`.
 
-It verifies the per-call token, wakes the user's agent through its lifecycle workflow, forwards
-the caller's latest words to their OpenClaw (one session per call; memory is the agent's own) and
-streams the answer back. While the agent wakes it says a short filler first, so no dead air.
+It opens the call's think token (bound to its Media Stream: refused once the stream has ended),
+wakes the user's agent through its lifecycle workflow on the call's first turn and keeps its endpoint
+for the rest of the call, forwards the caller's latest words to their OpenClaw (one session per
+call; memory is the agent's own) and streams the answer back. An answer slow to start opens with
+short fillers (core.fillers), so no dead air. Keeping the agent awake (`touch`) is off the turn's path.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,17 +24,19 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.runtime.openclaw_config import agent_id
-from core import chat_format, tokens
+from core import chat_format
+from core.fillers import with_fillers
 from core.logs import log_context
 from core.ports import AgentEndpoint
+from core.streams import LiveStreams, open_think_token
+from core.tokens import InvalidToken, Keyring, TokenKind
 from voice.agent_settings import END_CALL_MARKER
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 
 log = logging.getLogger(__name__)
 
 MODEL = "deepclaw"
-FILLER_AFTER_S = 0.7
-FILLER = "One moment. "
+TOUCH_EVERY_S = 30.0  # during a call the agent is kept awake this often (its idle timer is minutes)
 UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again in a minute."
 
 
@@ -64,6 +69,14 @@ class MarkerFilter:
         return held
 
 
+@dataclass
+class Turn:
+    stream: uuid.UUID
+    user_id: uuid.UUID
+    forward: dict[str, Any]
+    headers: dict[str, str]
+
+
 def latest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenClaw keeps the conversation itself: send the instructions and the newest user turn only."""
     system = [m for m in messages if m.get("role") == "system"][:1]
@@ -72,60 +85,83 @@ def latest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class LlmProxy:
-    def __init__(self, *, secret: str, temporal: Client, http: httpx.AsyncClient) -> None:
-        self.secret = secret
+    def __init__(self, *, keyring: Keyring, temporal: Client, http: httpx.AsyncClient, live: LiveStreams) -> None:
+        self.keyring = keyring
         self.temporal = temporal
         self.http = http
+        self.live = live
+        self.touched: dict[uuid.UUID, float] = {}
+        self.background: set[asyncio.Task[None]] = set()
 
     async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
-        handle = self.temporal.get_workflow_handle(workflow_id(user_id))
-        await handle.signal(AgentLifecycleWorkflow.touch)
-        return await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+        """The agent's endpoint, waking it if needed (the update marks it used, too)."""
+        return await self.temporal.get_workflow_handle(workflow_id(user_id)).execute_update(
+            AgentLifecycleWorkflow.ensure_awake)
+
+    def _keep_awake(self, user_id: uuid.UUID) -> None:
+        """A `touch` now and then, in the background: the turn never waits for Temporal."""
+        now = asyncio.get_running_loop().time()
+        if now - self.touched.get(user_id, -TOUCH_EVERY_S) < TOUCH_EVERY_S:
+            return
+        self.touched[user_id] = now
+
+        async def touch() -> None:
+            try:
+                await self.temporal.get_workflow_handle(workflow_id(user_id)).signal(AgentLifecycleWorkflow.touch)
+            except RPCError as error:
+                log.warning("could not keep the agent of %s awake: %s", user_id, error)
+
+        task = asyncio.create_task(touch())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _endpoint(self, stream: uuid.UUID, user_id: uuid.UUID) -> AgentEndpoint | None:
+        """The stream's agent: known after its first turn, else woken (None if it cannot be)."""
+        if (endpoint := self.live.remembered.get(stream)) is not None:
+            self._keep_awake(user_id)
+            return endpoint
+        try:
+            endpoint = await self.wake(user_id)
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            log.warning("agent could not be woken: %s", error)
+            return None
+        self.live.remember(stream, endpoint)
+        self.touched[user_id] = asyncio.get_running_loop().time()
+        return endpoint
 
     async def __call__(self, request: Request) -> Response:
         try:
-            claims = tokens.verify(request.path_params["token"], self.secret, kind="llm")
-        except tokens.InvalidToken as error:
+            claims = await open_think_token(self.keyring, TokenKind.THINK, request.path_params["token"], self.live)
+            user_id, call_sid, stream = uuid.UUID(claims["user"]), str(claims["call"]), uuid.UUID(claims["stream"])
+        except (InvalidToken, KeyError, ValueError) as error:
             return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
         try:
             body = await request.json()
             messages = body["messages"]
-            assert isinstance(messages, list)
+            if not isinstance(messages, list):
+                raise TypeError("messages must be a list")
         except Exception:
             return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
-        user_id, call_sid = uuid.UUID(claims["user"]), claims["call"]
         with log_context(user_id=str(user_id), call_id=call_sid):
             if messages and messages[-1].get("role") == "tool":
                 # The end_call we asked for was carried out: nothing more to say.
                 return (StreamingResponse(iter([chat_format.DONE.encode()]), media_type="text/event-stream")
                         if body.get("stream") else JSONResponse(_completion("")))
-            waking = asyncio.create_task(self.wake(user_id))
             forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(messages), "stream": True}
-            headers = {"x-openclaw-session-key": f"call-{call_sid}"}
+            turn = Turn(stream=stream, user_id=user_id, forward=forward, headers={"x-openclaw-session-key": f"call-{call_sid}"})
             if body.get("stream"):
-                return StreamingResponse(self._stream(waking, forward, headers), media_type="text/event-stream")
-            return JSONResponse(await self._complete(waking, forward, headers))
+                return StreamingResponse(with_fillers(self._stream(turn), _chunk), media_type="text/event-stream")
+            return JSONResponse(await self._complete(turn))
 
-    async def _endpoint(self, waking: asyncio.Task[AgentEndpoint]) -> AgentEndpoint | None:
-        try:
-            return await waking
-        except (WorkflowUpdateFailedError, RPCError) as error:
-            log.warning("agent could not be woken: %s", error)
-            return None
-
-    async def _stream(self, waking: asyncio.Task[AgentEndpoint], forward: dict[str, Any],
-                      headers: dict[str, str]) -> AsyncIterator[bytes]:
-        done, _ = await asyncio.wait({waking}, timeout=FILLER_AFTER_S)
-        if not done:
-            yield _chunk(FILLER)  # the caller hears something while the agent wakes
-        endpoint = await self._endpoint(waking)
+    async def _stream(self, turn: Turn) -> AsyncIterator[bytes]:
+        endpoint = await self._endpoint(turn.stream, turn.user_id)
         if endpoint is None:
             yield _chunk(UNREACHABLE)
             yield chat_format.DONE.encode()
             return
         try:
-            async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=forward,
-                                        headers={**headers, **endpoint.authorization(self.secret)}) as answer:
+            async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=turn.forward,
+                                        headers={**turn.headers, **endpoint.authorization(self.keyring)}) as answer:
                 if answer.status_code != 200:
                     raise httpx.HTTPStatusError(f"OpenClaw answered {answer.status_code}", request=answer.request,
                                                 response=answer)
@@ -148,30 +184,32 @@ class LlmProxy:
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
+            self.live.remembered.pop(turn.stream, None)  # the next turn asks the lifecycle workflow again
             yield _chunk(UNREACHABLE)
             yield chat_format.DONE.encode()
 
     async def ask(self, user_id: uuid.UUID, session_key: str, text: str) -> str | None:
         """One plain question to the user's agent, outside any call (e.g. the next greeting)."""
-        endpoint = await self._endpoint(asyncio.create_task(self.wake(user_id)))
-        if endpoint is None:
+        try:
+            endpoint = await self.wake(user_id)
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            log.warning("agent could not be woken: %s", error)
             return None
         answer = await self.http.post(
             f"{endpoint.base_url}/v1/chat/completions",
             json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]},
-            headers={**endpoint.authorization(self.secret), "x-openclaw-session-key": session_key})
+            headers={**endpoint.authorization(self.keyring), "x-openclaw-session-key": session_key})
         answer.raise_for_status()
         return answer.json()["choices"][0]["message"]["content"]
 
-    async def _complete(self, waking: asyncio.Task[AgentEndpoint], forward: dict[str, Any],
-                        headers: dict[str, str]) -> dict[str, Any]:
-        endpoint = await self._endpoint(waking)
+    async def _complete(self, turn: Turn) -> dict[str, Any]:
+        endpoint = await self._endpoint(turn.stream, turn.user_id)
         if endpoint is None:
             return _completion(UNREACHABLE)
         try:
             answer = await self.http.post(f"{endpoint.base_url}/v1/chat/completions",
-                                          json={**forward, "stream": False},
-                                          headers={**headers, **endpoint.authorization(self.secret)})
+                                          json={**turn.forward, "stream": False},
+                                          headers={**turn.headers, **endpoint.authorization(self.keyring)})
             answer.raise_for_status()
             completion = answer.json()
             message = completion["choices"][0]["message"]
@@ -182,4 +220,5 @@ class LlmProxy:
             return completion
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
+            self.live.remembered.pop(turn.stream, None)
             return _completion(UNREACHABLE)

@@ -20,6 +20,7 @@ from activities import adapters
 from core.db import create_engine, sessionmaker
 from core.serve import serving
 from core.settings import Settings
+from core.streams import LiveStreams
 from core.temporal import connect
 from voice.app import create_app
 from voice.bridge import BridgeDeps
@@ -45,9 +46,10 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
     telephony = adapters.telephony(settings)
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0)) as http:
-            proxy = LlmProxy(secret=settings.platform_secret.get_secret_value(), temporal=await connect(settings),
-                             http=http)
-            deps = BridgeDeps(settings=settings, sessions=sessionmaker(engine), telephony=telephony,
+            sessions = sessionmaker(engine)
+            live = LiveStreams(sessions)
+            proxy = LlmProxy(keyring=settings.keyring, temporal=await connect(settings), http=http, live=live)
+            deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live,
                               ask_agent=proxy.ask)
             async with serving(create_app(deps, proxy), settings.voice_host, settings.voice_port):
                 media = await serve_media(deps, settings.voice_host, settings.voice_media_port)
@@ -55,9 +57,9 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
                     yield VoiceBridge(deps, media)
                 finally:
                     media.close()
-                    for task in [*deps.calls, *deps.background]:
+                    for task in [*deps.calls, *deps.background, *proxy.background]:
                         task.cancel()
-                    await asyncio.gather(*deps.calls, *deps.background, return_exceptions=True)
+                    await asyncio.gather(*deps.calls, *deps.background, *proxy.background, return_exceptions=True)
                     await media.wait_closed()
     finally:
         await telephony.close()

@@ -15,7 +15,7 @@ from activities.reminders import ReminderActivities
 from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
 from activities.users import UserActivities
-from core.callbacks import platform_mcp_server
+from core.callbacks import current_platform_mcp_server
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.number_pool import NumberPoolWorkflow
@@ -37,11 +37,10 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         store = StoreActivities(sessions)
         runtime_activities = RuntimeActivities(runtime, adapters.archive_store(settings), sessions,
                                                settings.agent_runtime.value,
-                                               platform_mcp=lambda user_id: platform_mcp_server(settings, user_id))
+                                               platform_mcp=lambda user_id: current_platform_mcp_server(settings, sessions, user_id))
         pool = NumberPoolActivities(telephony, sessions, voice_url=f"{settings.api_base_url}/twilio/voice",
                                     sms_url=f"{settings.api_base_url}/twilio/sms")
-        verification = VerificationActivities(telephony, adapters.mailer(settings, sessions),
-                                              secret=settings.platform_secret.get_secret_value())
+        verification = VerificationActivities(telephony, adapters.mailer(settings, sessions), keyring=settings.keyring)
         yield [store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
                *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
                *ReminderActivities(telephony, sessions, settings).all()]

@@ -317,7 +317,7 @@ class OnboardingWorkflow:
             return Line(text=lines.CODE_LOCKED)
         to = self.input.caller if channel == Channel.SMS else self.email
         digest = await workflow.execute_local_activity_method(
-            VerificationActivities.code_digest, CodeGuess(to=to, code=guess),
+            VerificationActivities.code_digest, CodeGuess(to=to, code=guess, sent_digest=self.code.digest),
             start_to_close_timeout=timedelta(seconds=5))
         if digest != self.code.digest:
             self.code.wrong += 1

@@ -30,8 +30,7 @@ def choices(names: list[str]) -> str:
     return ", ".join(titled[:-1]) + f" or {titled[-1]}"
 
 
-WELCOME = ("Welcome to DeepClaw! In a couple of minutes you'll have your own AI assistant with its own phone number. "
-           "First, let's check this phone: I've just texted you a six-digit code. Please say it, or key it in.")
+WELCOME = "Welcome to DeepClaw! I've texted you a six-digit code. Please say it, or key it in."
 WELCOME_BACK = "Welcome back! Let's pick up where we left off. "
 CODE_SENT_AGAIN = "I've texted you a fresh six-digit code. Please say it, or key it in."
 CODE_NOT_SENT = "Sorry, I couldn't send the code just now. Say new code in a moment and I'll try again."
@@ -44,8 +43,7 @@ ASK_EMAIL = "What's your email address? Say it like: jane dot doe at gmail dot c
 EMAIL_NOT_HEARD = ("Sorry, I couldn't make out an email address. Please say it slowly, like: jane dot doe at gmail "
                    "dot com.")
 EMAIL_RETRY = "Okay, let's try that again. What's your email address?"
-EMAIL_CODE_SENT = ("Great. I've emailed a six-digit code to that address. When it arrives, say it or key it in. "
-                   "Say different email to change the address.")
+EMAIL_CODE_SENT = "Great. I've emailed you a six-digit code. Say it or key it in, or say different email to change it."
 EMAIL_CODE_SENT_AGAIN = "I've emailed you a fresh code. Please say it, or key it in."
 EMAIL_VERIFIED = "Your email is verified. "
 ASK_VOICE = f"Now pick a voice for your assistant: {choices(VOICE_NAMES)}. You can also press 1 to 4."
@@ -77,4 +75,8 @@ def all_set(agent_name: str, number: str) -> str:
 
 def already_registered(number: str) -> str:
     return (f"Welcome back! You already have an assistant. Its number is {say_number(number)}. "
-            "Call or text it any time. Goodbye.")
+            "Call it any time. Goodbye.")
+
+
+def setup_complete(number: str) -> str:
+    return f"This setup is complete. Your assistant's number is {say_number(number)}. Goodbye."

@@ -11,6 +11,13 @@ from core.callbacks import agent_call_url
 from core.ports import CallEnded, Telephony
 from core.settings import Settings
 
+HANDOFF_TOKEN_TTL_S = 300.0  # Twilio fetches the redirect's TwiML at once
+
+
+def welcome_text(agent_name: str) -> str:
+    """Promises only what works today: calling (texting and the dashboard come with their issues)."""
+    return f"Hi, it's {agent_name}, your DeepClaw assistant. Save this number and call me any time."
+
 
 class Handoff(BaseModel):
     call_sid: str
@@ -34,7 +41,8 @@ class HotlineCallActivities:
         """Redirects the hotline call to the user's agent (a Twilio call update). False if the caller
         already hung up: they will call their number themselves."""
         greeting = f"Hi, I'm {handoff.agent_name}, your new assistant. What can I do for you?"
-        url = agent_call_url(self.settings, user_id=handoff.user_id, greeting=greeting, direction="inbound")
+        url = agent_call_url(self.settings, user_id=handoff.user_id, greeting=greeting, direction="inbound",
+                             ttl_s=HANDOFF_TOKEN_TTL_S)
         try:
             await self.telephony.redirect_call(handoff.call_sid, url=url)
         except CallEnded:
@@ -44,10 +52,7 @@ class HotlineCallActivities:
 
     @activity.defn
     async def send_welcome(self, welcome: Welcome) -> None:
-        await self.telephony.send_sms(
-            to=welcome.to, from_=welcome.sender,
-            body=f"Hi, it's {welcome.agent_name}, your DeepClaw assistant! Save this number: call or text me "
-                 "any time. Manage me at the dashboard.")
+        await self.telephony.send_sms(to=welcome.to, from_=welcome.sender, body=welcome_text(welcome.agent_name))
 
     def all(self) -> list[object]:
         return [self.hand_off_call, self.send_welcome]

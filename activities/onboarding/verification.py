@@ -1,12 +1,11 @@
 """Verification codes for the hotline: made, sent and checked here, never in workflow history.
 
-The workflow keeps only an HMAC of each code (keyed by the platform secret), so operators reading
-Temporal UI cannot recover a code, and checking a guess is one local activity."""
+The workflow keeps only a keyed digest of each code (core.tokens, kind CODE, tagged with its key
+id), so operators reading Temporal UI cannot recover a code, a rotated secret still checks a code
+sent before, and checking a guess is one local activity."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from enum import StrEnum
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from core.ports import Mailer, Telephony
+from core.tokens import InvalidToken, Keyring, TokenKind
 
 CODE_LENGTH = 6
 
@@ -32,6 +32,8 @@ class CodeRequest(BaseModel):
 class CodeGuess(BaseModel):
     to: str
     code: str
+    # The digest of the code sent: the guess is digested with the same key (it may have rotated since).
+    sent_digest: str = ""
 
 
 def new_code() -> str:
@@ -39,13 +41,10 @@ def new_code() -> str:
 
 
 class VerificationActivities:
-    def __init__(self, telephony: Telephony, mailer: Mailer, *, secret: str) -> None:
+    def __init__(self, telephony: Telephony, mailer: Mailer, *, keyring: Keyring) -> None:
         self.telephony = telephony
         self.mailer = mailer
-        self.secret = secret.encode()
-
-    def _digest(self, to: str, code: str) -> str:
-        return hmac.new(self.secret, f"{to}:{code}".encode(), hashlib.sha256).hexdigest()
+        self.keyring = keyring
 
     @activity.defn
     async def send_code(self, request: CodeRequest) -> str:
@@ -61,11 +60,16 @@ class VerificationActivities:
                                         "Say it or key it in on the call. It expires in 10 minutes.\n"
                                         "If you did not call DeepClaw, ignore this message.")
         activity.logger.info("sent a %s code to %s", request.channel.value, request.to)
-        return self._digest(request.to, code)
+        return self.keyring.tagged_digest(TokenKind.CODE, f"{request.to}:{code}")
 
     @activity.defn
     async def code_digest(self, guess: CodeGuess) -> str:
-        return self._digest(guess.to, guess.code)
+        """The guess's digest, made with the key that made `sent_digest`: equal iff the guess is right."""
+        kid = guess.sent_digest.partition(":")[0] if ":" in guess.sent_digest else None
+        try:
+            return f"{kid or self.keyring.kid}:" + self.keyring.digest(TokenKind.CODE, f"{guess.to}:{guess.code}", kid=kid)
+        except InvalidToken:  # made under a secret that has been retired: no guess matches
+            return ""
 
     def all(self) -> list[object]:
         return [self.send_code, self.code_digest]

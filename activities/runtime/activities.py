@@ -53,23 +53,24 @@ def _not_found(error: LookupError) -> ApplicationError:
 
 class RuntimeActivities:
     def __init__(self, runtime: AgentRuntime, store: ArchiveStore, sessions: async_sessionmaker[AsyncSession],
-                 runtime_name: str, platform_mcp: Callable[[uuid.UUID], McpServerSpec] | None = None) -> None:
+                 runtime_name: str,
+                 platform_mcp: Callable[[uuid.UUID], Awaitable[McpServerSpec]] | None = None) -> None:
         self.runtime = runtime
         self.store = store
         self.sessions = sessions
         self.runtime_name = runtime_name
         self.platform_mcp = platform_mcp  # the platform's own MCP server, first in every agent's config
 
-    def _rendered(self, spec: AgentSpec) -> AgentSpec:
+    async def _rendered(self, spec: AgentSpec) -> AgentSpec:
         if self.platform_mcp is None:
             return spec
-        platform = self.platform_mcp(spec.user_id)
+        platform = await self.platform_mcp(spec.user_id)
         theirs = [s for s in spec.mcp_servers if s.name != platform.name]
         return spec.model_copy(update={"mcp_servers": [platform, *theirs]})
 
     @activity.defn
     async def create_agent(self, spec: AgentSpec) -> None:
-        await self.runtime.create(self._rendered(spec))
+        await self.runtime.create(await self._rendered(spec))
 
     @activity.defn
     async def wake_agent(self, user_id: uuid.UUID) -> AgentEndpoint:
@@ -103,7 +104,7 @@ class RuntimeActivities:
 
     @activity.defn
     async def apply_agent_settings(self, spec: AgentSpec) -> None:
-        await self.runtime.apply(self._rendered(spec))
+        await self.runtime.apply(await self._rendered(spec))
 
     @activity.defn
     async def delete_agent(self, user_id: uuid.UUID) -> None:

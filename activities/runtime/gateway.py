@@ -22,12 +22,13 @@ MAX_PROCESSES = 2048
 
 class GatewayProcess:
     def __init__(self, tools: Tools, home: Path, *, port: int, token: str, config: dict[str, Any],
-                 user: AgentUser | None = None, instance: str = "") -> None:
+                 user: AgentUser | None = None, instance: str = "", key_id: str | None = None) -> None:
         self.tools = tools.require()
         self.home = home
         self.port = port
         self.token = token
         self.instance = instance  # tells this gateway from earlier ones on the same port
+        self.key_id = key_id  # which platform secret its token was derived from
         self.config = config
         self.user = user  # the Unix user it runs as (None: ours)
         self.child: ChildProcess | None = None

@@ -28,6 +28,7 @@ from activities.runtime.openclaw_config import (
     with_mcp_servers,
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from core.tokens import Keyring
 
 PROVIDER_KEY_ENV = "DEEPCLAW_LLM_API_KEY"
 
@@ -135,9 +136,9 @@ class ApiStatus:
 
 
 class KubernetesAgentRuntime:
-    def __init__(self, api_client: k8s.ApiClient, cluster: ClusterSettings, model: ModelProvider, *, secret: str,
+    def __init__(self, api_client: k8s.ApiClient, cluster: ClusterSettings, model: ModelProvider, *, keyring: Keyring,
                  status: ClusterStatus | None = None, poll_s: float = 1.0, ready_timeout_s: float = 300.0) -> None:
-        self.secret = secret  # gateway tokens are derived from it (core.tokens.gateway_token)
+        self.keyring = keyring  # gateway tokens are derived from it (AgentEndpoint.token)
         self.api = KubeApi(api_client, cluster.namespace)
         self.cluster = cluster
         self.model = model
@@ -182,7 +183,7 @@ class KubernetesAgentRuntime:
         workload = await self.api.read("StatefulSet", names.base)
         replicas = workload.spec.replicas if workload and workload.spec else 0
         # The token is derived, so it is the same on every retry and settings change.
-        token = self._endpoint(spec.user_id).token(self.secret)
+        token = self._endpoint(spec.user_id).token(self.keyring)
         for manifest in self.manifests(spec, gateway_token=token, replicas=replicas):
             await self.api.apply(manifest, replace=True)
 

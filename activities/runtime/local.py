@@ -43,6 +43,7 @@ from activities.runtime.openclaw_config import (
     with_mcp_servers,
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from core.tokens import Keyring
 from core.process import free_port, grant_traverse
 from devstack.tools import Tools
 
@@ -69,10 +70,10 @@ class _Running:
 
 
 class LocalAgentRuntime:
-    def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, secret: str, spares: int = 1,
+    def __init__(self, tools: Tools, root: Path, model: ModelProvider, *, keyring: Keyring, spares: int = 1,
                  reachable: Sequence[str] = (), replenish_delay_s: float = REPLENISH_DELAY_S) -> None:
         """`reachable`: URLs the agents must reach besides the model (the platform's MCP server)."""
-        self.secret = secret  # gateway tokens are derived from it (core.tokens.gateway_token)
+        self.keyring = keyring  # gateway tokens are derived from it (AgentEndpoint.token)
         self.replenish_delay_s = replenish_delay_s
         self.tools = tools
         self.root = root.resolve()
@@ -121,10 +122,12 @@ class LocalAgentRuntime:
             port = free_port()
             home = self.root / "gateways" / f"{port}-{secrets.token_hex(4)}"
             home.mkdir(parents=True)
-            endpoint = AgentEndpoint(base_url=f"http://127.0.0.1:{port}", instance=secrets.token_hex(8))
+            endpoint = AgentEndpoint(base_url=f"http://127.0.0.1:{port}", instance=secrets.token_hex(8),
+                                     key_id=self.keyring.kid)
             user = await asyncio.to_thread(self.users.acquire)  # may create a Unix user: not on the loop
-            gateway = GatewayProcess(self.tools, home, port=port, token=endpoint.token(self.secret),
-                                     config=self._base_config(port), user=user, instance=endpoint.instance)
+            gateway = GatewayProcess(self.tools, home, port=port, token=endpoint.token(self.keyring),
+                                     config=self._base_config(port), user=user, instance=endpoint.instance,
+                                     key_id=endpoint.key_id)
             try:
                 await gateway.start(nice=SPARE_NICE)
                 await gateway.wait_ready()
@@ -217,7 +220,7 @@ class LocalAgentRuntime:
         raise TimeoutError(f"gateway on :{gateway.port} did not load agent {ident}")
 
     def _endpoint(self, gateway: GatewayProcess) -> AgentEndpoint:
-        return AgentEndpoint(base_url=gateway.base_url, instance=gateway.instance)
+        return AgentEndpoint(base_url=gateway.base_url, instance=gateway.instance, key_id=gateway.key_id)
 
     async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
         async with self._lock(user_id):

@@ -374,7 +374,7 @@ class Carrier:
                                               "payload": base64.b64encode(frame).decode()})
 
         call.stream = MediaStream(url=url, account_sid=self.account_sid, call_sid=call.sid,
-                                  parameters=parameters, play=play)
+                                  parameters=parameters, play=play, auth_token=self.auth_token)
         try:
             await call.stream.run()
         except (OSError, TimeoutError) as error:

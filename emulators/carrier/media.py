@@ -18,6 +18,7 @@ from typing import Any
 
 import websockets
 
+from emulators.carrier import twiml
 from emulators.carrier.store import new_sid
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class MediaStream:
         call_sid: str,
         parameters: dict[str, str],
         play: Callable[[bytes], Awaitable[None]],
+        auth_token: str,
     ) -> None:
         self.url = url
+        self.auth_token = auth_token  # signs the upgrade, as Twilio does
         self.account_sid = account_sid
         self.call_sid = call_sid
         self.parameters = parameters
@@ -66,7 +69,9 @@ class MediaStream:
 
     async def run(self) -> None:
         """Until the platform closes the socket; cancel to end it from the carrier's side (sends `stop`)."""
-        async with websockets.connect(self.url, open_timeout=10, max_size=2**20) as ws:
+        # Twilio signs the upgrade request: X-Twilio-Signature over the stream URL, no parameters.
+        signed = {"X-Twilio-Signature": twiml.signature(self.auth_token, self.url, {})}
+        async with websockets.connect(self.url, open_timeout=10, max_size=2**20, additional_headers=signed) as ws:
             self.ws = ws
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             await self._send({

@@ -19,13 +19,14 @@ from activities.runtime.k8s_manifests import AgentNames, ClusterSettings
 from activities.runtime.kubernetes import KubeApi, KubernetesAgentRuntime
 from activities.runtime.openclaw_config import ModelProvider, agent_id
 from core.ports import AgentSpec, McpServerSpec, RuntimeState
+from core.tokens import Keyring
 
 IMAGE = "ghcr.io/openclaw/openclaw@sha256:" + "a" * 64
 ARCHIVER = "amazon/aws-cli@sha256:" + "b" * 64
 CLUSTER = ClusterSettings(namespace="users", platform_namespace="deepclaw", image=IMAGE, archiver_image=ARCHIVER,
                           storage_class="do-block-storage", storage_size="2Gi", archive_secret="archive-credentials",
                           archive_bucket="deepclaw-archive", archive_endpoint="https://nyc3.digitaloceanspaces.com")
-SECRET = "test-platform-secret"
+KEYRING = Keyring.of("test-platform-secret")
 MODEL = ModelProvider(base_url="https://api.openai.com/v1", api_key="sk-secret", model="gpt-4.1-mini")
 
 
@@ -51,7 +52,7 @@ class SimulatedControllers:
 async def runtime(kmock: Any) -> KubernetesAgentRuntime:
     configuration = k8s.Configuration(host=str(kmock.url).rstrip("/"))
     api_client = k8s.ApiClient(configuration)
-    runtime = KubernetesAgentRuntime(api_client, CLUSTER, MODEL, secret=SECRET, poll_s=0.01, ready_timeout_s=5)
+    runtime = KubernetesAgentRuntime(api_client, CLUSTER, MODEL, keyring=KEYRING, poll_s=0.01, ready_timeout_s=5)
     runtime.status_reader = SimulatedControllers(runtime.api)
     return runtime
 
@@ -61,7 +62,7 @@ def test_every_manifest_is_valid_and_hardened() -> None:
                              headers={"Authorization": "Bearer mcp-secret-token"})
     spec = AgentSpec(user_id=uuid.uuid4(), agent_name="Nova", mcp_servers=[platform])
     names = AgentNames(spec.user_id)
-    runtime = KubernetesAgentRuntime(k8s.ApiClient(k8s.Configuration(host="http://127.0.0.1:1")), CLUSTER, MODEL, secret=SECRET)
+    runtime = KubernetesAgentRuntime(k8s.ApiClient(k8s.Configuration(host="http://127.0.0.1:1")), CLUSTER, MODEL, keyring=KEYRING)
     rendered = runtime.manifests(spec, gateway_token="t0k", replicas=1)
     rendered += [manifests.archive_job(names, CLUSTER, action=a, key="agents/x/state.tar.gz") for a in ("archive", "restore")]
     for manifest in rendered:
@@ -106,7 +107,7 @@ async def test_create_wake_sleep_archive_restore_delete(runtime: KubernetesAgent
     token = base64.b64decode((await api.read("Secret", names.secret)).data["gateway-token"]).decode()
 
     endpoint = await runtime.wake(spec.user_id)
-    assert endpoint.token(SECRET) == token, "the Secret holds the derived gateway token"
+    assert endpoint.token(KEYRING) == token, "the Secret holds the derived gateway token"
     assert token not in endpoint.model_dump_json(), "the endpoint (kept in workflow history) does not carry it"
     assert endpoint.base_url == f"http://{names.base}.users.svc.cluster.local:18789"
     assert (await api.read("StatefulSet", names.base)).spec.replicas == 1
@@ -136,7 +137,7 @@ async def test_create_wake_sleep_archive_restore_delete(runtime: KubernetesAgent
     await runtime.restore(spec.user_id, store, key)
     assert await api.read("PersistentVolumeClaim", names.pvc) is not None
     await runtime.apply(spec)
-    assert (await runtime.wake(spec.user_id)).token(SECRET) == token
+    assert (await runtime.wake(spec.user_id)).token(KEYRING) == token
 
     await runtime.delete(spec.user_id)
     await runtime.delete(spec.user_id)  # 404s are success

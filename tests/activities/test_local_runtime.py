@@ -17,18 +17,19 @@ from activities.archive.stores import FolderArchiveStore
 from activities.runtime.local import LocalAgentRuntime
 from activities.runtime.openclaw_config import ModelProvider, agent_id
 from core.ports import AgentEndpoint, AgentSpec, RuntimeState
+from core.tokens import Keyring
 from devstack.tools import Tools
 from emulators.llm import MODEL_ID, ModelScript
 
 
-SECRET = "test-platform-secret"
+KEYRING = Keyring.of("test-platform-secret")
 
 
 async def _chat(endpoint: AgentEndpoint, user_id: uuid.UUID, text: str) -> str:
     async with httpx.AsyncClient(timeout=60) as http:
         response = await http.post(
             f"{endpoint.base_url}/v1/chat/completions",
-            headers={**endpoint.authorization(SECRET), "x-openclaw-session-key": "call-1"},
+            headers={**endpoint.authorization(KEYRING), "x-openclaw-session-key": "call-1"},
             json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]},
         )
     assert response.status_code == 200, response.text
@@ -49,7 +50,7 @@ async def test_sleep_wake_pause_archive_restore(
 ) -> None:
     base_url, _ = model_server
     runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID),
-                                 secret=SECRET, replenish_delay_s=0)
+                                 keyring=KEYRING, replenish_delay_s=0)
     user = uuid.uuid4()
     before = {p.pid for p in _gateways()}
     try:
@@ -99,7 +100,7 @@ async def test_archive_and_restore_through_the_s3_emulator(tools: Tools, tmp_pat
     from tests.conftest import free_port
 
     runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url="http://127.0.0.1:1/v1", api_key="k",
-                                                                          model=MODEL_ID), secret=SECRET, spares=0)
+                                                                          model=MODEL_ID), keyring=KEYRING, spares=0)
     user = uuid.uuid4()
     await runtime.create(AgentSpec(user_id=user, agent_name="Nova"))
     folder = runtime.user_dir(user)
@@ -141,7 +142,7 @@ async def test_each_agent_executes_code_as_its_own_unix_user(
 
     base_url, script = model_server
     runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID),
-                                secret=SECRET, spares=2, replenish_delay_s=0)
+                                keyring=KEYRING, spares=2, replenish_delay_s=0)
     alice, bob = uuid.uuid4(), uuid.uuid4()
     secret_file = tmp_path / "platform-secret.txt"
     secret_file.write_text("platform secret\n")

@@ -18,6 +18,7 @@ from core.process import free_port
 from core.serve import serving
 from core.models import User
 from core.settings import Settings
+from emulators.carrier import twiml
 from emulators import search
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
@@ -56,6 +57,12 @@ async def start_platform(stack: AsyncExitStack, settings: Settings) -> tuple[Car
     stack.push_async_callback(asyncio.wait_for, worker, 60)
     stack.callback(stop.set)
     return carrier, agent
+
+
+def signed_upgrade(settings: Settings) -> dict[str, str]:
+    """The header Twilio puts on a Media Stream's upgrade request (the carrier does the same)."""
+    return {"X-Twilio-Signature": twiml.signature(settings.twilio_auth_token.get_secret_value(),
+                                                  settings.media_stream_url, {})}
 
 
 async def agent_said(agent: VoiceAgentServer, text: str, timeout: float = 60) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from activities import adapters
-from core import tokens
+from core.db import create_engine, sessionmaker
+from core.streams import STREAM_GRACE_S, issue_ticket, seal_think_token
+from core.tokens import TokenKind
 from core.models import Conversation, Message, PhoneNumber, UsageRecord, User
 from core.ports import AgentSpec
 from core.settings import Settings
@@ -36,6 +38,7 @@ from tests.voice.platform import (
     audio_done,
     platform_settings,
     prepared_greeting,
+    signed_upgrade,
     start_platform,
 )
 from workflows.agent_lifecycle import (
@@ -177,7 +180,36 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
     endpoint = await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
     history = _history_text(await handle.fetch_history())
     assert endpoint.base_url in history, "the history was read, payloads included"
-    assert endpoint.token(platform.settings.platform_secret.get_secret_value()) not in history
+    assert endpoint.token(platform.settings.keyring) not in history
+
+
+async def test_a_think_url_says_nothing_and_dies_with_its_call(platform: Platform) -> None:
+    settings = platform.settings
+    question = {"messages": [{"role": "user", "content": "are you there"}]}
+    async with handset(settings.carrier_url, platform.user.phone_e164) as phone:
+        await phone.dial(platform.number)
+        await audio_done(platform.agent, 1)
+        think_url = platform.agent.sessions[-1].settings["agent"]["think"]["endpoint"]["url"]
+        token = think_url.split("/llm/", 1)[1].split("/", 1)[0]
+        opaque = token.encode() + base64.urlsafe_b64decode(token.split(".", 1)[1] + "==")
+        for secret in (platform.user.phone_e164, platform.user.phone_e164[1:], str(platform.user.id), "user"):
+            assert secret.encode() not in opaque, f"the think token shows {secret!r}"
+        async with httpx.AsyncClient(timeout=60) as http:
+            answered = await http.post(think_url, json=question)
+            assert answered.status_code == 200 and "You said: are you there" in answered.text
+            # A token of another kind (a hotline call's) is refused with 401, not a server error.
+            hotline = seal_think_token(settings.keyring, TokenKind.HOTLINE, uuid.uuid4(), call_sid="CAx", ttl_s=60,
+                                       caller=platform.user.phone_e164)
+            wrong = await http.post(f"{settings.voice_base_url}/llm/{hotline}/v1/chat/completions", json=question)
+            assert wrong.status_code == 401
+        await phone.hangup()
+        await phone.wait_for("call_state", lambda e: e["state"] == "completed")
+    hung_up = asyncio.get_running_loop().time()
+    async with httpx.AsyncClient(timeout=60) as http:
+        while (status := (await http.post(think_url, json=question)).status_code) == 200:
+            assert asyncio.get_running_loop().time() - hung_up < STREAM_GRACE_S + 5, "the think URL outlived its call"
+            await asyncio.sleep(0.5)
+    assert status == 401
 
 
 def _history_text(history: Any) -> str:
@@ -221,24 +253,34 @@ async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None
         said = await phone.wait_for("say")
         assert "not in service" in said["text"]
 
-    async def stream(token: str) -> Any:
-        ws = await websockets.connect(settings.media_stream_url)
+    # The upgrade itself must be signed as Twilio signs it: refused before any voice-agent session opens.
+    sessions_before = len(platform.agent.sessions)
+    for headers in ({}, {"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(settings.media_stream_url, additional_headers=headers)
+        assert refused.value.response.status_code == 403
+
+    async def stream(ticket: str, call_sid: str = "CAreplay") -> Any:
+        ws = await websockets.connect(settings.media_stream_url, additional_headers=signed_upgrade(settings))
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(json.dumps({"event": "start", "streamSid": "MZ1", "start": {
-            "streamSid": "MZ1", "callSid": "CAreplay", "customParameters": {"token": token}}}))
+            "streamSid": "MZ1", "callSid": call_sid, "customParameters": {"ticket": ticket}}}))
         return ws
 
-    forged = await stream("forged.token")
-    with pytest.raises(websockets.ConnectionClosed):
-        await asyncio.wait_for(forged.recv(), 5)
-    secret = settings.platform_secret.get_secret_value()
-    token = tokens.sign({"kind": "stream", "call": "CAreplay", "user": str(platform.user.id)}, secret, ttl_s=60)
-    first = await stream(token)
+    async def refused(ws: Any) -> None:
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+
+    await refused(await stream("forged-ticket"))
+    assert len(platform.agent.sessions) == sessions_before, "no voice-agent session for a refused stream"
+    engine = create_engine(settings.database_url)
+    ticket = await issue_ticket(sessionmaker(engine), call_sid="CAreplay", user_id=platform.user.id, params={})
+    await engine.dispose()
+    await refused(await stream(ticket, call_sid="CAother"))  # a ticket is for its own call only
+    first = await stream(ticket)
     greeting = json.loads(await asyncio.wait_for(first.recv(), 30))  # connected: the greeting plays
     assert greeting["event"] == "media" and greeting["streamSid"] == "MZ1"
-    replay = await stream(token)
-    with pytest.raises(websockets.ConnectionClosed):
-        await asyncio.wait_for(replay.recv(), 5)
+    await refused(await stream(ticket))  # once
     await first.send("{not json")  # malformed messages are skipped, the call goes on
     await first.send("[1, 2]")
     await first.send(b"\x00\x01 binary")  # Twilio sends text frames only
@@ -251,7 +293,7 @@ async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None
 
 async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(platform: Platform) -> None:
     from core.callbacks import agent_call_url
-    from voice.agent_settings import purpose_prompt
+    from voice.agent_settings import SPEECH_RULES
 
     settings = platform.settings
     telephony = adapters.telephony(settings)
@@ -259,11 +301,13 @@ async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(platf
         async with handset(settings.carrier_url, platform.user.phone_e164, auto_answer=True) as phone:
             url = agent_call_url(settings, user_id=platform.user.id,
                                  greeting="Hi, it's Nova with your reminder: call the dentist.",
-                                 prompt=purpose_prompt("the reminder 'call the dentist' is due"))
+                                 purpose="the reminder 'call the dentist' is due")
             call_sid = await telephony.place_call(to=phone.number, from_=platform.number, url=url)
             await agent_said(platform.agent, "your reminder: call the dentist")
             session = platform.agent.sessions[-1]
-            assert "call the dentist" in session.settings["agent"]["think"]["prompt"]
+            prompt = session.settings["agent"]["think"]["prompt"]
+            # The purpose is added to the call's rules (short spoken answers, the farewell and hang-up), not instead.
+            assert prompt.startswith(SPEECH_RULES) and "call the dentist" in prompt
             await audio_done(platform.agent, 1)
             for _ in range(100):  # the carrier plays it out in real time
                 if len(phone.heard) > 8000:

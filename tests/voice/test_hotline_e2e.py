@@ -5,6 +5,7 @@ ProvisionUserWorkflow -> AgentLifecycleWorkflow -> the user's real OpenClaw -> m
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from core import tokens
+from core.streams import seal_think_token
+from core.tokens import TokenKind
 from core.models import PhoneNumber, User
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
@@ -79,8 +81,8 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
     settings, carrier, agent = platform
     caller = f"+1555{uuid.uuid4().int % 10**7:07d}"
     # The conductor answers only hotline tokens: a forged one, or one for a user's call, is refused.
-    user_token = tokens.sign({"kind": "llm", "call": "CAx", "user": str(uuid.uuid4())},
-                             settings.platform_secret.get_secret_value(), ttl_s=60)
+    user_token = seal_think_token(settings.keyring, TokenKind.THINK, uuid.uuid4(), call_sid="CAx", ttl_s=60,
+                                  user=str(uuid.uuid4()))
     async with httpx.AsyncClient() as http:
         for token in ("forged.token", user_token):
             refused = await http.post(f"{settings.api_base_url}/hotline/{token}/v1/chat/completions",
@@ -90,13 +92,17 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
     async with handset(settings.carrier_url, caller) as phone:
         await phone.dial(settings.hotline_number)
         await agent_said(agent, "Welcome to DeepClaw!")
+        # The conductor's URL (Deepgram sees it) carries an opaque token: not the caller's number.
+        token = agent.sessions[-1].settings["agent"]["think"]["endpoint"]["url"].split("/hotline/")[1].split("/")[0]
+        opaque = token.encode() + base64.urlsafe_b64decode(token.split(".", 1)[1] + "==")
+        assert caller[2:].encode() not in opaque and b"caller" not in opaque
         code = re.findall(r"\d{6}", await _text(phone, "Your DeepClaw code"))[0]
         await audio_done(agent, 1)
         await phone.dtmf(code + "#")  # keyed in: Twilio dtmf events, forwarded by the bridge
         await agent_said(agent, "your phone is verified")
 
         await _turn(agent, phone, address.replace(".", " dot ").replace("@", " at "), "Is that right?")
-        await _turn(agent, phone, "yes", "I've emailed a six-digit code")
+        await _turn(agent, phone, "yes", "I've emailed you a six-digit code")
         spoken_code = " ".join(await _email_code(settings.api_base_url, address))
         await _turn(agent, phone, spoken_code, "Your email is verified")
         await _turn(agent, phone, "Luna", "Luna it is")

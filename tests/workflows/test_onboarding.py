@@ -31,6 +31,7 @@ from activities.runtime.activities import RuntimeActivities
 from activities.users import NewUser, UserActivities
 from core.models import OutboxEmail, PhoneNumber, User
 from core.settings import Settings
+from core.tokens import Keyring
 from tests.conftest import LocalCarrier, retire_available_numbers, unique_area_code
 from tests.memory_runtime import MemoryRuntime
 from workflows import onboarding_lines as lines
@@ -114,7 +115,7 @@ async def _worker(env: WorkflowEnvironment, hotline_parts: dict[str, object], ta
     settings = Settings(_env_file=None)
     telephony = carrier.telephony
     activities = [
-        *VerificationActivities(telephony, OutboxMailer(sessions), secret="test-secret").all(),
+        *VerificationActivities(telephony, OutboxMailer(sessions), keyring=Keyring.of("test-secret")).all(),
         *HotlineCallActivities(telephony, settings).all(),
         *UserActivities(sessions).all(),
         *NumberPoolActivities(telephony, sessions, voice_url="http://api/twilio/voice",
