@@ -35,9 +35,11 @@ tools: bootstrap
 	$(BIN)/deepclaw tools
 
 # Re-installs only when the pinned dependencies or the compiled audio path (voice/relay.pyx) change.
-$(STAMP): requirements.lock pyproject.toml setup.py voice/relay.pyx
+# requirements.lock is what production runs; requirements-dev.lock adds the embedded servers, the
+# stand-ins and the test tools that `make run` and `make test` need.
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml setup.py voice/relay.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-dev.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 

@@ -24,7 +24,8 @@ def secret(value: object) -> str | None:
 def telephony(settings: Settings) -> TwilioTelephony:
     # Local and real share the adapter: the local carrier speaks Twilio's API.
     return TwilioTelephony(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
-                           api_base_url=settings.twilio_api_base_url)
+                           api_base_url=settings.twilio_api_base_url, edge=settings.twilio_edge,
+                           region=settings.twilio_region)
 
 
 def web_search(settings: Settings) -> WebSearch:

@@ -48,7 +48,7 @@ from core.streams import issue_ticket  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
 
 SECRET = "bench-secret-of-at-least-thirty-two-characters"
-AUTH_TOKEN = "bench-twilio-auth-token"
+AUTH_TOKEN = "bench-twilio-auth-token-32-characters"
 LOAD_SOURCE = Path(__file__).with_name("voice_load.c")
 CPUS = sorted(os.sched_getaffinity(0))  # the cores we may use (not always 0 and 1 in a container)
 PIN = os.environ.get("BENCH_PIN", "1") == "1" and len(CPUS) >= 2
@@ -153,6 +153,10 @@ async def main(levels: list[int], seconds: float) -> dict[str, float]:
                    "DEEPCLAW_TEMPORAL_ADDRESS": stack.temporal.address, "DEEPCLAW_VOICE_PORT": str(voice_port),
                    "DEEPCLAW_VOICE_MEDIA_PORT": str(media_port), "DEEPCLAW_PLATFORM_SECRET": SECRET,
                    "DEEPCLAW_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                   # A real adapter (the voice agent) is on: the bridge wants its public URLs, as in production.
+                   "DEEPCLAW_PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+                   "DEEPCLAW_VOICE_PUBLIC_BASE_URL": f"http://127.0.0.1:{voice_port}",
+                   "DEEPCLAW_MEDIA_PUBLIC_URL": f"ws://127.0.0.1:{media_port}/twilio/media",
                    "DEEPCLAW_VOICE_AGENT": "deepgram", "DEEPCLAW_LOG_LEVEL": "WARNING",
                    "DEEPCLAW_DEEPGRAM_URL": f"ws://127.0.0.1:{agent_port}/v1/agent/converse"}
             engine = create_engine(stack.database_url)

@@ -65,6 +65,9 @@ def _tools() -> None:
     log.info("node %s, openclaw %s", tools.node, tools.openclaw)
 
 
+# What runs in production: refuses development secrets and missing public URLs when a real adapter is on.
+DEPLOYED = ("api", "voice", "worker")
+
 COMMANDS = {
     "dev": (_dev, "run the whole platform locally (what `make run` does)"),
     "api": (_api, "serve the API (webhooks, dashboard, internal API)"),
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         os.umask(0o077)
     settings = get_settings()
     configure_logging(args.command, fmt=settings.log_format, level=settings.log_level)
+    if args.command in DEPLOYED:
+        settings.require_deployable()  # with a real provider, no development secret or missing URL
     handler, _ = COMMANDS[args.command]
     code = 0
     try:

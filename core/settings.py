@@ -14,8 +14,16 @@ from typing import Annotated, Literal
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from core.tokens import Keyring
+
+
+DEV_PLATFORM_SECRET = "local-development-secret"
+DEV_TWILIO_AUTH_TOKEN = "local-auth-token"  # what the carrier stand-in accepts
+MIN_SECRET_CHARS = 32  # a Twilio auth token is 32 characters
+MIN_DATABASE_PASSWORD_CHARS = 16
+WEAK_DATABASE_PASSWORDS = {"", "postgres", "password", "deepclaw", "changeme"}
 
 
 class TelephonyAdapter(StrEnum):
@@ -72,7 +80,7 @@ class Settings(BaseSettings):
     voice_public_base_url: str | None = None  # default http://voice_host:voice_port
     media_public_url: str | None = None  # Media Streams; default ws://voice_host:voice_media_port/twilio/media
     # Every token's key is derived from this (core.tokens). Set a long random value in production.
-    platform_secret: SecretStr = SecretStr("local-development-secret")
+    platform_secret: SecretStr = SecretStr(DEV_PLATFORM_SECRET)
     # Earlier platform secrets, comma-separated: tokens they made are still accepted while listed.
     platform_secrets_previous: Annotated[list[SecretStr], NoDecode] = []
 
@@ -105,7 +113,12 @@ class Settings(BaseSettings):
 
     # Telephony: Twilio's credentials, or the local carrier's (which accepts these defaults).
     twilio_account_sid: str = "AC" + "0" * 32
-    twilio_auth_token: SecretStr = SecretStr("local-auth-token")
+    twilio_auth_token: SecretStr = SecretStr(DEV_TWILIO_AUTH_TOKEN)
+    # Twilio's REST API: a base URL (e.g. a test double or a proxy), or Twilio's edge and region
+    # (e.g. edge=dublin, region=ie1). Unset: api.twilio.com (locally: the carrier stand-in).
+    twilio_api_url: str | None = None
+    twilio_edge: str | None = None
+    twilio_region: str | None = None
     # The number strangers call to get set up.
     hotline_number: str = "+15550000100"
 
@@ -220,8 +233,47 @@ class Settings(BaseSettings):
 
     @property
     def twilio_api_base_url(self) -> str | None:
-        """None means Twilio itself; locally, the carrier stand-in."""
+        """None means Twilio itself (at its edge and region); locally, the carrier stand-in."""
+        if self.twilio_api_url:
+            return self.twilio_api_url.rstrip("/")
         return self.carrier_url if self.telephony == TelephonyAdapter.LOCAL else None
+
+    @property
+    def real_adapters(self) -> list[str]:
+        """The ports switched to a real provider (each its setting's name)."""
+        ports = {"telephony": self.telephony, "voice_agent": self.voice_agent, "agent_runtime": self.agent_runtime,
+                 "archive_store": self.archive_store, "mailer": self.mailer, "web_search": self.web_search}
+        return [name for name, adapter in ports.items() if adapter != "local"]
+
+    def deployment_problems(self) -> list[str]:
+        """What makes these settings unfit to run with a real provider, each naming its setting.
+        Empty when every port is local (a development machine) or nothing is wrong."""
+        if not self.real_adapters:
+            return []
+        problems = []
+        for name, value, default in (("PLATFORM_SECRET", self.platform_secret, DEV_PLATFORM_SECRET),
+                                     ("TWILIO_AUTH_TOKEN", self.twilio_auth_token, DEV_TWILIO_AUTH_TOKEN)):
+            secret = value.get_secret_value()
+            if secret == default or len(secret) < MIN_SECRET_CHARS:
+                problems.append(f"DEEPCLAW_{name} is the development default or shorter than {MIN_SECRET_CHARS} "
+                                "characters")
+        password = make_url(self.database_url).password or ""
+        if password.lower() in WEAK_DATABASE_PASSWORDS or len(password) < MIN_DATABASE_PASSWORD_CHARS:
+            problems.append("DEEPCLAW_DATABASE_URL has no password, a default one or one shorter than "
+                            f"{MIN_DATABASE_PASSWORD_CHARS} characters")
+        # Twilio signs what it calls, and we check those signatures, against these URLs.
+        for name, value in (("PUBLIC_BASE_URL", self.public_base_url),
+                            ("VOICE_PUBLIC_BASE_URL", self.voice_public_base_url),
+                            ("MEDIA_PUBLIC_URL", self.media_public_url)):
+            if not value:
+                problems.append(f"DEEPCLAW_{name} is unset: providers call it, and signatures are checked against it")
+        return problems
+
+    def require_deployable(self) -> None:
+        """Refuses to run (SystemExit naming each setting) what deployment_problems finds."""
+        if problems := self.deployment_problems():
+            raise SystemExit("refusing to start with real adapters (" + ", ".join(self.real_adapters) + "):\n  "
+                             + "\n  ".join(problems))
 
     @property
     def web_search_url(self) -> str:

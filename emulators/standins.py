@@ -28,9 +28,9 @@ SOFTPHONE = Path(__file__).parent / "softphone.html"
 
 def build_carrier(settings: Settings, speech: SpeechRegistry) -> Carrier:
     carrier = Carrier(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(), speech=speech)
-    # The hotline number exists from the start, wired to the API like a number bought on Twilio.
-    hotline = OwnedNumber(new_sid("PN"), settings.hotline_number, friendly_name="DeepClaw hotline",
-                          voice_url=f"{settings.api_base_url}/twilio/voice", sms_url=f"{settings.api_base_url}/twilio/sms")
+    # The hotline number is on the account from the start, as one bought in Twilio's console: not yet
+    # pointed anywhere. The platform's worker points it at the API when it starts (HotlineSetupWorkflow).
+    hotline = OwnedNumber(new_sid("PN"), settings.hotline_number, friendly_name="DeepClaw hotline")
     carrier.numbers.owned[hotline.sid] = hotline
     return carrier
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.worker import Worker
 
@@ -20,6 +21,8 @@ from core.db import create_engine, sessionmaker
 from core.settings import Settings
 from core.temporal import connect
 from workers import registry
+from workflows.hotline_setup import WORKFLOW_ID as HOTLINE_SETUP_ID
+from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import WORKFLOW_ID as POOL_WORKFLOW_ID
 from workflows.number_pool import NumberPoolWorkflow, PoolInput
 
@@ -42,6 +45,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             graceful_shutdown_timeout=timedelta(seconds=3),
         )
         await ensure_number_pool(client, settings)
+        await configure_hotline(client, settings)
         await _serve(worker, settings, sessions, instance, stop)
     await engine.dispose()
 
@@ -58,6 +62,13 @@ async def ensure_number_pool(client: Client, settings: Settings) -> None:
         log.info("started the number pool (target %d)", settings.number_pool_target)
     except WorkflowAlreadyStartedError:
         pass
+
+
+async def configure_hotline(client: Client, settings: Settings) -> None:
+    """Points the hotline's webhooks at the platform (HotlineSetupWorkflow); the worker does not wait."""
+    await client.start_workflow(HotlineSetupWorkflow.run, settings.hotline_number, id=HOTLINE_SETUP_ID,
+                                task_queue=settings.temporal_task_queue,
+                                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)  # the newest start wins
 
 
 async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmaker[AsyncSession], instance: str,

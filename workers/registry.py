@@ -18,13 +18,14 @@ from activities.users import UserActivities
 from core.callbacks import current_platform_mcp_server
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
+from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import NumberPoolWorkflow
 from workflows.onboarding import OnboardingWorkflow
 from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow,
-                             ReminderWorkflow)
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow,
+                             ProvisionUserWorkflow, ReminderWorkflow)
 
 
 @asynccontextmanager

@@ -140,6 +140,20 @@ class NumberPoolActivities:
             if number is not None:
                 number.state, number.user_id, number.assigned_at = "available", None, None
 
+    @activity.defn
+    async def configure_hotline(self, e164: str) -> bool:
+        """Points the hotline number's voice and SMS webhooks at the platform; idempotent (True if
+        it changed anything). The number must be one the account owns."""
+        owned = next((n for n in await self.telephony.list_numbers() if n.e164 == e164), None)
+        if owned is None:
+            raise ApplicationError(f"the hotline number {e164} is not a number of this Twilio account",
+                                   type="HotlineNotOwned", non_retryable=True)
+        if (owned.voice_url, owned.sms_url) == (self.voice_url, self.sms_url):
+            return False
+        await self.telephony.configure_number(owned.sid, voice_url=self.voice_url, sms_url=self.sms_url)
+        activity.logger.info("hotline %s now calls %s (voice) and %s (SMS)", e164, self.voice_url, self.sms_url)
+        return True
+
     def all(self) -> list[object]:
         return [self.count_available_numbers, self.buy_pool_number, self.claim_number, self.point_number_at_platform,
-                self.return_number, self.release_user_number]
+                self.return_number, self.release_user_number, self.configure_hotline]

@@ -14,9 +14,10 @@ CALL_IS_OVER = (21220, NOT_FOUND)  # not in progress; no such call (any more)
 
 
 class TwilioTelephony:
-    def __init__(self, account_sid: str, auth_token: str, *, api_base_url: str | None = None) -> None:
+    def __init__(self, account_sid: str, auth_token: str, *, api_base_url: str | None = None,
+                 edge: str | None = None, region: str | None = None) -> None:
         self._http = AsyncTwilioHttpClient()
-        self.client = Client(account_sid, auth_token, http_client=self._http)
+        self.client = Client(account_sid, auth_token, http_client=self._http, edge=edge, region=region)
         if api_base_url:
             self.client.api.base_url = api_base_url
 

@@ -56,7 +56,19 @@ async def start_platform(stack: AsyncExitStack, settings: Settings) -> tuple[Car
     worker = asyncio.create_task(run_worker(settings, stop))
     stack.push_async_callback(asyncio.wait_for, worker, 60)
     stack.callback(stop.set)
+    await hotline_pointed_at_platform(carrier, settings)
     return carrier, agent
+
+
+async def hotline_pointed_at_platform(carrier: Carrier, settings: Settings, timeout: float = 30) -> None:
+    """The worker, as it starts, points the hotline's webhooks at the API (HotlineSetupWorkflow)."""
+    for _ in range(int(timeout * 10)):
+        hotline = next(n for n in carrier.numbers.owned.values() if n.phone_number == settings.hotline_number)
+        if hotline.voice_url == f"{settings.api_base_url}/twilio/voice":
+            assert hotline.sms_url == f"{settings.api_base_url}/twilio/sms"
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the worker never pointed the hotline's webhooks at the platform")
 
 
 def signed_upgrade(settings: Settings) -> dict[str, str]:

