@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from activities import adapters
 from api import health, hotline, mcp, outbox, twilio
 from core.db import create_engine, sessionmaker
-from core.limits import Outreach, OutreachLimiter, PostgresStorage
+from core.limits import UserLimiter, PostgresStorage
 from core.settings import Settings, get_settings
 from core.temporal import connect
 
@@ -29,8 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.temporal = None
         app.state.telephony = adapters.telephony(settings)  # the platform MCP server's send_sms / call_me
         app.state.web_search = adapters.web_search(settings)  # and its web_search
-        app.state.outreach = OutreachLimiter(PostgresStorage(app.state.sessions), {
-            Outreach.SMS: settings.agent_sms_limits, Outreach.CALL: settings.agent_call_limits})
+        app.state.limiter = UserLimiter(PostgresStorage(app.state.sessions), settings.user_limits())
         try:
             app.state.temporal = await connect(settings)
         except Exception as error:  # /healthz reports it and reconnects; serving the rest goes on

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from core.limits import OutreachLimiter
+from core.limits import UserLimiter
 from core.ports import Telephony, WebSearch
 from core.settings import Settings
 
@@ -35,8 +35,8 @@ def _web_search(request: Request) -> WebSearch:
     return request.app.state.web_search
 
 
-def _outreach(request: Request) -> OutreachLimiter:
-    return request.app.state.outreach
+def _limiter(request: Request) -> UserLimiter:
+    return request.app.state.limiter
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -44,4 +44,4 @@ SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 TemporalDep = Annotated[Client | None, Depends(_temporal)]
 TelephonyDep = Annotated[Telephony, Depends(_telephony)]
 WebSearchDep = Annotated[WebSearch, Depends(_web_search)]
-OutreachDep = Annotated[OutreachLimiter, Depends(_outreach)]
+LimiterDep = Annotated[UserLimiter, Depends(_limiter)]

@@ -33,10 +33,18 @@ async def _temporal(request: Request) -> dict[str, Any]:
 
 async def _worker(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
-    fresh = await heartbeat.count_fresh(
+    fresh = await heartbeat.fresh_details(
         request.app.state.sessions, service="worker", stale_after_s=settings.worker_heartbeat_stale_s
     )
-    return {"state": "up" if fresh else "down", "instances": fresh}
+    return {"state": "up" if fresh else "down", "instances": len(fresh), "agent_pool": agent_pool(fresh)}
+
+
+def agent_pool(details: list[dict[str, Any]]) -> dict[str, Any]:
+    """The warm spares the workers' runtimes hold: whether a new user's first call will wait for one.
+    Reported, not judged: a platform still warming its spares is healthy, its first callers just wait."""
+    pools = [d["agent_pool"] for d in details if isinstance(d.get("agent_pool"), dict)]
+    total = {key: sum(int(p.get(key, 0)) for p in pools) for key in ("spares_ready", "spares_starting", "spares_target")}
+    return {"state": "ready" if total["spares_ready"] or not total["spares_target"] else "warming", **total}
 
 
 async def _check(probe: Any, request: Request) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from workflows.onboarding import (
     Line,
     OnboardingInput,
     OnboardingWorkflow,
+    ReturningUser,
     workflow_id,
 )
 
@@ -59,11 +60,23 @@ async def existing_number(sessions: async_sessionmaker[AsyncSession], caller: st
             .where(User.phone_e164 == caller, PhoneNumber.state == "assigned"))).scalar_one_or_none()
 
 
-async def opening_line(client: Client, settings: Settings, caller: str, call_sid: str) -> Line:
+async def returning_user(sessions: async_sessionmaker[AsyncSession], caller: str) -> ReturningUser | None:
+    """A caller who was a user and has no number any more (released after a long archive)."""
+    async with sessions() as session:
+        user = (await session.execute(select(User).where(User.phone_e164 == caller))).scalar_one_or_none()
+    if user is None or not user.email_verified or not user.email:
+        return None
+    return ReturningUser(user_id=user.id, email=user.email, voice=user.voice, personality=user.personality,
+                         agent_name=user.agent_name)
+
+
+async def opening_line(client: Client, settings: Settings, caller: str, call_sid: str,
+                       returning: ReturningUser | None = None) -> Line:
     """Starts (or finds) the caller's onboarding and asks it how this call opens."""
     handle = await client.start_workflow(
         OnboardingWorkflow.run,
-        OnboardingInput(caller=caller, hotline_number=settings.hotline_number, runtime=settings.agent_runtime.value,
+        OnboardingInput(caller=caller, hotline_number=settings.hotline_number, returning=returning,
+                        runtime=settings.agent_runtime.value,
                         thresholds=Thresholds(release_number_after=timedelta(days=settings.number_release_after_days)),
                         archived_numbers=settings.archived_numbers),
         id=workflow_id(caller), task_queue=settings.temporal_task_queue,
@@ -80,7 +93,7 @@ async def answer_call(settings: Settings, sessions: async_sessionmaker[AsyncSess
     if client is None or not caller.startswith("+"):
         return Line(text=UNAVAILABLE, end_call=True)
     try:
-        return await opening_line(client, settings, caller, call_sid)
+        return await opening_line(client, settings, caller, call_sid, await returning_user(sessions, caller))
     except (RPCError, WorkflowUpdateFailedError) as error:
         log.error("hotline could not start onboarding for %s: %s", caller, error)
         return Line(text=UNAVAILABLE, end_call=True)
@@ -159,7 +172,5 @@ async def _finished(sessions: async_sessionmaker[AsyncSession], caller: str) -> 
 
 async def _spoken(reply: Any) -> AsyncIterator[bytes]:
     line = await reply
-    yield _say(line.text)
-    if line.end_call:
-        yield chat_format.end_call_chunk(model=MODEL)
-    yield chat_format.DONE.encode()
+    for chunk in chat_format.spoken_chunks(line.text, model=MODEL, end_call=line.end_call):
+        yield chunk

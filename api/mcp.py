@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from api.deps import OutreachDep, SessionsDep, SettingsDep, TelephonyDep, TemporalDep, WebSearchDep
+from api.deps import LimiterDep, SessionsDep, SettingsDep, TelephonyDep, TemporalDep, WebSearchDep
 from core.callbacks import MCP_AUDIENCE, PLATFORM_MCP_NAME, call_user_with_agent, mcp_token_generation
-from core.limits import Outreach, OutreachLimiter
+from core.limits import Limit, UserLimiter
 from core.models import PhoneNumber, Reminder, User
 from core.ports import MAX_SEARCH_RESULTS, SearchUnavailable, Telephony, WebSearch
 from core.settings import Settings
@@ -80,7 +80,7 @@ class Tools:
     temporal: Client | None
     telephony: Telephony
     web_search: WebSearch
-    outreach: OutreachLimiter
+    limiter: UserLimiter
 
 
 async def _user_of(bearer: str, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID:
@@ -97,7 +97,7 @@ async def _user_of(bearer: str, settings: Settings, sessions: async_sessionmaker
 
 @router.post("/mcp")
 async def mcp(request: Request, settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep,
-              telephony: TelephonyDep, web_search: WebSearchDep, outreach: OutreachDep) -> Response:
+              telephony: TelephonyDep, web_search: WebSearchDep, limiter: LimiterDep) -> Response:
     try:
         user_id = await _user_of(request.headers.get("authorization", "").removeprefix("Bearer ").strip(),
                                  settings, sessions)
@@ -125,7 +125,7 @@ async def mcp(request: Request, settings: SettingsDep, sessions: SessionsDep, te
     if method == "tools/call":
         name, arguments = params.get("name"), params.get("arguments") or {}
         try:
-            tools = Tools(user_id, settings, sessions, temporal, telephony, web_search, outreach)
+            tools = Tools(user_id, settings, sessions, temporal, telephony, web_search, limiter)
             text = await _call(tools, str(name), arguments)
         except ToolError as error:
             return _rpc_result(ident, {"content": [{"type": "text", "text": str(error)}], "isError": True})
@@ -254,15 +254,16 @@ async def _user_line(tools: Tools) -> tuple[User, str]:
     return row[0], row[1]
 
 
-async def _within_limits(tools: Tools, kind: Outreach) -> None:
-    if refusal := await tools.outreach.acquire(kind, tools.user_id):
-        raise ToolError(f"{'Text' if kind == Outreach.SMS else 'Call'} {refusal}")
+async def _within_limits(tools: Tools, kind: Limit) -> None:
+    if refusal := await tools.limiter.acquire(kind, tools.user_id):
+        raise ToolError(f"{'Text' if kind == Limit.SMS else 'Call'} not sent: {refusal}. "
+                        "Reminders the user asked for are not affected.")
 
 
 async def _send_sms(tools: Tools, arguments: dict[str, Any]) -> str:
     body = _text(arguments, "text")
     user, number = await _user_line(tools)
-    await _within_limits(tools, Outreach.SMS)
+    await _within_limits(tools, Limit.SMS)
     sid = await tools.telephony.send_sms(to=user.phone_e164, from_=number, body=body)
     log.info("agent of user %s texted its user (%s)", tools.user_id, sid)
     return f"Texted the user ({sid})."
@@ -272,7 +273,7 @@ async def _call_me(tools: Tools, arguments: dict[str, Any]) -> str:
     greeting = _text(arguments, "greeting")
     reason = _text(arguments, "reason") if arguments.get("reason") else greeting
     user, number = await _user_line(tools)
-    await _within_limits(tools, Outreach.CALL)
+    await _within_limits(tools, Limit.CALL)
     sid = await call_user_with_agent(tools.telephony, tools.settings, user_id=user.id, to=user.phone_e164,
                                      from_=number, greeting=greeting, purpose=reason)
     log.info("agent of user %s called its user (%s)", tools.user_id, sid)

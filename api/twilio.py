@@ -18,6 +18,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from api import hotline
 from api.deps import SessionsDep, SettingsDep, TemporalDep
 from core.callbacks import PURPOSE_AUDIENCE
+from core.callers import CallerTrust, classify
 from core.logs import log_context
 from core.models import PhoneNumber, User
 from core.settings import Settings
@@ -97,9 +98,14 @@ async def voice(form: SignedForm, settings: SettingsDep, sessions: SessionsDep, 
             log.info("call %s to unknown number %s", call_sid, to)
             return say_and_hang_up(UNKNOWN_NUMBER)
         with log_context(user_id=str(user.id)):
-            await _start_waking(temporal, user.id)
-            log.info("call %s for user %s: streaming to the bridge", call_sid, user.id)
-            return await stream_to_bridge(settings, sessions, form, user_id=user.id)
+            attestation = form.get("StirVerstat", "")
+            trust = classify(user, form.get("From", ""), attestation)
+            if trust != CallerTrust.MESSAGE:  # a message is taken without the agent
+                await _start_waking(temporal, user.id)
+            log.info("call %s for user %s (%s, caller ID %s): streaming to the bridge", call_sid, user.id,
+                     trust.value, attestation or "unattested")
+            return await stream_to_bridge(settings, sessions, form, user_id=user.id, trust=trust.value,
+                                          attestation=attestation)
 
 
 async def _start_waking(temporal: TemporalDep, user_id: uuid.UUID) -> None:

@@ -95,12 +95,12 @@ async def main(rounds: int) -> dict[str, float]:
             sessions = sessionmaker(engine)
             try:
                 async with serving(llm.create_app(), "127.0.0.1", llm_port), \
-                           registry.activities(settings, sessions) as activities:
-                    runtime = next(a.__self__.runtime for a in activities if getattr(a, "__name__", "") == "wake_agent")
+                           registry.activities(settings, sessions) as parts:
+                    runtime = parts.runtime
                     assert isinstance(runtime, LocalAgentRuntime)
                     client = await connect(settings)
                     async with Worker(client, task_queue="bench", workflows=list(registry.WORKFLOWS),
-                                      activities=activities):
+                                      activities=parts.activities):
                         return await measure(client, sessions, runtime, rounds)
             finally:
                 await engine.dispose()

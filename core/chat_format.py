@@ -50,6 +50,14 @@ def end_call_chunk(*, model: str) -> bytes:
     return chunk(delta, model=model, finish_reason="tool_calls").encode()
 
 
+def spoken_chunks(content: str, *, model: str, end_call: bool = False) -> list[bytes]:
+    """A whole streamed answer: its text (if any), the end_call if asked, and the end."""
+    chunks = [text_chunk(content, model=model)] if content else []
+    if end_call:
+        chunks.append(end_call_chunk(model=model))
+    return [*chunks, DONE.encode()]
+
+
 def text_completion(content: str, *, model: str, end_call: bool = False) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if end_call:

@@ -3,8 +3,9 @@
 Every API replica and worker shares one count, so a limit holds however the platform is scaled and
 across restarts. `PostgresStorage` implements the library's storage interface (moving window and
 fixed-window counters); each acquisition takes a transaction-scoped advisory lock on its key, so
-concurrent hits are counted one at a time. `OutreachLimiter` is the first user: what an agent may
-send its user on its own (texts, calls); later limits (inbound texts, sign-ins) reuse the storage.
+concurrent hits are counted one at a time. `UserLimiter` applies per-user limits: what an agent
+may send its user on its own (texts, calls), messages callers leave, wrong PINs; later limits
+(inbound texts, sign-ins) reuse it.
 """
 
 from __future__ import annotations
@@ -116,40 +117,48 @@ class PostgresStorage(Storage, MovingWindowSupport):
             await session.execute(text("DELETE FROM rate_limit_counters WHERE key = :key"), {"key": key})
 
 
-class Outreach(StrEnum):
-    SMS = "sms"
-    CALL = "call"
+class Limit(StrEnum):
+    SMS = "sms"  # texts the agent sends its user
+    CALL = "call"  # calls the agent places to its user
+    MESSAGE = "message"  # messages callers leave for the user (voice/messages.py)
+    WRONG_PIN = "wrong PIN"  # PINs said wrong on calls to the user's number
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why an outreach was not allowed, in words the agent can pass on."""
+    """Why something was not allowed, in words the agent can pass on."""
 
     limit: str
     retry_at: datetime
 
     def __str__(self) -> str:
-        return (f"limit reached ({self.limit}); not sent. You can try again after "
-                f"{self.retry_at.isoformat(timespec='minutes')}. Reminders the user asked for are not affected.")
+        return f"limit reached ({self.limit}); try again after {self.retry_at.isoformat(timespec='minutes')}"
 
 
-class OutreachLimiter:
-    """Per-user limits on what an agent sends its user on its own; every limit of a kind must allow
-    it, checked from the shortest window up (a refusal by a later one costs the earlier ones a
-    hit: never more is sent than any limit allows)."""
+class UserLimiter:
+    """Per-user limits (what an agent sends its user on its own, messages callers leave, wrong PINs);
+    every limit of a kind must allow it, checked from the shortest window up (a refusal by a later
+    one costs the earlier ones a hit: never more is allowed than any limit allows)."""
 
-    def __init__(self, storage: PostgresStorage, limits: dict[Outreach, str]) -> None:
+    def __init__(self, storage: PostgresStorage, limits: dict[Limit, str]) -> None:
         self.strategy = MovingWindowRateLimiter(storage)
         self.limits = {kind: sorted(parse_many(spec), key=RateLimitItem.get_expiry) for kind, spec in limits.items()}
 
-    async def acquire(self, kind: Outreach, user_id: uuid.UUID) -> Refusal | None:
+    async def allows(self, kind: Limit, user_id: uuid.UUID) -> bool:
+        """Whether one more would be allowed now (nothing is counted)."""
+        for item in self.limits.get(kind, []):
+            if not await self.strategy.test(item, "per-user", kind.value, str(user_id)):
+                return False
+        return True
+
+    async def acquire(self, kind: Limit, user_id: uuid.UUID) -> Refusal | None:
         """None if allowed (and counted); otherwise which limit refused, and when to try again."""
         for item in self.limits.get(kind, []):
-            if not await self.strategy.hit(item, "outreach", kind.value, str(user_id)):
-                stats = await self.strategy.get_window_stats(item, "outreach", kind.value, str(user_id))
+            if not await self.strategy.hit(item, "per-user", kind.value, str(user_id)):
+                stats = await self.strategy.get_window_stats(item, "per-user", kind.value, str(user_id))
                 refusal = Refusal(limit=f"{item.amount} {kind.value} per {_window(item)}",
                                   retry_at=datetime.fromtimestamp(stats.reset_time, UTC))
-                log.warning("agent of user %s refused a %s: %s", user_id, kind.value, refusal.limit)
+                log.warning("user %s: %s refused by the limit %s", user_id, kind.value, refusal.limit)
                 return refusal
         return None
 

@@ -60,6 +60,10 @@ class User(SQLModel, table=True):
     next_greeting: str | None = Field(default=None, max_length=300)
     # Bumped to revoke every platform MCP token this user's agent was given (core.callbacks).
     mcp_token_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # A keyed digest of the user's PIN (core.callers): asked on calls whose caller ID is not fully
+    # attested, and on calls from other phones when the user allows them.
+    pin_digest: str | None = Field(default=None, max_length=96)
+    allow_other_phones: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -126,6 +130,8 @@ class Conversation(SQLModel, table=True):
     provider_sid: str | None = Field(default=None, sa_column_kwargs={"unique": True}, max_length=64)
     from_number: str | None = Field(default=None, max_length=16)
     to_number: str | None = Field(default=None, max_length=16)
+    # Twilio's STIR/SHAKEN verdict on the caller ID (StirVerstat), for calls to a user's number.
+    caller_attestation: str | None = Field(default=None, max_length=64)
     started_at: datetime = _created()
     ended_at: datetime | None = _timestamp()
     duration_s: float | None = None
@@ -158,6 +164,8 @@ class MediaStream(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
     stream_sid: str | None = Field(default=None, max_length=64)
     connected_at: datetime | None = _timestamp()
+    # When the caller said the user's PIN (calls that needed it).
+    verified_at: datetime | None = _timestamp()
     ended_at: datetime | None = _timestamp()
     created_at: datetime = _created()
 
@@ -261,6 +269,9 @@ class ServiceHeartbeat(SQLModel, table=True):
     service: str = Field(max_length=32, index=True)
     task_queue: str = Field(max_length=128)
     last_seen: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    # What the instance reports besides being alive (a worker: its agent runtime's warm spares).
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=pg.JSONB,
+                                   sa_column_kwargs={"server_default": "{}"})
 
 
 class RateLimitHit(SQLModel, table=True):

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from core.limits import Limit
 from core.tokens import Keyring
 
 
@@ -88,6 +89,10 @@ class Settings(BaseSettings):
     # the user asked for are not counted).
     agent_sms_limits: str = "3/minute;10/hour;30/day"
     agent_call_limits: str = "1/minute;3/hour"
+    # Messages callers other than the user may leave for them (texted to the user), per user.
+    caller_message_limits: str = "5/hour;20/day"
+    # Wrong PINs said on calls to a user's number, per user (then calls needing the PIN are refused).
+    wrong_pin_limits: str = "5/hour;10/day"
 
     # Calls
     max_call_s: float = 1800.0  # hang up after 30 minutes
@@ -200,7 +205,7 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
-    @field_validator("agent_sms_limits", "agent_call_limits")
+    @field_validator("agent_sms_limits", "agent_call_limits", "caller_message_limits", "wrong_pin_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
         try:
@@ -208,6 +213,10 @@ class Settings(BaseSettings):
         except ValueError as error:
             raise ValueError(f"not a list of limits like '3/minute;10/hour': {error}") from None
         return value
+
+    def user_limits(self) -> dict[Limit, str]:
+        return {Limit.SMS: self.agent_sms_limits, Limit.CALL: self.agent_call_limits,
+                Limit.MESSAGE: self.caller_message_limits, Limit.WRONG_PIN: self.wrong_pin_limits}
 
     @cached_property
     def keyring(self) -> Keyring:

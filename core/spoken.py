@@ -23,14 +23,20 @@ def _words(said: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", said.lower())
 
 
-def parse_code(said: str, length: int = 6) -> str | None:
-    """A verification code, spoken ("four two seven…", "oh four…") or as digits ("427-119")."""
+def parse_digits(said: str) -> str:
+    """Every digit said, spoken ("four two seven…", "oh four…") or written ("427-119"), in order."""
     digits = ""
     for token in re.findall(r"[a-z]+|\d", said.lower()):
         if token.isdigit():
             digits += token
         elif token in DIGIT_WORDS:
             digits += DIGIT_WORDS[token]
+    return digits
+
+
+def parse_code(said: str, length: int = 6) -> str | None:
+    """A verification code of `length` digits, spoken or written."""
+    digits = parse_digits(said)
     return digits if len(digits) == length else None
 
 

@@ -29,7 +29,8 @@ STREAM_GRACE_S = 10.0  # a think request this long after the stream stopped is s
 
 
 # Who accepts each kind of think token: the bridge's LLM proxy, or the API's hotline conductor.
-THINK_AUDIENCES = {TokenKind.THINK: "voice:/llm", TokenKind.HOTLINE: "api:/hotline"}
+THINK_AUDIENCES = {TokenKind.THINK: "voice:/llm", TokenKind.HOTLINE: "api:/hotline",
+                   TokenKind.MESSAGE: "voice:/message"}
 
 
 class StreamRefused(Exception):
@@ -72,6 +73,18 @@ async def end_stream(sessions: async_sessionmaker[AsyncSession], stream_id: uuid
                               .values(ended_at=func.now()))
 
 
+async def mark_verified(sessions: async_sessionmaker[AsyncSession], stream_id: uuid.UUID) -> None:
+    """The caller said the user's PIN on this stream."""
+    async with transaction(sessions) as session:
+        await session.execute(update(MediaStream).where(MediaStream.id == stream_id).values(verified_at=func.now()))
+
+
+async def stream_verified(sessions: async_sessionmaker[AsyncSession], stream_id: uuid.UUID) -> bool:
+    async with sessions() as session:
+        return (await session.execute(select(MediaStream.verified_at).where(MediaStream.id == stream_id))
+                ).scalar_one_or_none() is not None
+
+
 async def stream_is_open(session: AsyncSession, stream_id: uuid.UUID) -> bool:
     """Connected, and not ended more than STREAM_GRACE_S ago."""
     ended_for = (await session.execute(
@@ -94,6 +107,8 @@ class LiveStreams:
     sessions: async_sessionmaker[AsyncSession]
     ended: dict[uuid.UUID, float | None] = field(default_factory=dict)
     remembered: dict[uuid.UUID, Any] = field(default_factory=dict)
+    verified: set[uuid.UUID] = field(default_factory=set)  # streams whose caller said the PIN
+    pin_tries: dict[uuid.UUID, int] = field(default_factory=dict)
 
     def started(self, stream_id: uuid.UUID) -> None:
         self.ended[stream_id] = None
@@ -105,6 +120,8 @@ class LiveStreams:
                 del self.ended[known]
         self.ended[stream_id] = now
         self.remembered.pop(stream_id, None)
+        self.verified.discard(stream_id)
+        self.pin_tries.pop(stream_id, None)
 
     def remember(self, stream_id: uuid.UUID, value: Any) -> None:
         if len(self.remembered) >= MAX_REMEMBERED:

@@ -45,10 +45,12 @@ class InvalidToken(ValueError):
 class TokenKind(StrEnum):
     THINK = "think"  # a user call's LLM proxy URL (Deepgram -> voice bridge), bound to its stream
     HOTLINE = "hotline"  # a hotline call's conductor URL (Deepgram -> API), bound to its stream
+    MESSAGE = "message"  # the message taker's URL, for callers who are not the user (Deepgram -> voice bridge)
     PURPOSE = "purpose"  # the TwiML URL of a call the platform places or hands off (Twilio -> API)
     MCP = "mcp"  # the platform MCP server's bearer in one agent's config (agent -> API); revocable
     GATEWAY = "gateway"  # the bearer of one OpenClaw gateway (platform -> agent), derived, never carried
     CODE = "code"  # digests of verification codes (workflow history holds only these)
+    PIN = "pin"  # digests of users' PINs
     SESSION = "session"  # the dashboard's sign-in (later)
 
 

@@ -111,19 +111,28 @@ class Supervisor:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             await child.start()
 
-    async def wait_healthy(self, timeout: float = 60.0) -> bool:
+    async def wait_healthy(self, timeout: float = 180.0) -> bool:
+        """Every service healthy and, as the first caller would want, a warm agent ready to claim
+        (the API's /healthz reports the worker's spares)."""
         s = self.settings
         urls = [f"http://{s.api_host}:{s.api_port}/healthz", f"http://{s.voice_host}:{s.voice_port}/healthz"]
         if s.local_standins:
             urls.append(f"{s.carrier_url}/control/state")
         deadline = time.monotonic() + timeout
+        said_warming = False
         async with httpx.AsyncClient(timeout=3.0) as http:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
                     responses = await asyncio.gather(*(http.get(url) for url in urls))
                     if all(r.status_code == 200 for r in responses):
-                        return True
-                except httpx.HTTPError:
+                        pool = responses[0].json()["components"]["worker"]["agent_pool"]
+                        if pool["state"] == "ready":
+                            return True
+                        if not said_warming:
+                            log.info("services are up; warming an agent for the first caller (%d starting)",
+                                     pool["spares_starting"])
+                            said_warming = True
+                except (httpx.HTTPError, ValueError, KeyError):
                     pass
                 await asyncio.sleep(0.3)
         return False

@@ -18,9 +18,13 @@ class MemoryRuntime:
         self.calls: Counter[str] = Counter()
         self.specs: dict[uuid.UUID, AgentSpec] = {}
         self.wake_s = 0.05  # how long a wake takes
+        self.lost_archives: set[uuid.UUID] = set()  # whose archive the store no longer has
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+
+    def pool(self) -> dict[str, int]:
+        return {}
 
     async def create(self, spec: AgentSpec) -> None:
         self.calls["create"] += 1
@@ -53,6 +57,8 @@ class MemoryRuntime:
         return f"agents/{user_id.hex}/state.tar.gz"
 
     async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None:
+        if user_id in self.lost_archives:
+            raise FileNotFoundError(f"no archive {key}")
         self.calls["restore"] += 1
         self.states[user_id] = RuntimeState.STOPPED
 

@@ -91,16 +91,23 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
     pg = dict(host="127.0.0.1", port=int(env["DEEPCLAW_DATABASE_URL"].rsplit(":", 1)[1].split("/")[0]), user="postgres",
               database="deepclaw", password=lambda: (tmp_path / "data" / "postgres.password").read_text().strip())
 
-    async with dev_stack(env, log) as proc:
+    # One warm agent, as `make run` keeps: the URLs are printed once it is ready to be claimed.
+    async with dev_stack({**env, "DEEPCLAW_LOCAL_AGENT_SPARES": "1"}, log) as proc:
         health = await _wait_healthy(env, proc, log)
         assert {n: c["state"] for n, c in health["components"].items()} == {
             "database": "up", "temporal": "up", "worker": "up"
         }
-        for _ in range(50):  # the supervisor prints its URLs once it sees the same health
+        assert set(health["components"]["worker"]["agent_pool"]) == {"state", "spares_ready", "spares_starting",
+                                                                     "spares_target"}
+        for _ in range(600):  # the supervisor prints its URLs once a spare agent is ready
             if "DeepClaw is running" in log.read_text():
                 break
             await asyncio.sleep(0.2)
         banner = log.read_text()
+        async with httpx.AsyncClient(timeout=5) as http:
+            pool = (await http.get(f"http://127.0.0.1:{env['DEEPCLAW_API_PORT']}/healthz")).json()[
+                "components"]["worker"]["agent_pool"]
+        assert pool["state"] == "ready" and pool["spares_ready"] == 1, pool
         assert f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}" in banner
         softphone = f"http://127.0.0.1:{env['DEEPCLAW_CARRIER_PORT']}/phone"
         assert softphone in banner and "+15550000100" in banner, "softphone URL and hotline number are printed"
@@ -114,6 +121,8 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
         assert ui.status_code == 200 and voice.status_code == 200 and media.status_code == 200
         assert phone_page.status_code == 200 and "DeepClaw softphone" in phone_page.text
         assert carrier["numbers"][0]["phone_number"] == "+15550000100", "the hotline exists from the start"
+        assert carrier["numbers"][0]["voice_url"] == f"http://127.0.0.1:{env['DEEPCLAW_API_PORT']}/twilio/voice", \
+            "the worker pointed the hotline at the API"
 
         client = await Client.connect(env["DEEPCLAW_TEMPORAL_ADDRESS"])
         listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))

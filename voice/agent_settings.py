@@ -43,6 +43,10 @@ def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = S
     }
 
 
+def pin_greeting(agent_name: str) -> str:
+    return f"Hi, it's {agent_name}. I can't confirm this call is from you: please say or key in your PIN."
+
+
 def purpose_prompt(purpose: str) -> str:
     """Instructions for a call we place (a reminder, a finished task): say why first."""
     return f"{SPEECH_RULES} You called the user yourself, for this reason: {purpose}"

@@ -8,19 +8,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from voice.bridge import BridgeDeps
+from voice.messages import MessageTaker
 from voice.proxy import LlmProxy
 
 
-def create_app(deps: BridgeDeps, proxy: LlmProxy) -> Starlette:
+def create_app(deps: BridgeDeps, proxy: LlmProxy, messages: MessageTaker) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "components": {"bridge": {"state": "up", "calls": len(deps.calls)}}})
 
     async def think(request: Request) -> Response:
         return await proxy(request)
 
+    async def take_message(request: Request) -> Response:
+        return await messages(request)
+
     app = Starlette(routes=[
         Route("/healthz", healthz),
         Route("/llm/{token}/v1/chat/completions", think, methods=["POST"]),
+        Route("/message/{token}/v1/chat/completions", take_message, methods=["POST"]),
     ])
     app.state.settings = deps.settings
     return app

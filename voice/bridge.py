@@ -29,9 +29,11 @@ from core.logs import log_context
 from core.models import MediaStream, User
 from core.ports import Telephony
 from core.settings import Settings
-from core.streams import LiveStreams, StreamRefused, end_stream, redeem_ticket, seal_think_token
+from core.callers import CallerTrust
+from core.streams import LiveStreams, StreamRefused, end_stream, redeem_ticket, seal_think_token, stream_verified
 from core.tokens import TokenKind
-from voice.agent_settings import build_settings, purpose_prompt
+from voice import messages
+from voice.agent_settings import build_settings, pin_greeting, purpose_prompt
 from voice.records import CallAlreadyConnected, CallRecorder
 from voice.relay import AgentListener, MediaRelay
 
@@ -49,6 +51,7 @@ TIME_UP_GOODBYE = "We've reached the maximum call length, so I need to hang up n
 
 HOTLINE_VOICE = "aura-2-thalia-en"
 HOTLINE_PROMPT = "You are the DeepClaw setup line. Say exactly the text you are given."
+MESSAGE_PROMPT = "You take messages for someone. Say exactly the text you are given."
 
 GREETING_REQUEST = (
     "The user will call you again later. Write the one short sentence you will greet them with when they do: "
@@ -89,6 +92,7 @@ class CallBridge(MediaRelay):
         self.settings = deps.settings
         self.stream_sid = ""
         self.call_sid = ""
+        self.params: dict[str, Any] = {}  # what the API recorded of this call (core.streams)
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.recorder: CallRecorder | None = None
         self.started = time.monotonic()
@@ -152,11 +156,13 @@ class CallBridge(MediaRelay):
             return
         # The hotline's calls have no user yet: their think endpoint is the API's conductor.
         user_id, params = stream.user_id, stream.params
+        self.params = params
         self.deps.live.started(stream.id)
         with log_context(user_id=str(user_id or ""), call_id=self.call_sid):
             self.recorder = CallRecorder(self.deps.sessions, call_sid=self.call_sid, user_id=user_id,
                                          from_number=params.get("from", ""), to_number=params.get("to", ""),
-                                         direction=params.get("direction", "inbound"))
+                                         direction=params.get("direction", "inbound"),
+                                         attestation=params.get("attestation"))
             try:
                 await self.recorder.start()
                 await self._bridge(stream)
@@ -170,7 +176,7 @@ class CallBridge(MediaRelay):
                     await self.recorder.finish(time.monotonic() - self.started)
                 log.info("call %s ended after %.1fs: %d frames in, %d out, %d clears, %d malformed", self.call_sid,
                          time.monotonic() - self.started, self.frames_in, self.frames_out, self.clears, self.malformed)
-                if user_id is not None:
+                if user_id is not None and await self._owner_spoke(stream):
                     self._prepare_next_greeting(user_id)
 
     async def _await_start(self) -> MediaStream:
@@ -205,11 +211,24 @@ class CallBridge(MediaRelay):
         async with self.deps.sessions() as session:
             user = await session.get(User, stream.user_id)
         name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")
-        token = self._think_token(TokenKind.THINK, stream, user=str(stream.user_id))
-        greeting = params.get("greeting") or (user and user.next_greeting) or f"Hi, it's {name}. What can I do for you?"
+        trust = self.trust
+        if trust == CallerTrust.MESSAGE:  # not the owner: a message for them, and nothing of theirs
+            token = self._think_token(TokenKind.MESSAGE, stream, user=str(stream.user_id), caller=params.get("from", ""))
+            return build_settings(think_url=f"{self.settings.voice_base_url}/message/{token}/v1/chat/completions",
+                                  voice=voice, greeting=messages.greeting(name), prompt=MESSAGE_PROMPT)
+        token = self._think_token(TokenKind.THINK, stream, user=str(stream.user_id),
+                                  **({"pin": "1"} if trust == CallerTrust.PIN else {}))
         think_url = f"{self.settings.voice_base_url}/llm/{token}/v1/chat/completions"
+        if trust == CallerTrust.PIN:  # the personal greeting is the user's memory: not before the PIN
+            return build_settings(think_url=think_url, voice=voice, greeting=pin_greeting(name))
+        greeting = params.get("greeting") or (user and user.next_greeting) or f"Hi, it's {name}. What can I do for you?"
         rules = {"prompt": purpose_prompt(params["purpose"])} if params.get("purpose") else {}  # calls we place say why
         return build_settings(think_url=think_url, voice=voice, greeting=greeting, **rules)
+
+    @property
+    def trust(self) -> CallerTrust:
+        """Calls we place or hand off reach the verified phone itself: the owner."""
+        return CallerTrust(self.params.get("trust", CallerTrust.OWNER.value))
 
     async def _bridge(self, stream: MediaStream) -> None:
         headers = {}
@@ -238,6 +257,12 @@ class CallBridge(MediaRelay):
             await asyncio.gather(*tasks, *self._side_tasks, return_exceptions=True)
             await self._close_agent()
         self._close_twilio(WSCloseCode.OK)
+
+    async def _owner_spoke(self, stream: MediaStream) -> bool:
+        """The agent's next greeting is written only after a call with its owner."""
+        if self.trust == CallerTrust.PIN:
+            return await stream_verified(self.deps.sessions, stream.id)
+        return self.trust == CallerTrust.OWNER
 
     def _prepare_next_greeting(self, user_id: uuid.UUID) -> None:
         """In the background, after the call: the agent writes how it will greet the next one."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -28,7 +30,11 @@ from core import chat_format
 from core.fillers import with_fillers
 from core.logs import log_context
 from core.ports import AgentEndpoint
-from core.streams import LiveStreams, open_think_token
+from core.callers import pin_matches
+from core.limits import Limit, UserLimiter
+from core.models import User
+from core.spoken import parse_digits
+from core.streams import LiveStreams, mark_verified, open_think_token, stream_verified
 from core.tokens import InvalidToken, Keyring, TokenKind
 from voice.agent_settings import END_CALL_MARKER
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
@@ -36,6 +42,11 @@ from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 log = logging.getLogger(__name__)
 
 MODEL = "deepclaw"
+PIN_TRIES = 3  # per call
+PIN_NOT_HEARD = "Please say or key in your PIN, digit by digit."
+PIN_WRONG = "That PIN isn't right. Please try again."
+PIN_OK = "Thanks, that's you. What can I do for you?"
+PIN_FAILED = "Sorry, I can't confirm it's you. Goodbye."
 TOUCH_EVERY_S = 30.0  # during a call the agent is kept awake this often (its idle timer is minutes)
 UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again in a minute."
 
@@ -46,6 +57,14 @@ def _chunk(content: str) -> bytes:
 
 def _completion(content: str) -> dict[str, Any]:
     return chat_format.text_completion(content, model=MODEL)
+
+
+def _say(text: str, end_call: bool = False, *, stream: bool) -> Response:
+    """A whole answer of the platform's own (not the agent's), streamed or not."""
+    if stream:
+        return StreamingResponse(iter(chat_format.spoken_chunks(text, model=MODEL, end_call=end_call)),
+                                 media_type="text/event-stream")
+    return JSONResponse(chat_format.text_completion(text, model=MODEL, end_call=end_call))
 
 
 class MarkerFilter:
@@ -75,6 +94,7 @@ class Turn:
     user_id: uuid.UUID
     forward: dict[str, Any]
     headers: dict[str, str]
+    received: float  # when the think request arrived
 
 
 def latest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -85,11 +105,13 @@ def latest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class LlmProxy:
-    def __init__(self, *, keyring: Keyring, temporal: Client, http: httpx.AsyncClient, live: LiveStreams) -> None:
+    def __init__(self, *, keyring: Keyring, temporal: Client, http: httpx.AsyncClient, live: LiveStreams,
+                 limiter: UserLimiter) -> None:
         self.keyring = keyring
         self.temporal = temporal
         self.http = http
         self.live = live
+        self.limiter = limiter  # wrong PINs per user
         self.touched: dict[uuid.UUID, float] = {}
         self.background: set[asyncio.Task[None]] = set()
 
@@ -130,6 +152,7 @@ class LlmProxy:
         return endpoint
 
     async def __call__(self, request: Request) -> Response:
+        received = time.monotonic()
         try:
             claims = await open_think_token(self.keyring, TokenKind.THINK, request.path_params["token"], self.live)
             user_id, call_sid, stream = uuid.UUID(claims["user"]), str(claims["call"]), uuid.UUID(claims["stream"])
@@ -145,13 +168,42 @@ class LlmProxy:
         with log_context(user_id=str(user_id), call_id=call_sid):
             if messages and messages[-1].get("role") == "tool":
                 # The end_call we asked for was carried out: nothing more to say.
-                return (StreamingResponse(iter([chat_format.DONE.encode()]), media_type="text/event-stream")
-                        if body.get("stream") else JSONResponse(_completion("")))
+                return _say("", stream=bool(body.get("stream")))
+            if claims.get("pin") and (gate := await self._pin_gate(stream, user_id, messages)) is not None:
+                return _say(*gate, stream=bool(body.get("stream")))
             forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(messages), "stream": True}
-            turn = Turn(stream=stream, user_id=user_id, forward=forward, headers={"x-openclaw-session-key": f"call-{call_sid}"})
+            turn = Turn(stream=stream, user_id=user_id, forward=forward,
+                        headers={"x-openclaw-session-key": f"call-{call_sid}"}, received=received)
             if body.get("stream"):
                 return StreamingResponse(with_fillers(self._stream(turn), _chunk), media_type="text/event-stream")
             return JSONResponse(await self._complete(turn))
+
+    async def _pin_gate(self, stream: uuid.UUID, user_id: uuid.UUID,
+                        messages: list[dict[str, Any]]) -> tuple[str, bool] | None:
+        """None once this call's caller has said the user's PIN; until then what to answer, and
+        whether the call ends. Nothing reaches the agent before."""
+        if stream in self.live.verified or await stream_verified(self.live.sessions, stream):
+            self.live.verified.add(stream)
+            return None
+        if not await self.limiter.allows(Limit.WRONG_PIN, user_id):
+            log.warning("user %s: too many wrong PINs lately; call refused", user_id)
+            return PIN_FAILED, True
+        said = parse_digits(chat_format.latest_user_text(messages))
+        if not said:
+            return PIN_NOT_HEARD, False
+        async with self.live.sessions() as session:
+            digest = (await session.execute(select(User.pin_digest).where(User.id == user_id))).scalar_one_or_none()
+        if pin_matches(self.keyring, user_id, digest, said):
+            await mark_verified(self.live.sessions, stream)
+            self.live.verified.add(stream)
+            log.info("user %s: the caller said the PIN", user_id)
+            return PIN_OK, False
+        tries = self.live.pin_tries[stream] = self.live.pin_tries.get(stream, 0) + 1
+        refused = await self.limiter.acquire(Limit.WRONG_PIN, user_id)
+        log.warning("user %s: wrong PIN (%d on this call)", user_id, tries)
+        if refused or tries >= PIN_TRIES:
+            return PIN_FAILED, True
+        return PIN_WRONG, False
 
     async def _stream(self, turn: Turn) -> AsyncIterator[bytes]:
         endpoint = await self._endpoint(turn.stream, turn.user_id)
@@ -159,6 +211,8 @@ class LlmProxy:
             yield _chunk(UNREACHABLE)
             yield chat_format.DONE.encode()
             return
+        forwarded = time.monotonic()
+        first_token = 0.0
         try:
             async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=turn.forward,
                                         headers={**turn.headers, **endpoint.authorization(self.keyring)}) as answer:
@@ -167,6 +221,10 @@ class LlmProxy:
                                                 response=answer)
                 marker = MarkerFilter()
                 async for line in answer.aiter_lines():
+                    if not first_token and line.startswith("data: {"):
+                        first_token = time.monotonic()
+                        log.info("think turn: platform %.1f ms, agent's first token after %.1f ms",
+                                 (forwarded - turn.received) * 1000, (first_token - forwarded) * 1000)
                     if not line.startswith("data: {"):
                         if line == "data: [DONE]":
                             if tail := marker.flush():

@@ -19,8 +19,9 @@ class CallAlreadyConnected(Exception):
 
 class CallRecorder:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, call_sid: str, user_id: uuid.UUID | None,
-                 from_number: str, to_number: str, direction: str) -> None:
+                 from_number: str, to_number: str, direction: str, attestation: str | None = None) -> None:
         self.sessions = sessions
+        self.attestation = attestation or None
         self.call_sid = call_sid
         self.user_id = user_id
         self.from_number, self.to_number, self.direction = from_number, to_number, direction
@@ -30,7 +31,8 @@ class CallRecorder:
 
     async def start(self) -> None:
         conversation = Conversation(user_id=self.user_id, kind="call", direction=self.direction,
-                                    provider_sid=self.call_sid, from_number=self.from_number, to_number=self.to_number)
+                                    provider_sid=self.call_sid, from_number=self.from_number, to_number=self.to_number,
+                                    caller_attestation=self.attestation)
         try:
             async with transaction(self.sessions) as session:
                 session.add(conversation)

@@ -20,11 +20,13 @@ from activities import adapters
 from core.db import create_engine, sessionmaker
 from core.serve import serving
 from core.settings import Settings
+from core.limits import UserLimiter, PostgresStorage
 from core.streams import LiveStreams
 from core.temporal import connect
 from voice.app import create_app
 from voice.bridge import BridgeDeps
 from voice.media import serve_media
+from voice.messages import MessageTaker
 from voice.proxy import LlmProxy
 
 log = logging.getLogger(__name__)
@@ -48,10 +50,13 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
         async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0)) as http:
             sessions = sessionmaker(engine)
             live = LiveStreams(sessions)
-            proxy = LlmProxy(keyring=settings.keyring, temporal=await connect(settings), http=http, live=live)
+            limiter = UserLimiter(PostgresStorage(sessions), settings.user_limits())
+            proxy = LlmProxy(keyring=settings.keyring, temporal=await connect(settings), http=http, live=live,
+                             limiter=limiter)
             deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live,
                               ask_agent=proxy.ask)
-            async with serving(create_app(deps, proxy), settings.voice_host, settings.voice_port):
+            messages = MessageTaker(keyring=settings.keyring, live=live, telephony=telephony, limiter=limiter)
+            async with serving(create_app(deps, proxy, messages), settings.voice_host, settings.voice_port):
                 media = await serve_media(deps, settings.voice_host, settings.voice_media_port)
                 try:
                     yield VoiceBridge(deps, media)

@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from core import heartbeat
 from core.db import create_engine, sessionmaker
+from core.ports import AgentRuntime
 from core.settings import Settings
 from core.temporal import connect
 from workers import registry
@@ -35,18 +36,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     sessions = sessionmaker(engine)
     client = await connect(settings)
     instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    async with registry.activities(settings, sessions) as activities:
+    async with registry.activities(settings, sessions) as parts:
         worker = Worker(
             client,
             task_queue=settings.temporal_task_queue,
             workflows=list(registry.WORKFLOWS),
-            activities=activities,
+            activities=parts.activities,
             identity=instance,
             graceful_shutdown_timeout=timedelta(seconds=3),
         )
         await ensure_number_pool(client, settings)
         await configure_hotline(client, settings)
-        await _serve(worker, settings, sessions, instance, stop)
+        await _serve(worker, settings, sessions, instance, stop, parts.runtime)
     await engine.dispose()
 
 
@@ -72,7 +73,7 @@ async def configure_hotline(client: Client, settings: Settings) -> None:
 
 
 async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmaker[AsyncSession], instance: str,
-                 stop: asyncio.Event | None) -> None:
+                 stop: asyncio.Event | None, runtime: AgentRuntime) -> None:
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -82,9 +83,8 @@ async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmake
     async def keep_heartbeat() -> None:
         while True:
             try:
-                await heartbeat.beat(
-                    sessions, instance=instance, service="worker", task_queue=settings.temporal_task_queue
-                )
+                await heartbeat.beat(sessions, instance=instance, service="worker",
+                                     task_queue=settings.temporal_task_queue, detail={"agent_pool": runtime.pool()})
             except Exception:
                 log.exception("worker heartbeat failed")
             await asyncio.sleep(settings.worker_heartbeat_interval_s)

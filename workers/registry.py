@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,6 +17,7 @@ from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
 from activities.users import UserActivities
 from core.callbacks import current_platform_mcp_server
+from core.ports import AgentRuntime
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.hotline_setup import HotlineSetupWorkflow
@@ -28,8 +30,14 @@ WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, HotlineSetupWorkflow, Numbe
                              ProvisionUserWorkflow, ReminderWorkflow)
 
 
+@dataclass
+class WorkerParts:
+    activities: list[object]
+    runtime: AgentRuntime  # its warm spares go into the worker's heartbeat
+
+
 @asynccontextmanager
-async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[list[object]]:
+async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[WorkerParts]:
     """The activities with their adapters, started and, on exit, closed (gateways stopped)."""
     runtime = adapters.agent_runtime(settings)
     telephony = adapters.telephony(settings)
@@ -42,9 +50,9 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         pool = NumberPoolActivities(telephony, sessions, voice_url=f"{settings.api_base_url}/twilio/voice",
                                     sms_url=f"{settings.api_base_url}/twilio/sms")
         verification = VerificationActivities(telephony, adapters.mailer(settings, sessions), keyring=settings.keyring)
-        yield [store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
-               *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
-               *ReminderActivities(telephony, sessions, settings).all()]
+        yield WorkerParts([store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
+                           *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
+                           *ReminderActivities(telephony, sessions, settings).all()], runtime)
     finally:
         await runtime.close()
         await telephony.close()

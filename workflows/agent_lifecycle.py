@@ -107,6 +107,12 @@ class AgentLifecycleWorkflow:
         workflow.upsert_search_attributes([AGENT_NUMBER.value_set(number)])
 
     @workflow.signal
+    def wake(self) -> None:
+        """Bring the agent up now, nobody waiting (a returning user got a number: restore it)."""
+        self.touched = True
+        self.wake_requested = True
+
+    @workflow.signal
     def remove(self) -> None:
         """The user is gone (provisioning undone, account closed): delete the agent and end."""
         self.removing = True
@@ -209,9 +215,7 @@ class AgentLifecycleWorkflow:
         self.wake_requested = False
         try:
             if self.state == LifecycleState.ARCHIVED and self.archive_key:
-                await workflow.execute_activity_method(
-                    RuntimeActivities.restore_agent, RestoreInput(user_id=self.spec.user_id, key=self.archive_key), **LONG)
-                await workflow.execute_activity_method(RuntimeActivities.apply_agent_settings, self.spec, **QUICK)
+                await self._restore(self.archive_key)
             self.endpoint = await workflow.execute_activity_method(
                 RuntimeActivities.wake_agent, self.spec.user_id, **LONG)
         except ActivityError as error:
@@ -227,6 +231,19 @@ class AgentLifecycleWorkflow:
             self.archive_key = None if self.state == LifecycleState.ARCHIVED else self.archive_key
             await self._record(LifecycleState.RUNNING, {"endpoint": self.endpoint.base_url})
         self.wakes_done += 1
+
+    async def _restore(self, key: str) -> None:
+        """The archived agent back on its runtime; if its archive is gone, a fresh agent instead."""
+        try:
+            await workflow.execute_activity_method(
+                RuntimeActivities.restore_agent, RestoreInput(user_id=self.spec.user_id, key=key), **LONG)
+        except ActivityError as error:
+            if not (isinstance(error.cause, ApplicationError) and error.cause.type == "ArchiveMissing"):
+                raise
+            workflow.logger.warning("archive %s of %s is gone; creating a fresh agent", key, self.spec.user_id)
+            await workflow.execute_activity_method(RuntimeActivities.create_agent, self.spec, **QUICK)
+            return
+        await workflow.execute_activity_method(RuntimeActivities.apply_agent_settings, self.spec, **QUICK)
 
     async def _release_number(self) -> None:
         released = await workflow.execute_activity_method(

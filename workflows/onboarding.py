@@ -59,9 +59,21 @@ class OnboardingPolicy(BaseModel):
     words_per_second: float = 2.5  # how long the "all set" line takes to say, before the hand-off
 
 
+class ReturningUser(BaseModel):
+    """A caller who was a user before and has no number now (it was released after a long archive):
+    they keep their user id, history and choices, and only prove their phone again."""
+
+    user_id: uuid.UUID
+    email: str
+    voice: str  # the voice model, e.g. aura-2-luna-en
+    personality: str
+    agent_name: str
+
+
 class OnboardingInput(BaseModel):
     caller: str
     hotline_number: str
+    returning: ReturningUser | None = None
     runtime: str = "local"
     pool_workflow_id: str = POOL_ID
     policy: OnboardingPolicy = OnboardingPolicy()
@@ -106,6 +118,9 @@ def area_code(e164: str) -> str | None:
 
 SEND = dict(start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=5)))
+# The hand-off first waits for the new agent to be awake (a cold start when no spare is warm).
+HAND_OFF = dict(start_to_close_timeout=timedelta(minutes=3), heartbeat_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=5)))
 
 
 @workflow.defn
@@ -126,6 +141,7 @@ class OnboardingWorkflow:
         self.call_sid = ""
         self.caller_active = False
         self.handoff_due = False
+        self.handoff_words = 0  # the last line before the hand-off, which it waits for
         self.lock = asyncio.Lock()  # one utterance at a time, in order
 
     # ---- handlers -------------------------------------------------------------------------
@@ -226,6 +242,15 @@ class OnboardingWorkflow:
         return await self._check_code(said, Channel.SMS, self._phone_verified)
 
     async def _phone_verified(self) -> Line:
+        if (known := self.input.returning) is not None:  # nothing else to ask: a number, and their agent back
+            self.user_id, self.email, self.voice = known.user_id, known.email, known.voice
+            self.personality, self.agent_name = known.personality, known.agent_name
+            workflow.upsert_search_attributes([USER_ID.value_set(str(self.user_id))])
+            self.step = Step.PROVISIONING
+            line = await self._provision()
+            text = lines.PHONE_VERIFIED + lines.RETURNING + line.text
+            self.handoff_words = len(text.split())  # the hand-off waits until all of it has been said
+            return Line(text=text, end_call=line.end_call)
         self.step = Step.EMAIL
         return Line(text=lines.PHONE_VERIFIED + lines.ASK_EMAIL)
 
@@ -332,7 +357,8 @@ class OnboardingWorkflow:
             self.user_id = workflow.uuid4()
             workflow.upsert_search_attributes([USER_ID.value_set(str(self.user_id))])
         user = NewUser(user_id=self.user_id, phone=self.input.caller, email=self.email,
-                       voice=lines.VOICES[self.voice], personality=self.personality, agent_name=self.agent_name)
+                       voice=lines.VOICES.get(self.voice, self.voice), personality=self.personality,
+                       agent_name=self.agent_name)
         self._show()
         try:
             provisioned = await workflow.execute_child_workflow(
@@ -345,18 +371,19 @@ class OnboardingWorkflow:
             workflow.logger.error("provisioning %s failed: %s", self.user_id, error.cause or error)
             return Line(text=lines.PROVISIONING_FAILED, end_call=True)  # calling back tries again
         self.number, self.step, self.handoff_due = provisioned.number, Step.HANDOFF, True
-        return Line(text=lines.all_set(self.agent_name, provisioned.number))
+        line = lines.all_set(self.agent_name, provisioned.number)
+        self.handoff_words = len(line.split())
+        return Line(text=line)
 
     async def _hand_off(self) -> None:
         """Once the caller has heard their number, their call goes to their new agent."""
         assert self.user_id is not None and self.number is not None
         self.handoff_due = False
         self._show()
-        spoken_words = len(lines.all_set(self.agent_name, self.number).split())
-        await workflow.sleep(timedelta(seconds=spoken_words / self.policy.words_per_second + 1))
+        await workflow.sleep(timedelta(seconds=self.handoff_words / self.policy.words_per_second + 1))
         await workflow.execute_activity_method(
             HotlineCallActivities.hand_off_call,
-            Handoff(call_sid=self.call_sid, user_id=self.user_id, agent_name=self.agent_name), **SEND)
+            Handoff(call_sid=self.call_sid, user_id=self.user_id, agent_name=self.agent_name), **HAND_OFF)
         await workflow.execute_activity_method(
             HotlineCallActivities.send_welcome,
             Welcome(to=self.input.caller, sender=self.number, agent_name=self.agent_name), **SEND)

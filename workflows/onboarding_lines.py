@@ -39,6 +39,7 @@ CODE_EXPIRED = "That code has expired. Say new code, or press star, and I'll sen
 CODE_LOCKED = "That's too many wrong tries for this code. Say new code, or press star, and I'll send you a fresh one."
 TOO_MANY_CODES = "I've sent as many codes as I can for now. Please call back a little later. Goodbye."
 PHONE_VERIFIED = "Thanks, your phone is verified. "
+RETURNING = "Welcome back: your assistant remembers you. "
 ASK_EMAIL = "What's your email address? Say it like: jane dot doe at gmail dot com."
 EMAIL_NOT_HEARD = ("Sorry, I couldn't make out an email address. Please say it slowly, like: jane dot doe at gmail "
                    "dot com.")

@@ -136,7 +136,12 @@ class ProvisionUserWorkflow:
                                     thresholds=input.thresholds, archived_numbers=input.archived_numbers),
                 id=lifecycle_id(user.user_id), parent_close_policy=ParentClosePolicy.ABANDON)
         except WorkflowAlreadyStartedError:
-            return  # started by an earlier run: not ours to undo
+            # A returning user (or an earlier run of this one): their agent's workflow lives on, not ours
+            # to undo. It learns the new number and brings the agent back (restored from its archive).
+            existing = workflow.get_external_workflow_handle(lifecycle_id(user.user_id))
+            await existing.signal(AgentLifecycleWorkflow.set_agent_number, number.e164)
+            await existing.signal(AgentLifecycleWorkflow.wake)
+            return
         self._on_failure("delete agent", lambda: self._delete_agent(agent, user.user_id))
 
     async def _delete_agent(self, agent: ChildWorkflowHandle, user_id: uuid.UUID) -> None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
 from core.callbacks import agent_call_url
 from core.ports import CallEnded, Telephony
 from core.settings import Settings
+from workflows.agent_lifecycle import AgentLifecycleWorkflow
+from workflows.agent_lifecycle import workflow_id as lifecycle_id
 
 HANDOFF_TOKEN_TTL_S = 300.0  # Twilio fetches the redirect's TwiML at once
+HEARTBEAT_EVERY_S = 5.0
 
 
 def welcome_text(agent_name: str) -> str:
@@ -38,8 +45,10 @@ class HotlineCallActivities:
 
     @activity.defn
     async def hand_off_call(self, handoff: Handoff) -> bool:
-        """Redirects the hotline call to the user's agent (a Twilio call update). False if the caller
-        already hung up: they will call their number themselves."""
+        """Redirects the hotline call to the user's agent (a Twilio call update) once the agent is awake
+        and warm, so its first answer does not wait. False if the caller already hung up: they will
+        call their number themselves."""
+        await self._agent_awake(handoff.user_id)
         greeting = f"Hi, I'm {handoff.agent_name}, your new assistant. What can I do for you?"
         url = agent_call_url(self.settings, user_id=handoff.user_id, greeting=greeting, direction="inbound",
                              ttl_s=HANDOFF_TOKEN_TTL_S)
@@ -49,6 +58,24 @@ class HotlineCallActivities:
             activity.logger.info("call %s ended before the hand-off", handoff.call_sid)
             return False
         return True
+
+    async def _agent_awake(self, user_id: uuid.UUID) -> None:
+        """Waits for the agent's wake (started as it was provisioned, usually done by now); a failed
+        wake is not the hand-off's: the call goes over and the agent is woken again by its first turn."""
+        waking = asyncio.ensure_future(activity.client().get_workflow_handle(lifecycle_id(user_id)).execute_update(
+            AgentLifecycleWorkflow.ensure_awake))
+        started = time.monotonic()
+        try:
+            while not waking.done():
+                await asyncio.wait({waking}, timeout=HEARTBEAT_EVERY_S)
+                activity.heartbeat()
+            waking.result()
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            activity.logger.warning("the agent of %s is not awake for the hand-off: %s", user_id, error)
+        finally:
+            waking.cancel()
+        activity.logger.info("the agent of %s was ready for the hand-off after %.1f s", user_id,
+                             time.monotonic() - started)
 
     @activity.defn
     async def send_welcome(self, welcome: Welcome) -> None:

@@ -149,6 +149,9 @@ class KubernetesAgentRuntime:
     async def start(self) -> None:
         pass
 
+    def pool(self) -> dict[str, int]:
+        return {}  # no warm spares yet: each wake scales the user's StatefulSet up
+
     async def close(self) -> None:
         await asyncio.to_thread(self.api.api_client.close)
 

@@ -54,6 +54,7 @@ RELOAD_TIMEOUT_S = 20.0
 # never slow the user whose wake is in progress.
 SPARE_NICE = 15
 REPLENISH_DELAY_S = 15.0
+WARM_UP_SESSION = "deepclaw-warm-up"  # the session warm-up turns go to, apart from every conversation
 CLEANUP_TIMEOUT_S = 60.0
 
 
@@ -139,15 +140,21 @@ class LocalAgentRuntime:
         finally:
             self._starting -= 1
 
-    async def _warm_up(self, gateway: GatewayProcess) -> None:
-        """The first chat after start carries seconds of one-time setup: pay it before anyone waits."""
+    async def _warm_up(self, gateway: GatewayProcess, agent: str = "default") -> None:
+        """The first chat after start, and an agent's first chat, carry one-time setup (seconds): pay it
+        before anyone waits. Its own session, so no conversation of the user's holds it."""
         async with httpx.AsyncClient(timeout=120) as http:
             await http.post(f"{gateway.base_url}/v1/chat/completions",
-                            headers={"Authorization": f"Bearer {gateway.token}"},
-                            json={"model": "openclaw/default", "messages": [{"role": "user", "content": "warm-up"}]})
+                            headers={"Authorization": f"Bearer {gateway.token}",
+                                     "x-openclaw-session-key": WARM_UP_SESSION},
+                            json={"model": f"openclaw/{agent}", "messages": [{"role": "user", "content": "warm-up"}]})
 
     async def start(self) -> None:
         self.replenish()
+
+    def pool(self) -> dict[str, int]:
+        return {"spares_ready": self._spares.qsize(), "spares_starting": self._starting + self._scheduled,
+                "spares_target": self.spare_target}
 
     def replenish(self, delay: float = 0.0) -> None:
         missing = self.spare_target - self._spares.qsize() - self._starting - self._scheduled
@@ -236,12 +243,15 @@ class LocalAgentRuntime:
             claimed = time.monotonic()
             try:
                 await self._assign(gateway, spec)
+                loaded = time.monotonic()
+                await self._warm_up(gateway, agent_id(user_id))  # the caller's first question will not pay it
             except Exception:
                 await self._discard(gateway, user_id)
                 raise
             self._running[user_id] = _Running(gateway)
-            log.info("woke user %s on :%s in %.2f s (spare %.2f s, agent loaded %.2f s)", user_id, gateway.port,
-                     time.monotonic() - started, claimed - started, time.monotonic() - claimed)
+            log.info("woke user %s on :%s in %.2f s (spare %.2f s, agent loaded %.2f s, first turn %.2f s)", user_id,
+                     gateway.port, time.monotonic() - started, claimed - started, loaded - claimed,
+                     time.monotonic() - loaded)
             return self._endpoint(gateway)
 
     async def pause(self, user_id: uuid.UUID) -> None:

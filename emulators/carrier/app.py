@@ -207,7 +207,8 @@ async def _handset_event(carrier: Carrier, handset: Any, event: dict[str, Any]) 
     if kind == "audio":
         await carrier.handset_audio(handset, base64.b64decode(event["payload"]))
     elif kind == "dial":
-        call = await carrier.handset_dial(handset, str(event["to"]))
+        call = await carrier.handset_dial(handset, str(event["to"]), caller_id=event.get("caller_id") or None,
+                                          attestation=event.get("attestation") or None)
         await handset.send({"type": "dialing", "call_sid": call.sid, "to": call.to})
     elif kind == "answer":
         carrier.answer(handset, str(event["call_sid"]))

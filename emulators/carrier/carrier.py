@@ -34,6 +34,9 @@ SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tes
 APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 
 
+FULL_ATTESTATION = "TN-Validation-Passed-A"  # Twilio's StirVerstat when the carrier vouches for the number
+NO_ATTESTATION = "No-TN-Validation"
+
 @dataclass
 class Source:
     """Where a call's next TwiML comes from: a URL to fetch, or a document given inline."""
@@ -73,6 +76,7 @@ class Call:
     peer: str | None = None  # a handset bridged in by <Dial>
     peer_joined: asyncio.Event = field(default_factory=asyncio.Event)
     peer_left: asyncio.Event = field(default_factory=asyncio.Event)
+    attestation: str | None = None  # STIR/SHAKEN verdict on the caller ID (inbound calls)
 
     @property
     def duration(self) -> int:
@@ -228,7 +232,10 @@ class Carrier:
         call.task = asyncio.create_task(self._run_outbound(call))
         return call
 
-    async def handset_dial(self, handset: Handset, to: str) -> Call:
+    async def handset_dial(self, handset: Handset, to: str, *, caller_id: str | None = None,
+                           attestation: str | None = None) -> Call:
+        """A call from a handset. The carrier attests its own subscriber's number fully; a caller ID the
+        handset sets itself (spoofing) gets `attestation`, by default none at all."""
         if handset.call:
             raise CarrierError(409, 0, "this handset is already on a call")
         owned = self.numbers.by_number(to)
@@ -236,8 +243,10 @@ class Carrier:
             source = Source(url=owned.voice_url, method=owned.voice_method)
         else:
             source = Source(document="<Response><Say>The number you have dialed is not in service.</Say><Hangup/></Response>")
-        call = Call(new_sid("CA"), from_=handset.number, to=to, direction="inbound", handset=handset.number,
-                    source=source, status_callback=owned.status_callback if owned else None)
+        spoofed = bool(caller_id and caller_id != handset.number)
+        call = Call(new_sid("CA"), from_=caller_id or handset.number, to=to, direction="inbound",
+                    handset=handset.number, source=source, status_callback=owned.status_callback if owned else None,
+                    attestation=(attestation or NO_ATTESTATION) if spoofed else FULL_ATTESTATION)
         self.calls[call.sid] = call
         handset.call = call
         call.task = asyncio.create_task(self._run_inbound(call))
@@ -330,7 +339,7 @@ class Carrier:
         url = twiml.absolute(base_url, source.url)
         params = {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
                   "Caller": call.from_, "Called": call.to, "CallStatus": call.status, "Direction": call.direction,
-                  "ApiVersion": "2010-04-01"}
+                  "ApiVersion": "2010-04-01", **({"StirVerstat": call.attestation} if call.attestation else {})}
         response = await self.post_webhook(url, params)
         if response.status_code != 200:
             raise CarrierError(502, 11200, f"HTTP {response.status_code} from {url}")

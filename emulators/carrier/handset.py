@@ -50,9 +50,10 @@ class Handset:
     async def _send(self, event: Event) -> None:
         await self.ws.send(json.dumps(event))
 
-    async def dial(self, to: str) -> str:
+    async def dial(self, to: str, *, caller_id: str | None = None, attestation: str | None = None) -> str:
+        """`caller_id`: show another number (as a spoofer would); the carrier then does not attest it."""
         mark = len(self.events)
-        await self._send({"type": "dial", "to": to})
+        await self._send({"type": "dial", "to": to, "caller_id": caller_id, "attestation": attestation})
         return (await self.wait_for("dialing", after=mark))["call_sid"]
 
     async def answer(self, call_sid: str | None = None) -> None:

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
@@ -18,8 +19,8 @@ from core.process import free_port
 from core.serve import serving
 from core.models import User
 from core.settings import Settings
+from emulators import llm, search
 from emulators.carrier import twiml
-from emulators import search
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
@@ -31,23 +32,33 @@ from workers.main import run_worker
 
 def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, model_base_url: str, data_dir: Path,
                       **overrides: Any) -> Settings:
-    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search")}
+    return platform_settings_for(database_url=database_url, data_dir=data_dir, model_base_url=model_base_url,
+                                 temporal_address=temporal_env.client.service_client.config.target_host, **overrides)
+
+
+def platform_settings_for(*, database_url: str, temporal_address: str, data_dir: Path,
+                          model_base_url: str | None = None, **overrides: Any) -> Settings:
+    """Every port free; no model URL: start_platform serves the model stand-in too."""
+    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search", "llm")}
     return Settings(
-        _env_file=None, data_dir=data_dir, database_url=database_url,
-        temporal_address=temporal_env.client.service_client.config.target_host,
+        _env_file=None, data_dir=data_dir, database_url=database_url, temporal_address=temporal_address,
         temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
         voice_media_port=ports["media"],
         carrier_port=ports["carrier"], voice_agent_port=ports["agent"], search_port=ports["search"],
-        llm_base_url=model_base_url,
+        llm_port=ports["llm"], llm_base_url=model_base_url,
         local_agent_spares=1, worker_heartbeat_interval_s=1, **{"number_pool_target": 0, **overrides})
 
 
-async def start_platform(stack: AsyncExitStack, settings: Settings) -> tuple[Carrier, VoiceAgentServer]:
-    """Serves every process of the platform until `stack` closes; returns the carrier and the voice agent."""
+async def start_platform(stack: AsyncExitStack, settings: Settings, *,
+                         wait_for_spare: bool = False) -> tuple[Carrier, VoiceAgentServer]:
+    """Serves every process of the platform until `stack` closes; returns the carrier and the voice agent.
+    `wait_for_spare`: return once a warm agent is ready, as `make run` does."""
     speech = SpeechRegistry()
     carrier = build_carrier(settings, speech)
     agent = VoiceAgentServer(registry=speech)
     stop = asyncio.Event()
+    if settings.llm_base_url is None:
+        await stack.enter_async_context(serving(llm.create_app(), "127.0.0.1", settings.llm_port))
     await stack.enter_async_context(serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port))
     await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
     await stack.enter_async_context(serving(search.create_app(), "127.0.0.1", settings.search_port))
@@ -57,7 +68,19 @@ async def start_platform(stack: AsyncExitStack, settings: Settings) -> tuple[Car
     stack.push_async_callback(asyncio.wait_for, worker, 60)
     stack.callback(stop.set)
     await hotline_pointed_at_platform(carrier, settings)
+    if wait_for_spare:
+        await spare_ready(settings)
     return carrier, agent
+
+
+async def spare_ready(settings: Settings, timeout: float = 180) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        for _ in range(int(timeout * 5)):
+            response = await http.get(f"{settings.api_base_url}/healthz")
+            if response.status_code == 200 and response.json()["components"]["worker"]["agent_pool"]["state"] == "ready":
+                return
+            await asyncio.sleep(0.2)
+    raise AssertionError("no warm agent became ready")
 
 
 async def hotline_pointed_at_platform(carrier: Carrier, settings: Settings, timeout: float = 30) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from activities import adapters
+from core.callers import set_pin
 from core.db import create_engine, sessionmaker
 from core.streams import STREAM_GRACE_S, issue_ticket, seal_think_token
 from core.tokens import TokenKind
@@ -318,3 +319,64 @@ async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(platf
             await phone.wait_for("call_state", lambda e: e["state"] == "completed")
     finally:
         await telephony.close()
+
+
+async def _messages_to(carrier: Carrier, number: str, containing: str, timeout: float = 30) -> list[str]:
+    for _ in range(int(timeout * 10)):
+        if found := [m.body for m in carrier.messages.values() if m.to == number and containing in m.body]:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no text to {number} containing {containing!r}")
+
+
+async def test_only_the_owner_reaches_their_agent(platform: Platform, model_server: tuple[str, ModelScript],
+                                                  sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Anyone else who calls the user's number can leave a message (texted to the user) and reaches nothing
+    of theirs; a caller showing the owner's number without full attestation must say the PIN first."""
+    _, script = model_server
+    settings, owner = platform.settings, platform.user.phone_e164
+    stranger = _caller()
+    asked_before = len(script.requests)
+    async with handset(settings.carrier_url, stranger) as phone:
+        call_sid = await phone.dial(platform.number)
+        await agent_said(platform.agent, "I can take a message")
+        await audio_done(platform.agent, 1)
+        await phone.say("please call me back about the car")
+        await agent_said(platform.agent, "I've passed that on")
+        await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=30)
+    [message] = await _messages_to(platform.carrier, owner, "about the car")
+    assert message == f"Message from {stranger}: please call me back about the car"
+    assert len(script.requests) == asked_before, "the agent was never asked anything"
+    async with sessions() as session:
+        stranger_call = (await session.execute(select(Conversation).where(Conversation.provider_sid == call_sid))
+                         ).scalar_one()
+    assert stranger_call.caller_attestation == "TN-Validation-Passed-A"  # attested, but not the owner
+
+    # The owner's number shown by another phone (spoofed: no attestation), and no PIN set: a message only.
+    async with handset(settings.carrier_url, _caller()) as phone:
+        await phone.dial(platform.number, caller_id=owner)
+        await agent_said(platform.agent, "I can take a message")
+        await phone.hangup()
+
+    engine = create_engine(settings.database_url)
+    await set_pin(sessionmaker(engine), settings.keyring, platform.user.id, "2468")
+    await engine.dispose()
+    async with handset(settings.carrier_url, _caller()) as phone:
+        call_sid = await phone.dial(platform.number, caller_id=owner)
+        await agent_said(platform.agent, "please say or key in your PIN")
+        await audio_done(platform.agent, 1)
+        await phone.say("one three five seven")
+        await agent_said(platform.agent, "That PIN isn't right")
+        assert not any("one three five seven" in str(r) or "1357" in str(r) for r in script.requests), \
+            "nothing the caller says reaches the agent before the PIN"
+        await audio_done(platform.agent, 2)
+        await phone.dtmf("2468#")
+        await agent_said(platform.agent, "Thanks, that's you")
+        await audio_done(platform.agent, 3)
+        await phone.say("what is the weather like")
+        await agent_said(platform.agent, "You said: what is the weather like")
+        await phone.hangup()
+    async with sessions() as session:
+        pin_call = (await session.execute(select(Conversation).where(Conversation.provider_sid == call_sid))
+                    ).scalar_one()
+    assert pin_call.caller_attestation == "No-TN-Validation"

@@ -45,6 +45,7 @@ from workflows.onboarding import (
     OnboardingInput,
     OnboardingResult,
     OnboardingWorkflow,
+    ReturningUser,
     Step,
     workflow_id,
 )
@@ -67,10 +68,10 @@ class Hotline:
     task_queue: str
     pool_id: str
 
-    async def call(self, caller: str) -> tuple[WorkflowHandle, Line]:
+    async def call(self, caller: str, returning: ReturningUser | None = None) -> tuple[WorkflowHandle, Line]:
         handle = await self.client.start_workflow(
             OnboardingWorkflow.run,
-            OnboardingInput(caller=caller, hotline_number=HOTLINE, pool_workflow_id=self.pool_id),
+            OnboardingInput(caller=caller, hotline_number=HOTLINE, pool_workflow_id=self.pool_id, returning=returning),
             id=workflow_id(caller), task_queue=self.task_queue)
         return handle, await handle.execute_update(OnboardingWorkflow.call_started, CallStarted(call_sid="CAtest"))
 
@@ -439,3 +440,4 @@ async def test_the_number_of_a_long_archived_user_goes_back_to_the_pool(hotline:
         number = (await session.execute(select(PhoneNumber).where(PhoneNumber.e164 == provisioned.number))).scalar_one()
     assert number.state == "available", "back in the pool for the next caller"
     await lifecycle.terminate()
+
