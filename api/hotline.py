@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/hotline")
 
 MODEL = "deepclaw-hotline"
+HAND_OFF_FUNCTION = "hand_off"  # voice.agent_settings.HAND_OFF: the bridge says when the line has played
 UNAVAILABLE = "Sorry, setup isn't available right now. Please call again in a few minutes. Goodbye."
 TROUBLE = "Sorry, I'm having trouble on my side. Could you say that again?"
 
@@ -125,7 +126,8 @@ async def conductor(token: str, request: Request, settings: SettingsDep, session
             return StreamingResponse(with_fillers(_spoken(_hear(temporal, sessions, claims, said)), _say),
                                      media_type="text/event-stream")
         line = await _hear(temporal, sessions, claims, said)
-        return JSONResponse(chat_format.text_completion(line.text, model=MODEL, end_call=line.end_call))
+        return JSONResponse(chat_format.text_completion(line.text, model=MODEL, end_call=line.end_call,
+                                                        then=HAND_OFF_FUNCTION if line.hand_off else None))
 
 
 def _say(text: str) -> bytes:
@@ -172,5 +174,6 @@ async def _finished(sessions: async_sessionmaker[AsyncSession], caller: str) -> 
 
 async def _spoken(reply: Any) -> AsyncIterator[bytes]:
     line = await reply
-    for chunk in chat_format.spoken_chunks(line.text, model=MODEL, end_call=line.end_call):
+    for chunk in chat_format.spoken_chunks(line.text, model=MODEL, end_call=line.end_call,
+                                           then=HAND_OFF_FUNCTION if line.hand_off else None):
         yield chunk

@@ -44,25 +44,30 @@ def text_chunk(content: str, *, model: str) -> bytes:
     return chunk({"content": content}, model=model).encode()
 
 
-def end_call_chunk(*, model: str) -> bytes:
-    """The end_call function Deepgram's agent carries out (say the words first, then hang up)."""
-    delta = {"tool_calls": [tool_call("end_call", "{}", index=0)]}
+def function_chunk(name: str, *, model: str) -> bytes:
+    """A call of one of the voice agent's client-side functions (end_call, hand_off): the bridge carries
+    it out once the words before it have been said."""
+    delta = {"tool_calls": [tool_call(name, "{}", index=0)]}
     return chunk(delta, model=model, finish_reason="tool_calls").encode()
 
 
-def spoken_chunks(content: str, *, model: str, end_call: bool = False) -> list[bytes]:
-    """A whole streamed answer: its text (if any), the end_call if asked, and the end."""
+def end_call_chunk(*, model: str) -> bytes:
+    return function_chunk("end_call", model=model)
+
+
+def spoken_chunks(content: str, *, model: str, end_call: bool = False, then: str | None = None) -> list[bytes]:
+    """A whole streamed answer: its text (if any), the end_call if asked (or the function `then`), the end."""
     chunks = [text_chunk(content, model=model)] if content else []
-    if end_call:
-        chunks.append(end_call_chunk(model=model))
+    if end_call or then:
+        chunks.append(function_chunk("end_call" if end_call else str(then), model=model))
     return [*chunks, DONE.encode()]
 
 
-def text_completion(content: str, *, model: str, end_call: bool = False) -> dict[str, Any]:
+def text_completion(content: str, *, model: str, end_call: bool = False, then: str | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    if end_call:
-        message["tool_calls"] = [tool_call("end_call", "{}")]
-    return completion(message, model=model, finish_reason="tool_calls" if end_call else "stop")
+    if end_call or then:
+        message["tool_calls"] = [tool_call("end_call" if end_call else str(then), "{}")]
+    return completion(message, model=model, finish_reason="tool_calls" if end_call or then else "stop")
 
 
 def latest_user_text(messages: list[dict[str, Any]]) -> str:

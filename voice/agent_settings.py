@@ -21,7 +21,17 @@ END_CALL = {
 }
 
 
-def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = SPEECH_RULES) -> dict[str, Any]:
+# The hotline's: its conductor asks for it with the line before the hand-off, and the bridge tells
+# the onboarding once that line has played, so the call is handed over at once, not on an estimate.
+HAND_OFF = {
+    "name": "hand_off",
+    "description": "Hand the call to the caller's new assistant once this line has been said.",
+    "parameters": {"type": "object", "properties": {}},
+}
+
+
+def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = SPEECH_RULES,
+                   functions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "type": "Settings",
         "audio": {
@@ -35,7 +45,7 @@ def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = S
                 "provider": {"type": "open_ai", "model": "gpt-4o-mini"},
                 "endpoint": {"url": think_url, "headers": {}},
                 "prompt": prompt,
-                "functions": [END_CALL],
+                "functions": functions or [END_CALL],
             },
             "speak": {"provider": {"type": "deepgram", "model": voice}},
             "greeting": greeting,

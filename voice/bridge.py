@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from picows import WSCloseCode, WSError, WSMsgType, WSTransport, ws_connect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from core.logs import log_context
 from core.models import MediaStream, User
@@ -33,7 +35,9 @@ from core.callers import CallerTrust
 from core.streams import LiveStreams, StreamRefused, end_stream, redeem_ticket, seal_think_token, stream_verified
 from core.tokens import TokenKind
 from voice import messages
-from voice.agent_settings import build_settings, pin_greeting, purpose_prompt
+from voice.agent_settings import END_CALL, HAND_OFF, build_settings, pin_greeting, purpose_prompt
+from workflows.onboarding import OnboardingWorkflow
+from workflows.onboarding import workflow_id as onboarding_id
 from voice.records import CallAlreadyConnected, CallRecorder
 from voice.relay import AgentListener, MediaRelay
 
@@ -72,6 +76,7 @@ class BridgeDeps:
     sessions: async_sessionmaker[AsyncSession]
     telephony: Telephony
     live: LiveStreams
+    temporal: Client | None = None  # tells the hotline's onboarding when its hand-off line has played
     # Asks the user's agent a question outside the call (the next call's greeting); optional.
     ask_agent: Callable[[uuid.UUID, str, str], Awaitable[str | None]] | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -99,9 +104,9 @@ class CallBridge(MediaRelay):
         self.last_caller_words = time.monotonic()
         self.dtmf: list[str] = []
         self.dtmf_task: asyncio.Task[None] | None = None
-        self.hangup_after_speech = False
         self.agent_speaking = False
-        self.farewell_done = asyncio.Event()
+        self.after_speech: list[Callable[[], Awaitable[None]]] = []  # once the agent's current words are out
+        self.marks: dict[str, asyncio.Event] = {}  # Twilio echoes a mark once the audio before it has played
         self.finished = asyncio.Event()
         self.clears = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -207,7 +212,8 @@ class CallBridge(MediaRelay):
         if stream.user_id is None:
             token = self._think_token(TokenKind.HOTLINE, stream, caller=params["from"])
             return build_settings(think_url=f"{self.settings.api_base_url}/hotline/{token}/v1/chat/completions",
-                                  voice=HOTLINE_VOICE, greeting=params["greeting"], prompt=HOTLINE_PROMPT)
+                                  voice=HOTLINE_VOICE, greeting=params["greeting"], prompt=HOTLINE_PROMPT,
+                                  functions=[END_CALL, HAND_OFF])
         async with self.deps.sessions() as session:
             user = await session.get(User, stream.user_id)
         name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")
@@ -297,8 +303,8 @@ class CallBridge(MediaRelay):
                 event = message.get("event")
                 if event == "dtmf":
                     self._on_digit(str((message.get("dtmf") or {}).get("digit", "")))
-                elif event == "mark" and (message.get("mark") or {}).get("name") == "farewell":
-                    self.farewell_done.set()
+                elif event == "mark" and (played := self.marks.get(str((message.get("mark") or {}).get("name")))):
+                    played.set()
                 elif event == "stop":
                     return
             else:  # a side closed
@@ -337,18 +343,17 @@ class CallBridge(MediaRelay):
             self.recorder.latency(event)
         elif kind == "FunctionCallRequest":
             for call in event.get("functions", []):
-                if call.get("name") == "end_call":
-                    if self.agent_speaking:
-                        self.hangup_after_speech = True  # after the farewell's AgentAudioDone
-                    else:
-                        self._spawn(self._hang_up_after_farewell())
+                if call.get("name") == END_CALL["name"]:
+                    self._when_spoken(self._hang_up_after_farewell)
+                elif call.get("name") == HAND_OFF["name"] and self.params.get("from"):
+                    self._when_spoken(self._hand_off_line_played)
                 self._to_agent({"type": "FunctionCallResponse", "id": call.get("id"),
                                 "name": call.get("name"), "content": "ok"})
         elif kind == "AgentAudioDone":
             self.agent_speaking = False
-            if self.hangup_after_speech:
-                self.hangup_after_speech = False
-                self._spawn(self._hang_up_after_farewell())
+            pending, self.after_speech = self.after_speech, []
+            for work in pending:
+                self._spawn(work())
         elif kind == "Error":
             log.error("voice agent error %s: %s", event.get("code"), event.get("description"))
         elif kind == "Warning":
@@ -365,14 +370,36 @@ class CallBridge(MediaRelay):
 
     # ---- ending ---------------------------------------------------------------------------
 
-    async def _hang_up_after_farewell(self) -> None:
-        """The farewell is queued at Twilio: a mark behind it comes back once it has played."""
-        self._to_twilio({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": "farewell"}})
+    def _when_spoken(self, work: Callable[[], Awaitable[None]]) -> None:
+        """`work` once the agent's words in flight are out (its AgentAudioDone), or now if it is quiet."""
+        if self.agent_speaking:
+            self.after_speech.append(work)
+        else:
+            self._spawn(work())
+
+    async def _played(self, name: str) -> None:
+        """Until what was sent to Twilio so far has played: a mark behind it comes back then."""
+        played = self.marks[name] = asyncio.Event()
+        self._to_twilio({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
         try:
-            await asyncio.wait_for(self.farewell_done.wait(), FAREWELL_WAIT_S)
+            await asyncio.wait_for(played.wait(), FAREWELL_WAIT_S)
         except TimeoutError:
             pass
+
+    async def _hang_up_after_farewell(self) -> None:
+        await self._played("farewell")
         await self._hang_up("end_call")
+
+    async def _hand_off_line_played(self) -> None:
+        """The hotline's last line has played to the caller: their onboarding hands the call over now."""
+        await self._played("hand-off")
+        if self.deps.temporal is None:
+            return  # the onboarding hands off on its own estimate of the line's length
+        try:
+            await self.deps.temporal.get_workflow_handle(onboarding_id(self.params["from"])).signal(
+                OnboardingWorkflow.line_played)
+        except RPCError as error:
+            log.warning("call %s: could not tell the onboarding the line has played: %s", self.call_sid, error)
 
     async def _hang_up(self, reason: str) -> None:
         log.info("hanging up call %s (%s)", self.call_sid, reason)
@@ -383,7 +410,8 @@ class CallBridge(MediaRelay):
         self.finished.set()
 
     async def _say_goodbye_and_hang_up(self, text: str, reason: str) -> None:
-        self.hangup_after_speech = True
+        self.agent_speaking = True  # the injected goodbye is on its way: hang up after its AgentAudioDone
+        self.after_speech.append(self._hang_up_after_farewell)
         self._to_agent({"type": "InjectAgentMessage", "message": text})
         try:
             await asyncio.wait_for(self.finished.wait(), FAREWELL_WAIT_S + 5)

@@ -221,10 +221,6 @@ class LlmProxy:
                                                 response=answer)
                 marker = MarkerFilter()
                 async for line in answer.aiter_lines():
-                    if not first_token and line.startswith("data: {"):
-                        first_token = time.monotonic()
-                        log.info("think turn: platform %.1f ms, agent's first token after %.1f ms",
-                                 (forwarded - turn.received) * 1000, (first_token - forwarded) * 1000)
                     if not line.startswith("data: {"):
                         if line == "data: [DONE]":
                             if tail := marker.flush():
@@ -238,6 +234,10 @@ class LlmProxy:
                     for choice in chunk.get("choices", []):
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
+                            if not first_token:  # the first words, what the caller waits for
+                                first_token = time.monotonic()
+                                log.info("think turn: platform %.1f ms, agent's first token after %.1f ms",
+                                         (forwarded - turn.received) * 1000, (first_token - forwarded) * 1000)
                             delta["content"] = marker.feed(delta["content"])
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
         except httpx.HTTPError as error:

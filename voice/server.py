@@ -51,9 +51,9 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
             sessions = sessionmaker(engine)
             live = LiveStreams(sessions)
             limiter = UserLimiter(PostgresStorage(sessions), settings.user_limits())
-            proxy = LlmProxy(keyring=settings.keyring, temporal=await connect(settings), http=http, live=live,
-                             limiter=limiter)
-            deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live,
+            temporal = await connect(settings)
+            proxy = LlmProxy(keyring=settings.keyring, temporal=temporal, http=http, live=live, limiter=limiter)
+            deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live, temporal=temporal,
                               ask_agent=proxy.ask)
             messages = MessageTaker(keyring=settings.keyring, live=live, telephony=telephony, limiter=limiter)
             async with serving(create_app(deps, proxy, messages), settings.voice_host, settings.voice_port):

@@ -93,6 +93,7 @@ class Heard(BaseModel):
 class Line(BaseModel):
     text: str
     end_call: bool = False
+    hand_off: bool = False  # the call goes to the new agent once this line has played
 
 
 class OnboardingResult(BaseModel):
@@ -142,6 +143,7 @@ class OnboardingWorkflow:
         self.caller_active = False
         self.handoff_due = False
         self.handoff_words = 0  # the last line before the hand-off, which it waits for
+        self.handoff_line_played = False
         self.lock = asyncio.Lock()  # one utterance at a time, in order
 
     # ---- handlers -------------------------------------------------------------------------
@@ -149,6 +151,11 @@ class OnboardingWorkflow:
     @workflow.query
     def current_step(self) -> Step:
         return self.step
+
+    @workflow.signal
+    def line_played(self) -> None:
+        """The hand-off line has played to the caller (the voice bridge heard Twilio's mark)."""
+        self.handoff_line_played = True
 
     @workflow.update
     async def call_started(self, call: CallStarted) -> Line:
@@ -250,7 +257,7 @@ class OnboardingWorkflow:
             line = await self._provision()
             text = lines.PHONE_VERIFIED + lines.RETURNING + line.text
             self.handoff_words = len(text.split())  # the hand-off waits until all of it has been said
-            return Line(text=text, end_call=line.end_call)
+            return Line(text=text, end_call=line.end_call, hand_off=line.hand_off)
         self.step = Step.EMAIL
         return Line(text=lines.PHONE_VERIFIED + lines.ASK_EMAIL)
 
@@ -373,14 +380,19 @@ class OnboardingWorkflow:
         self.number, self.step, self.handoff_due = provisioned.number, Step.HANDOFF, True
         line = lines.all_set(self.agent_name, provisioned.number)
         self.handoff_words = len(line.split())
-        return Line(text=line)
+        return Line(text=line, hand_off=True)
 
     async def _hand_off(self) -> None:
         """Once the caller has heard their number, their call goes to their new agent."""
         assert self.user_id is not None and self.number is not None
         self.handoff_due = False
         self._show()
-        await workflow.sleep(timedelta(seconds=self.handoff_words / self.policy.words_per_second + 1))
+        # Once the line has played (the bridge says so), or on an estimate of its length if it never does.
+        try:
+            await workflow.wait_condition(lambda: self.handoff_line_played, timeout=timedelta(
+                seconds=self.handoff_words / self.policy.words_per_second + 1))
+        except TimeoutError:
+            workflow.logger.info("no word that the hand-off line has played; handing off on the estimate")
         await workflow.execute_activity_method(
             HotlineCallActivities.hand_off_call,
             Handoff(call_sid=self.call_sid, user_id=self.user_id, agent_name=self.agent_name), **HAND_OFF)

@@ -142,9 +142,14 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
 
 async def _check_user(temporal_env: WorkflowEnvironment, sessions: async_sessionmaker[AsyncSession], caller: str,
                       address: str, number: str) -> uuid.UUID:
-    status = await temporal_env.client.get_workflow_handle(onboarding_id(caller)).query(
-        OnboardingWorkflow.current_step)
+    onboarding = temporal_env.client.get_workflow_handle(onboarding_id(caller))
+    status = await onboarding.query(OnboardingWorkflow.current_step)
     assert status == Step.DONE
+    # The hand-off went as the "All set" line finished playing (the bridge heard Twilio's mark), not on
+    # the onboarding's estimate of how long the line takes to say.
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name async for e in onboarding.fetch_history_events()
+               if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert signals == ["line_played"], signals
     async with sessions() as session:
         user = (await session.execute(select(User).where(User.phone_e164 == caller))).scalar_one()
         owned = (await session.execute(select(PhoneNumber).where(PhoneNumber.user_id == user.id))).scalar_one()
