@@ -21,6 +21,7 @@ class NewUser(BaseModel):
     voice: str
     personality: str
     agent_name: str
+    pin_digest: str | None = None  # core.callers.pin_digest; a returning user keeps theirs
 
 
 class UserActivities:
@@ -40,7 +41,7 @@ class UserActivities:
                 return False
             session.add(User(id=new.user_id, phone_e164=new.phone, phone_verified=True, email=new.email,
                              email_verified=True, voice=new.voice, personality=new.personality,
-                             agent_name=new.agent_name))
+                             agent_name=new.agent_name, pin_digest=new.pin_digest))
             return True
 
     @activity.defn

@@ -26,10 +26,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import SessionsDep, SettingsDep, TemporalDep
 from core import chat_format
+from core.callers import PIN_DIGITS, pin_digest
 from core.fillers import with_fillers
 from core.logs import log_context
 from core.models import PhoneNumber, User
 from core.settings import Settings
+from core.spoken import parse_digits, wants_skip
 from core.streams import LiveStreams, open_think_token
 from core.tokens import InvalidToken, TokenKind
 from workflows import onboarding_lines as lines
@@ -41,6 +43,7 @@ from workflows.onboarding import (
     OnboardingInput,
     OnboardingWorkflow,
     ReturningUser,
+    Step,
     workflow_id,
 )
 
@@ -123,9 +126,9 @@ async def conductor(token: str, request: Request, settings: SettingsDep, session
     with log_context(call_id=claims["call"]):
         said = chat_format.latest_user_text(messages)
         if streaming:
-            return StreamingResponse(with_fillers(_spoken(_hear(temporal, sessions, claims, said)), _say),
+            return StreamingResponse(with_fillers(_spoken(_hear(temporal, sessions, settings, claims, said)), _say),
                                      media_type="text/event-stream")
-        line = await _hear(temporal, sessions, claims, said)
+        line = await _hear(temporal, sessions, settings, claims, said)
         return JSONResponse(chat_format.text_completion(line.text, model=MODEL, end_call=line.end_call,
                                                         then=HAND_OFF_FUNCTION if line.hand_off else None))
 
@@ -134,14 +137,17 @@ def _say(text: str) -> bytes:
     return chat_format.text_chunk(text, model=MODEL)
 
 
-async def _hear(client: Client | None, sessions: async_sessionmaker[AsyncSession], claims: dict[str, Any],
-                said: str) -> Line:
+async def _hear(client: Client | None, sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                claims: dict[str, Any], said: str) -> Line:
     if client is None:
         return Line(text=UNAVAILABLE, end_call=True)
     caller = str(claims["caller"])
     handle = client.get_workflow_handle(workflow_id(caller))
     try:
-        return await handle.execute_update(OnboardingWorkflow.hear, Heard(call_sid=claims["call"], text=said))
+        heard = Heard(call_sid=claims["call"], text=said)
+        if await handle.query(OnboardingWorkflow.current_step) == Step.PIN:
+            heard = _pin_heard(settings, caller, heard)
+        return await handle.execute_update(OnboardingWorkflow.hear, heard)
     except WorkflowUpdateFailedError as error:
         log.warning("onboarding refused %r: %s", said, error.cause or error)
         if isinstance(error.cause, ApplicationError) and error.cause.type == "OnboardingFinished":
@@ -155,6 +161,15 @@ async def _hear(client: Client | None, sessions: async_sessionmaker[AsyncSession
     except Exception:  # the caller hears an apology, never silence
         log.exception("onboarding did not answer %r", said)
         return Line(text=TROUBLE)
+
+
+def _pin_heard(settings: Settings, caller: str, heard: Heard) -> Heard:
+    """At the PIN step the workflow gets the PIN's digest, or "skip", never the digits (history keeps
+    an Update's input)."""
+    digits = parse_digits(heard.text)
+    if len(digits) in PIN_DIGITS:
+        return Heard(call_sid=heard.call_sid, text="", pin_digest=pin_digest(settings.keyring, caller, digits))
+    return Heard(call_sid=heard.call_sid, text="skip" if wants_skip(heard.text) else "")
 
 
 async def _closed(handle: Any) -> bool:

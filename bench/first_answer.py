@@ -156,7 +156,8 @@ async def onboard(settings: Any, agent: VoiceAgentServer, watch: Watch, phone: H
     await turn(" ".join(await _email_code(settings.api_base_url, address)), "Your email is verified")
     await turn("Luna", "Luna it is")
     await turn("casual", "Casual, got it")
-    await turn("call it Nova", "All set!")
+    await turn("call it Nova", "Nova, lovely")
+    await turn("skip", "All set!")
     greeting_at, session, _ = await watch.wait(lambda i, e: i > 0 and said("Hi, I'm Nova")(i, e), timeout=180)
     greeting_heard = await ear.first_after(greeting_at)
     all_set_ended = ear.last_before(greeting_heard - 0.05)  # the hotline's last audio before the greeting's

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import transaction
@@ -41,18 +41,19 @@ class InvalidPin(ValueError):
     pass
 
 
-def _pin_message(user_id: uuid.UUID, pin: str) -> str:
-    return f"{user_id}:{pin}"
+def pin_digest(keyring: Keyring, phone: str, pin: str) -> str:
+    """What is kept of a PIN: a keyed digest, bound to the user's phone (equal PINs of two users differ;
+    the database alone does not reveal one)."""
+    if not pin.isdigit() or len(pin) not in PIN_DIGITS:
+        raise InvalidPin(f"a PIN is {PIN_DIGITS.start} to {PIN_DIGITS.stop - 1} digits")
+    return keyring.tagged_digest(TokenKind.PIN, f"{phone}:{pin}")
 
 
 async def set_pin(sessions: async_sessionmaker[AsyncSession], keyring: Keyring, user_id: uuid.UUID, pin: str) -> None:
-    """Keeps only a keyed digest of the PIN (the database alone does not reveal it)."""
-    if not pin.isdigit() or len(pin) not in PIN_DIGITS:
-        raise InvalidPin(f"a PIN is {PIN_DIGITS.start} to {PIN_DIGITS.stop - 1} digits")
     async with transaction(sessions) as session:
-        await session.execute(update(User).where(User.id == user_id).values(
-            pin_digest=keyring.tagged_digest(TokenKind.PIN, _pin_message(user_id, pin))))
+        phone = (await session.execute(select(User.phone_e164).where(User.id == user_id))).scalar_one()
+        await session.execute(update(User).where(User.id == user_id).values(pin_digest=pin_digest(keyring, phone, pin)))
 
 
-def pin_matches(keyring: Keyring, user_id: uuid.UUID, digest: str | None, said: str) -> bool:
-    return bool(digest) and keyring.matches(TokenKind.PIN, _pin_message(user_id, said), digest or "")
+def pin_matches(keyring: Keyring, phone: str, digest: str | None, said: str) -> bool:
+    return bool(digest) and keyring.matches(TokenKind.PIN, f"{phone}:{said}", digest or "")

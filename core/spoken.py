@@ -98,6 +98,10 @@ def parse_name(said: str) -> str | None:
 _NEW_CODE = re.compile(r"\b(?:new|another|fresh|different)\s+(?:code|one)\b|\bresend\b|\bsend\s+(?:it\s+)?again\b")
 
 
+def wants_skip(said: str) -> bool:
+    return bool(re.search(r"\b(skip|no pin|no thanks|not now)\b", said.lower()))
+
+
 def wants_new_code(said: str) -> bool:
     """The caller asks for a fresh verification code (by voice, or the star key)."""
     return said.strip() == "*" or bool(_NEW_CODE.search(said.lower()))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 
-from core.callers import FULL_ATTESTATION, CallerTrust, classify, pin_matches
+import pytest
+
+from core.callers import FULL_ATTESTATION, CallerTrust, InvalidPin, classify, pin_digest, pin_matches
 from core.models import User
-from core.tokens import Keyring, TokenKind
+from core.tokens import Keyring
 
 OWNER, OTHER = "+15550101000", "+15550102000"
 
@@ -30,10 +32,13 @@ def test_callers_are_classified_by_number_attestation_and_pin() -> None:
 
 def test_a_pin_is_kept_as_a_keyed_digest_of_that_user() -> None:
     ring = Keyring.of("a-platform-secret-of-at-least-32-chars")
-    user_id = uuid.uuid4()
-    digest = ring.tagged_digest(TokenKind.PIN, f"{user_id}:2468")
+    digest = pin_digest(ring, OWNER, "2468")
     assert "2468" not in digest
-    assert pin_matches(ring, user_id, digest, "2468")
-    assert not pin_matches(ring, user_id, digest, "2469")
-    assert not pin_matches(ring, uuid.uuid4(), digest, "2468"), "the same PIN of another user differs"
-    assert not pin_matches(ring, user_id, None, "2468")
+    assert pin_matches(ring, OWNER, digest, "2468")
+    assert not pin_matches(ring, OWNER, digest, "2469")
+    assert pin_digest(ring, OTHER, "2468") != digest, "the same PIN of another user differs"
+    assert not pin_matches(ring, OTHER, digest, "2468")
+    assert not pin_matches(ring, OWNER, None, "2468")
+    for bad in ("123", "123456789", "12a4"):
+        with pytest.raises(InvalidPin):
+            pin_digest(ring, OWNER, bad)

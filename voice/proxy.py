@@ -192,8 +192,8 @@ class LlmProxy:
         if not said:
             return PIN_NOT_HEARD, False
         async with self.live.sessions() as session:
-            digest = (await session.execute(select(User.pin_digest).where(User.id == user_id))).scalar_one_or_none()
-        if pin_matches(self.keyring, user_id, digest, said):
+            row = (await session.execute(select(User.phone_e164, User.pin_digest).where(User.id == user_id))).one()
+        if pin_matches(self.keyring, row.phone_e164, row.pin_digest, said):
             await mark_verified(self.live.sessions, stream)
             self.live.verified.add(stream)
             log.info("user %s: the caller said the PIN", user_id)

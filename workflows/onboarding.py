@@ -41,6 +41,7 @@ class Step(StrEnum):
     VOICE = "choose voice"
     PERSONALITY = "choose personality"
     NAME = "name agent"
+    PIN = "choose PIN"
     PROVISIONING = "provisioning"
     HANDOFF = "handing off"
     DONE = "done"
@@ -56,7 +57,10 @@ class OnboardingPolicy(BaseModel):
     code_attempts: int = 3
     codes_per_channel: int = 5
     resume_for: timedelta = timedelta(hours=24)
-    words_per_second: float = 2.5  # how long the "all set" line takes to say, before the hand-off
+    # The hand-off waits for the bridge's word that the "All set" line has played; without it, for
+    # twice the line's length at this rate, plus the grace.
+    words_per_second: float = 2.5
+    handoff_grace: timedelta = timedelta(seconds=5)
 
 
 class ReturningUser(BaseModel):
@@ -88,6 +92,9 @@ class CallStarted(BaseModel):
 class Heard(BaseModel):
     call_sid: str
     text: str
+    # At the PIN step the conductor sends only this keyed digest of the digits (never the PIN itself:
+    # an Update's input is kept in history).
+    pin_digest: str | None = None
 
 
 class Line(BaseModel):
@@ -137,6 +144,7 @@ class OnboardingWorkflow:
         self.voice = ""
         self.personality = ""
         self.agent_name = lines.DEFAULT_AGENT_NAME
+        self.pin_digest: str | None = None
         self.user_id: uuid.UUID | None = None
         self.number: str | None = None
         self.call_sid = ""
@@ -176,6 +184,8 @@ class OnboardingWorkflow:
                 Step.EMAIL_CONFIRM: self._on_email_confirmation, Step.EMAIL_CODE: self._on_email_code,
                 Step.VOICE: self._on_voice, Step.PERSONALITY: self._on_personality, Step.NAME: self._on_name,
             }
+            if self.step == Step.PIN:
+                return await self._on_pin(heard)
             if self.step in steps:
                 return await steps[self.step](heard.text.strip())
             return await self._resume()
@@ -235,7 +245,8 @@ class OnboardingWorkflow:
         if self.step == Step.HANDOFF and self.number:
             return Line(text=lines.already_registered(self.number), end_call=True)
         prompts = {Step.EMAIL: lines.ASK_EMAIL, Step.EMAIL_CONFIRM: lines.confirm_email(self.email),
-                   Step.VOICE: lines.ASK_VOICE, Step.PERSONALITY: lines.ASK_PERSONALITY, Step.NAME: lines.ASK_NAME}
+                   Step.VOICE: lines.ASK_VOICE, Step.PERSONALITY: lines.ASK_PERSONALITY, Step.NAME: lines.ASK_NAME,
+                   Step.PIN: lines.ASK_PIN}
         return Line(text=back + prompts[self.step])
 
     async def _ask_code_again(self, channel: Channel, prefix: str) -> Line:
@@ -310,6 +321,14 @@ class OnboardingWorkflow:
         if name is None:
             return Line(text=lines.NAME_NOT_HEARD)
         self.agent_name = name or lines.DEFAULT_AGENT_NAME
+        self.step = Step.PIN
+        return Line(text=lines.name_chosen(self.agent_name))
+
+    async def _on_pin(self, heard: Heard) -> Line:
+        if heard.pin_digest:
+            self.pin_digest = heard.pin_digest
+        elif not spoken.wants_skip(heard.text):
+            return Line(text=lines.PIN_NOT_HEARD)
         self.step = Step.PROVISIONING
         return await self._provision()
 
@@ -365,7 +384,7 @@ class OnboardingWorkflow:
             workflow.upsert_search_attributes([USER_ID.value_set(str(self.user_id))])
         user = NewUser(user_id=self.user_id, phone=self.input.caller, email=self.email,
                        voice=lines.VOICES.get(self.voice, self.voice), personality=self.personality,
-                       agent_name=self.agent_name)
+                       agent_name=self.agent_name, pin_digest=self.pin_digest)
         self._show()
         try:
             provisioned = await workflow.execute_child_workflow(
@@ -387,10 +406,11 @@ class OnboardingWorkflow:
         assert self.user_id is not None and self.number is not None
         self.handoff_due = False
         self._show()
-        # Once the line has played (the bridge says so), or on an estimate of its length if it never does.
+        # Once the line has played (the bridge says so). If it never says, on a generous estimate of the
+        # line's length: late is dead air, early would cut the caller's new number off.
         try:
             await workflow.wait_condition(lambda: self.handoff_line_played, timeout=timedelta(
-                seconds=self.handoff_words / self.policy.words_per_second + 1))
+                seconds=2 * self.handoff_words / self.policy.words_per_second) + self.policy.handoff_grace)
         except TimeoutError:
             workflow.logger.info("no word that the hand-off line has played; handing off on the estimate")
         await workflow.execute_activity_method(

@@ -51,7 +51,10 @@ ASK_VOICE = f"Now pick a voice for your assistant: {choices(VOICE_NAMES)}. You c
 VOICE_NOT_HEARD = f"Sorry, I didn't catch which voice. The voices are {choices(VOICE_NAMES)}. Which one would you like?"
 ASK_PERSONALITY = "Should your assistant be casual or formal? Press 1 for casual or 2 for formal."
 PERSONALITY_NOT_HEARD = "Sorry, was that casual or formal? Press 1 for casual or 2 for formal."
-ASK_NAME = f"Last one: what would you like to call your assistant? Say a name, or say skip to keep {DEFAULT_AGENT_NAME}."
+ASK_NAME = f"Now, what would you like to call your assistant? Say a name, or say skip to keep {DEFAULT_AGENT_NAME}."
+ASK_PIN = ("Last one: key in a PIN of four to eight digits, for calls from a phone I can't confirm is yours. "
+           "Or say skip.")
+PIN_NOT_HEARD = "Please key in four to eight digits for your PIN, or say skip."
 NAME_NOT_HEARD = f"Sorry, I didn't get a name. Say one or two words, like Nova, or say skip to keep {DEFAULT_AGENT_NAME}."
 VOICE_CHOSEN = "{} it is. " + ASK_PERSONALITY  # {} is the choice
 PERSONALITY_CHOSEN = "{}, got it. " + ASK_NAME
@@ -81,3 +84,7 @@ def already_registered(number: str) -> str:
 
 def setup_complete(number: str) -> str:
     return f"This setup is complete. Your assistant's number is {say_number(number)}. Goodbye."
+
+
+def name_chosen(agent_name: str) -> str:
+    return f"{agent_name}, lovely. {ASK_PIN}"

@@ -5,6 +5,8 @@ session's real PostgreSQL and Temporal dev server."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -92,6 +94,13 @@ async def hotline_pointed_at_platform(carrier: Carrier, settings: Settings, time
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the worker never pointed the hotline's webhooks at the platform")
+
+
+def history_text(history: Any) -> str:
+    """A workflow's history as text, its payloads (base64 in the JSON) decoded."""
+    raw = history.to_json()
+    payloads = [base64.b64decode(data).decode(errors="replace") for data in re.findall(r'"data":\s*"([A-Za-z0-9+/=]+)"', raw)]
+    return "\n".join([raw, *payloads])
 
 
 def signed_upgrade(settings: Settings) -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -38,6 +37,7 @@ from tests.voice.platform import (
     agent_said,
     audio_done,
     platform_settings,
+    history_text,
     prepared_greeting,
     signed_upgrade,
     start_platform,
@@ -179,7 +179,7 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
     # The gateway's token is derived from the platform secret: the agent's history never holds it.
     handle = temporal_env.client.get_workflow_handle(workflow_id(platform.user.id))
     endpoint = await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
-    history = _history_text(await handle.fetch_history())
+    history = history_text(await handle.fetch_history())
     assert endpoint.base_url in history, "the history was read, payloads included"
     assert endpoint.token(platform.settings.keyring) not in history
 
@@ -211,13 +211,6 @@ async def test_a_think_url_says_nothing_and_dies_with_its_call(platform: Platfor
             assert asyncio.get_running_loop().time() - hung_up < STREAM_GRACE_S + 5, "the think URL outlived its call"
             await asyncio.sleep(0.5)
     assert status == 401
-
-
-def _history_text(history: Any) -> str:
-    """A workflow's history as text, its payloads (base64 in the JSON) decoded."""
-    raw = history.to_json()
-    payloads = [base64.b64decode(data).decode(errors="replace") for data in re.findall(r'"data":\s*"([A-Za-z0-9+/=]+)"', raw)]
-    return "\n".join([raw, *payloads])
 
 
 async def test_keypad_digits_reach_the_agent_and_goodbye_hangs_up(

@@ -26,6 +26,7 @@ from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import retire_available_numbers, unique_area_code
 from tests.voice.platform import (
+    history_text,
     agent_said,
     audio_done,
     next_session,
@@ -107,7 +108,11 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
         await _turn(agent, phone, spoken_code, "Your email is verified")
         await _turn(agent, phone, "Luna", "Luna it is")
         await _turn(agent, phone, "formal please", "Formal, got it")
-        await _turn(agent, phone, "call it Nova", "All set! Nova's number is")
+        await _turn(agent, phone, "call it Nova", "Nova, lovely")
+        await audio_done(agent, sum(e["type"] == "ConversationText" and e["role"] == "assistant"
+                                    for e in agent.sessions[-1].events))
+        await phone.dtmf("2468#")  # the PIN, keyed in
+        await agent_said(agent, "All set! Nova's number is")
 
         # The live call goes to the new agent, and the new number texts a welcome.
         await next_session(agent, 1, timeout=90)  # the hotline's was the first
@@ -155,4 +160,7 @@ async def _check_user(temporal_env: WorkflowEnvironment, sessions: async_session
         owned = (await session.execute(select(PhoneNumber).where(PhoneNumber.user_id == user.id))).scalar_one()
     assert owned.e164 == number and user.email == address and user.email_verified and user.phone_verified
     assert (user.agent_name, user.voice, user.personality) == ("Nova", "aura-2-luna-en", "formal")
+    assert user.pin_digest and "2468" not in user.pin_digest
+    history = history_text(await onboarding.fetch_history())
+    assert "2468" not in history and user.pin_digest.split(":")[1] in history, "only the PIN's digest is in history"
     return user.id
