@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
@@ -32,8 +32,9 @@ from core.logs import log_context
 from core.models import PhoneNumber, User
 from core.settings import Settings
 from core.spoken import parse_digits, wants_skip
-from core.streams import LiveStreams, open_think_token
-from core.tokens import InvalidToken, TokenKind
+from core.streams import LiveStreams
+from core.think import read_think_request, whole_answer
+from core.tokens import TokenKind
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import Thresholds
 from workflows.onboarding import (
@@ -106,31 +107,19 @@ async def answer_call(settings: Settings, sessions: async_sessionmaker[AsyncSess
 @router.post("/{token}/v1/chat/completions")
 async def conductor(token: str, request: Request, settings: SettingsDep, sessions: SessionsDep,
                     temporal: TemporalDep) -> Response:
-    try:
-        claims = await open_think_token(settings.keyring, TokenKind.HOTLINE, token, LiveStreams(sessions))
-    except InvalidToken as error:
-        return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
-    try:
-        body = await request.json()
-        messages = body["messages"]
-    except (ValueError, TypeError, KeyError):
-        messages = None
-    if not isinstance(messages, list):
-        return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
-    streaming = bool(body.get("stream"))
-    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
-        # our end_call was carried out: nothing to add
-        if streaming:
-            return StreamingResponse(iter([chat_format.DONE.encode()]), media_type="text/event-stream")
-        return JSONResponse(chat_format.text_completion("", model=MODEL))
+    think = await read_think_request(request, settings.keyring, TokenKind.HOTLINE, token, LiveStreams(sessions))
+    if isinstance(think, Response):
+        return think
+    if think.after_function:  # our end_call or hand_off was carried out: nothing to add
+        return whole_answer("", model=MODEL, streaming=think.streaming)
+    claims = think.claims
     with log_context(call_id=claims["call"]):
-        said = chat_format.latest_user_text(messages)
-        if streaming:
-            return StreamingResponse(with_fillers(_spoken(_hear(temporal, sessions, settings, claims, said)), _say),
+        if think.streaming:
+            return StreamingResponse(with_fillers(_spoken(_hear(temporal, sessions, settings, claims, think.said)), _say),
                                      media_type="text/event-stream")
-        line = await _hear(temporal, sessions, settings, claims, said)
-        return JSONResponse(chat_format.text_completion(line.text, model=MODEL, end_call=line.end_call,
-                                                        then=HAND_OFF_FUNCTION if line.hand_off else None))
+        line = await _hear(temporal, sessions, settings, claims, think.said)
+        return whole_answer(line.text, model=MODEL, streaming=False, end_call=line.end_call,
+                            then=HAND_OFF_FUNCTION if line.hand_off else None)
 
 
 def _say(text: str) -> bytes:

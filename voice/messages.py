@@ -13,14 +13,14 @@ from typing import Any
 
 from sqlalchemy import select
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response
 
-from core import chat_format
 from core.limits import Limit, UserLimiter
 from core.models import PhoneNumber, User
 from core.ports import Telephony
-from core.streams import LiveStreams, open_think_token
-from core.tokens import InvalidToken, Keyring, TokenKind
+from core.streams import LiveStreams
+from core.think import read_think_request, whole_answer
+from core.tokens import Keyring, TokenKind
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +44,15 @@ class MessageTaker:
         self.limiter = limiter
 
     async def __call__(self, request: Request) -> Response:
-        try:
-            claims = await open_think_token(self.keyring, TokenKind.MESSAGE, request.path_params["token"], self.live)
-            user_id = uuid.UUID(str(claims["user"]))
-        except (InvalidToken, KeyError, ValueError) as error:
-            return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
-        try:
-            body = await request.json()
-            messages = body["messages"]
-            if not isinstance(messages, list):
-                raise TypeError("messages must be a list")
-        except Exception:
-            return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
-        if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
-            text, end = "", False  # our end_call was carried out
-        else:
-            text, end = await self._take(user_id, str(claims.get("caller", "")),
-                                         chat_format.latest_user_text(messages).strip())
-        if body.get("stream"):
-            return StreamingResponse(iter(chat_format.spoken_chunks(text, model=MODEL, end_call=end)),
-                                     media_type="text/event-stream")
-        return JSONResponse(chat_format.text_completion(text, model=MODEL, end_call=end))
+        think = await read_think_request(request, self.keyring, TokenKind.MESSAGE, request.path_params["token"],
+                                         self.live)
+        if isinstance(think, Response):
+            return think
+        if think.after_function:
+            return whole_answer("", model=MODEL, streaming=think.streaming)
+        text, end = await self._take(uuid.UUID(str(think.claims["user"])), str(think.claims.get("caller", "")),
+                                     think.said.strip())
+        return whole_answer(text, model=MODEL, streaming=think.streaming, end_call=end)
 
     async def _take(self, user_id: uuid.UUID, caller: str, said: str) -> tuple[str, bool]:
         """What to answer, and whether the call ends."""

@@ -34,8 +34,9 @@ from core.callers import pin_matches
 from core.limits import Limit, UserLimiter
 from core.models import User
 from core.spoken import parse_digits
-from core.streams import LiveStreams, mark_verified, open_think_token, stream_verified
-from core.tokens import InvalidToken, Keyring, TokenKind
+from core.streams import LiveStreams, mark_verified, stream_verified
+from core.think import read_think_request, whole_answer
+from core.tokens import Keyring, TokenKind
 from voice.agent_settings import END_CALL_MARKER
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 
@@ -57,14 +58,6 @@ def _chunk(content: str) -> bytes:
 
 def _completion(content: str) -> dict[str, Any]:
     return chat_format.text_completion(content, model=MODEL)
-
-
-def _say(text: str, end_call: bool = False, *, stream: bool) -> Response:
-    """A whole answer of the platform's own (not the agent's), streamed or not."""
-    if stream:
-        return StreamingResponse(iter(chat_format.spoken_chunks(text, model=MODEL, end_call=end_call)),
-                                 media_type="text/event-stream")
-    return JSONResponse(chat_format.text_completion(text, model=MODEL, end_call=end_call))
 
 
 class MarkerFilter:
@@ -153,33 +146,26 @@ class LlmProxy:
 
     async def __call__(self, request: Request) -> Response:
         received = time.monotonic()
-        try:
-            claims = await open_think_token(self.keyring, TokenKind.THINK, request.path_params["token"], self.live)
-            user_id, call_sid, stream = uuid.UUID(claims["user"]), str(claims["call"]), uuid.UUID(claims["stream"])
-        except (InvalidToken, KeyError, ValueError) as error:
-            return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
-        try:
-            body = await request.json()
-            messages = body["messages"]
-            if not isinstance(messages, list):
-                raise TypeError("messages must be a list")
-        except Exception:
-            return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
+        think = await read_think_request(request, self.keyring, TokenKind.THINK, request.path_params["token"], self.live)
+        if isinstance(think, Response):
+            return think
+        claims = think.claims
+        user_id, call_sid, stream = uuid.UUID(claims["user"]), str(claims["call"]), uuid.UUID(claims["stream"])
         with log_context(user_id=str(user_id), call_id=call_sid):
-            if messages and messages[-1].get("role") == "tool":
-                # The end_call we asked for was carried out: nothing more to say.
-                return _say("", stream=bool(body.get("stream")))
-            if claims.get("pin") and (gate := await self._pin_gate(stream, user_id, messages)) is not None:
-                return _say(*gate, stream=bool(body.get("stream")))
-            forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(messages), "stream": True}
+            if think.after_function:
+                return whole_answer("", model=MODEL, streaming=think.streaming)
+            if claims.get("pin") and (gate := await self._pin_gate(stream, user_id, think.said)) is not None:
+                text, end = gate
+                return whole_answer(text, model=MODEL, streaming=think.streaming, end_call=end)
+            forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(think.messages),
+                       "stream": True}
             turn = Turn(stream=stream, user_id=user_id, forward=forward,
                         headers={"x-openclaw-session-key": f"call-{call_sid}"}, received=received)
-            if body.get("stream"):
+            if think.streaming:
                 return StreamingResponse(with_fillers(self._stream(turn), _chunk), media_type="text/event-stream")
             return JSONResponse(await self._complete(turn))
 
-    async def _pin_gate(self, stream: uuid.UUID, user_id: uuid.UUID,
-                        messages: list[dict[str, Any]]) -> tuple[str, bool] | None:
+    async def _pin_gate(self, stream: uuid.UUID, user_id: uuid.UUID, said_words: str) -> tuple[str, bool] | None:
         """None once this call's caller has said the user's PIN; until then what to answer, and
         whether the call ends. Nothing reaches the agent before."""
         if stream in self.live.verified or await stream_verified(self.live.sessions, stream):
@@ -188,7 +174,7 @@ class LlmProxy:
         if not await self.limiter.allows(Limit.WRONG_PIN, user_id):
             log.warning("user %s: too many wrong PINs lately; call refused", user_id)
             return PIN_FAILED, True
-        said = parse_digits(chat_format.latest_user_text(messages))
+        said = parse_digits(said_words)
         if not said:
             return PIN_NOT_HEARD, False
         async with self.live.sessions() as session:

@@ -1,0 +1,56 @@
+"""What every think endpoint the voice agent calls shares (the user's LLM proxy, the hotline
+conductor, the message taker): the token of its kind opened against its stream (401 otherwise),
+an OpenAI-shaped body (400 otherwise), and the platform's own whole answers, streamed or not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from core import chat_format
+from core.streams import LiveStreams, open_think_token
+from core.tokens import InvalidToken, Keyring, TokenKind
+
+
+@dataclass
+class ThinkRequest:
+    claims: dict[str, Any]
+    messages: list[Any]
+    streaming: bool
+
+    @property
+    def after_function(self) -> bool:
+        """The function we asked for (end_call, hand_off) was carried out: nothing more to say."""
+        return bool(self.messages) and isinstance(self.messages[-1], dict) and self.messages[-1].get("role") == "tool"
+
+    @property
+    def said(self) -> str:
+        return chat_format.latest_user_text(self.messages)
+
+
+async def read_think_request(request: Request, keyring: Keyring, kind: TokenKind, token: str,
+                             live: LiveStreams) -> ThinkRequest | Response:
+    """The request, or the error response to give instead."""
+    try:
+        claims = await open_think_token(keyring, kind, token, live)
+    except InvalidToken as error:
+        return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
+    try:
+        body = await request.json()
+        messages = body["messages"]
+        if not isinstance(messages, list):
+            raise TypeError("messages must be a list")
+    except Exception:
+        return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
+    return ThinkRequest(claims, messages, bool(body.get("stream")))
+
+
+def whole_answer(text: str, *, model: str, streaming: bool, end_call: bool = False, then: str | None = None) -> Response:
+    """An answer of the platform's own (not an agent's), streamed or not."""
+    if streaming:
+        return StreamingResponse(iter(chat_format.spoken_chunks(text, model=model, end_call=end_call, then=then)),
+                                 media_type="text/event-stream")
+    return JSONResponse(chat_format.text_completion(text, model=model, end_call=end_call, then=then))
