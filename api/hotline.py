@@ -35,6 +35,7 @@ from core.spoken import parse_digits, wants_skip
 from core.streams import LiveStreams
 from core.think import read_think_request, whole_answer
 from core.tokens import TokenKind
+from voice.agent_settings import HAND_OFF
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import Thresholds
 from workflows.onboarding import (
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/hotline")
 
 MODEL = "deepclaw-hotline"
-HAND_OFF_FUNCTION = "hand_off"  # voice.agent_settings.HAND_OFF: the bridge says when the line has played
+HAND_OFF_FUNCTION = HAND_OFF["name"]  # the bridge tells the onboarding when the line before it has played
 UNAVAILABLE = "Sorry, setup isn't available right now. Please call again in a few minutes. Goodbye."
 TROUBLE = "Sorry, I'm having trouble on my side. Could you say that again?"
 

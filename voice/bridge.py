@@ -27,19 +27,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from core.callers import CallerTrust
 from core.logs import log_context
 from core.models import MediaStream, User
 from core.ports import Telephony
 from core.settings import Settings
-from core.callers import CallerTrust
 from core.streams import LiveStreams, StreamRefused, end_stream, redeem_ticket, seal_think_token, stream_verified
 from core.tokens import TokenKind
 from voice import messages
 from voice.agent_settings import END_CALL, HAND_OFF, build_settings, pin_greeting, purpose_prompt
-from workflows.onboarding import OnboardingWorkflow
-from workflows.onboarding import workflow_id as onboarding_id
 from voice.records import CallAlreadyConnected, CallRecorder
 from voice.relay import AgentListener, MediaRelay
+from workflows.onboarding import OnboardingWorkflow
+from workflows.onboarding import workflow_id as onboarding_id
 
 log = logging.getLogger(__name__)
 

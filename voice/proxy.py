@@ -108,10 +108,14 @@ class LlmProxy:
         self.touched: dict[uuid.UUID, float] = {}
         self.background: set[asyncio.Task[None]] = set()
 
-    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
-        """The agent's endpoint, waking it if needed (the update marks it used, too)."""
-        return await self.temporal.get_workflow_handle(workflow_id(user_id)).execute_update(
-            AgentLifecycleWorkflow.ensure_awake)
+    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint | None:
+        """The agent's endpoint, waking it if needed (the update marks it used, too); None if it cannot be."""
+        try:
+            return await self.temporal.get_workflow_handle(workflow_id(user_id)).execute_update(
+                AgentLifecycleWorkflow.ensure_awake)
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            log.warning("agent could not be woken: %s", error)
+            return None
 
     def _keep_awake(self, user_id: uuid.UUID) -> None:
         """A `touch` now and then, in the background: the turn never waits for Temporal."""
@@ -135,10 +139,7 @@ class LlmProxy:
         if (endpoint := self.live.remembered.get(stream)) is not None:
             self._keep_awake(user_id)
             return endpoint
-        try:
-            endpoint = await self.wake(user_id)
-        except (WorkflowUpdateFailedError, RPCError) as error:
-            log.warning("agent could not be woken: %s", error)
+        if (endpoint := await self.wake(user_id)) is None:
             return None
         self.live.remember(stream, endpoint)
         self.touched[user_id] = asyncio.get_running_loop().time()
@@ -234,10 +235,7 @@ class LlmProxy:
 
     async def ask(self, user_id: uuid.UUID, session_key: str, text: str) -> str | None:
         """One plain question to the user's agent, outside any call (e.g. the next greeting)."""
-        try:
-            endpoint = await self.wake(user_id)
-        except (WorkflowUpdateFailedError, RPCError) as error:
-            log.warning("agent could not be woken: %s", error)
+        if (endpoint := await self.wake(user_id)) is None:
             return None
         answer = await self.http.post(
             f"{endpoint.base_url}/v1/chat/completions",

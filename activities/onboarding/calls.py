@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -11,6 +10,7 @@ from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities.heartbeats import heartbeating
 from core.callbacks import agent_call_url
 from core.ports import CallEnded, Telephony
 from core.settings import Settings
@@ -18,7 +18,6 @@ from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 
 HANDOFF_TOKEN_TTL_S = 300.0  # Twilio fetches the redirect's TwiML at once
-HEARTBEAT_EVERY_S = 5.0
 
 
 def welcome_text(agent_name: str) -> str:
@@ -62,18 +61,13 @@ class HotlineCallActivities:
     async def _agent_awake(self, user_id: uuid.UUID) -> None:
         """Waits for the agent's wake (started as it was provisioned, usually done by now); a failed
         wake is not the hand-off's: the call goes over and the agent is woken again by its first turn."""
-        waking = asyncio.ensure_future(activity.client().get_workflow_handle(lifecycle_id(user_id)).execute_update(
-            AgentLifecycleWorkflow.ensure_awake))
         started = time.monotonic()
         try:
-            while not waking.done():
-                await asyncio.wait({waking}, timeout=HEARTBEAT_EVERY_S)
-                activity.heartbeat()
-            waking.result()
+            await heartbeating(activity.client().get_workflow_handle(lifecycle_id(user_id)).execute_update(
+                AgentLifecycleWorkflow.ensure_awake))
         except (WorkflowUpdateFailedError, RPCError) as error:
             activity.logger.warning("the agent of %s is not awake for the hand-off: %s", user_id, error)
-        finally:
-            waking.cancel()
+            return
         activity.logger.info("the agent of %s was ready for the hand-off after %.1f s", user_id,
                              time.monotonic() - started)
 

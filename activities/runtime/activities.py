@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import delete
@@ -14,13 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import heartbeating
 from core.db import transaction
 from core.models import AgentInstance, AuditEvent, utcnow
 from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, McpServerSpec
-
-T = TypeVar("T")
-
-HEARTBEAT_EVERY_S = 2.0
 
 
 class RestoreInput(BaseModel):
@@ -35,16 +30,6 @@ class AgentStateChange(BaseModel):
     runtime: str
     endpoint: str | None = None
     detail: dict[str, str] = {}
-
-
-async def _heartbeating(work: Awaitable[T]) -> T:
-    """Long waits (a spare starting, an archive uploading) keep the activity visibly alive."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
-        if done:
-            return task.result()
-        activity.heartbeat()
 
 
 def _not_found(error: LookupError) -> ApplicationError:
@@ -76,7 +61,7 @@ class RuntimeActivities:
     async def wake_agent(self, user_id: uuid.UUID) -> AgentEndpoint:
         """Idempotent: returns the live endpoint, starting or resuming the gateway if needed."""
         try:
-            return await _heartbeating(self.runtime.wake(user_id))
+            return await heartbeating(self.runtime.wake(user_id))
         except LookupError as error:
             raise _not_found(error) from None
 
@@ -86,19 +71,19 @@ class RuntimeActivities:
 
     @activity.defn
     async def sleep_agent(self, user_id: uuid.UUID) -> None:
-        await _heartbeating(self.runtime.sleep(user_id))
+        await heartbeating(self.runtime.sleep(user_id))
 
     @activity.defn
     async def archive_agent(self, user_id: uuid.UUID) -> str:
         try:
-            return await _heartbeating(self.runtime.archive(user_id, self.store))
+            return await heartbeating(self.runtime.archive(user_id, self.store))
         except LookupError as error:
             raise _not_found(error) from None
 
     @activity.defn
     async def restore_agent(self, request: RestoreInput) -> None:
         try:
-            await _heartbeating(self.runtime.restore(request.user_id, self.store, request.key))
+            await heartbeating(self.runtime.restore(request.user_id, self.store, request.key))
         except FileNotFoundError as error:
             raise ApplicationError(str(error), type="ArchiveMissing", non_retryable=True) from None
 
@@ -109,7 +94,7 @@ class RuntimeActivities:
     @activity.defn
     async def delete_agent(self, user_id: uuid.UUID) -> None:
         """Removes the agent, its state and its row, and audits it (idempotent)."""
-        await _heartbeating(self.runtime.delete(user_id))
+        await heartbeating(self.runtime.delete(user_id))
         info = activity.info()
         async with transaction(self.sessions) as session:
             gone = await session.execute(delete(AgentInstance).where(AgentInstance.user_id == user_id))

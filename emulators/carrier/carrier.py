@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from core.audio import frames
+from core.callers import FULL_ATTESTATION
 from emulators.carrier import twiml
 from emulators.carrier.media import MediaStream
 from emulators.carrier.store import (
@@ -34,8 +35,7 @@ SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tes
 APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 
 
-FULL_ATTESTATION = "TN-Validation-Passed-A"  # Twilio's StirVerstat when the carrier vouches for the number
-NO_ATTESTATION = "No-TN-Validation"
+NO_ATTESTATION = "No-TN-Validation"  # Twilio's StirVerstat for a caller ID nobody vouches for
 
 @dataclass
 class Source:
