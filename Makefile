@@ -9,13 +9,15 @@ STAMP := $(VENV)/.deps-installed
 # As root, also iptables: it keeps local agents off the platform's loopback services.
 SYSTEM_DEPS := espeak-ng npm
 ROOT_DEPS := iptables
+# `make test` only: the browser tests drive Debian's Chromium (Playwright never downloads one).
+TEST_DEPS := chromium
 
-.PHONY: run test bootstrap tools system-deps clean
+.PHONY: run test bootstrap tools system-deps test-deps clean
 
 run: bootstrap tools
 	$(BIN)/deepclaw dev
 
-test: bootstrap tools
+test: bootstrap tools test-deps
 	$(BIN)/pytest
 
 bootstrap: system-deps $(STAMP)
@@ -30,6 +32,12 @@ system-deps:
 	  else echo "missing:$$missing; run: sudo apt-get install$$missing"; exit 1; fi; \
 	fi
 
+test-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian's chromium for the browser tests (once, about a minute)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEPS) >/dev/null; \
+	  else echo "missing: chromium; run: sudo apt-get install $(TEST_DEPS)"; exit 1; fi; }
+
 # Pinned Node 24 + OpenClaw into a cache shared by checkouts; instant once present.
 tools: bootstrap
 	$(BIN)/deepclaw tools
@@ -38,6 +46,7 @@ tools: bootstrap
 # requirements.lock is what production runs; requirements-dev.lock adds the embedded servers, the
 # stand-ins and the test tools that `make run` and `make test` need.
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml setup.py voice/relay.pyx
+	@echo "installing DeepClaw's Python dependencies into $(VENV) (once, a few minutes; again only when the locks change)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-dev.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .

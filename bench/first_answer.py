@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devstack.scratch import scratch_stack  # noqa: E402
 from emulators.carrier.handset import Handset, handset  # noqa: E402
 from emulators.voice_agent import VoiceAgentServer  # noqa: E402
-from tests.voice.platform import platform_settings_for, start_platform  # noqa: E402
+from tests.voice.platform import email_code, platform_settings_for, start_platform  # noqa: E402
 
 POLL_S = 0.005
 TURNS = 20
@@ -153,7 +153,7 @@ async def onboard(settings: Any, agent: VoiceAgentServer, watch: Watch, phone: H
     await watch.wait(said("your phone is verified"))
     await turn(address.replace(".", " dot ").replace("@", " at "), "Is that right?")
     await turn("yes", "emailed you a six-digit code")
-    await turn(" ".join(await _email_code(settings.api_base_url, address)), "Your email is verified")
+    await turn(" ".join(await email_code(settings.api_base_url, address)), "Your email is verified")
     await turn("Luna", "Luna it is")
     await turn("casual", "Casual, got it")
     await turn("call it Nova", "Nova, lovely")
@@ -175,16 +175,6 @@ async def onboard(settings: Any, agent: VoiceAgentServer, watch: Watch, phone: H
 async def _sms_code(phone: Handset) -> str:
     sms = await phone.wait_for("sms", lambda e: "Your DeepClaw code" in e["body"], timeout=60)
     return re.findall(r"\d{6}", sms["body"])[0]
-
-
-async def _email_code(api_base_url: str, address: str) -> str:
-    async with httpx.AsyncClient() as http:
-        for _ in range(100):
-            page = await http.get(f"{api_base_url}/dev/outbox", params={"to": address})
-            if found := re.findall(r"Your DeepClaw code: (\d{6})", page.text):
-                return found[0]
-            await asyncio.sleep(0.1)
-    raise TimeoutError("no email code")
 
 
 async def think_turns(think_url: str, timings: ProxyTimings, turns: int, idle_s: float) -> dict[str, float]:

@@ -300,6 +300,12 @@ class Settings(BaseSettings):
     def model_base_url(self) -> str:
         return self.llm_base_url or f"http://{self.standins_host}:{self.llm_port}/v1"
 
+    def model_summary(self) -> str:
+        """Which model the agents use, in words (printed by `make run`, shown on the softphone)."""
+        if self.llm_base_url is None:
+            return "the local demo model (it knows a few requests; set DEEPCLAW_LLM_BASE_URL for a real one)"
+        return f"{self.llm_model} at {self.llm_base_url}"
+
     @property
     def temporal_ui_url(self) -> str:
         host = self.temporal_address.rsplit(":", 1)[0]

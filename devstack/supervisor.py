@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SERVICES = ("worker", "api", "voice")
 STOP_TIMEOUT_S = 4.0  # per group; the whole stop stays well under 10 s
 MAX_BACKOFF_S = 10.0
+WARMING_NOTE_EVERY_S = 15.0  # how often `make run` says it is still warming the first agent
 
 
 def _stop_with_parent() -> None:
@@ -55,6 +56,7 @@ class Supervisor:
         self._watchers: list[asyncio.Task[None]] = []
 
     async def start_infrastructure(self) -> None:
+        log.info("starting the embedded PostgreSQL and Temporal dev server, then the platform's services")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         settings = self.settings
         if settings.local_postgres:
@@ -118,8 +120,9 @@ class Supervisor:
         urls = [f"http://{s.api_host}:{s.api_port}/healthz", f"http://{s.voice_host}:{s.voice_port}/healthz"]
         if s.local_standins:
             urls.append(f"{s.carrier_url}/control/state")
-        deadline = time.monotonic() + timeout
-        said_warming = False
+        started = time.monotonic()
+        deadline = started + timeout
+        said_warming = 0.0
         async with httpx.AsyncClient(timeout=3.0) as http:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
@@ -129,34 +132,41 @@ class Supervisor:
                         if pool["state"] == "ready":
                             return True
                         if not said_warming:
-                            log.info("services are up; warming an agent for the first caller (%d starting)",
-                                     pool["spares_starting"])
-                            said_warming = True
+                            log.info("services are up; warming an agent for the first caller (OpenClaw's "
+                                     "first start on a machine takes 30-90 s while Node compiles it; later ones "
+                                     "use its compile cache)")
+                            said_warming = time.monotonic()
+                        elif time.monotonic() - said_warming > WARMING_NOTE_EVERY_S:
+                            said_warming = time.monotonic()
+                            log.info("still warming an agent (%.0f s so far; %d starting)",
+                                     time.monotonic() - started, pool["spares_starting"])
                 except (httpx.HTTPError, ValueError, KeyError):
                     pass
                 await asyncio.sleep(0.3)
         return False
 
     def banner(self) -> str:
+        """One short block: where to start and what to try; the rest on a few lines below it."""
         s = self.settings
-        lines = [
-            "",
-            "DeepClaw is running:",
-            f"  API          http://{s.api_host}:{s.api_port}  (health: /healthz)",
-            f"  Voice bridge http://{s.voice_host}:{s.voice_port}  (Media Streams {s.media_stream_url})",
-            f"  Temporal     {s.temporal_address}  (namespace {s.temporal_namespace})",
-        ]
-        if self.temporal:
-            lines.append(f"  Temporal UI  {s.temporal_ui_url}")
-        lines.append(f"  PostgreSQL   {make_url(s.database_url).render_as_string(hide_password=True)}")
+        lines = ["", "DeepClaw is ready."]
         if s.local_standins:
             lines += [
-                f"  Softphone    {s.carrier_url}/phone  (call the hotline {s.hotline_number})",
-                f"  Mail outbox  {s.api_base_url}/dev/outbox  (email codes, local mailer)",
-                f"  Stand-ins    carrier {s.carrier_url}, voice agent {s.voice_agent_url}, model {s.model_base_url}, "
-                f"search {s.web_search_url}",
+                f"  Open the softphone  {s.carrier_url}/phone",
+                f"  Call the hotline    {s.hotline_number}  (one tap on the softphone)",
+                "  Try first           the SMS code shows in the softphone's timeline: key it, then #;",
+                "                      no microphone? type what you would say; then call your new number",
+                "                      and say: text me hello / remind me in two minutes to stretch",
             ]
-        lines += [f"  Data         {self.data_dir}", f"  Logs         {self.logs_dir}", "Press Ctrl-C to stop.", ""]
+        lines += [
+            f"  Agents' model       {s.model_summary()}",
+            "",
+            f"  API {s.api_base_url} (/healthz)  ·  voice bridge http://{s.voice_host}:{s.voice_port}"
+            + (f"  ·  Temporal UI {s.temporal_ui_url}" if self.temporal else f"  ·  Temporal {s.temporal_address}"),
+        ]
+        if s.local_standins:
+            lines.append(f"  Mail outbox {s.api_base_url}/dev/outbox  ·  model stand-in {s.model_base_url}")
+        lines += [f"  PostgreSQL {make_url(s.database_url).render_as_string(hide_password=True)}",
+                  f"  Data {self.data_dir}  ·  logs {self.logs_dir}", "Press Ctrl-C to stop.", ""]
         return "\n".join(lines)
 
     async def stop(self) -> None:

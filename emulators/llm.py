@@ -1,9 +1,11 @@
 """An OpenAI-compatible chat-completions server: deterministic, scriptable from tests.
 
 OpenClaw uses it when no model provider is configured. It answers JSON or SSE (`stream: true`,
-which is what OpenClaw always asks for), tolerates `tools` in the request, and replies:
-  1. with the next scripted reply whose pattern matches the last user message (POST /control/replies), or
-  2. with a short deterministic sentence built from the last user message.
+which is what OpenClaw always asks for) and replies:
+  1. to a tool's result with a sentence about it (emulators.demo_model),
+  2. with the next scripted reply whose pattern matches the last user message (POST /control/replies), or
+  3. as the local demo model: a few plain-word requests become real tool calls, the rest an echo
+     that says it is the demo (emulators.demo_model).
 Every request is kept (GET /control/requests) so tests can see exactly what the model was sent.
 """
 
@@ -23,6 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from core import chat_format
+from emulators import demo_model
 
 MODEL_ID = "deepclaw-local"
 
@@ -40,7 +43,7 @@ class ModelScript:
     replies: list[ScriptedReply] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
-    def reply_for(self, prompt: str, earlier: list[str]) -> ScriptedReply:
+    def scripted_for(self, prompt: str) -> ScriptedReply | None:
         for scripted in self.replies:
             if scripted.pattern.search(prompt):
                 if scripted.times is not None:
@@ -48,20 +51,27 @@ class ModelScript:
                     if scripted.times <= 0:
                         self.replies.remove(scripted)
                 return scripted
-        return ScriptedReply(re.compile(""), default_reply(prompt, earlier))
+        return None
 
 
-RECALL = re.compile(r"what did I (just )?(say|tell you)", re.I)
+ANYTHING = re.compile("")
 
 
-def default_reply(prompt: str, earlier: list[str]) -> str:
-    said = " ".join(prompt.split())[:200]
-    if not said:
-        return "I'm here. How can I help?"
-    if RECALL.search(said):
-        # Answers from the conversation history the caller sent: proves memory per session.
-        return f"Earlier you said: {earlier[-1]}" if earlier else "You haven't told me anything yet."
-    return f"You said: {said}. How can I help with that?"
+def respond(script: ModelScript, messages: list[dict[str, Any]], offered: list[str]) -> ScriptedReply:
+    """A tool's result is phrased; else a scripted reply for the caller's words; else the demo model's."""
+    if (pending := demo_model.pending_tool_result(messages)) is not None:
+        tool, args, content = pending
+        return ScriptedReply(ANYTHING, demo_model.phrase_result(tool, args, content))
+    said = user_texts(messages)
+    prompt = said[-1] if said else ""
+    if (scripted := script.scripted_for(prompt)) is not None:
+        return scripted
+    answer = demo_model.answer_words(prompt, said[:-1], on_a_call=demo_model.on_a_call(messages))
+    if answer.tool is None:
+        return ScriptedReply(ANYTHING, answer.text)
+    if (call := demo_model.tool_call_for(answer.tool, answer.args or {}, offered)) is None:
+        return ScriptedReply(ANYTHING, f"I can't do that here: no {answer.tool.replace('_', ' ')} tool is connected.")
+    return ScriptedReply(ANYTHING, "", tool_call={"name": call[0], "arguments": call[1]})
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -135,8 +145,9 @@ def create_app(script: ModelScript | None = None) -> Starlette:
                 status_code=400,
             )
         script.requests.append(body)
-        said = user_texts(messages)
-        reply = script.reply_for(said[-1] if said else "", said[:-1])
+        offered = [str((tool.get("function") or {}).get("name", "")) for tool in body.get("tools") or []
+                   if isinstance(tool, dict)]
+        reply = respond(script, messages, offered)
         text = reply.text
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         created = int(time.time())

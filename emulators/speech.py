@@ -16,6 +16,7 @@ import shutil
 import wave
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.audio import SAMPLE_RATE, frames, resample, rms, ulaw_decode, ulaw_encode
@@ -58,31 +59,82 @@ def is_speech(frame: bytes) -> bool:
     return rms(ulaw_decode(frame)) > SPEECH_RMS
 
 
-def _digest(frame: bytes) -> bytes:
+def frame_digest(frame: bytes) -> bytes:
     return hashlib.blake2b(frame, digest_size=8).digest()
+
+
+MAX_UTTERANCES = 2000  # per direction: a long `make run` session forgets the oldest
 
 
 @dataclass
 class SpeechRegistry:
-    """Which audio frames were typed text, so the listener can recognise them exactly."""
+    """Which audio frames carried which words, for the stand-ins sharing one process.
+
+    Caller to agent: a typed turn's frames (the carrier speaks it; the voice agent then recognises
+    it exactly). Agent to caller: what the voice agent itself spoke, and what it made of speech
+    nobody typed; the carrier turns both into the handset's captions as the audio passes through
+    the call, so captions are the voice agent's own account of the call, not the platform's.
+    """
 
     _frames: dict[bytes, int] = field(default_factory=dict)
-    _texts: dict[int, tuple[str, int]] = field(default_factory=dict)
+    _texts: dict[int, tuple[str, int, list[bytes]]] = field(default_factory=dict)
+    _spoken: dict[bytes, int] = field(default_factory=dict)
+    _spoken_texts: dict[int, tuple[str, list[bytes]]] = field(default_factory=dict)
+    _count: int = 0
+    _listeners: list[Callable[[set[bytes], str], None]] = field(default_factory=list)
+
+    def _next(self) -> int:
+        self._count += 1
+        return self._count
 
     def register(self, text: str, audio: bytes) -> None:
-        utterance = len(self._texts) + 1
-        spoken = [f for f in frames(audio) if is_speech(f)]
-        self._texts[utterance] = (text, len(spoken))
-        for frame in spoken:
-            self._frames.setdefault(_digest(frame), utterance)
+        """A typed turn, as the carrier speaks it into a call."""
+        utterance = self._next()
+        spoken = [frame_digest(f) for f in frames(audio) if is_speech(f)]
+        self._texts[utterance] = (text, len(spoken), spoken)
+        for digest in spoken:
+            self._frames.setdefault(digest, utterance)
+        if len(self._texts) > MAX_UTTERANCES:
+            oldest = next(iter(self._texts))
+            for digest in self._texts.pop(oldest)[2]:
+                if self._frames.get(digest) == oldest:
+                    del self._frames[digest]
 
     def recognise(self, audio_frames: list[bytes]) -> str | None:
-        votes = Counter(u for f in audio_frames if (u := self._frames.get(_digest(f))) is not None)
+        votes = Counter(u for f in audio_frames if (u := self._frames.get(frame_digest(f))) is not None)
         if not votes:
             return None
         utterance, hits = votes.most_common(1)[0]
-        text, total = self._texts[utterance]
+        text, total, _ = self._texts[utterance]
         return text if hits >= max(1, total // 2) else None
+
+    def spoke(self, text: str, audio: bytes) -> None:
+        """The voice agent is about to say `text` as `audio` (the latest utterance owns shared frames)."""
+        utterance = self._next()
+        digests = [frame_digest(f) for f in frames(audio) if is_speech(f)]
+        self._spoken_texts[utterance] = (text, digests)
+        for digest in digests:
+            self._spoken[digest] = utterance
+        if len(self._spoken_texts) > MAX_UTTERANCES:
+            oldest = next(iter(self._spoken_texts))
+            for digest in self._spoken_texts.pop(oldest)[1]:
+                if self._spoken.get(digest) == oldest:
+                    del self._spoken[digest]
+
+    def spoken_in(self, frame: bytes) -> tuple[int, str] | None:
+        """(utterance, text) when this frame of audio is part of something the voice agent said."""
+        if (utterance := self._spoken.get(frame_digest(frame))) is None:
+            return None
+        return utterance, self._spoken_texts[utterance][0]
+
+    def heard(self, audio_frames: list[bytes], text: str) -> None:
+        """The voice agent made `text` of speech nobody typed: whoever carried those frames learns it."""
+        digests = {frame_digest(f) for f in audio_frames if is_speech(f)}
+        for listener in self._listeners:
+            listener(digests, text)
+
+    def on_heard(self, listener: Callable[[set[bytes], str], None]) -> None:
+        self._listeners.append(listener)
 
 
 class Recognizer:

@@ -9,7 +9,8 @@ import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from starlette.responses import FileResponse
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from core.serve import serving
@@ -35,8 +36,15 @@ def build_carrier(settings: Settings, speech: SpeechRegistry) -> Carrier:
     return carrier
 
 
-async def softphone(request: object) -> FileResponse:
-    return FileResponse(SOFTPHONE, media_type="text/html")
+def softphone_routes(settings: Settings) -> list[Route]:
+    """The softphone page, and what it shows before any call: the hotline's number, the agents' model."""
+    async def page(request: Request) -> FileResponse:
+        return FileResponse(SOFTPHONE, media_type="text/html")
+
+    async def info(request: Request) -> JSONResponse:
+        return JSONResponse({"hotline": settings.hotline_number, "model": settings.model_summary()})
+
+    return [Route("/phone", page), Route("/phone/info", info)]
 
 
 async def run_standins(settings: Settings) -> None:
@@ -50,7 +58,7 @@ async def run_standins(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(serving(
-            carrier_app(carrier, extra_routes=[Route("/phone", softphone)]), host, settings.carrier_port))
+            carrier_app(carrier, extra_routes=softphone_routes(settings)), host, settings.carrier_port))
         await stack.enter_async_context(serving(agent.app(), host, settings.voice_agent_port))
         await stack.enter_async_context(serving(llm.create_app(), host, settings.llm_port))
         await stack.enter_async_context(serving(search.create_app(), host, settings.search_port))

@@ -226,6 +226,8 @@ class AgentSession:
             text = self.server.registry.recognise(heard)
             if text is None:
                 text = await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard))
+                if text.strip():
+                    self.server.registry.heard(heard, text.strip())  # the caller's caption
             if text.strip():
                 await self.user_turn(text.strip())
 
@@ -324,6 +326,7 @@ class AgentSession:
             await self.error("INTERNAL_SERVER_ERROR", str(error))
             return
         tts_s = time.monotonic() - tts_started
+        self.server.registry.spoke(text, audio)  # the caller's caption, as the audio reaches them
         self.speaking = True
         try:
             await self.send({"type": "AgentStartedSpeaking", "total_latency": round(time.monotonic() - started, 4),

@@ -100,7 +100,7 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
         assert set(health["components"]["worker"]["agent_pool"]) == {"state", "spares_ready", "spares_starting",
                                                                      "spares_target"}
         for _ in range(600):  # the supervisor prints its URLs once a spare agent is ready
-            if "DeepClaw is running" in log.read_text():
+            if "DeepClaw is ready" in log.read_text():
                 break
             await asyncio.sleep(0.2)
         banner = log.read_text()
@@ -111,6 +111,7 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
         assert f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}" in banner
         softphone = f"http://127.0.0.1:{env['DEEPCLAW_CARRIER_PORT']}/phone"
         assert softphone in banner and "+15550000100" in banner, "softphone URL and hotline number are printed"
+        assert "Try first" in banner and "the local demo model" in banner, "what to try, and which model answers"
 
         async with httpx.AsyncClient(timeout=5) as http:
             ui = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}/")
@@ -120,6 +121,9 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
             media = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_VOICE_MEDIA_PORT']}/healthz")
         assert ui.status_code == 200 and voice.status_code == 200 and media.status_code == 200
         assert phone_page.status_code == 200 and "DeepClaw softphone" in phone_page.text
+        async with httpx.AsyncClient(timeout=5) as http:
+            info = (await http.get(f"{softphone}/info")).json()
+        assert info["hotline"] == "+15550000100" and "demo model" in info["model"]
         assert carrier["numbers"][0]["phone_number"] == "+15550000100", "the hotline exists from the start"
         assert carrier["numbers"][0]["voice_url"] == f"http://127.0.0.1:{env['DEEPCLAW_API_PORT']}/twilio/voice", \
             "the worker pointed the hotline at the API"

@@ -4,7 +4,8 @@ It opens the call's think token (bound to its Media Stream: refused once the str
 wakes the user's agent through its lifecycle workflow on the call's first turn and keeps its endpoint
 for the rest of the call, forwards the caller's latest words to their OpenClaw (one session per
 call; memory is the agent's own) and streams the answer back. An answer slow to start opens with
-short fillers (core.fillers), so no dead air. Keeping the agent awake (`touch`) is off the turn's path.
+short fillers (core.fillers), so no dead air. Keeping the agent awake (`touch`) is off the turn's path,
+and so is keeping its OpenClaw warm through the call's silences (voice.keep_warm).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from core.streams import LiveStreams, mark_verified, stream_verified
 from core.think import read_think_request, whole_answer
 from core.tokens import Keyring, TokenKind
 from voice.agent_settings import END_CALL_MARKER
+from voice.keep_warm import KeepWarm
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,20 @@ class LlmProxy:
         self.limiter = limiter  # wrong PINs per user
         self.touched: dict[uuid.UUID, float] = {}
         self.background: set[asyncio.Task[None]] = set()
+        self.warmth = KeepWarm(http=http, call_is_up=self._call_is_up)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """What runs in the background (cancelled when the bridge stops)."""
+        return [*self.background, *self.warmth.waiting.values()]
+
+    def _warm_while_quiet(self, stream: uuid.UUID, user_id: uuid.UUID, endpoint: AgentEndpoint) -> None:
+        self.warmth.arm(stream, endpoint.base_url, endpoint.authorization(self.keyring), agent_id(user_id))
+
+    async def _call_is_up(self, stream: uuid.UUID) -> bool:
+        """Is the call still up (not within its think tokens' grace: ended is ended)?"""
+        if stream in self.live.ended:
+            return self.live.ended[stream] is None
+        return await self.live.is_open(stream)  # another bridge's stream: the database knows
 
     async def wake(self, user_id: uuid.UUID) -> AgentEndpoint | None:
         """The agent's endpoint, waking it if needed (the update marks it used, too); None if it cannot be."""
@@ -193,6 +209,7 @@ class LlmProxy:
         return PIN_WRONG, False
 
     async def _stream(self, turn: Turn) -> AsyncIterator[bytes]:
+        self.warmth.pause(turn.stream)
         endpoint = await self._endpoint(turn.stream, turn.user_id)
         if endpoint is None:
             yield _chunk(UNREACHABLE)
@@ -227,6 +244,7 @@ class LlmProxy:
                                          (forwarded - turn.received) * 1000, (first_token - forwarded) * 1000)
                             delta["content"] = marker.feed(delta["content"])
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
+            self._warm_while_quiet(turn.stream, turn.user_id, endpoint)
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
             self.live.remembered.pop(turn.stream, None)  # the next turn asks the lifecycle workflow again
@@ -245,6 +263,7 @@ class LlmProxy:
         return answer.json()["choices"][0]["message"]["content"]
 
     async def _complete(self, turn: Turn) -> dict[str, Any]:
+        self.warmth.pause(turn.stream)
         endpoint = await self._endpoint(turn.stream, turn.user_id)
         if endpoint is None:
             return _completion(UNREACHABLE)
@@ -259,6 +278,7 @@ class LlmProxy:
                 message["content"] = message["content"].replace(END_CALL_MARKER, "").strip()
                 message["tool_calls"] = [chat_format.tool_call("end_call", "{}")]
                 completion["choices"][0]["finish_reason"] = "tool_calls"
+            self._warm_while_quiet(turn.stream, turn.user_id, endpoint)
             return completion
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)

@@ -62,9 +62,10 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
                     yield VoiceBridge(deps, media)
                 finally:
                     media.close()
-                    for task in [*deps.calls, *deps.background, *proxy.background]:
+                    running = [*deps.calls, *deps.background, *proxy.tasks()]
+                    for task in running:
                         task.cancel()
-                    await asyncio.gather(*deps.calls, *deps.background, *proxy.background, return_exceptions=True)
+                    await asyncio.gather(*running, return_exceptions=True)
                     await media.wait_closed()
     finally:
         await telephony.close()

@@ -37,8 +37,10 @@ from activities.runtime.agent_users import AgentUsers
 from activities.runtime.gateway import GatewayProcess
 from activities.runtime.openclaw_config import (
     ModelProvider,
+    WARM_UP_SESSION,
     agent_id,
     render_config,
+    warm_up_turn,
     with_agent,
     with_mcp_servers,
 )
@@ -54,7 +56,6 @@ RELOAD_TIMEOUT_S = 20.0
 # never slow the user whose wake is in progress.
 SPARE_NICE = 15
 REPLENISH_DELAY_S = 15.0
-WARM_UP_SESSION = "deepclaw-warm-up"  # the session warm-up turns go to, apart from every conversation
 CLEANUP_TIMEOUT_S = 60.0
 
 
@@ -147,7 +148,7 @@ class LocalAgentRuntime:
             await http.post(f"{gateway.base_url}/v1/chat/completions",
                             headers={"Authorization": f"Bearer {gateway.token}",
                                      "x-openclaw-session-key": WARM_UP_SESSION},
-                            json={"model": f"openclaw/{agent}", "messages": [{"role": "user", "content": "warm-up"}]})
+                            json=warm_up_turn(agent))
 
     async def start(self) -> None:
         self.replenish()

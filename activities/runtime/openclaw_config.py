@@ -29,6 +29,17 @@ SLIM_ENV = {
 }
 
 
+# Turns that only warm an agent up (after start, after an assignment, in a call's long silences) go
+# to a session of their own, apart from every conversation, and ask for as little as possible.
+WARM_UP_SESSION = "deepclaw-warm-up"
+WARM_UP_PROMPT = "Keep-alive check: reply with the single word ok and do nothing else."
+
+
+def warm_up_turn(agent: str) -> dict[str, Any]:
+    """The chat-completions body of one warm-up turn for `agent` (send it with WARM_UP_SESSION)."""
+    return {"model": f"openclaw/{agent}", "messages": [{"role": "user", "content": WARM_UP_PROMPT}]}
+
+
 def agent_id(user_id: uuid.UUID) -> str:
     """The user's agent inside their gateway; callers address it as model `openclaw/<agent id>`."""
     return f"user-{user_id.hex}"

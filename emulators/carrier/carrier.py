@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,13 +25,14 @@ from emulators.carrier.store import (
     now,
     rfc2822,
 )
-from emulators.speech import SpeechRegistry, synthesize
+from emulators.speech import SpeechRegistry, frame_digest, is_speech, synthesize
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 RING_TIMEOUT_S = 30.0
+HEARD_WINDOW_FRAMES = 1500  # the caller's last 30 s of speech, to know whose words the voice agent heard
 SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tests stay quick
 APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 
@@ -77,6 +79,14 @@ class Call:
     peer_joined: asyncio.Event = field(default_factory=asyncio.Event)
     peer_left: asyncio.Event = field(default_factory=asyncio.Event)
     attestation: str | None = None  # STIR/SHAKEN verdict on the caller ID (inbound calls)
+    redirected: bool = False  # its TwiML was replaced through the REST API mid-call
+    captioned: int | None = None  # the voice agent's utterance whose caption the handset last got
+    caller_speech: deque[bytes] = field(default_factory=lambda: deque(maxlen=HEARD_WINDOW_FRAMES))
+
+    @property
+    def party(self) -> str:
+        """Who the handset is talking to: the number it called, or that called it."""
+        return self.to if self.direction == "inbound" else self.from_
 
     @property
     def duration(self) -> int:
@@ -107,6 +117,7 @@ class Carrier:
                  speech: SpeechRegistry | None = None) -> None:
         self.account_sid = account_sid
         self.speech = speech or SpeechRegistry()
+        self.speech.on_heard(self._heard)
         self.auth_token = auth_token
         self.http = http or httpx.AsyncClient(timeout=15.0)
         self.numbers = NumberBook()
@@ -271,6 +282,7 @@ class Carrier:
             self.end_call(call, "completed" if call.status == "in-progress" else "canceled")
         elif source is not None:
             call.next_source = source
+            call.redirected = True  # the platform took the call elsewhere (e.g. the hotline's hand-off)
             if call.verb_task:
                 call.verb_task.cancel()
 
@@ -379,6 +391,9 @@ class Carrier:
         parameters = {p.attrs["name"]: p.attrs.get("value", "") for p in verb.children if p.name == "Parameter"}
 
         async def play(frame: bytes) -> None:
+            if (said := self.speech.spoken_in(frame)) is not None and said[0] != call.captioned:
+                call.captioned = said[0]  # the voice agent's words, as their audio reaches the caller
+                await self._caption(call, "agent", said[1])
             await self._notify(call.handset, {"type": "audio", "call_sid": call.sid,
                                               "payload": base64.b64encode(frame).decode()})
 
@@ -434,16 +449,33 @@ class Carrier:
             other = call.peer if handset.number == call.handset else call.handset
             await self._notify(other, {"type": "audio", "call_sid": call.sid, "payload": base64.b64encode(frame).decode()})
         elif call.stream:
+            if is_speech(frame):
+                call.caller_speech.append(frame_digest(frame))
             call.stream.caller_frame(frame)
+
+    async def _caption(self, call: Call, role: str, text: str, **extra: Any) -> None:
+        """One line of the handset's timeline: who said what on this call (role caller, agent or keypad)."""
+        await self._notify(call.handset, {"type": "caption", "call_sid": call.sid, "role": role, "text": text,
+                                          "party": call.party, "redirected": call.redirected, **extra})
+
+    def _heard(self, digests: set[bytes], text: str) -> None:
+        """The voice agent made `text` of untyped speech: caption it on the call that carried it."""
+        for call in self.calls.values():
+            if call.stream and not call.ended_at and not digests.isdisjoint(call.caller_speech):
+                self._spawn(self._caption(call, "caller", text, typed=False))
 
     async def handset_speak(self, handset: Handset, text: str) -> None:
         """A typed turn: spoken into the call with TTS, and noted so the voice agent knows the words."""
         audio = await synthesize(text)
         self.speech.register(text, audio)
+        if handset.call:
+            await self._caption(handset.call, "caller", text, typed=True)
         for frame in frames(audio):
             await self.handset_audio(handset, frame)
 
     async def handset_dtmf(self, handset: Handset, digits: str) -> None:
+        if handset.call:
+            await self._caption(handset.call, "keypad", digits)
         if handset.call and handset.call.stream:
             for digit in digits:
                 handset.call.stream.dtmf(digit)

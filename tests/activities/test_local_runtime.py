@@ -16,6 +16,7 @@ import pytest
 from activities.archive.stores import FolderArchiveStore
 from activities.runtime.local import LocalAgentRuntime
 from activities.runtime.openclaw_config import ModelProvider, agent_id
+from emulators.demo_model import DEMO_NOTICE
 from core.ports import AgentEndpoint, AgentSpec, RuntimeState
 from core.tokens import Keyring
 from devstack.tools import Tools
@@ -60,7 +61,7 @@ async def test_sleep_wake_pause_archive_restore(
         assert "Nova" in (runtime.user_dir(user) / "workspace" / "SOUL.md").read_text()
 
         endpoint = await runtime.wake(user)
-        assert await _chat(endpoint, user, "my locker code is 4471") == "You said: my locker code is 4471. How can I help with that?"
+        assert await _chat(endpoint, user, "my locker code is 4471") == f"You said: my locker code is 4471. {DEMO_NOTICE}"
 
         await runtime.pause(user)
         assert await runtime.status(user) == RuntimeState.PAUSED

@@ -5,6 +5,7 @@ import json
 import httpx
 
 from activities.runtime.gateway import GatewayProcess
+from emulators.demo_model import DEMO_NOTICE
 from emulators.llm import ModelScript
 
 
@@ -28,7 +29,7 @@ async def test_json_and_sse_answers_tolerate_tools(model_server: tuple[str, Mode
         plain = (await http.post(f"{base_url}/chat/completions", json=request)).json()
         streamed = await http.post(f"{base_url}/chat/completions", json={**request, "stream": True})
         bad = await http.post(f"{base_url}/chat/completions", content=b"not json")
-    assert plain["choices"][0]["message"]["content"] == "You said: hello there. How can I help with that?"
+    assert plain["choices"][0]["message"]["content"] == f"You said: hello there. {DEMO_NOTICE}"
     assert streamed.headers["content-type"].startswith("text/event-stream")
     assert streamed.text.rstrip().endswith("data: [DONE]")
     assert _sse_text(streamed.text) == plain["choices"][0]["message"]["content"]
@@ -57,7 +58,7 @@ async def test_real_openclaw_answers_through_the_stand_in(
         first = await http.post(url, headers=headers, json={
             "model": "openclaw/default", "messages": [{"role": "user", "content": "my locker code is 4471"}]})
         assert first.status_code == 200, first.text
-        assert first.json()["choices"][0]["message"]["content"] == "You said: my locker code is 4471. How can I help with that?"
+        assert first.json()["choices"][0]["message"]["content"] == f"You said: my locker code is 4471. {DEMO_NOTICE}"
 
         # Same session key: OpenClaw keeps the conversation, so the model sees the earlier turn.
         second = await http.post(url, headers=headers, json={

@@ -13,6 +13,7 @@ import websockets
 
 from core.audio import SILENCE_BYTE, frames
 from core.serve import serving
+from emulators.demo_model import DEMO_NOTICE
 from emulators.llm import ModelScript
 from emulators.speech import synthesize
 from emulators.voice_agent import VoiceAgentServer
@@ -93,7 +94,7 @@ async def test_settings_greeting_and_a_spoken_turn(
         await session.until("ConversationText", role="user", content="what is the weather like")
         await session.until("AgentThinking")
         reply = await session.until("ConversationText", role="assistant")
-        assert reply["content"] == "You said: what is the weather like. How can I help with that?"
+        assert reply["content"] == f"You said: what is the weather like. {DEMO_NOTICE}"
         started = await session.until("AgentStartedSpeaking")
         assert started["total_latency"] >= started["ttt_latency"] >= 0
         await session.until("AgentAudioDone")

@@ -26,7 +26,7 @@ from emulators.carrier import twiml
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
-from emulators.standins import build_carrier
+from emulators.standins import build_carrier, softphone_routes
 from emulators.voice_agent import VoiceAgentServer
 from voice.server import voice_serving
 from workers.main import run_worker
@@ -61,7 +61,8 @@ async def start_platform(stack: AsyncExitStack, settings: Settings, *,
     stop = asyncio.Event()
     if settings.llm_base_url is None:
         await stack.enter_async_context(serving(llm.create_app(), "127.0.0.1", settings.llm_port))
-    await stack.enter_async_context(serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port))
+    await stack.enter_async_context(serving(carrier_app(carrier, extra_routes=softphone_routes(settings)),
+                                                 "127.0.0.1", settings.carrier_port))
     await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
     await stack.enter_async_context(serving(search.create_app(), "127.0.0.1", settings.search_port))
     await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
@@ -94,6 +95,17 @@ async def hotline_pointed_at_platform(carrier: Carrier, settings: Settings, time
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the worker never pointed the hotline's webhooks at the platform")
+
+
+async def email_code(api_base_url: str, address: str, timeout: float = 20) -> str:
+    """The newest DeepClaw code mailed to `address`, read from the local mailer's outbox."""
+    async with httpx.AsyncClient() as http:
+        for _ in range(int(timeout * 10)):
+            page = await http.get(f"{api_base_url}/dev/outbox", params={"to": address})
+            if found := re.findall(r"Your DeepClaw code: (\d{6})", page.text):
+                return found[0]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no email code reached {address}")
 
 
 def history_text(history: Any) -> str:

@@ -127,7 +127,7 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
                 "name": "tool_call", "arguments": {"id": "deepclaw__web_search",
                                                    "args": {"query": "temporal durable execution", "count": 3}}}})
         await phone.say("look up temporal for me")
-        await agent_said(platform.agent, "You said: look up temporal for me")
+        await agent_said(platform.agent, "The top result is Temporal — durable execution")
         async with httpx.AsyncClient() as http:
             asked = (await http.get(f"http://127.0.0.1:{platform.settings.search_port}/control/queries")).json()
         assert asked == ["temporal durable execution"]
@@ -232,6 +232,53 @@ async def test_keypad_digits_reach_the_agent_and_goodbye_hangs_up(
         assert ended["call_sid"] == call_sid, "the platform hung up after the farewell"
     kinds = [e["type"] for e in platform.agent.sessions[-1].events]
     assert "FunctionCallRequest" in kinds
+
+
+async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(platform: Platform) -> None:
+    """No scripting: the local demo model turns plain words into the platform's real tools, through
+    the user's real OpenClaw; the handset's timeline shows both sides as the voice agent spoke them."""
+
+    def caption(role: str, text: str) -> Any:
+        return lambda e: e["role"] == role and text in e["text"]
+
+    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+        call_sid = await phone.dial(platform.number)
+        greeting = await phone.wait_for("caption", caption("agent", "Hi, it's Nova"), timeout=60)
+        assert greeting["party"] == platform.number and greeting["call_sid"] == call_sid
+
+        async def ask(words: str, answer: str, timeout: float = 60) -> None:
+            mark = len(phone.events)
+            await phone.say(words)
+            await phone.wait_for("caption", caption("caller", words), after=mark)  # what the caller typed
+            try:
+                await phone.wait_for("caption", caption("agent", answer), after=mark, timeout=timeout)
+            except TimeoutError:
+                said = [(e["role"], e["text"]) for e in phone.events if e["type"] == "caption"]
+                raise AssertionError(f"no caption {answer!r}; the timeline: {said[-6:]}") from None
+
+        await ask("remember my locker code is 4471", "Got it, I'll remember that your locker code is 4471.",
+                  timeout=180)  # the first turn wakes the agent (a cold gateway on a fresh machine)
+        await ask("what is my locker code?", "You told me your locker code is 4471.")
+        await ask("text me pineapple", "Done, I've texted you.")
+        texted = await phone.wait_for("sms", lambda e: e["body"] == "pineapple", timeout=30)
+        assert texted["from"] == platform.number
+        await ask("remind me in 3 seconds to stretch", "Okay, I'll text you in 3 seconds: stretch.")
+        await phone.wait_for("sms", lambda e: e["body"] == "Reminder: stretch", timeout=60)
+        await ask("search the web for temporal", "The top result is Temporal — durable execution")
+        await ask("what are my reminders?", "You have no reminders.")
+        await ask("tell me a joke", "I'm the local demo model; connect a real model to talk freely.")
+        mark = len(phone.events)
+        await phone.dtmf("7")
+        await phone.wait_for("caption", caption("keypad", "7"), after=mark)
+        await ask("call me back in 2 seconds", "Okay, I'll call you in 2 seconds")
+        await ask("goodbye", "Goodbye!")
+        await phone.wait_for("call_state", lambda e: e["call_sid"] == call_sid and e["state"] == "completed", timeout=30)
+        callback = await phone.wait_for("incoming_call", lambda e: e["call_sid"] != call_sid, timeout=60)
+        assert callback["from"] == platform.number, "the call-back comes from the agent's number"
+        await phone.answer(callback["call_sid"])
+        await phone.wait_for("caption", lambda e: e["call_sid"] == callback["call_sid"] and e["role"] == "agent",
+                             timeout=60)
+        await phone.hangup()
 
 
 async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None:

@@ -26,6 +26,7 @@ from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import retire_available_numbers, unique_area_code
 from tests.voice.platform import (
+    email_code,
     history_text,
     agent_said,
     audio_done,
@@ -58,14 +59,6 @@ async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_s
 async def _text(phone: Handset, containing: str, after: int = 0) -> str:
     event = await phone.wait_for("sms", lambda e: containing in e["body"], timeout=30, after=after)
     return str(event["body"])
-
-
-async def _email_code(api_base_url: str, address: str) -> str:
-    """Read the way a local user reads it: on the outbox page."""
-    async with httpx.AsyncClient() as http:
-        page = await http.get(f"{api_base_url}/dev/outbox", params={"to": address})
-    page.raise_for_status()
-    return re.findall(r"Your DeepClaw code: (\d{6})", page.text)[0]
 
 
 async def _turn(agent: VoiceAgentServer, phone: Handset, said: str, expect: str) -> None:
@@ -104,7 +97,7 @@ async def test_a_stranger_calls_the_hotline_and_gets_their_own_agent(
 
         await _turn(agent, phone, address.replace(".", " dot ").replace("@", " at "), "Is that right?")
         await _turn(agent, phone, "yes", "I've emailed you a six-digit code")
-        spoken_code = " ".join(await _email_code(settings.api_base_url, address))
+        spoken_code = " ".join(await email_code(settings.api_base_url, address))
         await _turn(agent, phone, spoken_code, "Your email is verified")
         await _turn(agent, phone, "Luna", "Luna it is")
         await _turn(agent, phone, "formal please", "Formal, got it")

@@ -1,0 +1,252 @@
+"""The local demo model: a handful of plain-word requests, answered with real tool calls.
+
+With no provider key, every agent talks to this model (through the real OpenClaw, which sends it
+the whole conversation and its tools). It understands only these requests, enough to try every
+platform capability from the softphone; anything else gets an honest answer that it is the demo:
+
+| say or text                                  | it does                                               |
+|----------------------------------------------|-------------------------------------------------------|
+| remember <a fact>                            | acknowledges; the fact stays in the conversation      |
+| what is my <thing>? / what did I tell you?   | finds it in the conversation OpenClaw sends           |
+| what did I say?                              | repeats your previous words                           |
+| remind me in two minutes to <x> [by call]    | `schedule_reminder` (a text, or a call if you say so) |
+| call me back in a minute                     | `schedule_reminder` by call                           |
+| call me now                                  | `call_me`                                             |
+| text me <words>                              | `send_sms`                                            |
+| search the web for <x> / look up <x>         | `web_search`, then reads the top result               |
+| what are my reminders?                       | `list_reminders`                                      |
+| goodbye                                      | says goodbye and ends the call                        |
+
+It answers with OpenAI-style tool calls through OpenClaw's `tool_call` (or the tool itself where
+a model is offered it directly), then phrases the tool's result. Deterministic, so tests script it
+by what they say.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+DEMO_NOTICE = "I'm the local demo model; connect a real model to talk freely."
+END_CALL_MARKER = "[END_CALL]"  # the platform's speech rules ask for it (voice.agent_settings); echoed only if asked
+PLATFORM_TOOL_PREFIX = "deepclaw__"
+META_TOOL = "tool_call"  # OpenClaw 2026.9 offers MCP tools through its tool search: tool_call(id, args)
+
+_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+            "eight": 8, "nine": 9, "ten": 10, "fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40,
+            "forty-five": 45, "sixty": 60, "half an": 0.5, "a couple of": 2, "a few": 3}
+_AMOUNT = r"(\d+(?:\.\d+)?|half an|a couple of|a few|[a-z-]+)"
+_WHEN = re.compile(rf"\bin {_AMOUNT} (second|minute|hour)s?\b")
+_BY_CALL = re.compile(r"\b(by (phone )?call|call me|by phone|phone me|ring me)\b")
+_INTERNAL = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
+
+
+@dataclass
+class Answer:
+    text: str = ""
+    tool: str | None = None  # a platform tool's name (schedule_reminder, send_sms, ...)
+    args: dict[str, Any] | None = None
+
+
+def in_minutes(words: str) -> float | None:
+    """'in two minutes' -> 2, 'in 30 seconds' -> 0.5, 'in an hour' -> 60; None when no time is said."""
+    if not (match := _WHEN.search(words)):
+        return None
+    amount, unit = match[1], match[2]
+    value = float(amount) if re.fullmatch(r"[\d.]+", amount) else _NUMBERS.get(amount)
+    if value is None:
+        return None
+    return value * {"second": 1 / 60, "minute": 1, "hour": 60}[unit]
+
+
+def _spoken_minutes(minutes: float) -> str:
+    if minutes < 1:
+        return f"{round(minutes * 60)} seconds"
+    if minutes >= 60 and minutes % 60 == 0:
+        hours = int(minutes // 60)
+        return "an hour" if hours == 1 else f"{hours} hours"
+    whole = int(minutes) if minutes == int(minutes) else minutes
+    return "a minute" if whole == 1 else f"{whole} minutes"
+
+
+def _second_person(text: str) -> str:
+    """'my code is 4471' -> 'your code is 4471' (what the caller said, said back)."""
+    swaps = {"my": "your", "i": "you", "i'm": "you're", "me": "you", "mine": "yours", "am": "are"}
+    return " ".join(swaps.get(word.lower(), word) for word in text.split())
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split()).strip(" .!?")
+
+
+def answer_words(said: str, earlier: list[str], *, on_a_call: bool) -> Answer:
+    """What the demo model answers to the caller's latest words (`earlier`: their previous ones)."""
+    words = _clean(said)
+    lower = words.lower()
+    if not lower:
+        return Answer("I'm here. How can I help?")
+    if re.search(r"\b(good ?bye|bye|hang up)\b", lower):
+        return Answer("Goodbye!" + (f" {END_CALL_MARKER}" if on_a_call else ""))
+    if match := re.match(r"(?:please )?remember(?: that)? (.+)", words, re.I):
+        return Answer(f"Got it, I'll remember that {_second_person(match[1])}.")
+    if re.search(r"what did i (just )?(say|tell you)\b(?! about)", lower):
+        return Answer(f"Earlier you said: {earlier[-1]}" if earlier else "You haven't told me anything yet.")
+    if match := re.match(r"what(?:'s| is| was) my (.+)|what did i tell you about (?:my )?(.+)", lower):
+        return _recall((match[1] or match[2]).strip(), earlier)
+    if re.search(r"\b(my|list|what are my|any) reminders\b", lower):
+        return Answer(tool="list_reminders", args={})
+    if match := re.match(r"(?:please )?remind me (.+)", words, re.I):
+        return _reminder(match[1])
+    if re.match(r"(?:please )?call me back\b", lower):
+        minutes = in_minutes(lower) or 1.0
+        return Answer(tool="schedule_reminder",
+                      args={"text": "You asked me to call you back.", "in_minutes": minutes, "channel": "call"})
+    if re.match(r"(?:please )?call me(?: now)?$", lower):
+        return Answer(tool="call_me", args={"greeting": "Hi, it's me, calling you as you asked.",
+                                            "reason": "the user asked to be called"})
+    if match := re.match(r"(?:please )?(?:text|message|sms) me(?: that| saying)?:? (.+)", words, re.I):
+        return Answer(tool="send_sms", args={"text": match[1]})
+    if match := re.match(r"(?:please )?(?:search(?: the web)? for|look up|google) (.+?)(?: for me)?$", words, re.I):
+        return Answer(tool="web_search", args={"query": match[1], "count": 3})
+    echo = " ".join(said.split())[:200]
+    return Answer(f"You said: {echo}{'' if echo[-1] in '.?!' else '.'} {DEMO_NOTICE}")
+
+
+def _recall(thing: str, earlier: list[str]) -> Answer:
+    """The latest earlier turn that mentions `thing` ("remember my locker code is 4471")."""
+    keys = [w for w in re.findall(r"[a-z0-9']+", thing.lower()) if w not in ("the", "a", "an")]
+    for turn in reversed(earlier):
+        lowered = turn.lower()
+        if keys and all(k in lowered for k in keys):
+            fact = re.sub(r"^(?:please )?remember(?: that)?\s+", "", _clean(turn), flags=re.I)
+            return Answer(f"You told me {_second_person(fact)}.")
+    return Answer(f"You haven't told me your {thing} yet.")
+
+
+def _reminder(rest: str) -> Answer:
+    """'in two minutes to buy milk by call', 'to buy milk in 2 minutes'..."""
+    minutes = in_minutes(rest.lower())
+    if minutes is None:
+        return Answer("When should I remind you? Say, for example, remind me in two minutes to stretch.")
+    channel = "call" if _BY_CALL.search(rest.lower()) else "sms"
+    what = _WHEN.sub("", rest, count=1)
+    what = _BY_CALL.sub("", what)
+    what = re.sub(r"^\s*(?:to|that|about)\s+", "", _clean(what), flags=re.I)
+    what = _clean(re.sub(r"\s+(?:to|that|about)\s*$", "", what)) or "your reminder"
+    return Answer(tool="schedule_reminder", args={"text": what, "in_minutes": minutes, "channel": channel})
+
+
+# ---- phrasing a tool's result ---------------------------------------------------------------
+
+def tool_result_text(content: str) -> tuple[str, bool]:
+    """The text of an (OpenClaw-wrapped) tool result, and whether it was an error."""
+    body = content
+    if (start := content.find("\n---\n")) >= 0 and (end := content.find("\n<<<END_EXTERNAL", start)) >= 0:
+        body = content[start + 5:end]
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body.strip(), False
+    result = parsed.get("result", parsed) if isinstance(parsed, dict) else parsed
+    if not isinstance(result, dict):
+        return str(result), False
+    texts = [part.get("text", "") for part in result.get("content", []) if isinstance(part, dict)]
+    failed = bool(result.get("isError")) or str(parsed.get("status", "")).lower() == "error"
+    text = "\n".join(texts) or str(result.get("error") or parsed.get("error") or "")
+    return text.strip(), failed
+
+
+def phrase_result(tool: str, args: dict[str, Any], content: str) -> str:
+    """A spoken sentence about what the tool did (or why it could not)."""
+    text, failed = tool_result_text(content)
+    name = tool.removeprefix(PLATFORM_TOOL_PREFIX)
+    if name == "schedule_reminder":
+        if failed or " set:" not in text:
+            return f"I couldn't set that reminder: {text}"
+        how = "call you" if args.get("channel") == "call" else "text you"
+        when = _spoken_minutes(float(args.get("in_minutes") or 0)) if args.get("in_minutes") else "then"
+        return f"Okay, I'll {how} in {when}: {args.get('text', '')}."
+    if name == "send_sms":
+        return "Done, I've texted you." if not failed and text.startswith("Texted") else f"I couldn't text you: {text}"
+    if name == "call_me":
+        return "I'm calling you now." if not failed and text.startswith("Calling") else f"I couldn't call you: {text}"
+    if name == "web_search":
+        if failed:
+            return f"The search didn't work: {text}"
+        if text.startswith("No results"):
+            return f"I found nothing for {args.get('query', 'that')}."
+        lines = [line.strip() for line in text.splitlines()]
+        title = re.sub(r"^1\.\s*", "", lines[0]) if lines else ""
+        snippet = lines[2] if len(lines) > 2 and not re.match(r"^\d+\.", lines[2]) else ""
+        return f"The top result is {title}. {snippet}".strip()
+    if name == "list_reminders":
+        if failed:
+            return f"I couldn't look: {text}"
+        pending = [line for line in text.splitlines() if " — " in line]
+        if not pending:
+            return "You have no reminders."
+        first = pending[0].split(" — ")
+        return (f"You have {len(pending)} reminder{'s' if len(pending) > 1 else ''}. "
+                f"The next is {first[-1]} at {first[1]}.")
+    return f"The {name.replace('_', ' ')} tool said: {text}"
+
+
+# ---- the conversation OpenClaw sends --------------------------------------------------------
+
+def pending_tool_result(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any], str] | None:
+    """(tool, args, result) when the conversation ends with a tool's result (OpenClaw's own context
+    notes after it aside); None when the caller spoke last."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        role = message.get("role")
+        if role == "user" and _is_internal(message):
+            continue
+        if role != "tool":
+            return None
+        call_id = message.get("tool_call_id")
+        for earlier in reversed(messages[:index]):
+            for call in earlier.get("tool_calls") or []:
+                if call.get("id") == call_id:
+                    tool, args = _unwrap(call["function"]["name"], call["function"].get("arguments") or "{}")
+                    return tool, args, _content(message)
+        return "", {}, _content(message)
+    return None
+
+
+def _unwrap(name: str, arguments: str) -> tuple[str, dict[str, Any]]:
+    try:
+        args = json.loads(arguments)
+    except ValueError:
+        args = {}
+    if name == META_TOOL and isinstance(args, dict):
+        return str(args.get("id", "")), args.get("args") or {}
+    return name, args if isinstance(args, dict) else {}
+
+
+def _content(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
+
+
+def _is_internal(message: dict[str, Any]) -> bool:
+    return _content(message).lstrip().startswith(_INTERNAL)
+
+
+def tool_call_for(tool: str, args: dict[str, Any], offered: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """How to call platform tool `tool` with the tools this request offers: directly, or through
+    OpenClaw's tool_call; None if neither is offered (no platform tools here)."""
+    direct = next((name for name in offered if name == tool or name.endswith("__" + tool)), None)
+    if direct:
+        return direct, args
+    if META_TOOL in offered:
+        return META_TOOL, {"id": PLATFORM_TOOL_PREFIX + tool, "args": args}
+    return None
+
+
+def on_a_call(messages: list[dict[str, Any]]) -> bool:
+    """Did the caller's instructions ask for the end-of-call marker (a phone call, not a text)?"""
+    return any(END_CALL_MARKER in _content(m) for m in messages if m.get("role") == "system")
