@@ -29,8 +29,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from voice.agent_settings import END_CALL_MARKER  # the platform's speech rules ask for it; echoed only if asked
+
 DEMO_NOTICE = "I'm the local demo model; connect a real model to talk freely."
-END_CALL_MARKER = "[END_CALL]"  # the platform's speech rules ask for it (voice.agent_settings); echoed only if asked
 PLATFORM_TOOL_PREFIX = "deepclaw__"
 META_TOOL = "tool_call"  # OpenClaw 2026.9 offers MCP tools through its tool search: tool_call(id, args)
 
