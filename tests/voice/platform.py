@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app as api_app
@@ -28,8 +30,10 @@ from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier, softphone_routes
 from emulators.voice_agent import VoiceAgentServer
+from tests.conftest import retire_available_numbers, unique_area_code
 from voice.server import voice_serving
 from workers.main import run_worker
+from workflows.number_pool import WORKFLOW_ID as POOL_ID
 
 
 def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, model_base_url: str, data_dir: Path,
@@ -74,6 +78,23 @@ async def start_platform(stack: AsyncExitStack, settings: Settings, *,
     if wait_for_spare:
         await spare_ready(settings)
     return carrier, agent
+
+
+async def own_number_pool(stack: AsyncExitStack, sessions: async_sessionmaker[AsyncSession],
+                          client: Client) -> list[str]:
+    """Area codes for a test that runs the number pool: numbers earlier tests left available (bought
+    from carriers that are gone) are retired, the area code is the test's own, and the singleton pool
+    workflow ends with the test, so the next test's worker starts its own."""
+    await retire_available_numbers(sessions)
+    stack.push_async_callback(_end_pool, client)
+    return [unique_area_code()]
+
+
+async def _end_pool(client: Client) -> None:
+    try:
+        await client.get_workflow_handle(POOL_ID).terminate()
+    except RPCError:
+        pass  # it had ended
 
 
 async def spare_ready(settings: Settings, timeout: float = 180) -> None:

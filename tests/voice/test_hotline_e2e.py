@@ -24,20 +24,19 @@ from core.models import PhoneNumber, User
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
-from tests.conftest import retire_available_numbers, unique_area_code
 from tests.voice.platform import (
     email_code,
     history_text,
     agent_said,
     audio_done,
     next_session,
+    own_number_pool,
     platform_settings,
     prepared_greeting,
     start_platform,
 )
 from workflows import onboarding_lines as lines
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
-from workflows.number_pool import WORKFLOW_ID as POOL_ID
 from workflows.onboarding import OnboardingWorkflow, Step
 from workflows.onboarding import workflow_id as onboarding_id
 
@@ -45,14 +44,12 @@ from workflows.onboarding import workflow_id as onboarding_id
 @pytest.fixture
 async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
                    sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> AsyncIterator[tuple]:
-    await retire_available_numbers(sessions)
     base_url, _ = model_server
-    settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                 data_dir=tmp_path / "data", number_pool_target=2,
-                                 number_pool_area_codes=[unique_area_code()])
     async with AsyncExitStack() as stack:
+        settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
+                                     data_dir=tmp_path / "data", number_pool_target=2,
+                                     number_pool_area_codes=await own_number_pool(stack, sessions, temporal_env.client))
         carrier, agent = await start_platform(stack, settings)
-        stack.push_async_callback(temporal_env.client.get_workflow_handle(POOL_ID).terminate)
         yield settings, carrier, agent
 
 

@@ -17,9 +17,10 @@ from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emulators.voice_agent import VoiceAgentServer
-from tests.voice.platform import email_code, platform_settings_for, start_platform
+from tests.voice.platform import email_code, own_number_pool, platform_settings_for, start_platform
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As root on a closed network: no sandbox, and none of Chromium's own background connections.
@@ -86,14 +87,16 @@ class Softphone:
 
 
 async def test_a_new_user_tries_deepclaw_from_the_softphone(
-    browser: Browser, database_url: str, temporal_env: Any, tmp_path: Path, screenshots: Path
+    browser: Browser, database_url: str, temporal_env: Any, sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path, screenshots: Path
 ) -> None:
-    settings = platform_settings_for(database_url=database_url, data_dir=tmp_path / "data",
-                                     temporal_address=temporal_env.client.service_client.config.target_host,
-                                     number_pool_target=1)
     caller = f"+1555{uuid.uuid4().int % 10**7:07d}"
     address = f"new.{uuid.uuid4().hex[:6]}@example.com"
     async with AsyncExitStack() as stack:
+        settings = platform_settings_for(
+            database_url=database_url, data_dir=tmp_path / "data",
+            temporal_address=temporal_env.client.service_client.config.target_host, number_pool_target=1,
+            number_pool_area_codes=await own_number_pool(stack, sessions, temporal_env.client))
         _, agent = await start_platform(stack, settings, wait_for_spare=True)
         context = await browser.new_context(viewport=PHONE)
         page = await context.new_page()
