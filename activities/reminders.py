@@ -42,6 +42,8 @@ class ReminderActivities:
         reminder, user, number = row
         if number is None:
             raise ApplicationError("the user has no number to send from", type="NoNumber", non_retryable=True)
+        if user.sms_opted_out_at is not None:
+            raise ApplicationError("the user opted out of texts and calls (STOP)", type="OptedOut", non_retryable=True)
         if reminder.channel == "call":
             return await call_user_with_agent(
                 self.telephony, self.settings, user_id=user.id, to=user.phone_e164, from_=number,

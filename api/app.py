@@ -2,47 +2,43 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from activities import adapters
-from api import health, hotline, mcp, outbox, twilio
+from api.deps import Platform
+from api.routes import hotline, internal, mcp, twilio
 from core.db import create_engine, sessionmaker
-from core.limits import UserLimiter, PostgresStorage
+from core.limits import PostgresStorage, UserLimiter
 from core.settings import Settings, get_settings
-from core.temporal import connect
-
-log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    agent_tools = mcp.create_server(settings, lambda: app.state.platform)
+    agent_tools_app = mcp.http_app(agent_tools)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        app.state.settings = settings
-        app.state.sessions = sessionmaker(engine)
-        app.state.temporal = None
-        app.state.telephony = adapters.telephony(settings)  # the platform MCP server's send_sms / call_me
-        app.state.web_search = adapters.web_search(settings)  # and its web_search
-        app.state.limiter = UserLimiter(PostgresStorage(app.state.sessions), settings.user_limits())
+        sessions = sessionmaker(engine)
+        platform = Platform(settings=settings, sessions=sessions, telephony=adapters.telephony(settings),
+                            web_search=adapters.web_search(settings),
+                            limiter=UserLimiter(PostgresStorage(sessions), settings.user_limits()))
+        app.state.platform = platform
+        await platform.temporal.try_connect()  # /healthz reports it and reconnects; serving the rest goes on
         try:
-            app.state.temporal = await connect(settings)
-        except Exception as error:  # /healthz reports it and reconnects; serving the rest goes on
-            log.warning("Temporal not reachable at %s yet: %s", settings.temporal_address, error)
-        yield
-        await app.state.telephony.close()
-        await app.state.web_search.close()
-        await engine.dispose()
+            async with agent_tools.session_manager.run():
+                yield
+        finally:
+            await platform.telephony.close()
+            await platform.web_search.close()
+            await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
-    app.include_router(health.router)
-    app.include_router(twilio.router)
-    app.include_router(hotline.router)
-    app.include_router(outbox.router)
-    app.include_router(mcp.router)
+    for routes in (internal, twilio, hotline):
+        app.include_router(routes.router)
+    app.mount("/", agent_tools_app)  # last: it serves only POST /mcp, after every route above
     return app

@@ -122,6 +122,9 @@ class Limit(StrEnum):
     CALL = "call"  # calls the agent places to its user
     MESSAGE = "message"  # messages callers leave for the user (voice/messages.py)
     WRONG_PIN = "wrong PIN"  # PINs said wrong on calls to the user's number
+    INBOUND_TEXT = "inbound text"  # texts one sender sends to platform numbers (keyed by the sender)
+    INBOUND_CALL = "inbound call"  # calls one caller places to platform numbers (keyed by the caller)
+    OVER_LIMIT_NOTICE = "over-limit notice"  # the one polite reply a sender over a limit gets
 
 
 @dataclass(frozen=True)
@@ -144,21 +147,22 @@ class UserLimiter:
         self.strategy = MovingWindowRateLimiter(storage)
         self.limits = {kind: sorted(parse_many(spec), key=RateLimitItem.get_expiry) for kind, spec in limits.items()}
 
-    async def allows(self, kind: Limit, user_id: uuid.UUID) -> bool:
+    async def allows(self, kind: Limit, user_id: uuid.UUID | str) -> bool:
         """Whether one more would be allowed now (nothing is counted)."""
         for item in self.limits.get(kind, []):
             if not await self.strategy.test(item, "per-user", kind.value, str(user_id)):
                 return False
         return True
 
-    async def acquire(self, kind: Limit, user_id: uuid.UUID) -> Refusal | None:
-        """None if allowed (and counted); otherwise which limit refused, and when to try again."""
+    async def acquire(self, kind: Limit, user_id: uuid.UUID | str) -> Refusal | None:
+        """None if allowed (and counted); otherwise which limit refused, and when to try again.
+        `user_id`: the user, or for inbound limits the sender's number."""
         for item in self.limits.get(kind, []):
             if not await self.strategy.hit(item, "per-user", kind.value, str(user_id)):
                 stats = await self.strategy.get_window_stats(item, "per-user", kind.value, str(user_id))
                 refusal = Refusal(limit=f"{item.amount} {kind.value} per {_window(item)}",
                                   retry_at=datetime.fromtimestamp(stats.reset_time, UTC))
-                log.warning("user %s: %s refused by the limit %s", user_id, kind.value, refusal.limit)
+                log.warning("%s: %s refused by the limit %s", user_id, kind.value, refusal.limit)
                 return refusal
         return None
 

@@ -64,6 +64,9 @@ class User(SQLModel, table=True):
     # attested, and on calls from other phones when the user allows them.
     pin_digest: str | None = Field(default=None, max_length=96)
     allow_other_phones: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
+    # Set when the user texted STOP (or another opt-out word), cleared by START: no text or call
+    # from the platform reaches them meanwhile.
+    sms_opted_out_at: datetime | None = _timestamp()
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -171,16 +174,27 @@ class MediaStream(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    """A transcript turn of a call, or one SMS."""
+    """A transcript turn of a call, or one SMS (its provider_sid, Twilio's MessageSid, is taken once)."""
 
     __tablename__ = "messages"
-    __table_args__ = (_one_of("role", MESSAGE_ROLES, "ck_messages_role"),)
+    __table_args__ = (
+        _one_of("role", MESSAGE_ROLES, "ck_messages_role"),
+        sa.UniqueConstraint("reply_to", "part", name="uq_messages_reply_part"),  # each part of a reply sent once
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     conversation_id: uuid.UUID = Field(foreign_key="conversations.id", ondelete="CASCADE", index=True)
     role: str = Field(max_length=8)
     content: str
     provider_sid: str | None = Field(default=None, sa_column_kwargs={"unique": True}, max_length=64)
+    # Texts: an inbound one is received, then answered; an outbound one follows Twilio's delivery
+    # status callbacks (queued, sent, delivered, undelivered, failed).
+    status: str | None = Field(default=None, max_length=16)
+    # An outbound text answering an inbound one: which, and which part of the answer.
+    reply_to: uuid.UUID | None = Field(default=None, foreign_key="messages.id", ondelete="SET NULL")
+    part: int | None = None
+    # Links to an inbound MMS's pictures and files (the provider's media URLs).
+    media: list[str] | None = Field(default=None, sa_type=pg.JSONB)
     created_at: datetime = _created()
 
 

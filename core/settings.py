@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     caller_message_limits: str = "5/hour;20/day"
     # Wrong PINs said on calls to a user's number, per user (then calls needing the PIN are refused).
     wrong_pin_limits: str = "5/hour;10/day"
+    # What one sender may send to platform numbers (texts) or place (calls), whoever they are; over it,
+    # they get one polite reply per over_limit_notice_limits and nothing reaches an agent.
+    inbound_text_limits: str = "20/minute;120/hour;500/day"
+    inbound_call_limits: str = "5/minute;30/hour;100/day"
+    over_limit_notice_limits: str = "1/hour"
 
     # Calls
     max_call_s: float = 1800.0  # hang up after 30 minutes
@@ -205,7 +210,8 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
-    @field_validator("agent_sms_limits", "agent_call_limits", "caller_message_limits", "wrong_pin_limits")
+    @field_validator("agent_sms_limits", "agent_call_limits", "caller_message_limits", "wrong_pin_limits",
+                     "inbound_text_limits", "inbound_call_limits", "over_limit_notice_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
         try:
@@ -216,7 +222,9 @@ class Settings(BaseSettings):
 
     def user_limits(self) -> dict[Limit, str]:
         return {Limit.SMS: self.agent_sms_limits, Limit.CALL: self.agent_call_limits,
-                Limit.MESSAGE: self.caller_message_limits, Limit.WRONG_PIN: self.wrong_pin_limits}
+                Limit.MESSAGE: self.caller_message_limits, Limit.WRONG_PIN: self.wrong_pin_limits,
+                Limit.INBOUND_TEXT: self.inbound_text_limits, Limit.INBOUND_CALL: self.inbound_call_limits,
+                Limit.OVER_LIMIT_NOTICE: self.over_limit_notice_limits}
 
     @cached_property
     def keyring(self) -> Keyring:

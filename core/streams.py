@@ -109,6 +109,7 @@ class LiveStreams:
     remembered: dict[uuid.UUID, Any] = field(default_factory=dict)
     verified: set[uuid.UUID] = field(default_factory=set)  # streams whose caller said the PIN
     pin_tries: dict[uuid.UUID, int] = field(default_factory=dict)
+    recalls: dict[uuid.UUID, Any] = field(default_factory=dict)  # per call: core.recall's note, read once
 
     def started(self, stream_id: uuid.UUID) -> None:
         self.ended[stream_id] = None
@@ -122,6 +123,7 @@ class LiveStreams:
         self.remembered.pop(stream_id, None)
         self.verified.discard(stream_id)
         self.pin_tries.pop(stream_id, None)
+        self.recalls.pop(stream_id, None)
 
     def remember(self, stream_id: uuid.UUID, value: Any) -> None:
         if len(self.remembered) >= MAX_REMEMBERED:

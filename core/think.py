@@ -7,12 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from core import chat_format
 from core.streams import LiveStreams, open_think_token
 from core.tokens import InvalidToken, Keyring, TokenKind
+
+
+class ChatBody(BaseModel):
+    """The part of an OpenAI chat-completions body the platform reads."""
+
+    messages: list[Any]
+    stream: bool | None = False
 
 
 @dataclass
@@ -39,13 +47,10 @@ async def read_think_request(request: Request, keyring: Keyring, kind: TokenKind
     except InvalidToken as error:
         return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
     try:
-        body = await request.json()
-        messages = body["messages"]
-        if not isinstance(messages, list):
-            raise TypeError("messages must be a list")
-    except Exception:
+        body = ChatBody.model_validate_json(await request.body())
+    except ValidationError:
         return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
-    return ThinkRequest(claims, messages, bool(body.get("stream")))
+    return ThinkRequest(claims, body.messages, bool(body.stream))
 
 
 def whole_answer(text: str, *, model: str, streaming: bool, end_call: bool = False, then: str | None = None) -> Response:

@@ -7,7 +7,8 @@ platform capability from the softphone; anything else gets an honest answer that
 | say or text                                  | it does                                               |
 |----------------------------------------------|-------------------------------------------------------|
 | remember <a fact>                            | acknowledges; the fact stays in the conversation      |
-| what is my <thing>? / what did I tell you?   | finds it in the conversation OpenClaw sends           |
+| what is my <thing>? / what did I tell you?   | finds it in the conversation OpenClaw sends, or in    |
+|                                              | what the platform recalls of other calls and texts    |
 | what did I say?                              | repeats your previous words                           |
 | remind me in two minutes to <x> [by call]    | `schedule_reminder` (a text, or a call if you say so) |
 | call me back in a minute                     | `schedule_reminder` by call                           |
@@ -29,6 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core.recall import recalled_user_turns
 from voice.agent_settings import END_CALL_MARKER  # the platform's speech rules ask for it; echoed only if asked
 
 DEMO_NOTICE = "I'm the local demo model; connect a real model to talk freely."
@@ -42,6 +44,7 @@ _AMOUNT = r"(\d+(?:\.\d+)?|half an|a couple of|a few|[a-z-]+)"
 _WHEN = re.compile(rf"\bin {_AMOUNT} (second|minute|hour)s?\b")
 _BY_CALL = re.compile(r"\b(by (phone )?call|call me|by phone|phone me|ring me)\b")
 _INTERNAL = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
+_ASKING = re.compile(r"what(?:'s| is| was) my (.+)|what did i tell you about (?:my )?(.+)")
 
 
 @dataclass
@@ -94,7 +97,7 @@ def answer_words(said: str, earlier: list[str], *, on_a_call: bool) -> Answer:
         return Answer(f"Got it, I'll remember that {_second_person(match[1])}.")
     if re.search(r"what did i (just )?(say|tell you)\b(?! about)", lower):
         return Answer(f"Earlier you said: {earlier[-1]}" if earlier else "You haven't told me anything yet.")
-    if match := re.match(r"what(?:'s| is| was) my (.+)|what did i tell you about (?:my )?(.+)", lower):
+    if match := _ASKING.match(lower):
         return _recall((match[1] or match[2]).strip(), earlier)
     if re.search(r"\b(my|list|what are my|any) reminders\b", lower):
         return Answer(tool="list_reminders", args={})
@@ -120,6 +123,8 @@ def _recall(thing: str, earlier: list[str]) -> Answer:
     keys = [w for w in re.findall(r"[a-z0-9']+", thing.lower()) if w not in ("the", "a", "an")]
     for turn in reversed(earlier):
         lowered = turn.lower()
+        if _ASKING.match(lowered) or lowered.rstrip().endswith("?"):
+            continue  # an earlier question about it is not the fact
         if keys and all(k in lowered for k in keys):
             fact = re.sub(r"^(?:please )?remember(?: that)?\s+", "", _clean(turn), flags=re.I)
             return Answer(f"You told me {_second_person(fact)}.")
@@ -246,6 +251,11 @@ def tool_call_for(tool: str, args: dict[str, Any], offered: list[str]) -> tuple[
     if META_TOOL in offered:
         return META_TOOL, {"id": PLATFORM_TOOL_PREFIX + tool, "args": args}
     return None
+
+
+def recalled(messages: list[dict[str, Any]]) -> list[str]:
+    """What the user said in their other conversations, from the platform's recall note (core.recall)."""
+    return [turn for m in messages if m.get("role") == "system" for turn in recalled_user_turns(_content(m))]
 
 
 def on_a_call(messages: list[dict[str, Any]]) -> bool:

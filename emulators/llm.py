@@ -66,7 +66,8 @@ def respond(script: ModelScript, messages: list[dict[str, Any]], offered: list[s
     prompt = said[-1] if said else ""
     if (scripted := script.scripted_for(prompt)) is not None:
         return scripted
-    answer = demo_model.answer_words(prompt, said[:-1], on_a_call=demo_model.on_a_call(messages))
+    earlier = demo_model.recalled(messages) + said[:-1]
+    answer = demo_model.answer_words(prompt, earlier, on_a_call=demo_model.on_a_call(messages))
     if answer.tool is None:
         return ScriptedReply(ANYTHING, answer.text)
     if (call := demo_model.tool_call_for(answer.tool, answer.args or {}, offered)) is None:

@@ -1,4 +1,4 @@
-"""The platform MCP server (api/mcp.py) and ReminderWorkflow, against real Temporal (dev server,
+"""The platform MCP server (api/routes/mcp.py, on the mcp SDK) and ReminderWorkflow, against real Temporal (dev server,
 real time: reminders due in a second or two), real PostgreSQL and the local carrier."""
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from tests.memory_runtime import MemoryRuntime
 from workflows.reminder import ReminderWorkflow
 
 
+ACCEPT = {"Accept": "application/json, text/event-stream"}  # what a streamable HTTP client sends
+
+
 @dataclass
 class Mcp:
     url: str
@@ -44,9 +47,10 @@ class Mcp:
     app: Any
 
     async def rpc(self, method: str, params: dict[str, Any] | None = None, **extra: Any) -> httpx.Response:
+        """JSON-RPC on the wire, as OpenClaw's client sends it."""
         async with httpx.AsyncClient(timeout=30) as http:
             return await http.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}},
-                                   headers={**self.headers, **extra})
+                                   headers={**ACCEPT, **self.headers, **extra})
 
     async def tool(self, name: str, **arguments: Any) -> tuple[str, bool]:
         result = (await self.rpc("tools/call", {"name": name, "arguments": arguments})).json()["result"]
@@ -101,8 +105,16 @@ async def test_the_agent_sets_lists_and_cancels_reminders_and_reaches_its_user(m
         note = await http.post(mcp.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
                                headers=mcp.headers)
     assert note.status_code == 202
-    tools = {t["name"] for t in (await mcp.rpc("tools/list")).json()["result"]["tools"]}
-    assert tools == {"schedule_reminder", "list_reminders", "cancel_reminder", "send_sms", "call_me", "web_search"}
+    tools = {t["name"]: t for t in (await mcp.rpc("tools/list")).json()["result"]["tools"]}
+    assert tools.keys() == {"schedule_reminder", "list_reminders", "cancel_reminder", "send_sms", "call_me", "web_search"}
+    # The schemas come from the typed signatures: the model sees each field's type, rule and default.
+    schedule = tools["schedule_reminder"]["inputSchema"]
+    assert schedule["required"] == ["text"] and schedule["properties"]["text"]["maxLength"] == 480
+    assert schedule["properties"]["channel"]["enum"] == ["sms", "call"]
+    assert schedule["properties"]["channel"]["default"] == "sms"
+    count = tools["web_search"]["inputSchema"]["properties"]["count"]
+    assert (count["minimum"], count["maximum"], count["default"]) == (1, 10, 5)
+    assert tools["send_sms"]["description"] == "Text the user now, from your number."
 
     # Due in about a second: a durable timer in ReminderWorkflow, then a text from the user's number.
     said, failed = await mcp.tool("schedule_reminder", text="take the pasta off", in_minutes=0.02)
@@ -148,7 +160,7 @@ async def test_the_agent_searches_the_web_with_no_key(mcp: Mcp) -> None:
 
 
 async def test_a_failing_search_provider_is_explained_to_the_agent(mcp: Mcp) -> None:
-    mcp.app.state.web_search.url = f"http://127.0.0.1:{free_port()}/html/"
+    mcp.app.state.platform.web_search.url = f"http://127.0.0.1:{free_port()}/html/"
     text, failed = await mcp.tool("web_search", query="anything")
     assert failed and "web search is unavailable right now" in text, text
 
@@ -158,21 +170,23 @@ async def test_a_failing_search_provider_is_explained_to_the_agent(mcp: Mcp) -> 
     ("schedule_reminder", {"text": "x", "at": "tomorrow at nine"}, "ISO 8601"),
     ("schedule_reminder", {"text": "x", "at": "2099-01-01T09:00:00"}, "UTC offset"),
     ("schedule_reminder", {"text": "x", "at": "2001-01-01T09:00:00Z"}, "in the past"),
-    ("schedule_reminder", {"text": "x", "in_minutes": 10, "channel": "pigeon"}, "sms or call"),
+    ("schedule_reminder", {"text": "x", "in_minutes": 10, "channel": "pigeon"}, "'channel': Input should be 'sms' or 'call'"),
     ("schedule_reminder", {"text": "x", "at": "2099-01-01T09:00:00Z"}, "a year ahead"),
     ("schedule_reminder", {"text": "", "in_minutes": 10}, "'text' is required"),
     ("cancel_reminder", {"id": "not-an-id"}, "must be a reminder id"),
     ("cancel_reminder", {"id": str(uuid.uuid4())}, "no reminder"),
-    ("send_sms", {"text": "y" * 1000}, "too long"),
-    ("order_pizza", {}, "unknown tool"),
-    ("web_search", {}, "'query' is required"),
-    ("web_search", {"query": "temporal", "count": 50}, "from 1 to 10"),
-    ("web_search", {"query": "temporal", "count": "3"}, "from 1 to 10"),
+    ("send_sms", {"text": "y" * 1000}, "'text': String should have at most 480 characters"),
+    ("order_pizza", {}, "unknown tool 'order_pizza'; the tools are schedule_reminder"),
+    ("web_search", {}, "'query': Field required"),
+    ("web_search", {"query": " "}, "'query' is required"),
+    ("web_search", {"query": "temporal", "count": 50}, "'count': Input should be less than or equal to 10"),
+    ("web_search", {"query": "temporal", "count": "three"}, "'count': Input should be a valid integer"),
 ])
 async def test_bad_tool_calls_are_answered_with_the_reason(mcp: Mcp, name: str, arguments: dict[str, Any],
                                                           says: str) -> None:
     text, failed = await mcp.tool(name, **arguments)
     assert failed and says in text, text
+    assert "pydantic" not in text and len(text) < 200, "a short reason the model can act on"
 
 
 async def test_only_the_users_own_token_is_accepted(mcp: Mcp) -> None:
@@ -181,8 +195,13 @@ async def test_only_the_users_own_token_is_accepted(mcp: Mcp) -> None:
         forged = {"Authorization": "Bearer forged.token"}
         assert (await http.post(mcp.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                                 headers=forged)).status_code == 401
-        assert (await http.post(mcp.url, content=b"[not json", headers=mcp.headers)).json()["error"]["code"] == -32600
-    assert (await mcp.rpc("resources/list")).json()["error"]["code"] == -32601
+        garbled = await http.post(mcp.url, content=b"[not json", headers={
+            **ACCEPT, **mcp.headers, "Content-Type": "application/json"})
+        assert garbled.json()["error"]["code"] == -32700, garbled.text  # JSON-RPC's parse error
+        huge = await http.post(mcp.url, content=b" " * 100_000, headers={
+            **ACCEPT, **mcp.headers, "Content-Type": "application/json"})
+        assert huge.status_code == 413, huge.text
+    assert (await mcp.rpc("pizza/order")).json()["error"]["code"] == -32601
 
 
 async def test_every_agent_is_given_the_platform_server_first(settings: Settings, sessions: async_sessionmaker[AsyncSession],

@@ -7,25 +7,19 @@ agent's own texts), so a stranger cannot flood the user through their number.
 
 from __future__ import annotations
 
-import logging
 import uuid
-from typing import Any
 
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.limits import Limit, UserLimiter
-from core.models import PhoneNumber, User
+from core.limits import UserLimiter
+from core.message_taking import Taken, pass_message_on
 from core.ports import Telephony
 from core.streams import LiveStreams
 from core.think import read_think_request, whole_answer
 from core.tokens import Keyring, TokenKind
 
-log = logging.getLogger(__name__)
-
 MODEL = "deepclaw-messages"
-MAX_MESSAGE = 600
 ASK_AGAIN = "Sorry, I didn't catch that. What's your message?"
 TAKEN = "Thanks, I've passed that on. Goodbye."
 FULL = "Sorry, I can't take any more messages right now. Please try again later. Goodbye."
@@ -58,18 +52,6 @@ class MessageTaker:
         """What to answer, and whether the call ends."""
         if not said:
             return ASK_AGAIN, False
-        async with self.live.sessions() as session:
-            row: Any = (await session.execute(
-                select(User.phone_e164, PhoneNumber.e164).join(PhoneNumber, PhoneNumber.user_id == User.id)
-                .where(User.id == user_id, PhoneNumber.state == "assigned"))).one_or_none()
-        if row is None:
-            return FAILED, True
-        if await self.limiter.acquire(Limit.MESSAGE, user_id):
-            return FULL, True
-        try:
-            await self.telephony.send_sms(to=row[0], from_=row[1], body=f"Message from {caller or 'a caller'}: {said[:MAX_MESSAGE]}")
-        except Exception as error:  # the caller hears an apology, never silence
-            log.warning("could not text a message to user %s: %s", user_id, error)
-            return FAILED, True
-        log.info("took a message for user %s", user_id)
-        return TAKEN, True
+        taken = await pass_message_on(self.live.sessions, self.telephony, self.limiter, user_id=user_id, sender=caller,
+                                      words=said)
+        return {Taken.PASSED_ON: TAKEN, Taken.FULL: FULL, Taken.FAILED: FAILED}[taken], True

@@ -35,7 +35,8 @@ from core.callers import pin_matches
 from core.limits import Limit, UserLimiter
 from core.models import User
 from core.spoken import parse_digits
-from core.streams import LiveStreams, mark_verified, stream_verified
+from core.recall import recall_note
+from core.streams import MAX_REMEMBERED, LiveStreams, mark_verified, stream_verified
 from core.think import read_think_request, whole_answer
 from core.tokens import Keyring, TokenKind
 from voice.agent_settings import END_CALL_MARKER
@@ -92,11 +93,12 @@ class Turn:
     received: float  # when the think request arrived
 
 
-def latest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenClaw keeps the conversation itself: send the instructions and the newest user turn only."""
+def latest_turn(messages: list[dict[str, Any]], recall: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """OpenClaw keeps the conversation itself: send the instructions (with what the user said lately
+    elsewhere, core.recall) and the newest user turn only."""
     system = [m for m in messages if m.get("role") == "system"][:1]
     user = [m for m in messages if m.get("role") == "user"][-1:]
-    return system + user
+    return system + ([recall] if recall else []) + user
 
 
 class LlmProxy:
@@ -174,13 +176,21 @@ class LlmProxy:
             if claims.get("pin") and (gate := await self._pin_gate(stream, user_id, think.said)) is not None:
                 text, end = gate
                 return whole_answer(text, model=MODEL, streaming=think.streaming, end_call=end)
-            forward = {"model": f"openclaw/{agent_id(user_id)}", "messages": latest_turn(think.messages),
-                       "stream": True}
+            forward = {"model": f"openclaw/{agent_id(user_id)}", "stream": True,
+                       "messages": latest_turn(think.messages, await self._recall(stream, user_id, call_sid))}
             turn = Turn(stream=stream, user_id=user_id, forward=forward,
                         headers={"x-openclaw-session-key": f"call-{call_sid}"}, received=received)
             if think.streaming:
                 return StreamingResponse(with_fillers(self._stream(turn), _chunk), media_type="text/event-stream")
             return JSONResponse(await self._complete(turn))
+
+    async def _recall(self, stream: uuid.UUID, user_id: uuid.UUID, call_sid: str) -> dict[str, Any] | None:
+        """What the user said lately in other calls and texts: read at the call's first turn, kept for the call."""
+        if stream not in self.live.recalls:
+            if len(self.live.recalls) >= MAX_REMEMBERED:
+                del self.live.recalls[next(iter(self.live.recalls))]
+            self.live.recalls[stream] = await recall_note(self.live.sessions, user_id, call_sid=call_sid)
+        return self.live.recalls[stream]
 
     async def _pin_gate(self, stream: uuid.UUID, user_id: uuid.UUID, said_words: str) -> tuple[str, bool] | None:
         """None once this call's caller has said the user's PIN; until then what to answer, and

@@ -15,6 +15,7 @@ from activities.onboarding.verification import VerificationActivities
 from activities.reminders import ReminderActivities
 from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
+from activities.texts import TextActivities
 from activities.users import UserActivities
 from core.callbacks import current_platform_mcp_server
 from core.ports import AgentRuntime
@@ -25,9 +26,10 @@ from workflows.number_pool import NumberPoolWorkflow
 from workflows.onboarding import OnboardingWorkflow
 from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
+from workflows.sms_conversation import SmsConversationWorkflow
 
 WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow,
-                             ProvisionUserWorkflow, ReminderWorkflow)
+                             ProvisionUserWorkflow, ReminderWorkflow, SmsConversationWorkflow)
 
 
 @dataclass
@@ -41,6 +43,7 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     """The activities with their adapters, started and, on exit, closed (gateways stopped)."""
     runtime = adapters.agent_runtime(settings)
     telephony = adapters.telephony(settings)
+    texts = TextActivities(telephony, sessions, settings)
     await runtime.start()
     try:
         store = StoreActivities(sessions)
@@ -52,7 +55,8 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         verification = VerificationActivities(telephony, adapters.mailer(settings, sessions), keyring=settings.keyring)
         yield WorkerParts([store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
                            *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
-                           *ReminderActivities(telephony, sessions, settings).all()], runtime)
+                           *ReminderActivities(telephony, sessions, settings).all(), *texts.all()], runtime)
     finally:
         await runtime.close()
+        await texts.close()
         await telephony.close()

@@ -71,6 +71,9 @@ def workflow_id(user_id: uuid.UUID) -> str:
     return f"agent-{user_id}"
 
 
+# Patch ids (workflow.patched): histories recorded before a change replay as they ran.
+RENDER_ON_WAKE = "render-config-on-wake"
+
 QUICK = dict(start_to_close_timeout=timedelta(seconds=30),
              retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["AgentNotFound"]))
 FOREVER = dict(start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=20),
@@ -215,7 +218,11 @@ class AgentLifecycleWorkflow:
         self.wake_requested = False
         try:
             if self.state == LifecycleState.ARCHIVED and self.archive_key:
-                await self._restore(self.archive_key)
+                await self._restore(self.archive_key)  # which renders its config again
+            elif self.state == LifecycleState.SLEEPING and workflow.patched(RENDER_ON_WAKE):
+                # Its config rendered again as today's platform renders it (the platform MCP server and
+                # its token, the model, the tools), so no agent runs on a configuration from its creation.
+                await workflow.execute_activity_method(RuntimeActivities.apply_agent_settings, self.spec, **QUICK)
             self.endpoint = await workflow.execute_activity_method(
                 RuntimeActivities.wake_agent, self.spec.user_id, **LONG)
         except ActivityError as error:

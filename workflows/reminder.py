@@ -27,7 +27,8 @@ def workflow_id(reminder_id: uuid.UUID) -> str:
 
 
 DELIVER = {"start_to_close_timeout": timedelta(seconds=30),
-           "retry_policy": RetryPolicy(maximum_attempts=5, non_retryable_error_types=["ReminderMissing", "NoNumber"])}
+           "retry_policy": RetryPolicy(maximum_attempts=5,
+                                       non_retryable_error_types=["ReminderMissing", "NoNumber", "OptedOut"])}
 RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
 
 

@@ -21,8 +21,8 @@ HANDOFF_TOKEN_TTL_S = 300.0  # Twilio fetches the redirect's TwiML at once
 
 
 def welcome_text(agent_name: str) -> str:
-    """Promises only what works today: calling (texting and the dashboard come with their issues)."""
-    return f"Hi, it's {agent_name}, your DeepClaw assistant. Save this number and call me any time."
+    """Promises only what works today: calls and texts (the dashboard comes with its issue)."""
+    return f"Hi, it's {agent_name}, your DeepClaw assistant. Save this number, and call or text me any time."
 
 
 class Handoff(BaseModel):

@@ -15,6 +15,7 @@ import httpx
 
 from core.audio import frames
 from core.callers import FULL_ATTESTATION
+from core.texts import Keyword, keyword
 from emulators.carrier import twiml
 from emulators.carrier.media import MediaStream
 from emulators.carrier.store import (
@@ -34,6 +35,14 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 RING_TIMEOUT_S = 30.0
 HEARD_WINDOW_FRAMES = 1500  # the caller's last 30 s of speech, to know whose words the voice agent heard
 SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tests stay quick
+# Twilio's default replies to the opt-out words (Advanced Opt-Out off), sent from the number texted.
+OPT_OUT_REPLIES = {
+    Keyword.STOP: "You have successfully been unsubscribed. You will not receive any more messages from this number. "
+                  "Reply START to resubscribe.",
+    Keyword.START: "You have successfully been re-subscribed to messages from this number. Reply HELP for help. "
+                   "Reply STOP to unsubscribe. Msg&Data Rates May Apply.",
+    Keyword.HELP: "Reply STOP to unsubscribe. Msg&Data Rates May Apply.",
+}
 APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 
 
@@ -122,6 +131,8 @@ class Carrier:
         self.http = http or httpx.AsyncClient(timeout=15.0)
         self.numbers = NumberBook()
         self.messages: dict[str, MessageRecord] = {}
+        # Twilio's default opt-out management: (our number, their phone) pairs that texted STOP.
+        self.opted_out: set[tuple[str, str]] = set()
         self.calls: dict[str, Call] = {}
         self.handsets: dict[str, Handset] = {}
         self.webhook_log: list[dict[str, Any]] = []
@@ -181,6 +192,8 @@ class Carrier:
             raise CarrierError(400, 21606, f"The From phone number {from_} is not a valid, SMS-capable number for your account.")
         if not body:
             raise CarrierError(400, 21602, "Message body is required.")
+        if (from_, to) in self.opted_out:
+            raise CarrierError(400, 21610, "Attempt to send to unsubscribed recipient")
         message = MessageRecord(new_sid("SM"), to=to, from_=from_, body=body, direction=direction,
                                 status_callback=status_callback)
         self.messages[message.sid] = message
@@ -203,15 +216,26 @@ class Carrier:
         if owned is None:
             await self._notify(to, {"type": "sms", "sid": message.sid, "from": from_, "body": body})
             return message
+        said = keyword(body)
+        if said is not None:  # Twilio answers these words itself, and still tells the webhook
+            await self._opt(said, number=to, phone=from_)
         if owned.sms_url:
-            self._spawn(self._inbound_sms(owned.sms_url, message))
+            self._spawn(self._inbound_sms(owned.sms_url, message, opt_out=said.value.upper() if said else ""))
         return message
 
-    async def _inbound_sms(self, url: str, message: MessageRecord) -> None:
+    async def _opt(self, said: Keyword, *, number: str, phone: str) -> None:
+        if said == Keyword.START:
+            self.opted_out.discard((number, phone))
+        await self.send_message(to=phone, from_=number, body=OPT_OUT_REPLIES[said], status_callback=None,
+                                direction="outbound-reply")  # the last text before a STOP holds
+        if said == Keyword.STOP:
+            self.opted_out.add((number, phone))
+
+    async def _inbound_sms(self, url: str, message: MessageRecord, *, opt_out: str = "") -> None:
         params = {"MessageSid": message.sid, "SmsSid": message.sid, "SmsMessageSid": message.sid,
                   "AccountSid": self.account_sid, "MessagingServiceSid": "", "From": message.from_,
                   "To": message.to, "Body": message.body, "NumMedia": "0", "NumSegments": "1",
-                  "SmsStatus": "received", "ApiVersion": "2010-04-01"}
+                  "SmsStatus": "received", "ApiVersion": "2010-04-01", **({"OptOutType": opt_out} if opt_out else {})}
         try:
             response = await self.post_webhook(url, params)
         except httpx.HTTPError as error:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import uuid
 from contextlib import AsyncExitStack
@@ -18,10 +19,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities import adapters
 from api.app import create_app as api_app
 from core.process import free_port
 from core.serve import serving
-from core.models import User
+from core.models import PhoneNumber, User
+from core.ports import AgentSpec
 from core.settings import Settings
 from emulators import llm, search
 from emulators.carrier import twiml
@@ -33,7 +36,11 @@ from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import retire_available_numbers, unique_area_code
 from voice.server import voice_serving
 from workers.main import run_worker
+from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow
+from workflows.agent_lifecycle import workflow_id as lifecycle_id
 from workflows.number_pool import WORKFLOW_ID as POOL_ID
+
+log = logging.getLogger(__name__)
 
 
 def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, model_base_url: str, data_dir: Path,
@@ -78,6 +85,38 @@ async def start_platform(stack: AsyncExitStack, settings: Settings, *,
     if wait_for_spare:
         await spare_ready(settings)
     return carrier, agent
+
+
+async def provisioned_user(stack: AsyncExitStack, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                           client: Client, *, agent_name: str = "Nova") -> tuple[User, str]:
+    """A user as provisioning leaves them: a number bought on the carrier and assigned, and their agent's
+    workflow (ended with `stack`). Returns the user and their number."""
+    telephony = adapters.telephony(settings)
+    [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
+    owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice",
+                                       sms_url=f"{settings.api_base_url}/twilio/sms")
+    await telephony.close()
+    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name=agent_name, phone_verified=True)
+    async with sessions() as session, session.begin():
+        session.add(user)
+        await session.flush()
+        session.add(PhoneNumber(e164=owned.e164, provider_sid=owned.sid, state="assigned", user_id=user.id))
+    await client.start_workflow(
+        AgentLifecycleWorkflow.run,
+        AgentLifecycleInput(spec=AgentSpec(user_id=user.id, agent_name=agent_name), user_phone=user.phone_e164,
+                            agent_number=owned.e164),
+        id=lifecycle_id(user.id), task_queue=settings.temporal_task_queue)
+    stack.push_async_callback(_remove_agent, client, user.id)
+    return user, owned.e164
+
+
+async def _remove_agent(client: Client, user_id: uuid.UUID) -> None:
+    """The agent deleted (its gateway stopped) as the user's removal does it, so a shared platform
+    does not keep one OpenClaw per finished test. Not waited for: the next test starts meanwhile."""
+    try:
+        await client.get_workflow_handle(lifecycle_id(user_id)).signal(AgentLifecycleWorkflow.remove)
+    except RPCError as error:  # it had ended
+        log.info("the agent of %s was gone already: %s", user_id, error)
 
 
 async def own_number_pool(stack: AsyncExitStack, sessions: async_sessionmaker[AsyncSession],

@@ -8,9 +8,6 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -25,28 +22,19 @@ from core.callers import set_pin
 from core.db import create_engine, sessionmaker
 from core.streams import STREAM_GRACE_S, issue_ticket, seal_think_token
 from core.tokens import TokenKind
-from core.models import Conversation, Message, PhoneNumber, UsageRecord, User
-from core.ports import AgentSpec
-from core.settings import Settings
+from core.models import Conversation, Message, UsageRecord
 from emulators.carrier.carrier import Carrier
 from emulators.carrier.handset import handset
 from emulators.llm import ModelScript
-from emulators.voice_agent import VoiceAgentServer
-from tests.conftest import unique_area_code
+from tests.voice.conftest import UserOnPlatform
 from tests.voice.platform import (
     agent_said,
     audio_done,
-    platform_settings,
     history_text,
     prepared_greeting,
     signed_upgrade,
-    start_platform,
 )
-from workflows.agent_lifecycle import (
-    AgentLifecycleInput,
-    AgentLifecycleWorkflow,
-    workflow_id,
-)
+from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 
 
 def _caller() -> str:
@@ -54,43 +42,12 @@ def _caller() -> str:
 LONG_STORY = "Once upon a time " + "there was a very patient assistant who kept on talking, " * 8 + "the end."
 
 
-@dataclass
-class Platform:
-    settings: Settings
-    carrier: Carrier
-    agent: VoiceAgentServer
-    number: str
-    user: User
+Platform = UserOnPlatform
 
 
 @pytest.fixture
-async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
-                   sessions: async_sessionmaker[AsyncSession], tmp_path: Any) -> AsyncIterator[Platform]:
-    base_url, _ = model_server
-    settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                 data_dir=tmp_path / "data")
-    async with AsyncExitStack() as stack:
-        carrier, agent = await start_platform(stack, settings)
-
-        # A provisioned user: a number bought on the carrier and assigned, and their agent's workflow.
-        telephony = adapters.telephony(settings)
-        area = unique_area_code()
-        [number] = await telephony.search_numbers(area_code=area, limit=1)
-        owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice",
-                                           sms_url=f"{settings.api_base_url}/twilio/sms")
-        await telephony.close()
-        user = User(phone_e164=_caller(), agent_name="Nova", phone_verified=True)
-        async with sessions() as session, session.begin():
-            session.add(user)
-            await session.flush()
-            session.add(PhoneNumber(e164=owned.e164, provider_sid=owned.sid, state="assigned", user_id=user.id))
-        await temporal_env.client.start_workflow(
-            AgentLifecycleWorkflow.run,
-            AgentLifecycleInput(spec=AgentSpec(user_id=user.id, agent_name="Nova"), user_phone=user.phone_e164,
-                                agent_number=owned.e164),
-            id=workflow_id(user.id), task_queue=settings.temporal_task_queue)
-        stack.push_async_callback(temporal_env.client.get_workflow_handle(workflow_id(user.id)).terminate)
-        yield Platform(settings, carrier, agent, owned.e164, user)
+def platform(user_on_platform: UserOnPlatform) -> UserOnPlatform:
+    return user_on_platform
 
 
 async def test_a_call_is_answered_by_the_users_own_openclaw(
@@ -286,6 +243,9 @@ async def test_bad_requests_are_refused_without_harm(platform: Platform) -> None
     async with httpx.AsyncClient() as http:
         unsigned = await http.post(f"{settings.api_base_url}/twilio/voice", data={"To": platform.number, "CallSid": "CAx"})
         assert unsigned.status_code == 403
+        oversized = await http.post(f"{settings.api_base_url}/twilio/voice", content=b"Body=" + b"x" * 70_000,
+                                    headers={"content-type": "application/x-www-form-urlencoded"})
+        assert oversized.status_code == 413, "a webhook body is capped before its signature is even checked"
         bad_llm = await http.post(f"{settings.voice_base_url}/llm/not-a-token/v1/chat/completions",
                                   json={"messages": [{"role": "user", "content": "hi"}]})
         assert bad_llm.status_code == 401

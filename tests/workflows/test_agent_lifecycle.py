@@ -21,8 +21,11 @@ from temporalio.worker import Worker
 
 from activities.archive.stores import FolderArchiveStore
 from activities.runtime.activities import RuntimeActivities
+from api.routes.mcp import user_of_token
+from core.callbacks import PLATFORM_MCP_NAME, current_platform_mcp_server, revoke_mcp_tokens
 from core.models import AgentInstance, AuditEvent, User
 from core.ports import AgentSpec, RuntimeState
+from core.settings import Settings
 from core.temporal import AGENT_NUMBER, LIFECYCLE_STATE, USER_ID, USER_PHONE
 from tests.memory_runtime import MemoryRuntime
 from workflows.agent_lifecycle import (
@@ -134,6 +137,32 @@ async def test_a_user_walks_through_every_state_and_back(
                        "agent.running"]
     assert agent.state == "running" and agent.endpoint == endpoint.base_url
     await handle.terminate()
+
+
+async def test_a_sleeping_agent_wakes_on_the_configuration_the_platform_renders_today(
+    time_skipping_env: WorkflowEnvironment, runtime: MemoryRuntime, sessions: async_sessionmaker[AsyncSession],
+    settings: Settings, tmp_path: Path,
+) -> None:
+    """An agent created, then asleep while the platform's rendering changed (here: its MCP token was
+    revoked): its next wake runs on a config rendered again, with the platform's MCP server as today."""
+    activities = RuntimeActivities(runtime, FolderArchiveStore(tmp_path), sessions, "local",
+                                   platform_mcp=lambda user_id: current_platform_mcp_server(settings, sessions, user_id))
+    user = await _new_user(sessions)
+    async with Worker(time_skipping_env.client, task_queue=TASK_QUEUE, workflows=[AgentLifecycleWorkflow],
+                      activities=activities.all()):
+        handle = await _start(time_skipping_env.client, user)
+        await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+        created = runtime.specs[user.id].mcp_servers[0]
+        await time_skipping_env.sleep(timedelta(hours=2, minutes=15))
+        await _eventually(handle, LifecycleState.SLEEPING)
+        await revoke_mcp_tokens(sessions, user.id)
+        await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+        woken = runtime.specs[user.id].mcp_servers[0]
+        assert woken.name == PLATFORM_MCP_NAME and woken.url == created.url
+        assert woken.headers != created.headers, "the wake rendered the platform's server again"
+        bearer = woken.headers["Authorization"].removeprefix("Bearer ")
+        assert await user_of_token(bearer, settings, sessions) == user.id, "a token of the current generation"
+        await handle.terminate()
 
 
 async def test_settings_and_continue_as_new_keep_the_state(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
-from api.hotline import returning_user
+from api.routes.hotline import returning_user
 from core.models import PhoneNumber, User
 from tests.workflows.test_onboarding import Hotline, _caller, _complete_dialog, hotline, say  # noqa: F401
 from workflows import onboarding_lines as lines

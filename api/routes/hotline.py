@@ -90,10 +90,9 @@ async def opening_line(client: Client, settings: Settings, caller: str, call_sid
     return await handle.execute_update(OnboardingWorkflow.call_started, CallStarted(call_sid=call_sid))
 
 
-async def answer_call(settings: Settings, sessions: async_sessionmaker[AsyncSession], client: Client | None,
-                      form: dict[str, str]) -> Line:
+async def answer_call(settings: Settings, sessions: async_sessionmaker[AsyncSession], client: Client | None, *,
+                      caller: str, call_sid: str) -> Line:
     """For POST /twilio/voice to the hotline: what to say first, and whether to stream the call on."""
-    caller, call_sid = form.get("From", ""), form.get("CallSid", "")
     if number := await existing_number(sessions, caller):
         return Line(text=lines.already_registered(number), end_call=True)
     if client is None or not caller.startswith("+"):

@@ -1,0 +1,173 @@
+"""A user's texts with their agent (SmsConversationWorkflow's side effects): each inbound text recorded
+once by its MessageSid, the agent asked in the user's SMS session (one per day, with what was said
+lately on calls, core.recall), and the answer sent from the user's number in parts that are each sent
+once, whatever retries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from activities.heartbeats import heartbeating
+from activities.runtime.openclaw_config import agent_id
+from core.db import transaction
+from core.models import Conversation, Message, utcnow
+from core.ports import AgentEndpoint, Telephony
+from core.recall import recall_note
+from core.settings import Settings
+from workflows.agent_lifecycle import AgentLifecycleWorkflow
+from workflows.agent_lifecycle import workflow_id as lifecycle_id
+
+ANSWER_TIMEOUT_S = 600.0  # a long task (a search, code) may take minutes; the sender was told to wait
+
+
+class InboundText(BaseModel):
+    """A text from the user to their number, as the webhook got it."""
+
+    message_sid: str
+    user_id: uuid.UUID
+    from_: str
+    to: str
+    body: str
+    media: list[str] = []
+    received_at: datetime
+
+
+class Recorded(BaseModel):
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    answered: bool  # a retried webhook's text, answered already
+
+
+class AgentQuestion(BaseModel):
+    user_id: uuid.UUID
+    conversation_id: uuid.UUID
+    text: str
+    media: list[str] = []
+    session_key: str
+
+
+class OutgoingText(BaseModel):
+    """Part `part` of the answer to inbound message `reply_to` (part 0: the "working on it" note)."""
+
+    reply_to: uuid.UUID
+    conversation_id: uuid.UUID
+    part: int
+    to: str
+    from_: str
+    body: str
+
+
+def sms_session_key(day: datetime) -> str:
+    """The user's SMS session in their OpenClaw: one per (UTC) day, like one thread of texts."""
+    return f"sms-{day.astimezone(UTC):%Y-%m-%d}"
+
+
+def agent_question_text(text: str, media: list[str]) -> str:
+    """The text as the agent reads it; an MMS's pictures and files as links it can fetch."""
+    if not media:
+        return text
+    links = "\n".join(f"- {url}" for url in media)
+    return f"{text}\n\n(The text came with {len(media)} attachment{'s' if len(media) > 1 else ''}:\n{links})".strip()
+
+
+class TextActivities:
+    def __init__(self, telephony: Telephony, sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                 http: httpx.AsyncClient | None = None) -> None:
+        self.telephony = telephony
+        self.sessions = sessions
+        self.settings = settings
+        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(ANSWER_TIMEOUT_S, connect=10))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    @property
+    def status_callback(self) -> str:
+        return f"{self.settings.api_base_url}/twilio/sms/status"
+
+    @activity.defn
+    async def record_inbound(self, text: InboundText) -> Recorded:
+        """The text in the user's conversation of the day; a MessageSid seen before is not recorded twice."""
+        async with transaction(self.sessions) as session:
+            conversation_id = await self._day_conversation(session, text)
+            await session.execute(insert(Message).values(
+                id=uuid.uuid4(), conversation_id=conversation_id, role="user", content=text.body,
+                provider_sid=text.message_sid, status="received", media=text.media or None,
+                created_at=text.received_at).on_conflict_do_nothing(index_elements=["provider_sid"]))
+            message = (await session.execute(select(Message).where(Message.provider_sid == text.message_sid))).scalar_one()
+        return Recorded(message_id=message.id, conversation_id=message.conversation_id,
+                        answered=message.status == "answered")
+
+    async def _day_conversation(self, session: AsyncSession, text: InboundText) -> uuid.UUID:
+        day_start = text.received_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        found = (await session.execute(
+            select(Conversation.id).where(Conversation.user_id == text.user_id, Conversation.kind == "sms",
+                                          Conversation.started_at >= day_start)
+            .order_by(Conversation.started_at).limit(1).with_for_update())).scalar_one_or_none()
+        if found is not None:
+            return found
+        conversation = Conversation(user_id=text.user_id, kind="sms", direction="inbound", from_number=text.from_,
+                                    to_number=text.to, started_at=text.received_at)
+        session.add(conversation)
+        await session.flush()
+        return conversation.id
+
+    @activity.defn
+    async def ask_agent(self, question: AgentQuestion) -> str:
+        """The agent's answer: woken if need be (the lifecycle's shared wake), asked in the SMS session."""
+        endpoint = await heartbeating(self._awake(question.user_id))
+        note = await recall_note(self.sessions, question.user_id, conversation_id=question.conversation_id)
+        body = {"model": f"openclaw/{agent_id(question.user_id)}", "messages": [
+            *([note] if note else []),
+            {"role": "user", "content": agent_question_text(question.text, question.media)}]}
+        response = await heartbeating(self.http.post(
+            f"{endpoint.base_url}/v1/chat/completions", json=body,
+            headers={**endpoint.authorization(self.settings.keyring), "x-openclaw-session-key": question.session_key}))
+        response.raise_for_status()
+        answer = response.json()["choices"][0]["message"].get("content") or ""
+        return answer.strip()
+
+    async def _awake(self, user_id: uuid.UUID) -> AgentEndpoint:
+        try:
+            return await activity.client().get_workflow_handle(lifecycle_id(user_id)).execute_update(
+                AgentLifecycleWorkflow.ensure_awake)
+        except WorkflowUpdateFailedError as error:  # removed, or its wake failed: retried by the policy
+            raise ApplicationError(f"the agent of {user_id} could not be woken: {error.cause or error}") from None
+        except RPCError as error:
+            raise ApplicationError(f"the agent of {user_id} is unreachable: {error}") from None
+
+    @activity.defn
+    async def send_text(self, text: OutgoingText) -> str | None:
+        """Sends one part of an answer unless it was sent already (then None); records it."""
+        async with self.sessions() as session:
+            sent = (await session.execute(select(Message.provider_sid).where(
+                Message.reply_to == text.reply_to, Message.part == text.part))).first()
+        if sent is not None:
+            return None
+        sid = await self.telephony.send_sms(to=text.to, from_=text.from_, body=text.body,
+                                            status_callback=self.status_callback)
+        async with transaction(self.sessions) as session:
+            await session.execute(insert(Message).values(
+                id=uuid.uuid4(), conversation_id=text.conversation_id, role="agent", content=text.body,
+                provider_sid=sid, status="queued", reply_to=text.reply_to, part=text.part,
+                created_at=utcnow()).on_conflict_do_nothing())
+        return sid
+
+    @activity.defn
+    async def mark_answered(self, message_id: uuid.UUID) -> None:
+        async with transaction(self.sessions) as session:
+            await session.execute(update(Message).where(Message.id == message_id).values(status="answered"))
+
+    def all(self) -> list[object]:
+        return [self.record_inbound, self.ask_agent, self.send_text, self.mark_answered]

@@ -1,0 +1,54 @@
+"""Rules for text messages that the API, the workflows and the carrier stand-in share: Twilio's
+opt-out words, and how a long answer is cut into texts."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+MAX_TEXT_CHARS = 1600  # Twilio's limit for one message body
+MAX_PARTS = 3  # an answer is at most this many texts
+CONTINUED = "…"
+
+
+class Keyword(StrEnum):
+    """Twilio's default opt-out management: a text that is only one of these words."""
+
+    STOP = "stop"
+    START = "start"
+    HELP = "help"
+
+
+KEYWORDS = {
+    Keyword.STOP: ("stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout"),
+    Keyword.START: ("start", "yes", "unstop"),
+    Keyword.HELP: ("help", "info"),
+}
+
+
+def keyword(body: str) -> Keyword | None:
+    word = re.sub(r"[^a-z]", "", body.strip().lower()) if len(body.strip()) <= 16 else ""
+    return next((k for k, words in KEYWORDS.items() if word in words), None)
+
+
+def split_reply(text: str, *, limit: int = MAX_TEXT_CHARS, max_parts: int = MAX_PARTS) -> list[str]:
+    """`text` as at most `max_parts` texts of at most `limit` characters, each cut at a sentence end
+    where there is one (else at a space); what does not fit is cut off with an ellipsis."""
+    rest = " ".join(text.split())
+    parts: list[str] = []
+    while rest and len(parts) < max_parts:
+        if len(rest) <= limit:
+            parts.append(rest)
+            rest = ""
+            break
+        window = rest[:limit]
+        cut = max(window.rfind(". "), window.rfind("! "), window.rfind("? "))
+        cut = cut + 1 if cut > limit // 3 else window.rfind(" ")
+        if cut <= 0:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest and parts:  # more than fits in max_parts texts
+        last = parts[-1]
+        parts[-1] = (last if len(last) < limit else last[: limit - len(CONTINUED)].rstrip()) + CONTINUED
+    return parts

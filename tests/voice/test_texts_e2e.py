@@ -1,0 +1,144 @@
+"""Texting a user's number, end to end on real pieces: handset -> local carrier -> POST /twilio/sms ->
+SmsConversationWorkflow (real Temporal) -> the user's real OpenClaw (local demo model) -> the answer
+texted back from the user's number, with its delivery status; and one memory across texts and calls."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.routes.twilio import HOTLINE_TEXT, TEXT_PASSED_ON
+from core.models import Conversation, Message, Reminder, User
+from emulators.carrier.handset import Handset, handset
+from tests.voice.conftest import UserOnPlatform
+from tests.voice.platform import agent_said
+
+
+Texting = UserOnPlatform
+
+
+@pytest.fixture
+def texting(user_on_platform: UserOnPlatform) -> UserOnPlatform:
+    return user_on_platform
+
+
+async def _reply(phone: Handset, containing: str, *, after: int = 0, timeout: float = 120) -> dict[str, Any]:
+    return await phone.wait_for("sms", lambda e: containing in e["body"], timeout=timeout, after=after)
+
+
+async def test_the_owner_texts_their_agent_and_it_remembers_across_texts_and_calls(
+    texting: Texting, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with handset(texting.settings.carrier_url, texting.user.phone_e164) as phone:
+        await phone.text(texting.number, "remember my locker code is 4471")
+        answer = await _reply(phone, "I'll remember that your locker code is 4471")
+        assert answer["from"] == texting.number
+
+        # Twilio retries the webhook (same MessageSid): taken once, so no second answer. The next text's
+        # answer comes after the retry would have been answered (one conversation, in order).
+        first = next(entry for entry in texting.carrier.webhook_log
+                     if entry["url"].endswith("/twilio/sms") and entry["params"]["Body"].startswith("remember my"))
+        retried = await texting.carrier.post_webhook(first["url"], first["params"])
+        assert retried.status_code == 200 and "<Message" not in retried.text
+        mark = len(phone.events)
+        await phone.text(texting.number, "what did I tell you about my locker code")
+        assert "You told me your locker code is 4471" in (await _reply(phone, "locker code", after=mark))["body"]
+        assert len([t for t in phone.texts() if "I'll remember that your locker code" in t["body"]]) == 1
+
+        # What was texted can be asked about on a call, and what was said on a call by text.
+        await phone.dial(texting.number)
+        await agent_said(texting.agent, "Hi, it's Nova")
+        await phone.say("what is my locker code")
+        await agent_said(texting.agent, "You told me your locker code is 4471")
+        await phone.say("remember my gate code is 2580")
+        await agent_said(texting.agent, "your gate code is 2580")
+        await phone.hangup()
+        await phone.wait_for("call_state", lambda e: e["state"] == "completed")
+        mark = len(phone.events)
+        await phone.text(texting.number, "what is my gate code")
+        assert "You told me your gate code is 2580" in (await _reply(phone, "gate code", after=mark))["body"]
+
+    # The texts are the user's day of texts, each answer's delivery recorded from Twilio's callbacks.
+    async with sessions() as session:
+        rows = (await session.execute(
+            select(Message.role, Message.content, Message.status)
+            .join(Conversation, Message.conversation_id == Conversation.id)
+            .where(Conversation.user_id == texting.user.id, Conversation.kind == "sms")
+            .order_by(Message.created_at))).all()
+    assert [(role, status) for role, _, status in rows if role == "user"] == [("user", "answered")] * 3
+    answers = [content for role, content, _ in rows if role == "agent" and not content.startswith("Working on it")]
+    assert len(answers) == 3, rows
+    assert len(rows) - 6 <= 1, "at most the first text (its agent asleep) got a 'working on it' first"
+    for _ in range(100):  # the last callback may still be on its way
+        async with sessions() as session:
+            statuses = (await session.execute(
+                select(Message.status).join(Conversation, Message.conversation_id == Conversation.id)
+                .where(Conversation.user_id == texting.user.id, Message.role == "agent",
+                       Conversation.kind == "sms"))).scalars().all()
+        if set(statuses) == {"delivered"}:
+            break
+        await asyncio.sleep(0.1)
+    assert set(statuses) == {"delivered"}, statuses
+
+
+async def test_strangers_leave_a_message_and_the_hotline_says_to_call(texting: Texting) -> None:
+    stranger = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    async with handset(texting.settings.carrier_url, texting.user.phone_e164) as owner, \
+            handset(texting.settings.carrier_url, stranger) as phone:
+        await phone.text(texting.number, "hi, it's Sam from the book club")
+        assert (await _reply(phone, "passed"))["body"] == TEXT_PASSED_ON
+        passed_on = await _reply(owner, "book club")
+        assert passed_on["body"] == f"Text from {stranger}: hi, it's Sam from the book club"
+        assert passed_on["from"] == texting.number, "from the user's own number; no agent was asked"
+        await phone.text(texting.settings.hotline_number, "hello?")
+        assert (await _reply(phone, "setup line"))["body"] == HOTLINE_TEXT
+
+
+async def _opted_out(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID, expected: bool) -> None:
+    for _ in range(100):
+        async with sessions() as session:
+            user = await session.get(User, user_id)
+        if user is not None and (user.sms_opted_out_at is not None) == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"opted out never became {expected}")
+
+
+async def test_stop_silences_the_platform_until_start(texting: Texting,
+                                                      sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with handset(texting.settings.carrier_url, texting.user.phone_e164) as phone:
+        await phone.text(texting.number, "remind me in 10 seconds to stretch")
+        await _reply(phone, "I'll text you in 10 seconds: stretch")
+        await phone.text(texting.number, "STOP")
+        await _reply(phone, "You have successfully been unsubscribed")  # the carrier's own, as Twilio's
+        await _opted_out(sessions, texting.user.id, True)
+        for _ in range(300):  # the reminder comes due and is not sent
+            async with sessions() as session:
+                states = (await session.execute(select(Reminder.state).where(
+                    Reminder.user_id == texting.user.id))).scalars().all()
+            if states == ["failed"]:
+                break
+            await asyncio.sleep(0.1)
+        assert states == ["failed"], states
+        assert not [t for t in phone.texts() if "Reminder: stretch" in t["body"]]
+
+        # On a call the agent is told why it cannot text.
+        await phone.dial(texting.number)
+        await agent_said(texting.agent, "Hi, it's Nova")
+        await phone.say("text me hello")
+        await agent_said(texting.agent, "I couldn't text you: not sent: your user opted out")
+        await phone.hangup()
+        await phone.wait_for("call_state", lambda e: e["state"] == "completed")
+
+        await phone.text(texting.number, "START")
+        await _reply(phone, "You have successfully been re-subscribed")
+        await _opted_out(sessions, texting.user.id, False)
+        mark = len(phone.events)
+        await phone.text(texting.number, "text me hello there")
+        await _reply(phone, "hello there", after=mark)
+        await _reply(phone, "Done, I've texted you.", after=mark)

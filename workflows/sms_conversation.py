@@ -1,0 +1,123 @@
+"""SmsConversationWorkflow (`sms-<user id>`): the user's texts to their agent, answered one at a time
+in the order they arrived. The SMS webhook signals it with signal-with-start; a retried webhook's
+MessageSid is dropped here, and the database (each MessageSid recorded once, each reply part sent
+once) makes that hold across runs too. An answer that takes longer than WORKING_ON_IT_AFTER gets one
+short "working on it" text first, never a second answer. Quiet for IDLE_END, the workflow ends; the
+next text starts it again."""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.texts import AgentQuestion, InboundText, OutgoingText, TextActivities, sms_session_key
+    from core.temporal import USER_ID
+    from core.texts import split_reply
+    from workflows.agent_lifecycle import AgentLifecycleWorkflow
+    from workflows.agent_lifecycle import workflow_id as lifecycle_id
+
+WORKING_ON_IT_AFTER = timedelta(seconds=10)
+WORKING_ON_IT = "Working on it, I'll text you back shortly."
+NO_ANSWER = "Sorry, I couldn't answer that just now. Please try again in a few minutes."
+EMPTY_ANSWER = "Sorry, I have no answer to that."
+IDLE_END = timedelta(hours=1)
+SEEN_KEPT = 200  # MessageSids remembered across continue-as-new (the database keeps them all)
+TEXTS_PER_RUN = 100  # then continue-as-new, so history stays short
+
+RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
+SEND = {"start_to_close_timeout": timedelta(seconds=30),
+        "retry_policy": RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))}
+# Waking an agent takes seconds to a minute; a long task minutes. Retried once (e.g. a worker restart).
+ASK = {"start_to_close_timeout": timedelta(minutes=11), "heartbeat_timeout": timedelta(seconds=30),
+       "retry_policy": RetryPolicy(maximum_attempts=2)}
+
+
+class SmsConversationInput(BaseModel):
+    user_id: uuid.UUID
+    pending: list[InboundText] = []  # carried over continue-as-new
+    seen: list[str] = []
+
+
+def workflow_id(user_id: uuid.UUID) -> str:
+    return f"sms-{user_id}"
+
+
+@workflow.defn
+class SmsConversationWorkflow:
+    def __init__(self) -> None:
+        self.queue: deque[InboundText] = deque()
+        self.seen: deque[str] = deque(maxlen=SEEN_KEPT)
+        self.answering: str | None = None
+
+    @workflow.signal
+    def text_received(self, text: InboundText) -> None:
+        if text.message_sid in self.seen:
+            return  # a retried webhook
+        self.seen.append(text.message_sid)
+        self.queue.append(text)
+
+    @workflow.query
+    def waiting(self) -> int:
+        return len(self.queue)
+
+    @workflow.run
+    async def run(self, input: SmsConversationInput) -> None:
+        workflow.upsert_search_attributes([USER_ID.value_set(str(input.user_id))])
+        self.seen.extend(input.seen)
+        for text in input.pending:
+            self.text_received(text)
+        answered = 0
+        while True:
+            try:
+                await workflow.wait_condition(lambda: bool(self.queue), timeout=IDLE_END)
+            except TimeoutError:
+                if not self.queue:
+                    return
+            text = self.queue.popleft()
+            self.answering = text.message_sid
+            await self._answer(text)
+            self.answering = None
+            answered += 1
+            if answered >= TEXTS_PER_RUN or workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(SmsConversationInput(user_id=input.user_id, pending=list(self.queue),
+                                                              seen=list(self.seen)))
+
+    async def _answer(self, text: InboundText) -> None:
+        recorded = await workflow.execute_activity_method(TextActivities.record_inbound, text, **RECORD)
+        if recorded.answered:
+            return
+        await self._keep_agent_busy(text.user_id)
+
+        def reply(part: int, body: str) -> OutgoingText:
+            return OutgoingText(reply_to=recorded.message_id, conversation_id=recorded.conversation_id, part=part,
+                                to=text.from_, from_=text.to, body=body)
+
+        question = AgentQuestion(user_id=text.user_id, conversation_id=recorded.conversation_id, text=text.body,
+                                 media=text.media, session_key=sms_session_key(text.received_at))
+        asking = workflow.start_activity_method(TextActivities.ask_agent, question, **ASK)
+        done, _ = await workflow.wait([asking], timeout=WORKING_ON_IT_AFTER.total_seconds())
+        if not done:
+            await workflow.execute_activity_method(TextActivities.send_text, reply(0, WORKING_ON_IT), **SEND)
+        try:
+            answer = await asking
+        except ActivityError as error:
+            workflow.logger.error("the agent of %s did not answer a text: %s", text.user_id, error.cause or error)
+            answer = NO_ANSWER
+        for number, part in enumerate(split_reply(answer) or [EMPTY_ANSWER], start=1):
+            await workflow.execute_activity_method(TextActivities.send_text, reply(number, part), **SEND)
+        await workflow.execute_activity_method(TextActivities.mark_answered, recorded.message_id, **RECORD)
+
+    async def _keep_agent_busy(self, user_id: uuid.UUID) -> None:
+        """A text is activity: the agent's idle timers start again (its wake is ask_agent's)."""
+        try:
+            await workflow.get_external_workflow_handle(lifecycle_id(user_id)).signal(AgentLifecycleWorkflow.touch)
+        except Exception as error:  # no lifecycle (removed user): ask_agent reports it
+            workflow.logger.warning("could not touch the agent of %s: %s", user_id, error)
