@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 from activities.heartbeats import heartbeating
 from activities.runtime.openclaw_config import agent_id
 from core.db import transaction
+from core.http import client as http_client
 from core.models import Conversation, Message, utcnow
 from core.ports import AgentEndpoint, Telephony
 from core.recall import recall_note
@@ -87,7 +88,7 @@ class TextActivities:
         self.telephony = telephony
         self.sessions = sessions
         self.settings = settings
-        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(ANSWER_TIMEOUT_S, connect=10))
+        self.http = http or http_client(httpx.Timeout(ANSWER_TIMEOUT_S, connect=10))
 
     async def close(self) -> None:
         await self.http.aclose()

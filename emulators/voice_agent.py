@@ -17,12 +17,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.audio import FRAME_BYTES, frames
+from core.http import client as http_client
 from emulators.speech import (
     Recognizer,
     SpeechRegistry,
@@ -98,7 +98,7 @@ class AgentSession:
         self.settings: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []  # everything sent as JSON, for tests
-        self.http = httpx.AsyncClient(timeout=60.0)
+        self.http = http_client(60.0)
         self.utterance: list[bytes] = []
         self.speech_run = 0
         self.quiet_run = 0

@@ -18,6 +18,7 @@ import httpx
 
 from activities import adapters
 from core.db import create_engine, sessionmaker
+from core.http import client as http_client
 from core.serve import serving
 from core.settings import Settings
 from core.limits import UserLimiter, PostgresStorage
@@ -47,7 +48,7 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
     engine = create_engine(settings.database_url)
     telephony = adapters.telephony(settings)
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0)) as http:
+        async with http_client(httpx.Timeout(120.0, connect=5.0)) as http:
             sessions = sessionmaker(engine)
             live = LiveStreams(sessions)
             limiter = UserLimiter(PostgresStorage(sessions), settings.user_limits())
