@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import httpx
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -150,19 +150,23 @@ class TextActivities:
 
     @activity.defn
     async def send_text(self, text: OutgoingText) -> str | None:
-        """Sends one part of an answer unless it was sent already (then None); records it."""
-        async with self.sessions() as session:
-            sent = (await session.execute(select(Message.provider_sid).where(
-                Message.reply_to == text.reply_to, Message.part == text.part))).first()
-        if sent is not None:
-            return None
-        sid = await self.telephony.send_sms(to=text.to, from_=text.from_, body=text.body,
-                                            status_callback=self.status_callback)
+        """Sends one part of an answer unless it was sent already (then None). Its row is written
+        first and named in the status callback's URL, so a delivery callback that beats the send's
+        own reply still finds it."""
         async with transaction(self.sessions) as session:
             await session.execute(insert(Message).values(
                 id=uuid.uuid4(), conversation_id=text.conversation_id, role="agent", content=text.body,
-                provider_sid=sid, status="queued", reply_to=text.reply_to, part=text.part,
-                created_at=utcnow()).on_conflict_do_nothing())
+                status="pending", reply_to=text.reply_to, part=text.part, created_at=utcnow(),
+            ).on_conflict_do_nothing(constraint="uq_messages_reply_part"))
+            row = (await session.execute(select(Message.id, Message.provider_sid).where(
+                Message.reply_to == text.reply_to, Message.part == text.part))).one()
+        if row.provider_sid is not None:
+            return None
+        sid = await self.telephony.send_sms(to=text.to, from_=text.from_, body=text.body,
+                                            status_callback=f"{self.status_callback}?message={row.id}")
+        async with transaction(self.sessions) as session:
+            await session.execute(update(Message).where(Message.id == row.id).values(
+                provider_sid=sid, status=case((Message.status == "pending", "queued"), else_=Message.status)))
         return sid
 
     @activity.defn

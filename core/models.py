@@ -187,8 +187,8 @@ class Message(SQLModel, table=True):
     role: str = Field(max_length=8)
     content: str
     provider_sid: str | None = Field(default=None, sa_column_kwargs={"unique": True}, max_length=64)
-    # Texts: an inbound one is received, then answered; an outbound one follows Twilio's delivery
-    # status callbacks (queued, sent, delivered, undelivered, failed).
+    # Texts: an inbound one is received, then answered; an outbound one is pending until sent, then
+    # follows Twilio's delivery status callbacks (queued, sent, delivered, undelivered, failed).
     status: str | None = Field(default=None, max_length=16)
     # An outbound text answering an inbound one: which, and which part of the answer.
     reply_to: uuid.UUID | None = Field(default=None, foreign_key="messages.id", ondelete="SET NULL")

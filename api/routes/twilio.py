@@ -49,7 +49,7 @@ TEXT_PASSED_ON = "Thanks, I've passed your message on."
 TOO_MANY_CALLS = "Sorry, there have been too many calls from your number. Please try again later. Goodbye."
 TEXT_NOT_PASSED_ON = "Sorry, I can't pass on any more messages right now. Please try again later."
 # Twilio's order of delivery states: a late callback never takes a text back to an earlier one.
-DELIVERY_RANK = {"accepted": 0, "queued": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3,
+DELIVERY_RANK = {"pending": 0, "accepted": 0, "queued": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3,
                  "delivered": 4, "read": 5}
 CALL_FAILED = "Sorry, something went wrong with this call. Goodbye."
 
@@ -313,13 +313,14 @@ async def _record_unrouted(sessions: async_sessionmaker[AsyncSession], text: Sms
 
 
 @router.post("/sms/status")
-async def sms_status(form: SignedForm, sessions: SessionsDep) -> Response:
-    """Twilio's delivery status callback for a text the platform sent."""
+async def sms_status(form: SignedForm, sessions: SessionsDep, message: uuid.UUID | None = None) -> Response:
+    """Twilio's delivery status callback for a text the platform sent (`message`: its row, named in
+    the callback URL because the callback can arrive before the send's reply gave us the SID)."""
     status = parsed(StatusForm, form)
     new = status.MessageStatus.lower()
+    which = Message.id == message if message is not None else Message.provider_sid == status.MessageSid
     async with transaction(sessions) as session:
-        message = (await session.execute(select(Message).where(Message.provider_sid == status.MessageSid)
-                                         .with_for_update())).scalar_one_or_none()
-        if message is not None and DELIVERY_RANK.get(new, 0) >= DELIVERY_RANK.get(message.status or "", 0):
-            message.status = new
+        message_row = (await session.execute(select(Message).where(which).with_for_update())).scalar_one_or_none()
+        if message_row is not None and DELIVERY_RANK.get(new, 0) >= DELIVERY_RANK.get(message_row.status or "", 0):
+            message_row.status = new
     return Response(status_code=204)
