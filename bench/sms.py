@@ -87,8 +87,9 @@ async def main(users: int, rounds: int, burst: int, every_s: float) -> dict[str,
             sessions = sessionmaker(engine)
             lines = [await provisioned_user(platform, settings, sessions, client) for _ in range(users)]
             started = time.monotonic()
-            await asyncio.gather(*(client.get_workflow_handle(lifecycle_id(user.id)).execute_update(
-                AgentLifecycleWorkflow.ensure_awake) for user, _ in lines))
+            for user, _ in lines:  # one at a time: four cold spares at once outlast a claim on 2 cores
+                await client.get_workflow_handle(lifecycle_id(user.id)).execute_update(
+                    AgentLifecycleWorkflow.ensure_awake)
             print(f"{users} agents awake after {time.monotonic() - started:.0f} s", flush=True)
             phones = [await platform.enter_async_context(handset(settings.carrier_url, user.phone_e164))
                       for user, _ in lines]
