@@ -1,60 +1,60 @@
-"""Reminders the user's agent sets through the platform MCP server: delivered by text or by a call
-from the user's own number, and their state kept in the `reminders` table."""
+"""Reminders the user's agent sets through the platform MCP server (workflows/reminder.py): the
+agent phrases each one shortly before it is due, and the `reminders` row follows the workflow
+(next due time, occurrences delivered, final state). Delivery itself is activities/delivery.py."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from core.callbacks import call_user_with_agent
+from activities.agent_chat import AgentChat
 from core.db import transaction
-from core.models import PhoneNumber, Reminder, User
-from core.ports import Telephony
-from core.settings import Settings
+from core.models import Channel, Reminder
+from core.texts import reminder_prompt
+
+REMINDER_SESSION = "reminders"  # the agent's session for phrasing reminders (its memory is shared)
 
 
-class ReminderState(BaseModel):
+class PhraseRequest(BaseModel):
+    user_id: uuid.UUID
+    text: str
+    channel: Channel
+
+
+class ReminderRow(BaseModel):
+    """What changed on a reminder's row; None leaves a column as it is."""
+
     reminder_id: uuid.UUID
-    state: str  # fired | cancelled | failed
+    state: str | None = None
+    due_at: datetime | None = None
+    occurrences: int | None = None
 
 
 class ReminderActivities:
-    def __init__(self, telephony: Telephony, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-        self.telephony = telephony
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], agent: AgentChat) -> None:
         self.sessions = sessions
-        self.settings = settings
+        self.agent = agent
 
     @activity.defn
-    async def deliver_reminder(self, reminder_id: uuid.UUID) -> str:
-        """Texts the reminder, or calls the user with their agent opening with it; returns the SID."""
-        async with self.sessions() as session:
-            row = (await session.execute(
-                select(Reminder, User, PhoneNumber.e164).join(User, Reminder.user_id == User.id)
-                .outerjoin(PhoneNumber, (PhoneNumber.user_id == User.id) & (PhoneNumber.state == "assigned"))
-                .where(Reminder.id == reminder_id))).one_or_none()
-        if row is None:
-            raise ApplicationError(f"reminder {reminder_id} is gone", type="ReminderMissing", non_retryable=True)
-        reminder, user, number = row
-        if number is None:
-            raise ApplicationError("the user has no number to send from", type="NoNumber", non_retryable=True)
-        if user.sms_opted_out_at is not None:
-            raise ApplicationError("the user opted out of texts and calls (STOP)", type="OptedOut", non_retryable=True)
-        if reminder.channel == "call":
-            return await call_user_with_agent(
-                self.telephony, self.settings, user_id=user.id, to=user.phone_e164, from_=number,
-                greeting=f"Hi, it's {user.agent_name} with your reminder: {reminder.text}",
-                purpose=f"to remind them: {reminder.text}. Help with anything it needs.")
-        return await self.telephony.send_sms(to=user.phone_e164, from_=number, body=f"Reminder: {reminder.text}")
+    async def phrase_reminder(self, request: PhraseRequest) -> str:
+        """The agent's words for the reminder (woken first): the text, or how the call opens."""
+        words = await self.agent.ask(request.user_id, [
+            {"role": "user", "content": reminder_prompt(request.text, by_call=request.channel == Channel.CALL)}],
+            session_key=REMINDER_SESSION)
+        if not words:
+            raise ValueError("the agent answered with nothing")
+        return " ".join(words.split())[:600]
 
     @activity.defn
-    async def set_reminder_state(self, change: ReminderState) -> None:
+    async def update_reminder(self, change: ReminderRow) -> None:
+        values = {k: v for k, v in change.model_dump(exclude={"reminder_id"}).items() if v is not None}
         async with transaction(self.sessions) as session:
-            await session.execute(update(Reminder).where(Reminder.id == change.reminder_id).values(state=change.state))
+            await session.execute(update(Reminder).where(Reminder.id == change.reminder_id).values(**values))
 
     def all(self) -> list[object]:
-        return [self.deliver_reminder, self.set_reminder_state]
+        return [self.phrase_reminder, self.update_reminder]

@@ -8,28 +8,18 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import httpx
 from pydantic import BaseModel
 from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
-from activities.heartbeats import heartbeating
-from activities.runtime.openclaw_config import agent_id
+from activities.agent_chat import AgentChat
 from core.db import transaction
-from core.http import client as http_client
 from core.models import Conversation, Message, utcnow
-from core.ports import AgentEndpoint, Telephony
+from core.ports import Telephony
 from core.recall import recall_note
 from core.settings import Settings
-from workflows.agent_lifecycle import AgentLifecycleWorkflow
-from workflows.agent_lifecycle import workflow_id as lifecycle_id
-
-ANSWER_TIMEOUT_S = 600.0  # a long task (a search, code) may take minutes; the sender was told to wait
 
 
 class InboundText(BaseModel):
@@ -84,14 +74,11 @@ def agent_question_text(text: str, media: list[str]) -> str:
 
 class TextActivities:
     def __init__(self, telephony: Telephony, sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 agent: AgentChat) -> None:
         self.telephony = telephony
         self.sessions = sessions
         self.settings = settings
-        self.http = http or http_client(httpx.Timeout(ANSWER_TIMEOUT_S, connect=10))
-
-    async def close(self) -> None:
-        await self.http.aclose()
+        self.agent = agent
 
     @property
     def status_callback(self) -> str:
@@ -126,27 +113,12 @@ class TextActivities:
 
     @activity.defn
     async def ask_agent(self, question: AgentQuestion) -> str:
-        """The agent's answer: woken if need be (the lifecycle's shared wake), asked in the SMS session."""
-        endpoint = await heartbeating(self._awake(question.user_id))
+        """The agent's answer, asked in the SMS session with what was said lately elsewhere."""
         note = await recall_note(self.sessions, question.user_id, conversation_id=question.conversation_id)
-        body = {"model": f"openclaw/{agent_id(question.user_id)}", "messages": [
+        return await self.agent.ask(question.user_id, [
             *([note] if note else []),
-            {"role": "user", "content": agent_question_text(question.text, question.media)}]}
-        response = await heartbeating(self.http.post(
-            f"{endpoint.base_url}/v1/chat/completions", json=body,
-            headers={**endpoint.authorization(self.settings.keyring), "x-openclaw-session-key": question.session_key}))
-        response.raise_for_status()
-        answer = response.json()["choices"][0]["message"].get("content") or ""
-        return answer.strip()
-
-    async def _awake(self, user_id: uuid.UUID) -> AgentEndpoint:
-        try:
-            return await activity.client().get_workflow_handle(lifecycle_id(user_id)).execute_update(
-                AgentLifecycleWorkflow.ensure_awake)
-        except WorkflowUpdateFailedError as error:  # removed, or its wake failed: retried by the policy
-            raise ApplicationError(f"the agent of {user_id} could not be woken: {error.cause or error}") from None
-        except RPCError as error:
-            raise ApplicationError(f"the agent of {user_id} is unreachable: {error}") from None
+            {"role": "user", "content": agent_question_text(question.text, question.media)}],
+            session_key=question.session_key)
 
     @activity.defn
     async def send_text(self, text: OutgoingText) -> str | None:

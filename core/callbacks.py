@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import transaction
 from core.models import User
-from core.ports import McpServerSpec, Telephony
+from core.ports import McpServerSpec
 from core.settings import Settings
 from core.tokens import TokenKind
 
@@ -26,20 +26,14 @@ MCP_TOKEN_TTL_S = 10 * 365 * 24 * 3600.0
 
 
 def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, purpose: str = "",
-                   direction: str = "outbound", ttl_s: float = PURPOSE_TOKEN_TTL_S) -> str:
+                   direction: str = "outbound", delivery: str = "", ttl_s: float = PURPOSE_TOKEN_TTL_S) -> str:
     """TwiML that streams the call to the user's own agent, which opens with `greeting`; `purpose`
-    (why we called) is added to the call's rules for the rest of the call."""
+    (why we called) is added to the call's rules for the rest of the call; `delivery`: the
+    delivery that placed it (told when a voicemail box answers)."""
     token = settings.keyring.seal(TokenKind.PURPOSE, {"user": str(user_id), "greeting": greeting, "purpose": purpose,
-                                                      "direction": direction},
+                                                      "direction": direction, "delivery": delivery},
                                   audience=PURPOSE_AUDIENCE, ttl_s=ttl_s)
     return f"{settings.api_base_url}/twilio/outbound?purpose={token}"
-
-
-async def call_user_with_agent(telephony: Telephony, settings: Settings, *, user_id: uuid.UUID, to: str, from_: str,
-                               greeting: str, purpose: str) -> str:
-    """Rings the user from their own number; when they answer, their agent opens with `greeting`."""
-    url = agent_call_url(settings, user_id=user_id, greeting=greeting, purpose=purpose)
-    return await telephony.place_call(to=to, from_=from_, url=url)
 
 
 def mcp_token(settings: Settings, user_id: uuid.UUID, generation: int) -> str:

@@ -5,7 +5,8 @@ one phone number per user and one user per number, one agent per user, one phone
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,8 +38,35 @@ RUNTIMES = ("local", "kubernetes")
 CONVERSATION_KINDS = ("call", "sms")
 DIRECTIONS = ("inbound", "outbound")
 MESSAGE_ROLES = ("user", "agent", "system")
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    CALL = "call"
+
+
+class DeliveryOutcome(StrEnum):
+    """Where a delivery (a reminder, or the agent's text or call) ended."""
+
+    PENDING = "pending"
+    CALLED = "called"  # the user picked up
+    TEXTED = "texted"  # a text went out (asked for, or a call's fallback: see FallbackReason)
+    REFUSED = "refused"  # not sent: opted out (STOP), or no number to send from
+    FAILED = "failed"
+
+
+class FallbackReason(StrEnum):
+    """Why a call became a text."""
+
+    NO_ANSWER = "no-answer"
+    BUSY = "busy"
+    VOICEMAIL = "voicemail"
+    CALL_FAILED = "call-failed"
+    QUIET_HOURS = "quiet-hours"
+
+
 REMINDER_STATES = ("scheduled", "fired", "cancelled", "failed")
-REMINDER_CHANNELS = ("sms", "call")
+REMINDER_CHANNELS = tuple(Channel)
 OAUTH_PROVIDERS = ("google", "outlook")
 MCP_TRANSPORTS = ("streamable-http", "sse")
 STREAM_KINDS = ("user", "hotline")
@@ -46,6 +74,9 @@ STREAM_KINDS = ("user", "hotline")
 
 class User(SQLModel, table=True):
     __tablename__ = "users"
+    __table_args__ = (
+        sa.CheckConstraint("(quiet_from IS NULL) = (quiet_until IS NULL)", name="ck_users_quiet_hours_pair"),
+    )
     __table_args__ = (_one_of("personality", PERSONALITIES, "ck_users_personality"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -67,6 +98,11 @@ class User(SQLModel, table=True):
     # Set when the user texted STOP (or another opt-out word), cleared by START: no text or call
     # from the platform reaches them meanwhile.
     sms_opted_out_at: datetime | None = _timestamp()
+    # An IANA zone; None: the zone of the user's phone number (core.timezones).
+    time_zone: str | None = Field(default=None, max_length=64)
+    # No calls from the platform between these local times (they become texts); None: the default.
+    quiet_from: time | None = Field(default=None, sa_type=sa.Time())
+    quiet_until: time | None = Field(default=None, sa_type=sa.Time())
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -211,7 +247,40 @@ class Reminder(SQLModel, table=True):
     text: str
     channel: str = Field(default="sms", max_length=8)
     state: str = Field(default="scheduled", max_length=16)
+    # An RRULE (core.recurrence) for a repeating reminder; due_at is then its next occurrence.
+    recurrence: str | None = Field(default=None, max_length=256)
+    time_zone: str = Field(default="UTC", max_length=64, sa_column_kwargs={"server_default": "UTC"})
+    occurrences: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # delivered so far
     created_at: datetime = _created()
+
+
+class Delivery(SQLModel, table=True):
+    """One text or call to a user, by reminder or by their agent (send_sms, call_me), and how it
+    ended. An occurrence of a reminder is delivered at most once (the unique constraint)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        _one_of("requested", tuple(Channel), "ck_deliveries_requested"),
+        _one_of("channel", tuple(Channel), "ck_deliveries_channel"),
+        _one_of("outcome", tuple(DeliveryOutcome), "ck_deliveries_outcome"),
+        _one_of("fallback_reason", tuple(FallbackReason), "ck_deliveries_fallback_reason"),
+        sa.UniqueConstraint("reminder_id", "occurrence", name="uq_deliveries_reminder_occurrence"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    reminder_id: uuid.UUID | None = Field(default=None, foreign_key="reminders.id", ondelete="SET NULL", index=True)
+    occurrence: int | None = None
+    requested: str = Field(max_length=8)
+    channel: str | None = Field(default=None, max_length=8)  # what reached the user
+    text: str  # the text sent, or the call's fallback text
+    call_sid: str | None = Field(default=None, max_length=64)
+    message_sid: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(default=DeliveryOutcome.PENDING, max_length=16)
+    fallback_reason: str | None = Field(default=None, max_length=16)
+    detail: str | None = Field(default=None, max_length=300)
+    created_at: datetime = _created()
+    finished_at: datetime | None = _timestamp()
 
 
 class OAuthCredential(SQLModel, table=True):

@@ -6,10 +6,12 @@ production switches each port to its real adapter by setting, never by code chan
 
 from __future__ import annotations
 
+from datetime import time
 from enum import StrEnum
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
@@ -17,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from core.limits import Limit
+from core.timezones import parse_quiet_hours
 from core.tokens import Keyring
 
 
@@ -103,6 +106,13 @@ class Settings(BaseSettings):
     max_call_s: float = 1800.0  # hang up after 30 minutes
     voice_drain_s: float = 570.0  # on SIGTERM the bridge lets calls in progress finish this long
     silent_caller_hangup_s: float = 120.0  # say goodbye after two minutes without a word
+
+    # Reaching the user: reminders, and the agent's texts and calls (workflows/delivery.py).
+    # A user's time zone defaults to their phone number's; this when the number says nothing.
+    default_time_zone: str = "America/New_York"
+    quiet_hours: str = "21:00-08:00"  # local; a call due then is sent as a text ("off": none; users can set their own)
+    reminder_lead_s: float = 60.0  # this long before a reminder is due, wake the agent to phrase it
+    call_ring_timeout_s: int = Field(default=30, ge=5, le=600)  # then a placed call counts as unanswered
 
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
@@ -209,6 +219,25 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not an IANA time zone: {value!r}") from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        parse_quiet_hours(value)
+        return value
+
+    @property
+    def quiet_hours_range(self) -> tuple[time, time] | None:
+        return parse_quiet_hours(self.quiet_hours)
 
     @field_validator("agent_sms_limits", "agent_call_limits", "caller_message_limits", "wrong_pin_limits",
                      "inbound_text_limits", "inbound_call_limits", "over_limit_notice_limits")

@@ -52,3 +52,19 @@ def split_reply(text: str, *, limit: int = MAX_TEXT_CHARS, max_parts: int = MAX_
         last = parts[-1]
         parts[-1] = (last if len(last) < limit else last[: limit - len(CONTINUED)].rstrip()) + CONTINUED
     return parts
+
+
+REMINDER_PROMPT_OPENING = "It is time for a reminder your user asked you for:"
+
+
+def reminder_prompt(text: str, *, by_call: bool) -> str:
+    """What the platform asks the agent when a reminder is due (emulators/demo_model.py knows it)."""
+    how = ("the first thing you say when they pick up your call" if by_call
+           else "the text message you send them")
+    return (f"{REMINDER_PROMPT_OPENING} «{text}». Write {how} for it: one or two short, friendly sentences in "
+            "your own voice, plain text, nothing else.")
+
+
+def plain_reminder(text: str, *, agent_name: str, by_call: bool) -> str:
+    """The reminder when the agent cannot phrase it in time."""
+    return f"Hi, it's {agent_name} with your reminder: {text}" if by_call else f"Reminder: {text}"

@@ -16,6 +16,7 @@ platform capability from the softphone; anything else gets an honest answer that
 | text me <words>                              | `send_sms`                                            |
 | search the web for <x> / look up <x>         | `web_search`, then reads the top result               |
 | what are my reminders?                       | `list_reminders`                                      |
+| (the platform: "It is time for a reminder…") | the reminder in a sentence                            |
 | goodbye                                      | says goodbye and ends the call                        |
 
 It answers with OpenAI-style tool calls through OpenClaw's `tool_call` (or the tool itself where
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.recall import recalled_user_turns
+from core.texts import REMINDER_PROMPT_OPENING
 from voice.agent_settings import END_CALL_MARKER  # the platform's speech rules ask for it; echoed only if asked
 
 DEMO_NOTICE = "I'm the local demo model; connect a real model to talk freely."
@@ -91,6 +93,8 @@ def answer_words(said: str, earlier: list[str], *, on_a_call: bool) -> Answer:
     lower = words.lower()
     if not lower:
         return Answer("I'm here. How can I help?")
+    if match := re.match(re.escape(REMINDER_PROMPT_OPENING) + r" «(.+?)»", words):
+        return Answer(f"Hi! Here's your reminder: {match[1].rstrip('.')}.")
     if re.search(r"\b(good ?bye|bye|hang up)\b", lower):
         return Answer("Goodbye!" + (f" {END_CALL_MARKER}" if on_a_call else ""))
     if match := re.match(r"(?:please )?remember(?: that)? (.+)", words, re.I):
@@ -175,7 +179,8 @@ def phrase_result(tool: str, args: dict[str, Any], content: str) -> str:
         when = _spoken_minutes(float(args.get("in_minutes") or 0)) if args.get("in_minutes") else "then"
         return f"Okay, I'll {how} in {when}: {args.get('text', '')}."
     if name == "send_sms":
-        return "Done, I've texted you." if not failed and text.startswith("Texted") else f"I couldn't text you: {text}"
+        sent = not failed and text.startswith(("Texted", "Texting"))
+        return "Done, I've texted you." if sent else f"I couldn't text you: {text}"
     if name == "call_me":
         return "I'm calling you now." if not failed and text.startswith("Calling") else f"I couldn't call you: {text}"
     if name == "web_search":

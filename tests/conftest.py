@@ -127,6 +127,7 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         worker_heartbeat_stale_s=3.0,
         local_agent_spares=0,  # no OpenClaw starts unless a test wakes an agent
         number_pool_target=0,  # tests that want the pool start it themselves
+        quiet_hours="off",  # calls whatever the hour the suite runs at; tests of quiet hours set them
     )
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities import adapters
+from activities.agent_chat import AgentChat
+from activities.delivery import DeliveryActivities
 from activities.numbers.pool import NumberPoolActivities
 from activities.onboarding.calls import HotlineCallActivities
 from activities.onboarding.verification import VerificationActivities
@@ -21,6 +23,7 @@ from core.callbacks import current_platform_mcp_server
 from core.ports import AgentRuntime
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
+from workflows.delivery import DeliveryWorkflow
 from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import NumberPoolWorkflow
 from workflows.onboarding import OnboardingWorkflow
@@ -28,7 +31,7 @@ from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
 from workflows.sms_conversation import SmsConversationWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow,
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, DeliveryWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow,
                              ProvisionUserWorkflow, ReminderWorkflow, SmsConversationWorkflow)
 
 
@@ -43,7 +46,7 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     """The activities with their adapters, started and, on exit, closed (gateways stopped)."""
     runtime = adapters.agent_runtime(settings)
     telephony = adapters.telephony(settings)
-    texts = TextActivities(telephony, sessions, settings)
+    agent = AgentChat(settings)
     await runtime.start()
     try:
         store = StoreActivities(sessions)
@@ -55,8 +58,9 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         verification = VerificationActivities(telephony, adapters.mailer(settings, sessions), keyring=settings.keyring)
         yield WorkerParts([store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
                            *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
-                           *ReminderActivities(telephony, sessions, settings).all(), *texts.all()], runtime)
+                           *ReminderActivities(sessions, agent).all(), *DeliveryActivities(telephony, sessions, settings).all(),
+                           *TextActivities(telephony, sessions, settings, agent).all()], runtime)
     finally:
         await runtime.close()
-        await texts.close()
+        await agent.close()
         await telephony.close()

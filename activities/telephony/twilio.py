@@ -7,7 +7,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from core.ports import CallEnded, NumberNotFound, OwnedNumber
+from core.ports import CallEnded, CallState, NumberNotFound, OwnedNumber
 
 NOT_FOUND = 20404
 CALL_IS_OVER = (21220, NOT_FOUND)  # not in progress; no such call (any more)
@@ -61,12 +61,20 @@ class TwilioTelephony:
         return message.sid
 
     async def place_call(self, *, to: str, from_: str, twiml: str | None = None, url: str | None = None,
-                         status_callback: str | None = None) -> str:
+                         status_callback: str | None = None, machine_detection: bool = False,
+                         ring_timeout_s: int | None = None) -> str:
+        """`machine_detection`: Twilio's synchronous answering-machine detection (the TwiML request
+        and the status callback then carry AnsweredBy)."""
         if (twiml is None) == (url is None):
             raise ValueError("place_call needs exactly one of twiml or url")
-        kwargs = {k: v for k, v in {"twiml": twiml, "url": url, "status_callback": status_callback}.items() if v}
-        call = await self.client.calls.create_async(to=to, from_=from_, **kwargs)
+        options = {"twiml": twiml, "url": url, "status_callback": status_callback, "timeout": ring_timeout_s,
+                   "machine_detection": "Enable" if machine_detection else None}
+        call = await self.client.calls.create_async(to=to, from_=from_, **{k: v for k, v in options.items() if v})
         return call.sid
+
+    async def call_state(self, call_sid: str) -> CallState:
+        call = await self.client.calls(call_sid).fetch_async()
+        return CallState(status=call.status, answered_by=call.answered_by)
 
     async def redirect_call(self, call_sid: str, *, twiml: str | None = None, url: str | None = None) -> None:
         if (twiml is None) == (url is None):

@@ -4,19 +4,17 @@ for its user.
 Streamable HTTP at `POST /mcp`, stateless and answered as JSON (any API replica serves any request),
 one bearer token per user rendered into their OpenClaw config (core.callbacks.platform_mcp_server),
 checked by the SDK's bearer middleware through `AgentTokens`. The tool schemas come from the typed
-signatures below. Tools: schedule_reminder, list_reminders, cancel_reminder (ReminderWorkflow
-`reminder-<id>`), send_sms and call_me (now, from the user's own number, to the user's own phone: an
-agent can reach no one else), and web_search (keyless, through the WebSearch port).
+signatures below. Tools: schedule_reminder, list_reminders, reschedule_reminder, cancel_reminder,
+send_sms and call_me (api/reaching.py: durable, from the user's own number to the user's own phone,
+so an agent can reach no one else), and web_search (keyless, through the WebSearch port).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -26,30 +24,22 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
-from temporalio.client import Client
-from temporalio.service import RPCError
 
+from api import reaching
 from api.deps import Platform
-from core.callbacks import MCP_AUDIENCE, PLATFORM_MCP_NAME, call_user_with_agent, mcp_token_generation
-from core.limits import Limit
-from core.models import PhoneNumber, Reminder, User
+from api.tool_context import MAX_TEXT, Tools, text_arg
+from core.callbacks import MCP_AUDIENCE, PLATFORM_MCP_NAME, mcp_token_generation
+from core.models import Channel
 from core.ports import MAX_SEARCH_RESULTS, SearchUnavailable
 from core.settings import Settings
 from core.tokens import InvalidToken, TokenKind
-from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
 
 log = logging.getLogger(__name__)
 
 PATH = "/mcp"
-MAX_TEXT = 480
-MAX_AHEAD = timedelta(days=366)
 MAX_BODY_BYTES = 64 * 1024  # a tool call is a few hundred bytes
-
-OPTED_OUT = ("not sent: your user opted out of texts and calls from you (they texted STOP); "
-             "they can text START to your number to opt back in")
 
 ShortText = Annotated[str, Field(max_length=MAX_TEXT)]
 
@@ -80,18 +70,6 @@ class AgentTokens:
             log.info("refused an MCP token: %s", error)
             return None
         return AccessToken(token=token, client_id=f"agent-{user_id}", scopes=[], subject=str(user_id))
-
-
-@dataclass
-class Tools:
-    """What the tools act with, for the agent whose token this request carries."""
-
-    user_id: uuid.UUID
-    platform: Platform
-
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]:
-        return self.platform.sessions
 
 
 class PlatformServer(MCPServer):
@@ -132,27 +110,40 @@ def create_server(settings: Settings, platform: Callable[[], Platform]) -> MCPSe
     @server.tool(structured_output=False)
     async def schedule_reminder(
         text: Annotated[ShortText, Field(description="what to remind the user of")],
-        at: Annotated[str | None, Field(description="when, ISO 8601 with a UTC offset, e.g. 2026-11-25T09:00:00-05:00")] = None,
+        at: Annotated[str | None, Field(description="when, ISO 8601: 2026-11-25T09:00 is your user's own time; "
+                                                    "or with an offset, 2026-11-25T09:00:00-05:00")] = None,
         in_minutes: Annotated[float | None, Field(description="or: this many minutes from now")] = None,
         channel: Annotated[Literal["sms", "call"], Field(description="a text (default) or a call from you")] = "sms",
+        every: Annotated[str | None, Field(description="repeat: daily, weekdays, weekly, monthly, or an RRULE "
+                                                       "such as FREQ=WEEKLY;BYDAY=MO,TH")] = None,
     ) -> str:
-        """Remind the user later, by text message (default) or by a phone call from you."""
-        return await _schedule_reminder(tools(), text, at, in_minutes, channel)
+        """Remind the user later, by text message (default) or by a phone call from you; once, or
+        repeating. A call in their quiet hours, or one they don't pick up, becomes a text."""
+        return await reaching.schedule_reminder(tools(), text, at, in_minutes, Channel(channel), every)
 
     @server.tool(structured_output=False)
     async def list_reminders() -> str:
-        """The user's reminders that have not fired yet."""
-        return await _list_reminders(tools())
+        """The user's reminders that have not fired yet (times in the user's zone)."""
+        return await reaching.list_reminders(tools())
+
+    @server.tool(structured_output=False)
+    async def reschedule_reminder(
+        id: Annotated[str, Field(description="the reminder's id, from list_reminders")],
+        at: Annotated[str | None, Field(description="the new time, ISO 8601 (your user's time unless it has an offset)")] = None,
+        in_minutes: Annotated[float | None, Field(description="or: this many minutes from now")] = None,
+    ) -> str:
+        """Move a reminder to a new time (a repeating one: its next occurrence)."""
+        return await reaching.reschedule_reminder(tools(), id, at, in_minutes)
 
     @server.tool(structured_output=False)
     async def cancel_reminder(id: Annotated[str, Field(description="the reminder's id, from list_reminders")]) -> str:
-        """Cancel a reminder by its id (from list_reminders)."""
-        return await _cancel_reminder(tools(), id)
+        """Cancel a reminder by its id (from list_reminders); a repeating one stops for good."""
+        return await reaching.cancel_reminder(tools(), id)
 
     @server.tool(structured_output=False)
     async def send_sms(text: Annotated[ShortText, Field(description="the message")]) -> str:
         """Text the user now, from your number."""
-        return await _send_sms(tools(), text)
+        return await reaching.send_sms(tools(), text)
 
     @server.tool(structured_output=False)
     async def web_search(
@@ -167,8 +158,9 @@ def create_server(settings: Settings, platform: Callable[[], Platform]) -> MCPSe
         greeting: Annotated[ShortText, Field(description="your first sentence when they pick up")],
         reason: Annotated[ShortText | None, Field(description="why you are calling, for the rest of the call")] = None,
     ) -> str:
-        """Call the user now (e.g. a task is done); you open with `greeting`."""
-        return await _call_me(tools(), greeting, reason)
+        """Call the user now (e.g. a task is done); you open with `greeting`. If they don't pick up,
+        or it is their quiet hours, they get a text instead."""
+        return await reaching.call_me(tools(), greeting, reason)
 
     return server
 
@@ -185,124 +177,8 @@ def http_app(server: MCPServer) -> Starlette:
 # ---- the tools ----------------------------------------------------------------------------
 
 
-def _text(value: str | None, key: str) -> str:
-    if value is None or not value.strip():
-        raise ToolError(f"'{key}' is required: a short text")
-    if len(value) > MAX_TEXT:
-        raise ToolError(f"'{key}' is too long ({len(value)} characters; at most {MAX_TEXT})")
-    return " ".join(value.split())
-
-
-def _due(at: str | None, in_minutes: float | None, now: datetime) -> datetime:
-    if in_minutes is not None:
-        due = now + timedelta(minutes=in_minutes)
-    elif at is not None:
-        try:
-            due = datetime.fromisoformat(at)
-        except ValueError:
-            raise ToolError("'at' must be ISO 8601, e.g. 2026-11-25T09:00:00-05:00") from None
-        if due.tzinfo is None:
-            raise ToolError("'at' needs a UTC offset (e.g. -05:00 or Z): whose nine o'clock?")
-    else:
-        raise ToolError("say when: 'at' (ISO 8601 with offset) or 'in_minutes'")
-    if due < now - timedelta(minutes=1):
-        raise ToolError(f"{due.isoformat()} is in the past (it is {now.isoformat(timespec='minutes')} now)")
-    if due > now + MAX_AHEAD:
-        raise ToolError("reminders can be at most a year ahead")
-    return due
-
-
-def _temporal(tools: Tools) -> Client:
-    if tools.platform.temporal.client is None:
-        raise ToolError("reminders are unavailable right now; try again in a minute")
-    return tools.platform.temporal.client
-
-
-async def _schedule_reminder(tools: Tools, text: str, at: str | None, in_minutes: float | None, channel: str) -> str:
-    text = _text(text, "text")
-    due = _due(at, in_minutes, datetime.now(UTC))
-    reminder = Reminder(user_id=tools.user_id, due_at=due, text=text, channel=channel)
-    async with tools.sessions() as session, session.begin():
-        session.add(reminder)
-    await _temporal(tools).start_workflow(
-        ReminderWorkflow.run, ReminderInput(reminder_id=reminder.id, user_id=tools.user_id, due_at=due),
-        id=workflow_id(reminder.id), task_queue=tools.platform.settings.temporal_task_queue)
-    how = "a text" if channel == "sms" else "a call"
-    return f"Reminder {reminder.id} set: {how} at {due.isoformat(timespec='minutes')} ({text!r})."
-
-
-async def _list_reminders(tools: Tools) -> str:
-    async with tools.sessions() as session:
-        pending = (await session.scalars(select(Reminder).where(
-            Reminder.user_id == tools.user_id, Reminder.state == "scheduled").order_by(Reminder.due_at))).all()
-    if not pending:
-        return "No reminders are scheduled."
-    return "\n".join(f"{r.id} — {r.due_at.isoformat(timespec='minutes')} — {r.channel} — {r.text}" for r in pending)
-
-
-async def _cancel_reminder(tools: Tools, id: str) -> str:
-    try:
-        reminder_id = uuid.UUID(id)
-    except ValueError:
-        raise ToolError("'id' must be a reminder id from list_reminders") from None
-    async with tools.sessions() as session:
-        reminder = await session.get(Reminder, reminder_id)
-    if reminder is None or reminder.user_id != tools.user_id:
-        raise ToolError(f"no reminder {reminder_id}")
-    if reminder.state != "scheduled":
-        raise ToolError(f"reminder {reminder_id} has already {reminder.state}")
-    handle = _temporal(tools).get_workflow_handle(workflow_id(reminder_id))
-    try:
-        await handle.signal(ReminderWorkflow.cancel)
-        state = await asyncio.wait_for(handle.result(), 10)  # it records the outcome
-    except RPCError:
-        raise ToolError(f"reminder {reminder_id} has already fired") from None
-    except TimeoutError:
-        return f"Cancelling reminder {reminder_id}."
-    if state != "cancelled":
-        raise ToolError(f"reminder {reminder_id} had already {state}")
-    return f"Reminder {reminder_id} cancelled."
-
-
-async def _user_line(tools: Tools) -> tuple[User, str]:
-    async with tools.sessions() as session:
-        row = (await session.execute(select(User, PhoneNumber.e164).join(PhoneNumber, PhoneNumber.user_id == User.id)
-                                     .where(User.id == tools.user_id, PhoneNumber.state == "assigned"))).one_or_none()
-    if row is None:
-        raise ToolError("you have no phone number yet")
-    if row[0].sms_opted_out_at is not None:
-        raise ToolError(OPTED_OUT)
-    return row[0], row[1]
-
-
-async def _within_limits(tools: Tools, kind: Limit) -> None:
-    if refusal := await tools.platform.limiter.acquire(kind, tools.user_id):
-        raise ToolError(f"{'Text' if kind == Limit.SMS else 'Call'} not sent: {refusal}. "
-                        "Reminders the user asked for are not affected.")
-
-
-async def _send_sms(tools: Tools, text: str) -> str:
-    body = _text(text, "text")
-    user, number = await _user_line(tools)
-    await _within_limits(tools, Limit.SMS)
-    sid = await tools.platform.telephony.send_sms(to=user.phone_e164, from_=number, body=body)
-    log.info("agent of user %s texted its user (%s)", tools.user_id, sid)
-    return f"Texted the user ({sid})."
-
-
-async def _call_me(tools: Tools, greeting: str, reason: str | None) -> str:
-    greeting = _text(greeting, "greeting")
-    reason = _text(reason, "reason") if reason else greeting
-    user, number = await _user_line(tools)
-    await _within_limits(tools, Limit.CALL)
-    sid = await call_user_with_agent(tools.platform.telephony, tools.platform.settings, user_id=user.id,
-                                     to=user.phone_e164, from_=number, greeting=greeting, purpose=reason)
-    log.info("agent of user %s called its user (%s)", tools.user_id, sid)
-    return f"Calling the user now ({sid})."
-
-
 async def _web_search(tools: Tools, query: str, count: int) -> str:
-    query = _text(query, "query")
+    query = text_arg(query, "query")
     try:
         results = await tools.platform.web_search.search(query, count=count)
     except SearchUnavailable as error:

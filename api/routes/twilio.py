@@ -20,6 +20,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from activities.delivery import CallProgress
 from activities.texts import InboundText
 from api.deps import LimiterDep, SessionsDep, SettingsDep, TelephonyDep, TemporalDep
 from api.routes import hotline
@@ -35,6 +36,8 @@ from core.streams import issue_ticket
 from core.texts import MAX_TEXT_CHARS, Keyword, keyword
 from core.tokens import InvalidToken, TokenKind
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
+from workflows.delivery import DeliveryWorkflow
+from workflows.delivery import workflow_id as delivery_workflow_id
 from workflows.sms_conversation import SmsConversationInput, SmsConversationWorkflow
 from workflows.sms_conversation import workflow_id as sms_workflow_id
 
@@ -78,6 +81,12 @@ class StatusForm(BaseModel):
 class CallForm(TwilioForm):
     call_sid: str = Field("", alias="CallSid", max_length=64)
     attestation: str = Field("", alias="StirVerstat", max_length=32)  # caller ID attestation (A, B, C)
+    status: str = Field("", alias="CallStatus", max_length=16)
+    answered_by: str = Field("", alias="AnsweredBy", max_length=32)  # with answering-machine detection
+
+    @property
+    def machine(self) -> bool:
+        return self.answered_by.startswith("machine") or self.answered_by == "fax"
 
 
 FormT = TypeVar("FormT", bound=BaseModel)
@@ -217,10 +226,37 @@ async def outbound(call: SignedCall, settings: SettingsDep, sessions: SessionsDe
         log.warning("outbound call with a bad purpose token: %s", error)
         return say_and_hang_up(CALL_FAILED)
     with log_context(call_id=call.call_sid, user_id=str(user_id)):
+        if call.machine and claims.get("delivery"):
+            # A voicemail box: hang up; the delivery sends a text instead.
+            log.info("call %s reached %s: hanging up, the delivery will text", call.call_sid, call.answered_by)
+            await _tell_delivery(temporal, claims["delivery"], CallProgress(answered_by=call.answered_by))
+            response = VoiceResponse()
+            response.hangup()
+            return twiml(response)
         await start_waking(temporal, user_id)
         return await stream_to_bridge(settings, sessions, call, user_id=user_id,
                                       direction=claims.get("direction", "outbound"),
                                       greeting=claims.get("greeting", ""), purpose=claims.get("purpose", ""))
+
+
+@router.post("/calls/status")
+async def call_status(call: SignedCall, temporal: TemporalDep, delivery: uuid.UUID) -> Response:
+    """The status callback of a call a delivery placed: its final status (and who answered)."""
+    await _tell_delivery(temporal, str(delivery), CallProgress(status=call.status or None,
+                                                               answered_by=call.answered_by or None))
+    return Response(status_code=204)
+
+
+async def _tell_delivery(temporal: TemporalDep, delivery: str, progress: CallProgress) -> None:
+    """Signals the delivery; if Temporal is unreachable it asks the provider itself a little later."""
+    if temporal is None:
+        log.warning("Temporal unreachable: delivery %s will poll for its call's status", delivery)
+        return
+    try:
+        await temporal.get_workflow_handle(delivery_workflow_id(uuid.UUID(delivery))).signal(
+            DeliveryWorkflow.call_progress, progress)
+    except (RPCError, ValueError) as error:
+        log.warning("could not tell delivery %s about its call: %s", delivery, error)
 
 
 def too_many_texts(refusal: Refusal) -> str:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from emulators.carrier.carrier import Carrier, Source
+from emulators.carrier.carrier import RING_TIMEOUT_S, Carrier, Source, WhenCalled
 from emulators.carrier.store import CarrierError, OwnedNumber, new_sid, now
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,15 @@ def create_app(carrier: Carrier, *, extra_routes: list[Any] | None = None) -> St
         source = _source(form)
         if source is None:
             raise CarrierError(400, 21205, "Either Url or Twiml is required.")
+        try:
+            timeout = int(form.get("Timeout") or RING_TIMEOUT_S)
+        except ValueError:
+            raise CarrierError(400, 21216, "Timeout must be a number of seconds") from None
+        if not 1 <= timeout <= 600:
+            raise CarrierError(400, 21216, "Timeout must be between 1 and 600 seconds")
         call = carrier.place_call(to=str(form.get("To", "")), from_=str(form.get("From", "")), source=source,
-                                  status_callback=_opt(form, "StatusCallback"))
+                                  status_callback=_opt(form, "StatusCallback"), ring_timeout_s=float(timeout),
+                                  machine_detection=_opt(form, "MachineDetection"))
         return call.resource(carrier.account_sid)
 
     async def call(request: Request) -> dict[str, Any]:
@@ -150,7 +157,13 @@ def create_app(carrier: Carrier, *, extra_routes: list[Any] | None = None) -> St
             await websocket.close(code=4400, reason="number must be E.164")
             return
         await websocket.accept()
-        handset = carrier.attach(number, websocket.send_json, auto_answer=websocket.query_params.get("auto_answer") == "1")
+        try:
+            when_called = WhenCalled(websocket.query_params.get("when_called", WhenCalled.RING))
+        except ValueError:
+            await websocket.close(code=4400, reason=f"when_called must be one of {', '.join(WhenCalled)}")
+            return
+        handset = carrier.attach(number, websocket.send_json, when_called=when_called,
+                                 auto_answer=websocket.query_params.get("auto_answer") == "1")
         await websocket.send_json({"type": "ready", "number": number})
         try:
             while True:
@@ -218,6 +231,9 @@ async def _handset_event(carrier: Carrier, handset: Any, event: dict[str, Any]) 
         await carrier.handset_speak(handset, str(event["text"]))
     elif kind == "dtmf":
         await carrier.handset_dtmf(handset, str(event["digits"]))
+    elif kind == "when_called":
+        handset.when_called = WhenCalled(str(event["mode"]))
+        await handset.send({"type": "when_called", "mode": handset.when_called.value})
     elif kind == "sms":
         message = await carrier.handset_sms(from_=handset.number, to=str(event["to"]), body=str(event["body"]))
         await handset.send({"type": "sms_sent", "sid": message.sid, "to": message.to})

@@ -8,6 +8,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-RING_TIMEOUT_S = 30.0
+RING_TIMEOUT_S = 60.0  # Twilio's default Timeout for a placed call
+UNATTENDED_RING_S = 2.0  # no phone attached to the number: nobody can answer
+VOICEMAIL_PICKUP_S = 1.0  # a voicemail box answers after a ring or so
+VOICEMAIL_MAX_S = 30.0  # and records at most this long
 HEARD_WINDOW_FRAMES = 1500  # the caller's last 30 s of speech, to know whose words the voice agent heard
 SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tests stay quick
 # Twilio's default replies to the opt-out words (Advanced Opt-Out off), sent from the number texted.
@@ -57,12 +61,26 @@ class Source:
     document: str | None = None
 
 
+class WhenCalled(StrEnum):
+    """What a handset does when the carrier rings it (the softphone's "when called" choice)."""
+
+    RING = "ring"  # rings until its user answers (or auto-answers)
+    BUSY = "busy"  # on another call: the placed call ends busy at once
+    NO_ANSWER = "no-answer"  # rings, nobody picks up: no-answer after the call's Timeout
+    VOICEMAIL = "voicemail"  # the voicemail box picks up (answering-machine detection says so)
+
+
+# What Twilio's answering-machine detection reports for a voicemail box, by MachineDetection mode.
+MACHINE_ANSWERED_BY = {"Enable": "machine_start", "DetectMessageEnd": "machine_end_beep"}
+
+
 @dataclass
 class Handset:
     number: str
     send: Send
     auto_answer: bool = False
     call: Call | None = None
+    when_called: WhenCalled = WhenCalled.RING
 
 
 @dataclass
@@ -75,6 +93,9 @@ class Call:
     source: Source
     status: str = "queued"
     status_callback: str | None = None
+    ring_timeout_s: float = RING_TIMEOUT_S
+    machine_detection: str | None = None  # Enable | DetectMessageEnd (placed calls)
+    answered_by: str | None = None  # human | machine_start | machine_end_beep (with machine detection)
     created: datetime = field(default_factory=now)
     answered_at: datetime | None = None
     ended_at: datetime | None = None
@@ -111,6 +132,7 @@ class Call:
             "from": self.from_,
             "status": self.status,
             "direction": self.direction,
+            "answered_by": self.answered_by,
             "duration": str(self.duration) if self.ended_at else None,
             "start_time": rfc2822(self.answered_at) if self.answered_at else None,
             "end_time": rfc2822(self.ended_at) if self.ended_at else None,
@@ -163,8 +185,9 @@ class Carrier:
 
     # ---- handsets -------------------------------------------------------------------------
 
-    def attach(self, number: str, send: Send, *, auto_answer: bool = False) -> Handset:
-        handset = Handset(number, send, auto_answer)
+    def attach(self, number: str, send: Send, *, auto_answer: bool = False,
+               when_called: WhenCalled = WhenCalled.RING) -> Handset:
+        handset = Handset(number, send, auto_answer, when_called=when_called)
         self.handsets[number] = handset
         return handset
 
@@ -255,14 +278,18 @@ class Carrier:
 
     # ---- calls ----------------------------------------------------------------------------
 
-    def place_call(self, *, to: str, from_: str, source: Source, status_callback: str | None) -> Call:
+    def place_call(self, *, to: str, from_: str, source: Source, status_callback: str | None,
+                   ring_timeout_s: float = RING_TIMEOUT_S, machine_detection: str | None = None) -> Call:
         """REST Calls.create: ring a handset; run the TwiML once it answers."""
         if not to.startswith("+"):
             raise CarrierError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if self.numbers.by_number(from_) is None:
             raise CarrierError(400, 21210, f"The source phone number provided, {from_}, is not yet verified for your account.")
+        if machine_detection not in (None, *MACHINE_ANSWERED_BY):
+            raise CarrierError(400, 21200, f"MachineDetection must be Enable or DetectMessageEnd, not {machine_detection}")
         call = Call(new_sid("CA"), from_=from_, to=to, direction="outbound-api", handset=to, source=source,
-                    status_callback=status_callback)
+                    status_callback=status_callback, ring_timeout_s=ring_timeout_s,
+                    machine_detection=machine_detection)
         self.calls[call.sid] = call
         call.task = asyncio.create_task(self._run_outbound(call))
         return call
@@ -322,21 +349,41 @@ class Carrier:
 
     async def _run_outbound(self, call: Call) -> None:
         try:
-            await self._set_status(call, "ringing")
             handset = self.handsets.get(call.to)
+            if handset is not None and (handset.when_called == WhenCalled.BUSY or handset.call is not None):
+                await self._finish(call, "busy")
+                return
+            await self._set_status(call, "ringing")
             if handset is not None:
                 await handset.send({"type": "incoming_call", "call_sid": call.sid, "from": call.from_})
-                if handset.auto_answer and handset.call is None:
+                if handset.when_called == WhenCalled.VOICEMAIL:
+                    await asyncio.sleep(VOICEMAIL_PICKUP_S)
+                    await self._run_voicemail(call, handset)
+                    return
+                if handset.auto_answer and handset.when_called == WhenCalled.RING:
                     handset.call = call
                     call.answered.set()
             try:
-                await asyncio.wait_for(call.answered.wait(), RING_TIMEOUT_S if handset else 2.0)
+                await asyncio.wait_for(call.answered.wait(), call.ring_timeout_s if handset else UNATTENDED_RING_S)
             except TimeoutError:
                 await self._finish(call, "no-answer")
                 return
+            if call.machine_detection:
+                call.answered_by = "human"
             await self._run_answered(call)
         except asyncio.CancelledError:
             await self._finish(call, call.status if call.status != "in-progress" else "completed")
+
+    async def _run_voicemail(self, call: Call, handset: Handset) -> None:
+        """The voicemail box answers: its TwiML plays into the box (the handset is told what was left),
+        until the document ends, the platform hangs up, or the box's time runs out."""
+        handset.call = call
+        if call.machine_detection:
+            call.answered_by = MACHINE_ANSWERED_BY[call.machine_detection]
+        try:
+            await asyncio.wait_for(self._run_answered(call), VOICEMAIL_MAX_S)
+        except TimeoutError:
+            await self._finish(call, "completed")
 
     async def _run_inbound(self, call: Call) -> None:
         try:
@@ -375,7 +422,8 @@ class Carrier:
         url = twiml.absolute(base_url, source.url)
         params = {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
                   "Caller": call.from_, "Called": call.to, "CallStatus": call.status, "Direction": call.direction,
-                  "ApiVersion": "2010-04-01", **({"StirVerstat": call.attestation} if call.attestation else {})}
+                  "ApiVersion": "2010-04-01", **({"StirVerstat": call.attestation} if call.attestation else {}),
+                  **({"AnsweredBy": call.answered_by} if call.answered_by else {})}
         response = await self.post_webhook(url, params)
         if response.status_code != 200:
             raise CarrierError(502, 11200, f"HTTP {response.status_code} from {url}")
@@ -462,7 +510,7 @@ class Carrier:
         await self._callback(call.status_callback, {
             "AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
             "CallStatus": status, "CallDuration": str(call.duration), "Direction": call.direction,
-            "ApiVersion": "2010-04-01",
+            "ApiVersion": "2010-04-01", **({"AnsweredBy": call.answered_by} if call.answered_by else {}),
         })
 
     async def handset_audio(self, handset: Handset, frame: bytes) -> None:

@@ -76,6 +76,12 @@ class Handset:
         """A typed turn: the carrier speaks it into the call (and the local voice agent knows the words)."""
         await self._send({"type": "speak", "text": text})
 
+    async def when_called(self, mode: str) -> None:
+        """ring | busy | no-answer | voicemail: what this phone does when the carrier rings it."""
+        mark = len(self.events)
+        await self._send({"type": "when_called", "mode": mode})
+        await self.wait_for("when_called", after=mark)
+
     async def text(self, to: str, body: str) -> None:
         await self._send({"type": "sms", "to": to, "body": body})
 
@@ -88,9 +94,11 @@ class Handset:
 
 
 @asynccontextmanager
-async def handset(carrier_url: str, number: str, *, auto_answer: bool = False) -> AsyncIterator[Handset]:
+async def handset(carrier_url: str, number: str, *, auto_answer: bool = False,
+                  when_called: str = "ring") -> AsyncIterator[Handset]:
     """Connect a phone with `number` to the carrier at `carrier_url` (http://host:port)."""
-    ws_url = carrier_url.replace("http", "ws", 1) + f"/phone/ws?number={number.replace('+', '%2B')}"
+    ws_url = (carrier_url.replace("http", "ws", 1) + f"/phone/ws?number={number.replace('+', '%2B')}"
+              f"&when_called={when_called}")
     if auto_answer:
         ws_url += "&auto_answer=1"
     async with websockets.connect(ws_url, max_size=2**22) as ws:

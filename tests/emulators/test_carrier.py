@@ -227,6 +227,47 @@ async def test_outbound_call_redirect_and_hangup(twilio: Client, platform: Platf
     assert status["valid"] and status["form"]["CallStatus"] == "completed"
 
 
+async def _final_status(platform: Platform, sid: str) -> dict[str, Any]:
+    for _ in range(200):
+        if found := [r["form"] for r in platform.requests if r["path"] == "/call-status" and r["form"]["CallSid"] == sid]:
+            return found[-1]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no status callback for {sid}")
+
+
+@pytest.mark.parametrize(("when_called", "status", "answered_by"), [
+    ("busy", "busy", None),
+    ("no-answer", "no-answer", None),
+    ("voicemail", "completed", "machine_start"),
+])
+async def test_a_phone_can_be_busy_leave_a_call_unanswered_or_answer_as_voicemail(
+        twilio: Client, platform: Platform, carrier_url: str, when_called: str, status: str,
+        answered_by: str | None) -> None:
+    """What Twilio reports: the final CallStatus, and with MachineDetection, AnsweredBy on the TwiML
+    request and the status callback (a voicemail box "hears" the <Say>)."""
+    number = await _buy(twilio, platform)
+    platform.voice_twiml = "<Response><Say>Your reminder: stretch</Say></Response>"
+    async with handset(carrier_url, CALLER, when_called=when_called) as phone:
+        call = await twilio.calls.create_async(to=CALLER, from_=number, url=f"{platform.url}/voice", timeout=2,
+                                               machine_detection="Enable", status_callback=f"{platform.url}/call-status")
+        final = await _final_status(platform, call.sid)
+        assert final["CallStatus"] == status and final.get("AnsweredBy") == answered_by, final
+        fetched = await twilio.calls(call.sid).fetch_async()
+        assert fetched.status == status and fetched.answered_by == answered_by
+        asked = [r["form"] for r in platform.requests if r["path"] == "/voice" and r["form"]["CallSid"] == call.sid]
+        if when_called == "voicemail":
+            assert asked[0]["AnsweredBy"] == "machine_start"
+            assert (await phone.wait_for("say"))["text"] == "Your reminder: stretch"
+        else:
+            assert asked == [], "an unanswered call fetches no TwiML"
+        if when_called == "no-answer":
+            assert (await phone.wait_for("incoming_call"))["call_sid"] == call.sid, "it rang"
+        await phone.when_called("ring")  # and a phone can change its mind
+        with pytest.raises(TwilioRestException) as bad:
+            await twilio.calls.create_async(to=CALLER, from_=number, url=f"{platform.url}/voice", timeout=0)
+        assert bad.value.code == 21216
+
+
 async def test_bad_input_gets_twilio_errors(twilio: Client, platform: Platform) -> None:
     number = await _buy(twilio, platform)
     with pytest.raises(TwilioRestException) as no_body:

@@ -77,7 +77,8 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
                                                    "args": {"text": "water the plants", "in_minutes": 0.02}}}})
         await phone.say("remind me to water the plants")
         reminder = await phone.wait_for("sms", lambda e: "water the plants" in e["body"], timeout=60)
-        assert reminder["body"] == "Reminder: water the plants" and reminder["from"] == platform.number
+        # Phrased by the agent ("Hi! Here's your reminder: …") or, if it was not ready in time, plain.
+        assert "reminder: water the plants" in reminder["body"].lower() and reminder["from"] == platform.number
 
         # And searches the web with no key or account (DuckDuckGo's page shape, from the stand-in).
         async with httpx.AsyncClient() as http:
@@ -222,7 +223,7 @@ async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(pla
         texted = await phone.wait_for("sms", lambda e: e["body"] == "pineapple", timeout=30)
         assert texted["from"] == platform.number
         await ask("remind me in 3 seconds to stretch", "Okay, I'll text you in 3 seconds: stretch.")
-        await phone.wait_for("sms", lambda e: e["body"] == "Reminder: stretch", timeout=60)
+        await phone.wait_for("sms", lambda e: "reminder: stretch" in e["body"].lower(), timeout=60)
         await ask("search the web for temporal", "The top result is Temporal — durable execution")
         await ask("what are my reminders?", "You have no reminders.")
         await ask("tell me a joke", "I'm the local demo model; connect a real model to talk freely.")

@@ -130,7 +130,7 @@ async def test_stop_silences_the_platform_until_start(texting: Texting,
                 break
             await asyncio.sleep(0.1)
         assert states == ["failed"], states
-        assert not [t for t in phone.texts() if "Reminder: stretch" in t["body"]]
+        assert not [t for t in phone.texts() if "reminder: stretch" in t["body"].lower()]
 
         # On a call the agent is told why it cannot text.
         await phone.dial(texting.number)
