@@ -116,13 +116,9 @@ class DeliveryActivities:
     async def place_delivery_call(self, request: DeliveryRequest) -> str:
         """Rings the user from their number (once: a retry returns the call already placed); when they
         answer, their agent opens with the greeting. Machine detection tells a voicemail box apart."""
-        async with self.sessions() as session:
-            row = await session.get(Delivery, request.delivery_id)
-            user, number = await _user_and_number(session, request.user_id)
-        if row is not None and row.call_sid:
+        row, user, number = await self._line(request)
+        if row.call_sid:
             return row.call_sid
-        if user is None or number is None:
-            raise ApplicationError(NO_NUMBER, type="NoNumber", non_retryable=True)
         url = agent_call_url(self.settings, user_id=user.id, greeting=request.greeting or request.text,
                              purpose=request.purpose or "", delivery=str(request.delivery_id))
         sid = await self.telephony.place_call(
@@ -141,15 +137,9 @@ class DeliveryActivities:
     @activity.defn
     async def send_delivery_text(self, request: DeliveryRequest) -> str:
         """Texts the user (once: a retry returns the text already sent); refuses an opted-out user."""
-        async with self.sessions() as session:
-            row = await session.get(Delivery, request.delivery_id)
-            user, number = await _user_and_number(session, request.user_id)
-        if row is not None and row.message_sid:
+        row, user, number = await self._line(request)
+        if row.message_sid:
             return row.message_sid
-        if user is None or number is None:
-            raise ApplicationError(NO_NUMBER, type="NoNumber", non_retryable=True)
-        if user.sms_opted_out_at is not None:
-            raise ApplicationError(OPTED_OUT, type="OptedOut", non_retryable=True)
         sid = await self.telephony.send_sms(to=user.phone_e164, from_=number, body=request.text)
         await self._set(request.delivery_id, message_sid=sid)
         return sid
@@ -158,6 +148,19 @@ class DeliveryActivities:
     async def finish_delivery(self, end: DeliveryEnd) -> None:
         await self._set(end.delivery_id, outcome=end.outcome, channel=end.channel, fallback_reason=end.fallback_reason,
                         detail=(end.detail or "")[:300] or None, finished_at=utcnow())
+
+    async def _line(self, request: DeliveryRequest) -> tuple[Delivery, User, str]:
+        """The delivery's row, and the user and number it may go to right now (opted out since?)."""
+        async with self.sessions() as session:
+            row = await session.get(Delivery, request.delivery_id)
+            user, number = await _user_and_number(session, request.user_id)
+        if row is None:
+            raise ApplicationError(f"delivery {request.delivery_id} is gone", type="NoNumber", non_retryable=True)
+        if user is None or number is None:
+            raise ApplicationError(NO_NUMBER, type="NoNumber", non_retryable=True)
+        if user.sms_opted_out_at is not None:
+            raise ApplicationError(OPTED_OUT, type="OptedOut", non_retryable=True)
+        return row, user, number
 
     async def _set(self, delivery_id: uuid.UUID, **values: object) -> None:
         async with transaction(self.sessions) as session:

@@ -47,7 +47,7 @@ class Platform:
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
-    telephony: Telephony  # the platform MCP server's send_sms / call_me
+    telephony: Telephony  # messages passed on to a user (texts from strangers)
     web_search: WebSearch  # and its web_search
     limiter: UserLimiter
     temporal: TemporalLink = field(init=False)

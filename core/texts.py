@@ -68,3 +68,14 @@ def reminder_prompt(text: str, *, by_call: bool) -> str:
 def plain_reminder(text: str, *, agent_name: str, by_call: bool) -> str:
     """The reminder when the agent cannot phrase it in time."""
     return f"Hi, it's {agent_name} with your reminder: {text}" if by_call else f"Reminder: {text}"
+
+
+FOLLOW_UP_OPENING = "Your call with your user ended before they heard your answer."
+FOLLOW_UP_DONE = "DONE"
+
+
+def follow_up_prompt(question: str) -> str:
+    """What the platform asks the agent when a call ended before its answer was heard."""
+    return (f"{FOLLOW_UP_OPENING} Their last request was: «{question}». Finish it now and write the result as "
+            "a text message to them: short, plain text, nothing else. If they asked you to call them back with it, "
+            f"call them with call_me instead and answer only {FOLLOW_UP_DONE}.")

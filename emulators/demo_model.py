@@ -17,6 +17,7 @@ platform capability from the softphone; anything else gets an honest answer that
 | search the web for <x> / look up <x>         | `web_search`, then reads the top result               |
 | what are my reminders?                       | `list_reminders`                                      |
 | (the platform: "It is time for a reminder…") | the reminder in a sentence                            |
+| (the platform: a call ended unheard…)        | answers the unheard request, for a text               |
 | goodbye                                      | says goodbye and ends the call                        |
 
 It answers with OpenAI-style tool calls through OpenClaw's `tool_call` (or the tool itself where
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.recall import recalled_user_turns
-from core.texts import REMINDER_PROMPT_OPENING
+from core.texts import FOLLOW_UP_OPENING, REMINDER_PROMPT_OPENING
 from voice.agent_settings import END_CALL_MARKER  # the platform's speech rules ask for it; echoed only if asked
 
 DEMO_NOTICE = "I'm the local demo model; connect a real model to talk freely."
@@ -93,6 +94,8 @@ def answer_words(said: str, earlier: list[str], *, on_a_call: bool) -> Answer:
     lower = words.lower()
     if not lower:
         return Answer("I'm here. How can I help?")
+    if match := re.match(re.escape(FOLLOW_UP_OPENING) + r" Their last request was: «(.+?)»", words):
+        return answer_words(match[1], earlier, on_a_call=False)  # the unheard request, answered for a text
     if match := re.match(re.escape(REMINDER_PROMPT_OPENING) + r" «(.+?)»", words):
         return Answer(f"Hi! Here's your reminder: {match[1].rstrip('.')}.")
     if re.search(r"\b(good ?bye|bye|hang up)\b", lower):

@@ -11,6 +11,7 @@ Every request is kept (GET /control/requests) so tests can see exactly what the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -36,6 +37,7 @@ class ScriptedReply:
     text: str
     times: int | None = 1  # None: forever
     tool_call: dict[str, Any] | None = None  # {"name": ..., "arguments": {...}}: call a tool instead
+    delay_s: float = 0.0  # think this long first (a long task)
 
 
 @dataclass
@@ -115,6 +117,7 @@ async def _stream(reply: ScriptedReply, completion_id: str, created: int, includ
                                  created=created)
 
     yield chunk({"role": "assistant", "content": ""})
+    await asyncio.sleep(reply.delay_s)
     words = reply.text.split(" ") if reply.text else []
     for i, word in enumerate(words):
         yield chunk({"content": word if i == 0 else " " + word})
@@ -150,6 +153,8 @@ def create_app(script: ModelScript | None = None) -> Starlette:
                    if isinstance(tool, dict)]
         reply = respond(script, messages, offered)
         text = reply.text
+        if not body.get("stream"):
+            await asyncio.sleep(reply.delay_s)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         created = int(time.time())
         if body.get("stream"):
@@ -171,10 +176,10 @@ def create_app(script: ModelScript | None = None) -> Starlette:
         body = await request.json()
         try:
             scripted = ScriptedReply(re.compile(body.get("match", ".*"), re.I | re.S), body.get("reply", ""),
-                                     body.get("times", 1), body.get("tool_call"))
+                                     body.get("times", 1), body.get("tool_call"), float(body.get("delay_s", 0)))
             if not scripted.text and not scripted.tool_call:
                 raise KeyError("reply or tool_call")
-        except (KeyError, re.error) as error:
+        except (KeyError, ValueError, re.error) as error:
             return JSONResponse({"error": f"bad script: {error}"}, status_code=400)
         script.replies.append(scripted)
         return JSONResponse({"queued": len(script.replies)})

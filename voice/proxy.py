@@ -41,7 +41,10 @@ from core.think import read_think_request, whole_answer
 from core.tokens import Keyring, TokenKind
 from voice.agent_settings import END_CALL_MARKER
 from voice.keep_warm import KeepWarm
+from activities.follow_ups import UnheardAnswer
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
+from workflows.follow_up import FollowUpWorkflow
+from workflows.follow_up import workflow_id as follow_up_id
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ PIN_NOT_HEARD = "Please say or key in your PIN, digit by digit."
 PIN_WRONG = "That PIN isn't right. Please try again."
 PIN_OK = "Thanks, that's you. What can I do for you?"
 PIN_FAILED = "Sorry, I can't confirm it's you. Goodbye."
+FOLLOW_UP_CHECK_S = 1.0  # after an answer ends (or is cut off), is the call still up?
 TOUCH_EVERY_S = 30.0  # during a call the agent is kept awake this often (its idle timer is minutes)
 UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again in a minute."
 
@@ -91,6 +95,7 @@ class Turn:
     forward: dict[str, Any]
     headers: dict[str, str]
     received: float  # when the think request arrived
+    said: str = ""  # the caller's latest words
 
 
 def latest_turn(messages: list[dict[str, Any]], recall: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -103,8 +108,9 @@ def latest_turn(messages: list[dict[str, Any]], recall: dict[str, Any] | None = 
 
 class LlmProxy:
     def __init__(self, *, keyring: Keyring, temporal: Client, http: httpx.AsyncClient, live: LiveStreams,
-                 limiter: UserLimiter) -> None:
+                 limiter: UserLimiter, task_queue: str) -> None:
         self.keyring = keyring
+        self.task_queue = task_queue  # the workers', for follow-ups of answers a call ended before
         self.temporal = temporal
         self.http = http
         self.live = live
@@ -179,7 +185,7 @@ class LlmProxy:
             forward = {"model": f"openclaw/{agent_id(user_id)}", "stream": True,
                        "messages": latest_turn(think.messages, await self._recall(stream, user_id, call_sid))}
             turn = Turn(stream=stream, user_id=user_id, forward=forward,
-                        headers={"x-openclaw-session-key": f"call-{call_sid}"}, received=received)
+                        headers={"x-openclaw-session-key": f"call-{call_sid}"}, received=received, said=think.said)
             if think.streaming:
                 return StreamingResponse(with_fillers(self._stream(turn), _chunk), media_type="text/event-stream")
             return JSONResponse(await self._complete(turn))
@@ -227,16 +233,19 @@ class LlmProxy:
             return
         forwarded = time.monotonic()
         first_token = 0.0
+        said: list[str] = []
+        finished = False
+        marker = MarkerFilter()
         try:
             async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=turn.forward,
                                         headers={**turn.headers, **endpoint.authorization(self.keyring)}) as answer:
                 if answer.status_code != 200:
                     raise httpx.HTTPStatusError(f"OpenClaw answered {answer.status_code}", request=answer.request,
                                                 response=answer)
-                marker = MarkerFilter()
                 async for line in answer.aiter_lines():
                     if not line.startswith("data: {"):
                         if line == "data: [DONE]":
+                            finished = True
                             if tail := marker.flush():
                                 yield _chunk(tail)
                             if marker.seen:
@@ -253,6 +262,7 @@ class LlmProxy:
                                 log.info("think turn: platform %.1f ms, agent's first token after %.1f ms",
                                          (forwarded - turn.received) * 1000, (first_token - forwarded) * 1000)
                             delta["content"] = marker.feed(delta["content"])
+                            said.append(delta["content"])
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
             self._warm_while_quiet(turn.stream, turn.user_id, endpoint)
         except httpx.HTTPError as error:
@@ -260,6 +270,32 @@ class LlmProxy:
             self.live.remembered.pop(turn.stream, None)  # the next turn asks the lifecycle workflow again
             yield _chunk(UNREACHABLE)
             yield chat_format.DONE.encode()
+        finally:
+            if not marker.seen:  # a goodbye is not followed up
+                self._follow_up_if_unheard(turn, "".join(said) if finished else None)
+
+    def _follow_up_if_unheard(self, turn: Turn, answer: str | None) -> None:
+        """If the call is over once the answer is (or was cut off), the user never heard it: a
+        FollowUpWorkflow texts it, or has the agent finish the task first. A barge-in also cuts an
+        answer off, but then the call is still up."""
+        async def hand_off() -> None:
+            await asyncio.sleep(FOLLOW_UP_CHECK_S)
+            if await self._call_is_up(turn.stream) or not turn.said or (answer is not None and not answer.strip()):
+                return
+            call_sid = turn.headers["x-openclaw-session-key"].removeprefix("call-")
+            unheard = UnheardAnswer(user_id=turn.user_id, call_sid=call_sid,
+                                    session_key=turn.headers["x-openclaw-session-key"],
+                                    question=turn.said, answer=answer)
+            try:
+                await self.temporal.start_workflow(FollowUpWorkflow.run, unheard, id=follow_up_id(unheard),
+                                                   task_queue=self.task_queue)
+                log.info("the call ended before its answer was heard: following up by text")
+            except RPCError as error:  # started already, or Temporal unreachable
+                log.warning("could not follow up an unheard answer: %s", error)
+
+        task = asyncio.create_task(hand_off())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def ask(self, user_id: uuid.UUID, session_key: str, text: str) -> str | None:
         """One plain question to the user's agent, outside any call (e.g. the next greeting)."""

@@ -53,7 +53,8 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
             live = LiveStreams(sessions)
             limiter = UserLimiter(PostgresStorage(sessions), settings.user_limits())
             temporal = await connect(settings)
-            proxy = LlmProxy(keyring=settings.keyring, temporal=temporal, http=http, live=live, limiter=limiter)
+            proxy = LlmProxy(keyring=settings.keyring, temporal=temporal, http=http, live=live, limiter=limiter,
+                             task_queue=settings.temporal_task_queue)
             deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live, temporal=temporal,
                               ask_agent=proxy.ask)
             messages = MessageTaker(keyring=settings.keyring, live=live, telephony=telephony, limiter=limiter)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities import adapters
 from activities.agent_chat import AgentChat
 from activities.delivery import DeliveryActivities
+from activities.follow_ups import FollowUpActivities
 from activities.numbers.pool import NumberPoolActivities
 from activities.onboarding.calls import HotlineCallActivities
 from activities.onboarding.verification import VerificationActivities
@@ -24,6 +25,7 @@ from core.ports import AgentRuntime
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.delivery import DeliveryWorkflow
+from workflows.follow_up import FollowUpWorkflow
 from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import NumberPoolWorkflow
 from workflows.onboarding import OnboardingWorkflow
@@ -31,8 +33,9 @@ from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
 from workflows.sms_conversation import SmsConversationWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, DeliveryWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow,
-                             ProvisionUserWorkflow, ReminderWorkflow, SmsConversationWorkflow)
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, DeliveryWorkflow, FollowUpWorkflow, HotlineSetupWorkflow,
+                             NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow, ReminderWorkflow,
+                             SmsConversationWorkflow)
 
 
 @dataclass
@@ -59,7 +62,8 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         yield WorkerParts([store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
                            *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
                            *ReminderActivities(sessions, agent).all(), *DeliveryActivities(telephony, sessions, settings).all(),
-                           *TextActivities(telephony, sessions, settings, agent).all()], runtime)
+                           *TextActivities(telephony, sessions, settings, agent).all(),
+                           *FollowUpActivities(agent).all()], runtime)
     finally:
         await runtime.close()
         await agent.close()

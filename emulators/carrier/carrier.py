@@ -350,7 +350,7 @@ class Carrier:
     async def _run_outbound(self, call: Call) -> None:
         try:
             handset = self.handsets.get(call.to)
-            if handset is not None and (handset.when_called == WhenCalled.BUSY or handset.call is not None):
+            if handset is not None and handset.when_called == WhenCalled.BUSY:  # (a phone on a call has call waiting)
                 await self._finish(call, "busy")
                 return
             await self._set_status(call, "ringing")

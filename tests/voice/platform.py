@@ -59,7 +59,8 @@ def platform_settings_for(*, database_url: str, temporal_address: str, data_dir:
         voice_media_port=ports["media"],
         carrier_port=ports["carrier"], voice_agent_port=ports["agent"], search_port=ports["search"],
         llm_port=ports["llm"], llm_base_url=model_base_url,
-        worker_heartbeat_interval_s=1, **{"number_pool_target": 0, "local_agent_spares": 1, "quiet_hours": "off", **overrides})
+        worker_heartbeat_interval_s=1, **{"number_pool_target": 0, "local_agent_spares": 1, "quiet_hours": "off",
+                                             "call_ring_timeout_s": 5, **overrides})
 
 
 async def start_platform(stack: AsyncExitStack, settings: Settings, *,

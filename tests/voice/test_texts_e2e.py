@@ -5,15 +5,17 @@ texted back from the user's number, with its delivery status; and one memory acr
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.routes.twilio import HOTLINE_TEXT, TEXT_PASSED_ON
-from core.models import Conversation, Message, Reminder, User
+from core.models import Conversation, Delivery, Message, Reminder, User
 from emulators.carrier.handset import Handset, handset
 from tests.voice.conftest import UserOnPlatform
 from tests.voice.platform import agent_said
@@ -147,3 +149,61 @@ async def test_stop_silences_the_platform_until_start(texting: Texting,
         await phone.text(texting.number, "text me hello there")
         await _reply(phone, "hello there", after=mark)
         await _reply(phone, "Done, I've texted you.", after=mark)
+
+
+async def _delivered(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID, count: int) -> list[Delivery]:
+    for _ in range(600):
+        async with sessions() as session:
+            rows = (await session.scalars(select(Delivery).where(Delivery.user_id == user_id)
+                                          .order_by(Delivery.created_at))).all()
+        if len(rows) >= count and all(row.outcome != "pending" for row in rows[:count]):
+            return list(rows)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{count} finished deliveries expected; have {[(r.requested, r.outcome) for r in rows]}")
+
+
+async def test_the_agent_calls_with_a_reminder_texts_when_unanswered_and_follows_up_an_unheard_answer(
+    texting: Texting, sessions: async_sessionmaker[AsyncSession], model_server: tuple[str, Any],
+) -> None:
+    base_url, script = model_server
+    async with handset(texting.settings.carrier_url, texting.user.phone_e164, auto_answer=True) as phone:
+        # A reminder by call: the phone rings from the user's number and the agent opens with it, in
+        # its own words (the agent was asked a lead time ahead).
+        await phone.text(texting.number, "remind me in 3 seconds to water the plants by call")
+        await _reply(phone, "I'll call you in 3 seconds: water the plants")
+        ringing = await phone.wait_for("incoming_call", timeout=60)
+        assert ringing["from"] == texting.number
+        await agent_said(texting.agent, "Here's your reminder: water the plants")
+        await phone.hangup()
+        [called] = await _delivered(sessions, texting.user.id, 1)
+        assert (called.requested, called.outcome, called.channel) == ("call", "called", "call")
+
+        # Nobody picks up the next one: it ends as a text.
+        await phone.when_called("no-answer")
+        mark = len(phone.events)
+        await phone.text(texting.number, "remind me in 3 seconds to stretch by call")
+        await _reply(phone, "I'll call you in 3 seconds: stretch", after=mark)
+        fallback = await _reply(phone, "(I tried to call.)", after=mark, timeout=60)
+        assert "your reminder: stretch" in fallback["body"] and fallback["from"] == texting.number
+        unanswered = (await _delivered(sessions, texting.user.id, 2))[1]
+        assert (unanswered.outcome, unanswered.fallback_reason) == ("texted", "no-answer")
+
+        # A long task the caller hangs up on: the answer comes by text.
+        await phone.when_called("ring")
+        async with httpx.AsyncClient() as http:
+            await http.post(base_url[:-3] + "/control/replies", json={
+                "match": "long task", "reply": "The long task is done: 42 widgets counted.", "times": 2,
+                "delay_s": 6})
+        call_sid = await phone.dial(texting.number)
+        # Its greeting (the one the agent prepared at the end of the last call).
+        await phone.wait_for("caption", lambda e: e["call_sid"] == call_sid and e["role"] == "agent", timeout=60)
+        await phone.say("please do the long task")
+        for _ in range(300):  # the agent is at it (the model has been asked) when the caller hangs up
+            if any("do the long task" in json.dumps(r["messages"]) for r in script.requests):
+                break
+            await asyncio.sleep(0.1)
+        mark = len(phone.events)
+        await phone.hangup()
+        done = await _reply(phone, "42 widgets counted", after=mark, timeout=90)
+        assert done["from"] == texting.number
+        assert len([t for t in phone.texts() if "42 widgets" in t["body"]]) == 1
