@@ -6,7 +6,8 @@ Temporal dev server), provisions 4 users, wakes their agents, then sends ROUNDS 
 every owner sends BURST texts back to back; a round starts every ROUND_EVERY_S seconds, whether or
 not the last one is answered. Each text is "bench <user>-<n>", so its answer ("You said: bench
 <user>-<n>. …") says which text it answers. Measured per text, as the owner's phone sees it: send
--> the answer's arrival ("working on it" notes are counted apart, not as answers).
+-> the answer's arrival ("working on it" notes are counted apart, not as answers). Texts that arrive
+while the agent is answering are read together: their one answer names each.
 
 Last line: {"messages", "p50_reply_s", "p99_reply_s", "duplicates", "lost", "out_of_order",
 "working_on_it"}.
@@ -34,7 +35,12 @@ from core.db import create_engine, sessionmaker  # noqa: E402
 from core.temporal import connect  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
 from emulators.carrier.handset import Handset, handset  # noqa: E402
-from tests.voice.platform import platform_settings_for, provisioned_user, start_platform  # noqa: E402
+from tests.voice.platform import (  # noqa: E402
+    platform_settings_for,
+    provisioned_user,
+    spare_ready,
+    start_platform,
+)
 from workflows.agent_lifecycle import AgentLifecycleWorkflow  # noqa: E402
 from workflows.agent_lifecycle import workflow_id as lifecycle_id  # noqa: E402
 from workflows.sms_conversation import WORKING_ON_IT  # noqa: E402
@@ -68,8 +74,8 @@ class Inbox:
             for text in texts[self.seen:]:
                 if text["body"] == WORKING_ON_IT:
                     self.working_on_it += 1
-                elif match := TAG.search(text["body"]):
-                    self.arrived.append((time.monotonic(), int(match[2])))
+                else:  # texts that came in together get one answer, naming each
+                    self.arrived += [(time.monotonic(), int(n)) for _, n in TAG.findall(text["body"])]
             self.seen = len(texts)
             await asyncio.sleep(0.005)
 
@@ -78,18 +84,20 @@ async def main(users: int, rounds: int, burst: int, every_s: float) -> dict[str,
     with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
         async with scratch_stack(Path(tmp), "bench") as stack, AsyncExitStack() as platform:
             settings = platform_settings_for(database_url=stack.database_url, temporal_address=stack.temporal.address,
-                                             data_dir=Path(tmp) / "data", local_agent_spares=users,
+                                             data_dir=Path(tmp) / "data", local_agent_spares=1,
                                              inbound_text_limits="10000/minute")
             await start_platform(platform, settings)
             client = await connect(settings)
             engine = create_engine(settings.database_url)
             platform.push_async_callback(engine.dispose)
             sessions = sessionmaker(engine)
-            lines = [await provisioned_user(platform, settings, sessions, client) for _ in range(users)]
             started = time.monotonic()
-            for user, _ in lines:  # one at a time: four cold spares at once outlast a claim on 2 cores
-                await client.get_workflow_handle(lifecycle_id(user.id)).execute_update(
+            lines = []
+            for _ in range(users):  # one at a time: four cold boots at once outlast a wake on 2 cores
+                lines.append(user_line := await provisioned_user(platform, settings, sessions, client))
+                await client.get_workflow_handle(lifecycle_id(user_line[0].id)).execute_update(
                     AgentLifecycleWorkflow.ensure_awake)
+            await spare_ready(settings)  # no gateway boots while the texts are measured
             print(f"{users} agents awake after {time.monotonic() - started:.0f} s", flush=True)
             phones = [await platform.enter_async_context(handset(settings.carrier_url, user.phone_e164))
                       for user, _ in lines]

@@ -54,7 +54,7 @@ PIN_NOT_HEARD = "Please say or key in your PIN, digit by digit."
 PIN_WRONG = "That PIN isn't right. Please try again."
 PIN_OK = "Thanks, that's you. What can I do for you?"
 PIN_FAILED = "Sorry, I can't confirm it's you. Goodbye."
-FOLLOW_UP_CHECK_S = 1.0  # after an answer ends (or is cut off), is the call still up?
+FOLLOW_UP_CHECK_S = 1.0  # after an answer is cut off, is the call still up (or was it a barge-in)?
 TOUCH_EVERY_S = 30.0  # during a call the agent is kept awake this often (its idle timer is minutes)
 UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again in a minute."
 
@@ -275,12 +275,14 @@ class LlmProxy:
                 self._follow_up_if_unheard(turn, "".join(said) if finished else None)
 
     def _follow_up_if_unheard(self, turn: Turn, answer: str | None) -> None:
-        """If the call is over once the answer is (or was cut off), the user never heard it: a
-        FollowUpWorkflow texts it, or has the agent finish the task first. A barge-in also cuts an
-        answer off, but then the call is still up."""
+        """The user never heard this answer if the call was over before it was complete: a
+        FollowUpWorkflow texts it, or (cut off) has the agent finish the task first. A finished
+        answer is judged at once (a caller who hangs up while it plays heard it); a cut-off one a
+        moment later, since a barge-in cuts answers off too, but then the call is still up."""
         async def hand_off() -> None:
-            await asyncio.sleep(FOLLOW_UP_CHECK_S)
-            if await self._call_is_up(turn.stream) or not turn.said or (answer is not None and not answer.strip()):
+            if answer is None:
+                await asyncio.sleep(FOLLOW_UP_CHECK_S)
+            if not turn.said or (answer is not None and not answer.strip()) or await self._call_is_up(turn.stream):
                 return
             call_sid = turn.headers["x-openclaw-session-key"].removeprefix("call-")
             unheard = UnheardAnswer(user_id=turn.user_id, call_sid=call_sid,

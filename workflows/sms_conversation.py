@@ -1,5 +1,6 @@
-"""SmsConversationWorkflow (`sms-<user id>`): the user's texts to their agent, answered one at a time
-in the order they arrived. The SMS webhook signals it with signal-with-start; a retried webhook's
+"""SmsConversationWorkflow (`sms-<user id>`): the user's texts to their agent, answered in the order
+they arrived; texts that came in while the agent was answering are read together, in one turn (as
+a person reads several texts at once), so a burst never builds a queue of turns. The SMS webhook signals it with signal-with-start; a retried webhook's
 MessageSid is dropped here, and the database (each MessageSid recorded once, each reply part sent
 once) makes that hold across runs too. An answer that takes longer than WORKING_ON_IT_AFTER gets one
 short "working on it" text first, never a second answer. Quiet for IDLE_END, the workflow ends; the
@@ -30,6 +31,7 @@ EMPTY_ANSWER = "Sorry, I have no answer to that."
 IDLE_END = timedelta(hours=1)
 SEEN_KEPT = 200  # MessageSids remembered across continue-as-new (the database keeps them all)
 TEXTS_PER_RUN = 100  # then continue-as-new, so history stays short
+MAX_TOGETHER = 10  # texts read in one turn at most
 
 RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
 SEND = {"start_to_close_timeout": timedelta(seconds=30),
@@ -80,28 +82,34 @@ class SmsConversationWorkflow:
             except TimeoutError:
                 if not self.queue:
                     return
-            text = self.queue.popleft()
-            self.answering = text.message_sid
-            await self._answer(text)
+            texts = [self.queue.popleft() for _ in range(min(len(self.queue), MAX_TOGETHER))]
+            self.answering = texts[-1].message_sid
+            await self._answer(texts)
             self.answering = None
-            answered += 1
+            answered += len(texts)
             if answered >= TEXTS_PER_RUN or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(SmsConversationInput(user_id=input.user_id, pending=list(self.queue),
                                                               seen=list(self.seen)))
 
-    async def _answer(self, text: InboundText) -> None:
-        recorded = await workflow.execute_activity_method(TextActivities.record_inbound, text, **RECORD)
-        if recorded.answered:
+    async def _answer(self, texts: list[InboundText]) -> None:
+        """One answer to `texts` (the ones not answered already), as a reply to the last of them."""
+        recorded = [await workflow.execute_activity_method(TextActivities.record_inbound, text, **RECORD)
+                    for text in texts]
+        fresh = [(text, record) for text, record in zip(texts, recorded, strict=True) if not record.answered]
+        if not fresh:
             return
-        await self._keep_agent_busy(text.user_id)
+        last, last_record = fresh[-1]
+        await self._keep_agent_busy(last.user_id)
 
         def reply(part: int, body: str) -> OutgoingText:
-            return OutgoingText(reply_to=recorded.message_id, conversation_id=recorded.conversation_id, part=part,
-                                to=text.from_, from_=text.to, body=body)
+            return OutgoingText(reply_to=last_record.message_id, conversation_id=last_record.conversation_id, part=part,
+                                to=last.from_, from_=last.to, body=body)
 
-        question = AgentQuestion(user_id=text.user_id, conversation_id=recorded.conversation_id, text=text.body,
-                                 media=text.media, session_key=sms_session_key(text.received_at))
+        question = AgentQuestion(user_id=last.user_id, conversation_id=last_record.conversation_id,
+                                 text="\n".join(text.body for text, _ in fresh),
+                                 media=[url for text, _ in fresh for url in text.media],
+                                 session_key=sms_session_key(last.received_at))
         asking = workflow.start_activity_method(TextActivities.ask_agent, question, **ASK)
         done, _ = await workflow.wait([asking], timeout=WORKING_ON_IT_AFTER.total_seconds())
         if not done:
@@ -109,11 +117,12 @@ class SmsConversationWorkflow:
         try:
             answer = await asking
         except ActivityError as error:
-            workflow.logger.error("the agent of %s did not answer a text: %s", text.user_id, error.cause or error)
+            workflow.logger.error("the agent of %s did not answer a text: %s", last.user_id, error.cause or error)
             answer = NO_ANSWER
         for number, part in enumerate(split_reply(answer) or [EMPTY_ANSWER], start=1):
             await workflow.execute_activity_method(TextActivities.send_text, reply(number, part), **SEND)
-        await workflow.execute_activity_method(TextActivities.mark_answered, recorded.message_id, **RECORD)
+        for _, record in fresh:
+            await workflow.execute_activity_method(TextActivities.mark_answered, record.message_id, **RECORD)
 
     async def _keep_agent_busy(self, user_id: uuid.UUID) -> None:
         """A text is activity: the agent's idle timers start again (its wake is ask_agent's)."""

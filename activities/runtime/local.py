@@ -84,6 +84,7 @@ class LocalAgentRuntime:
         self._spares: asyncio.Queue[GatewayProcess] = asyncio.Queue()
         self._starting = 0
         self._scheduled = 0
+        self._claiming = 0  # wakes waiting for a gateway
         self._running: dict[uuid.UUID, _Running] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -157,8 +158,8 @@ class LocalAgentRuntime:
         return {"spares_ready": self._spares.qsize(), "spares_starting": self._starting + self._scheduled,
                 "spares_target": self.spare_target}
 
-    def replenish(self, delay: float = 0.0) -> None:
-        missing = self.spare_target - self._spares.qsize() - self._starting - self._scheduled
+    def replenish(self, delay: float = 0.0, *, at_least: int = 0) -> None:
+        missing = max(self.spare_target, at_least) - self._spares.qsize() - self._starting - self._scheduled
         for _ in range(max(0, missing)):
             self._scheduled += 1
             task = asyncio.create_task(self._start_spare_after(delay))
@@ -173,9 +174,14 @@ class LocalAgentRuntime:
         await self._start_spare()
 
     async def _claim_spare(self) -> GatewayProcess:
-        if self._spares.empty() and self._starting == 0:
-            self.replenish()  # nothing warm: this wake pays a cold start
-        gateway = await asyncio.wait_for(self._spares.get(), 120)
+        self._claiming += 1
+        try:
+            # Every wake waiting has a gateway on its way: with nothing warm (or no spares kept at
+            # all) each pays a cold start, rather than queueing behind another wake's.
+            self.replenish(at_least=self._claiming)
+            gateway = await asyncio.wait_for(self._spares.get(), 120)
+        finally:
+            self._claiming -= 1
         gateway.set_priority(0)
         self.replenish(delay=self.replenish_delay_s)
         return gateway

@@ -159,6 +159,7 @@ class Carrier:
         self.handsets: dict[str, Handset] = {}
         self.webhook_log: list[dict[str, Any]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._delivery_order: dict[str, asyncio.Lock] = {}
 
     def _spawn(self, work: Awaitable[None]) -> None:
         """Fire-and-forget deliveries, referenced until done (the loop only keeps weak references)."""
@@ -224,12 +225,17 @@ class Carrier:
         return message
 
     async def _deliver(self, message: MessageRecord) -> None:
+        """sent, the phone gets it, delivered: one recipient's texts in the order they were sent
+        (however long each status callback takes)."""
         base = {"MessageSid": message.sid, "SmsSid": message.sid, "AccountSid": self.account_sid,
                 "From": message.from_, "To": message.to}
-        for status in ("sent", "delivered"):
-            message.status = status
-            await self._callback(message.status_callback, {**base, "MessageStatus": status, "SmsStatus": status})
-        await self._notify(message.to, {"type": "sms", "sid": message.sid, "from": message.from_, "body": message.body})
+        async with self._delivery_order.setdefault(message.to, asyncio.Lock()):
+            message.status = "sent"
+            await self._callback(message.status_callback, {**base, "MessageStatus": "sent", "SmsStatus": "sent"})
+            await self._notify(message.to, {"type": "sms", "sid": message.sid, "from": message.from_,
+                                            "body": message.body})
+        message.status = "delivered"
+        await self._callback(message.status_callback, {**base, "MessageStatus": "delivered", "SmsStatus": "delivered"})
 
     async def handset_sms(self, *, from_: str, to: str, body: str) -> MessageRecord:
         """A handset texts a number: an owned number's SmsUrl gets Twilio's inbound webhook."""

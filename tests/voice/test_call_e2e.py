@@ -230,7 +230,7 @@ async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(pla
         mark = len(phone.events)
         await phone.dtmf("7")
         await phone.wait_for("caption", caption("keypad", "7"), after=mark)
-        await ask("call me back in 2 seconds", "Okay, I'll call you in 2 seconds")
+        await ask("call me back in 10 seconds", "Okay, I'll call you in 10 seconds")  # after this call
         await ask("goodbye", "Goodbye!")
         await phone.wait_for("call_state", lambda e: e["call_sid"] == call_sid and e["state"] == "completed", timeout=30)
         callback = await phone.wait_for("incoming_call", lambda e: e["call_sid"] != call_sid, timeout=60)
