@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from mcp.server.mcpserver.exceptions import ToolError
 from sqlalchemy import select
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
 from activities.delivery import DeliveryEnd, DeliveryRequest
@@ -145,7 +145,7 @@ async def _within_limits(tools: Tools, kind: Limit) -> None:
                         "Reminders the user asked for are not affected.")
 
 
-async def _start_delivery(tools: Tools, request: DeliveryRequest):  # type: ignore[no-untyped-def]
+async def _start_delivery(tools: Tools, request: DeliveryRequest) -> WorkflowHandle[DeliveryWorkflow, DeliveryEnd]:
     try:
         return await tools.temporal().start_workflow(
             DeliveryWorkflow.run, request, id=delivery_workflow_id(request.delivery_id),
