@@ -80,7 +80,8 @@ class Inbox:
             await asyncio.sleep(0.005)
 
 
-async def main(users: int, rounds: int, burst: int, every_s: float) -> dict[str, float | int]:
+async def main(users: int, rounds: int, burst: int, every_s: float,
+               detail: bool = False) -> dict[str, float | int]:
     with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
         async with scratch_stack(Path(tmp), "bench") as stack, AsyncExitStack() as platform:
             settings = platform_settings_for(database_url=stack.database_url, temporal_address=stack.temporal.address,
@@ -128,6 +129,9 @@ async def main(users: int, rounds: int, burst: int, every_s: float) -> dict[str,
                 first[n] = when
         lost += len(set(sent[u]) - set(first))
         latencies += [first[n] - sent[u][n] for n in first if n in sent[u]]
+        if detail:  # each text's wait, in the order sent: where the slow answers are
+            print(f"user {u}:", " ".join(f"{first[n] - sent[u][n]:.1f}" if n in first else "lost"
+                                         for n in sorted(sent[u])), flush=True)
         order = [n for _, n in inbox.arrived]
         out_of_order += sum(1 for a, b in zip(order, order[1:], strict=False) if b < a)
         working += inbox.working_on_it
@@ -146,8 +150,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--burst", type=int, default=BURST)
     parser.add_argument("--every-s", type=float, default=ROUND_EVERY_S)
+    parser.add_argument("--detail", action="store_true", help="print each text's wait")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    summary = asyncio.run(main(args.users, args.rounds, args.burst, args.every_s))
+    summary = asyncio.run(main(args.users, args.rounds, args.burst, args.every_s, args.detail))
     print(json.dumps(summary), flush=True)
     os._exit(0)

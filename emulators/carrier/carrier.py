@@ -265,8 +265,9 @@ class Carrier:
                   "AccountSid": self.account_sid, "MessagingServiceSid": "", "From": message.from_,
                   "To": message.to, "Body": message.body, "NumMedia": "0", "NumSegments": "1",
                   "SmsStatus": "received", "ApiVersion": "2010-04-01", **({"OptOutType": opt_out} if opt_out else {})}
-        try:
-            response = await self.post_webhook(url, params)
+        try:  # like a phone network, one sender's texts to one number arrive in the order sent
+            async with self._delivery_order.setdefault(f"{message.from_}>{message.to}", asyncio.Lock()):
+                response = await self.post_webhook(url, params)
         except httpx.HTTPError as error:
             log.warning("SMS webhook %s failed: %s", url, error)
             return
