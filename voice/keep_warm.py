@@ -1,12 +1,13 @@
 """Keeps a caller's OpenClaw warm through the silences of their call.
 
-OpenClaw 2026.9 retires the worker threads of an agent's run about 40–60 s after its last run (its
-per-agent database execution closes after `IDLE_EXECUTION_MS` = 60 s, a constant; measured: the
-gateway's worker threads go from 11 to 5 between 35 and 65 s of quiet). The next run re-spawns
-them and re-imports their modules: seconds of CPU, which a caller who paused for a minute would
-wait for on their next question. Reading a session (`/tools/invoke`) does not keep them; only an
-agent run does. So while a call is up and quiet for `after_s`, a tiny run in the warm-up session
-(never the call's own) keeps them, at most `max_runs` times per call, and stops with the call.
+After a minute without a run, OpenClaw 2026.9 has closed the agent's database execution
+(`IDLE_EXECUTION_MS` = 60 s, a module constant) and, every 60 s, its worker-placement sweep rotates
+the session-history worker. The gateway preload (activities/runtime/openclaw_warmth.mjs) rebuilds
+that worker off the caller's turn and keeps idle pool workers; a turn after 70 s of silence still
+costs ~1.4 s instead of ~0.5 s (measured), part of it reopening the database execution, which only a
+run holds open. So while a call is up and quiet for `after_s`, a tiny run in
+the warm-up session (never the call's own) keeps it, at most `max_runs` times per call, and stops
+with the call.
 """
 
 from __future__ import annotations

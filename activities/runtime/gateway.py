@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from activities.runtime.agent_users import AgentUser
-from activities.runtime.openclaw_config import SLIM_ENV
+from activities.runtime.openclaw_config import SLIM_ENV, WARMTH_PRELOAD, node_options
 from core.process import ChildProcess
 from devstack.tools import Tools
 
@@ -45,6 +45,11 @@ class GatewayProcess:
     def config_path(self) -> Path:
         return self.state_dir / "openclaw.json"
 
+    @property
+    def preload_path(self) -> Path:
+        # Beside node in the tools directory, which every gateway's Unix user can already read.
+        return self.tools.root / WARMTH_PRELOAD.name
+
     def environment(self) -> dict[str, str]:
         return {
             "PATH": f"{self.tools.node.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -52,6 +57,7 @@ class GatewayProcess:
             "OPENCLAW_STATE_DIR": str(self.state_dir),
             "OPENCLAW_CONFIG_PATH": str(self.config_path),
             "OPENCLAW_GATEWAY_TOKEN": self.token,
+            "NODE_OPTIONS": node_options(str(self.preload_path)),
             # Node's compile cache lives under TMPDIR: keep it across restarts (one per Unix user).
             "TMPDIR": str(self.user.scratch if self.user else self.tools.root / "tmp"),
             **SLIM_ENV,
@@ -64,6 +70,15 @@ class GatewayProcess:
         tmp.write_text(json.dumps(self.config, indent=2))
         self.own(tmp)
         tmp.replace(self.config_path)
+
+    def write_preload(self) -> None:
+        text = WARMTH_PRELOAD.read_text()
+        if self.preload_path.exists() and self.preload_path.read_text() == text:
+            return
+        tmp = self.preload_path.with_suffix(f".{os.getpid()}.{self.port}.tmp")  # gateways start side by side
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(self.preload_path)
 
     def own(self, path: Path) -> None:
         """What the platform creates for the gateway belongs to the gateway's Unix user."""
@@ -81,6 +96,7 @@ class GatewayProcess:
 
     def command(self, name: str, args: list[str], log_path: Path, *, nice: int = 0) -> ChildProcess:
         """`openclaw <args>` with this gateway's environment, as its Unix user and within its limits."""
+        self.write_preload()  # its NODE_OPTIONS name it
         return ChildProcess(
             name,
             [str(self.tools.node), str(self.tools.openclaw), *args],

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from activities.runtime.openclaw_config import GATEWAY_PORT, SLIM_ENV
+from activities.runtime.openclaw_config import GATEWAY_PORT, SLIM_ENV, WARMTH_PRELOAD, node_options
 
 STATE_DIR = "/home/node/.openclaw"
 CONFIG_DIR = "/etc/openclaw"
@@ -85,7 +85,7 @@ def secret(names: AgentNames, cluster: ClusterSettings, *, gateway_token: str, p
 
 def config_map(names: AgentNames, cluster: ClusterSettings, config: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(names.config, names, cluster),
-            "data": {"openclaw.json": json.dumps(config, indent=2)}}
+            "data": {"openclaw.json": json.dumps(config, indent=2), WARMTH_PRELOAD.name: WARMTH_PRELOAD.read_text()}}
 
 
 def pvc(names: AgentNames, cluster: ClusterSettings) -> dict[str, Any]:
@@ -135,7 +135,8 @@ def stateful_set(names: AgentNames, cluster: ClusterSettings, *, replicas: int,
     env = [{"name": k, "value": v} for k, v in SLIM_ENV.items()] + [
         {"name": "OPENCLAW_STATE_DIR", "value": STATE_DIR},
         {"name": "OPENCLAW_CONFIG_PATH", "value": f"{CONFIG_DIR}/openclaw.json"},
-        {"name": "NODE_OPTIONS", "value": "--max-old-space-size=1536"},
+        {"name": "NODE_OPTIONS",
+         "value": node_options(f"{CONFIG_DIR}/{WARMTH_PRELOAD.name}", "--max-old-space-size=1536")},
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "OPENCLAW_GATEWAY_TOKEN", "valueFrom": secret_env("gateway-token")},
         {"name": "DEEPCLAW_LLM_API_KEY", "valueFrom": secret_env("provider-key")},

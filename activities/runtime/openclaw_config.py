@@ -6,6 +6,7 @@ One renderer for every backend: the local runtime writes it to a file, Kubernete
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,6 +28,16 @@ SLIM_ENV = {
     "OPENCLAW_NO_AUTO_UPDATE": "1",
     "OPENCLAW_NO_RESPAWN": "1",
 }
+
+
+# Preloaded into every gateway (NODE_OPTIONS=--import): keeps OpenClaw's worker threads warm across a
+# minute of silence (the module says what it changes and why).
+WARMTH_PRELOAD = Path(__file__).with_name("openclaw_warmth.mjs")
+
+
+def node_options(preload: str, *extra: str) -> str:
+    """NODE_OPTIONS for a gateway: `extra` flags, then the warmth preload at `preload` (a path)."""
+    return " ".join([*extra, "--import", Path(preload).as_uri()])
 
 
 # Turns that only warm an agent up (after start, after an assignment, in a call's long silences) go

@@ -17,7 +17,7 @@ from activities.archive.stores import FolderArchiveStore
 from activities.runtime import k8s_manifests as manifests
 from activities.runtime.k8s_manifests import AgentNames, ClusterSettings
 from activities.runtime.kubernetes import KubeApi, KubernetesAgentRuntime
-from activities.runtime.openclaw_config import ModelProvider, agent_id
+from activities.runtime.openclaw_config import WARMTH_PRELOAD, ModelProvider, agent_id
 from core.ports import AgentSpec, McpServerSpec, RuntimeState
 from core.tokens import Keyring
 
@@ -76,6 +76,10 @@ def test_every_manifest_is_valid_and_hardened() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {"name": "state", "mountPath": "/home/node/.openclaw"} in container["volumeMounts"]
+    # The warmth preload travels in the ConfigMap, and NODE_OPTIONS loads it from there.
+    assert by_kind["ConfigMap"]["data"][WARMTH_PRELOAD.name] == WARMTH_PRELOAD.read_text()
+    node_options = next(e["value"] for e in container["env"] if e["name"] == "NODE_OPTIONS")
+    assert node_options.endswith(f"--import file://{manifests.CONFIG_DIR}/{WARMTH_PRELOAD.name}")
     config = json.loads(by_kind["ConfigMap"]["data"]["openclaw.json"])
     assert config["models"]["providers"]["deepclaw"]["apiKey"] == "${DEEPCLAW_LLM_API_KEY}", "no key in the ConfigMap"
     assert agent_id(spec.user_id) in config["agents"]["entries"] and config["gateway"]["bind"] == "lan"

@@ -1,0 +1,21 @@
+"""The warmth preload is installed in a real gateway (on Kubernetes: test_kubernetes_runtime). What it
+buys is measured by bench/first_answer.py's after_idle_60s_ms: a minute of silence costs no rebuild
+of OpenClaw's session-history worker."""
+
+import time
+
+from activities.runtime.gateway import GatewayProcess
+from activities.runtime.openclaw_config import WARMTH_PRELOAD
+
+INSTALLED = "deepclaw warmth: keeping worker threads warm"
+
+
+def test_the_local_gateway_runs_with_the_preload(openclaw_gateway: GatewayProcess) -> None:
+    # A changed OpenClaw (other module names or shapes) would say "left alone (...)" here instead.
+    log = openclaw_gateway.home / "gateway.log"
+    deadline = time.monotonic() + 30
+    while INSTALLED not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no {INSTALLED!r} in {log}:\n{log.read_text(errors='replace')[-2000:]}"
+        time.sleep(0.2)
+    assert openclaw_gateway.preload_path.read_text() == WARMTH_PRELOAD.read_text()
+    assert f"--import {openclaw_gateway.preload_path.as_uri()}" in openclaw_gateway.environment()["NODE_OPTIONS"]
