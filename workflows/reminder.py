@@ -72,12 +72,14 @@ RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
 
 @workflow.defn
 class ReminderWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, input: ReminderInput) -> None:
+        # From the input, before any handler runs: an Update can arrive in the very first workflow task.
         self.state = ReminderState.SCHEDULED
-        self.due: datetime | None = None
+        self.due: datetime = input.due_at
         self.delivering = False
         self.changed = False
-        self.reminder_id: uuid.UUID | None = None
+        self.reminder_id: uuid.UUID = input.reminder_id
 
     @workflow.update
     async def reschedule(self, change: Reschedule) -> ReminderChange:
@@ -107,12 +109,10 @@ class ReminderWorkflow:
         return None
 
     def _answer(self, took_effect: bool, reason: str | None = None) -> ReminderChange:
-        assert self.due is not None
         return ReminderChange(took_effect=took_effect, state=self.state, due_at=self.due, reason=reason)
 
     @workflow.run
     async def run(self, input: ReminderInput) -> str:
-        self.reminder_id, self.due = input.reminder_id, input.due_at
         workflow.upsert_search_attributes([USER_ID.value_set(str(input.user_id))])
         lead = timedelta(seconds=input.lead_s)
         end: DeliveryEnd | None = None
