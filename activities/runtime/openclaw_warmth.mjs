@@ -74,7 +74,7 @@ async function tunePools(dist) {
   const { t: WorkerTaskPool } = await import(pathToFileURL(join(dist, file)).href);
   if (typeof WorkerTaskPool !== "function") return `${file} exports no WorkerTaskPool`;
   const core = Object.getPrototypeOf(new WorkerTaskPool({ workerUrl: new URL("data:text/javascript,") }).core);
-  for (const method of ["idle"]) if (typeof core[method] !== "function") return `no WorkerTaskPoolCore.${method}`;
+  if (typeof core.idle !== "function") return "no WorkerTaskPoolCore.idle";
   for (const method of ["run", "rotate"]) if (typeof WorkerTaskPool.prototype[method] !== "function") return `no WorkerTaskPool.${method}`;
 
   const idle = core.idle;
