@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.agent_chat import AgentChat
+from core.callbacks import media_link
 from core.db import transaction
 from core.models import Conversation, Message, utcnow
 from core.ports import Telephony
 from core.recall import recall_note
 from core.settings import Settings
+from core.texts import with_attachments
 
 
 class InboundText(BaseModel):
@@ -62,14 +64,6 @@ class OutgoingText(BaseModel):
 def sms_session_key(day: datetime) -> str:
     """The user's SMS session in their OpenClaw: one per (UTC) day, like one thread of texts."""
     return f"sms-{day.astimezone(UTC):%Y-%m-%d}"
-
-
-def agent_question_text(text: str, media: list[str]) -> str:
-    """The text as the agent reads it; an MMS's pictures and files as links it can fetch."""
-    if not media:
-        return text
-    links = "\n".join(f"- {url}" for url in media)
-    return f"{text}\n\n(The text came with {len(media)} attachment{'s' if len(media) > 1 else ''}:\n{links})".strip()
 
 
 class TextActivities:
@@ -115,9 +109,10 @@ class TextActivities:
     async def ask_agent(self, question: AgentQuestion) -> str:
         """The agent's answer, asked in the SMS session with what was said lately elsewhere."""
         note = await recall_note(self.sessions, question.user_id, conversation_id=question.conversation_id)
+        links = [media_link(self.settings, question.user_id, url) for url in question.media]
         return await self.agent.ask(question.user_id, [
             *([note] if note else []),
-            {"role": "user", "content": agent_question_text(question.text, question.media)}],
+            {"role": "user", "content": with_attachments(question.text, links)}],
             session_key=question.session_key)
 
     @activity.defn

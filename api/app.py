@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from activities import adapters
 from api.deps import Platform
-from api.routes import hotline, internal, mcp, twilio
+from api.routes import hotline, internal, mcp, media, twilio
 from core.db import create_engine, sessionmaker
 from core.limits import PostgresStorage, UserLimiter
 from core.settings import Settings, get_settings
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
-    for routes in (internal, twilio, hotline):
+    for routes in (internal, twilio, hotline, media):
         app.include_router(routes.router)
     app.mount("/", agent_tools_app)  # last: it serves only POST /mcp, after every route above
     return app

@@ -1,6 +1,6 @@
 """URLs the platform hands out, with what they are for sealed in (core.tokens): TwiML for calls we
-place or redirect (the webhook trusts it without a database lookup), and the platform MCP server each
-user's agent is given."""
+place or redirect (the webhook trusts it without a database lookup), the platform MCP server each
+user's agent is given, and links to the attachments of the user's MMS."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ MCP_AUDIENCE = "api:/mcp"
 # It lives in the agent's config for the agent's life; revoked by bumping the user's
 # mcp_token_generation (a fresh token is rendered at the next settings change or wake).
 MCP_TOKEN_TTL_S = 10 * 365 * 24 * 3600.0
+MEDIA_AUDIENCE = "api:/media"
+# The link sits in the agent's SMS session (one a day), so it may fetch the attachment again
+# when asked about it later; a week covers that without living as long as the provider keeps media.
+MEDIA_LINK_TTL_S = 7 * 24 * 3600.0
 
 
 def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, purpose: str = "",
@@ -34,6 +38,14 @@ def agent_call_url(settings: Settings, *, user_id: uuid.UUID, greeting: str, pur
                                                       "direction": direction, "delivery": delivery},
                                   audience=PURPOSE_AUDIENCE, ttl_s=ttl_s)
     return f"{settings.api_base_url}/twilio/outbound?purpose={token}"
+
+
+def media_link(settings: Settings, user_id: uuid.UUID, provider_url: str) -> str:
+    """A link the user's agent can fetch for one attachment: the platform fetches it from the provider
+    with the account's credentials, so the agent holds neither those nor the provider's URL."""
+    token = settings.keyring.seal(TokenKind.MEDIA, {"user": str(user_id), "url": provider_url},
+                                  audience=MEDIA_AUDIENCE, ttl_s=MEDIA_LINK_TTL_S)
+    return f"{settings.api_base_url}/media/{token}"
 
 
 def mcp_token(settings: Settings, user_id: uuid.UUID, generation: int) -> str:

@@ -37,6 +37,24 @@ class CallState(BaseModel):
     answered_by: str | None = None
 
 
+MAX_MEDIA_BYTES = 5 * 1024 * 1024  # Twilio's limit for one MMS
+
+
+class Media(BaseModel):
+    """An MMS attachment as the provider serves it."""
+
+    content_type: str
+    data: bytes
+
+
+class MediaUnavailable(Exception):
+    """The provider would not give the attachment (gone, refused, unreachable, too big)."""
+
+    def __init__(self, message: str, *, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status  # what the platform's link answers: 404 gone, 413 too big, 502 otherwise
+
+
 class Telephony(Protocol):
     async def search_numbers(self, *, area_code: str | None = None, limit: int = 5) -> list[str]: ...
     async def buy_number(self, e164: str, *, voice_url: str, sms_url: str,
@@ -51,6 +69,12 @@ class Telephony(Protocol):
     async def call_state(self, call_sid: str) -> CallState: ...
     async def redirect_call(self, call_sid: str, *, twiml: str | None = None, url: str | None = None) -> None: ...
     async def hang_up(self, call_sid: str) -> None: ...
+    def owns_media_url(self, url: str) -> bool:
+        """Is `url` an attachment of a message on this account (what an inbound MMS's MediaUrl is)?"""
+        ...
+    async def fetch_media(self, url: str, *, max_bytes: int = MAX_MEDIA_BYTES) -> Media:
+        """The attachment at `url` (one this account owns), with the account's credentials."""
+        ...
 
 
 class SearchResult(BaseModel):

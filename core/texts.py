@@ -54,6 +54,19 @@ def split_reply(text: str, *, limit: int = MAX_TEXT_CHARS, max_parts: int = MAX_
     return parts
 
 
+ATTACHMENTS_OPENING = "(The text came with"
+
+
+def with_attachments(text: str, links: list[str]) -> str:
+    """A text as the agent reads it; an MMS's pictures and files as links it can fetch
+    (emulators/demo_model.py knows the wording)."""
+    if not links:
+        return text
+    listed = "\n".join(f"- {url}" for url in links)
+    plural = "s" if len(links) > 1 else ""
+    return f"{text}\n\n{ATTACHMENTS_OPENING} {len(links)} attachment{plural}, links you can fetch:\n{listed})".strip()
+
+
 REMINDER_PROMPT_OPENING = "It is time for a reminder your user asked you for:"
 
 

@@ -48,6 +48,7 @@ class TokenKind(StrEnum):
     MESSAGE = "message"  # the message taker's URL, for callers who are not the user (Deepgram -> voice bridge)
     PURPOSE = "purpose"  # the TwiML URL of a call the platform places or hands off (Twilio -> API)
     MCP = "mcp"  # the platform MCP server's bearer in one agent's config (agent -> API); revocable
+    MEDIA = "media"  # a link to an MMS attachment the platform fetches for the agent (agent -> API)
     GATEWAY = "gateway"  # the bearer of one OpenClaw gateway (platform -> agent), derived, never carried
     CODE = "code"  # digests of verification codes (workflow history holds only these)
     PIN = "pin"  # digests of users' PINs

@@ -16,6 +16,7 @@ platform capability from the softphone; anything else gets an honest answer that
 | text me <words>                              | `send_sms`                                            |
 | search the web for <x> / look up <x>         | `web_search`, then reads the top result               |
 | what are my reminders?                       | `list_reminders`                                      |
+| (a text with attachments)                    | `web_fetch` of the first, then says what it holds     |
 | (the platform: "It is time for a reminder…") | the reminder in a sentence                            |
 | (the platform: a call ended unheard…)        | answers the unheard request, for a text               |
 | goodbye                                      | says goodbye and ends the call                        |
@@ -33,12 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.recall import recalled_user_turns
-from core.texts import FOLLOW_UP_OPENING, REMINDER_PROMPT_OPENING
+from core.texts import ATTACHMENTS_OPENING, FOLLOW_UP_OPENING, REMINDER_PROMPT_OPENING
 from voice.agent_settings import END_CALL_MARKER  # the platform's speech rules ask for it; echoed only if asked
 
 DEMO_NOTICE = "I'm the local demo model; connect a real model to talk freely."
 PLATFORM_TOOL_PREFIX = "deepclaw__"
 META_TOOL = "tool_call"  # OpenClaw 2026.9 offers MCP tools through its tool search: tool_call(id, args)
+OPENCLAW_TOOLS = ("web_fetch",)  # OpenClaw's own, by their plain names (the platform's have a prefix)
 
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
             "eight": 8, "nine": 9, "ten": 10, "fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40,
@@ -47,6 +49,7 @@ _AMOUNT = r"(\d+(?:\.\d+)?|half an|a couple of|a few|[a-z-]+)"
 _WHEN = re.compile(rf"\bin {_AMOUNT} (second|minute|hour)s?\b")
 _BY_CALL = re.compile(r"\b(by (phone )?call|call me|by phone|phone me|ring me)\b")
 _INTERNAL = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
+_ATTACHMENT = re.compile(re.escape(ATTACHMENTS_OPENING) + r" \d+ attachments?[^\n]*\n- (\S+)")
 _ASKING = re.compile(r"what(?:'s| is| was) my (.+)|what did i tell you about (?:my )?(.+)")
 
 
@@ -94,6 +97,8 @@ def answer_words(said: str, earlier: list[str], *, on_a_call: bool) -> Answer:
     lower = words.lower()
     if not lower:
         return Answer("I'm here. How can I help?")
+    if match := _ATTACHMENT.search(said):
+        return Answer(tool="web_fetch", args={"url": match[1].rstrip(")")})
     if match := re.match(re.escape(FOLLOW_UP_OPENING) + r" Their last request was: «(.+?)»", words):
         return answer_words(match[1], earlier, on_a_call=False)  # the unheard request, answered for a text
     if match := re.match(re.escape(REMINDER_PROMPT_OPENING) + r" «(.+?)»", words):
@@ -195,6 +200,8 @@ def phrase_result(tool: str, args: dict[str, Any], content: str) -> str:
         title = re.sub(r"^1\.\s*", "", lines[0]) if lines else ""
         snippet = lines[2] if len(lines) > 2 and not re.match(r"^\d+\.", lines[2]) else ""
         return f"The top result is {title}. {snippet}".strip()
+    if name == "web_fetch":
+        return _fetched(content)
     if name == "list_reminders":
         if failed:
             return f"I couldn't look: {text}"
@@ -205,6 +212,22 @@ def phrase_result(tool: str, args: dict[str, Any], content: str) -> str:
         return (f"You have {len(pending)} reminder{'s' if len(pending) > 1 else ''}. "
                 f"The next is {first[-1]} at {first[1]}.")
     return f"The {name.replace('_', ' ')} tool said: {text}"
+
+
+def _fetched(content: str) -> str:
+    """What web_fetch got: its JSON's `text`, inside OpenClaw's untrusted-content wrapper."""
+    try:
+        result = json.loads(tool_result_text(content)[0] or content)
+    except ValueError:
+        result = {}
+    if not isinstance(result, dict) or "text" not in result:
+        return f"I couldn't open the attachment: {tool_result_text(content)[0][:200]}"
+    text = str(result["text"])
+    if (start := text.find("\n---\n")) >= 0:
+        text = text[start + 5:].split("\n<<<END_EXTERNAL", 1)[0]
+    if int(result.get("status") or 200) != 200:
+        return f"I couldn't open the attachment: it answered {result.get('status')}."
+    return f"The attachment says: {_clean(text)[:300]}."
 
 
 # ---- the conversation OpenClaw sends --------------------------------------------------------
@@ -257,7 +280,7 @@ def tool_call_for(tool: str, args: dict[str, Any], offered: list[str]) -> tuple[
     if direct:
         return direct, args
     if META_TOOL in offered:
-        return META_TOOL, {"id": PLATFORM_TOOL_PREFIX + tool, "args": args}
+        return META_TOOL, {"id": tool if tool in OPENCLAW_TOOLS else PLATFORM_TOOL_PREFIX + tool, "args": args}
     return None
 
 

@@ -28,7 +28,8 @@ SOFTPHONE = Path(__file__).parent / "softphone.html"
 
 
 def build_carrier(settings: Settings, speech: SpeechRegistry) -> Carrier:
-    carrier = Carrier(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(), speech=speech)
+    carrier = Carrier(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(), speech=speech,
+                      public_url=settings.carrier_url)
     # The hotline number is on the account from the start, as one bought in Twilio's console: not yet
     # pointed anywhere. The platform's worker points it at the API when it starts (HotlineSetupWorkflow).
     hotline = OwnedNumber(new_sid("PN"), settings.hotline_number, friendly_name="DeepClaw hotline")

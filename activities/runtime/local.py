@@ -95,6 +95,9 @@ class LocalAgentRuntime:
         grant_traverse(tools.openclaw_dir)
         grant_traverse(tools.node_dir)
         self.users = AgentUsers(tools.root / "tmp", loopback_ports=_loopback_ports([model.base_url, *reachable]))
+        # web_fetch may reach the platform's loopback hosts (MMS attachment links); the firewall
+        # still limits the agents to the model's and the platform's ports there.
+        self.platform_hosts = sorted({host for url in reachable if (host := urlparse(url).hostname) in LOOPBACK})
 
     # ---- folders --------------------------------------------------------------------------
 
@@ -113,7 +116,7 @@ class LocalAgentRuntime:
     # ---- spares ---------------------------------------------------------------------------
 
     def _base_config(self, port: int) -> dict[str, Any]:
-        config = render_config(port=port, bind="loopback", model=self.model)
+        config = render_config(port=port, bind="loopback", model=self.model, platform_hosts=self.platform_hosts)
         # Session-store maintenance would start a worker thread on a new agent's first turn (~2 s of
         # the wake on two cores); it runs at sleep instead (_clean_sessions).
         config["session"] = {"maintenance": {"mode": "warn"}}
@@ -351,11 +354,14 @@ class LocalAgentRuntime:
         self.users.close()
 
 
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
 def _loopback_ports(urls: Sequence[str]) -> set[int]:
     ports = set()
     for url in urls:
         parsed = urlparse(url)
-        if parsed.hostname in ("127.0.0.1", "localhost") and parsed.port:
+        if parsed.hostname in LOOPBACK and parsed.port:
             ports.add(parsed.port)
     return ports
 

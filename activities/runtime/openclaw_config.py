@@ -6,6 +6,7 @@ One renderer for every backend: the local runtime writes it to a file, Kubernete
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,12 @@ class ModelProvider(BaseModel):
         return cls(base_url=settings.model_base_url, api_key=key, model=settings.llm_model)
 
 
-def render_config(*, port: int, bind: str, model: ModelProvider, api_key_env: str | None = None) -> dict[str, Any]:
-    """`api_key_env` keeps the provider key out of the file: OpenClaw substitutes ${VAR} at load."""
-    return {
+def render_config(*, port: int, bind: str, model: ModelProvider, api_key_env: str | None = None,
+                  platform_hosts: Sequence[str] = ()) -> dict[str, Any]:
+    """`api_key_env` keeps the provider key out of the file: OpenClaw substitutes ${VAR} at load.
+    `platform_hosts`: the platform's own hosts where they are private (a local API on loopback),
+    which web_fetch's SSRF guard would refuse: the agent fetches its MMS attachments there."""
+    config: dict[str, Any] = {
         "gateway": {
             "mode": "local",
             "port": port,
@@ -122,3 +126,6 @@ def render_config(*, port: int, bind: str, model: ModelProvider, api_key_env: st
         "discovery": {"mdns": {"mode": "off"}},
         "update": {"checkOnStart": False},
     }
+    if platform_hosts:
+        config["tools"]["web"] = {"fetch": {"ssrfPolicy": {"allowedHostnames": list(platform_hosts)}}}
+    return config

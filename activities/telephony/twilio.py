@@ -3,14 +3,19 @@ so tests run exactly this code."""
 
 from __future__ import annotations
 
+import re
+
+import httpx
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from core.ports import CallEnded, CallState, NumberNotFound, OwnedNumber
+from core.ports import MAX_MEDIA_BYTES, CallEnded, CallState, Media, MediaUnavailable, NumberNotFound, OwnedNumber
 
 NOT_FOUND = 20404
 CALL_IS_OVER = (21220, NOT_FOUND)  # not in progress; no such call (any more)
+TWILIO_API = "https://api.twilio.com"  # where Twilio's MediaUrls point, whatever edge the REST calls use
+MEDIA_TIMEOUT_S = 20.0
 
 
 class TwilioTelephony:
@@ -20,9 +25,40 @@ class TwilioTelephony:
         self.client = Client(account_sid, auth_token, http_client=self._http, edge=edge, region=region)
         if api_base_url:
             self.client.api.base_url = api_base_url
+        bases = "|".join(re.escape(base.rstrip("/")) for base in {TWILIO_API, api_base_url or TWILIO_API})
+        # A message's attachment on this account: .../Messages/{MM|SM sid}/Media/{ME sid}, nothing else.
+        self._media_url = re.compile(rf"(?:{bases})/2010-04-01/Accounts/{re.escape(account_sid)}"
+                                     r"/Messages/(?:MM|SM)[0-9a-f]{32}/Media/ME[0-9a-f]{32}")
+        # Twilio may redirect to its CDN; httpx drops the credentials when a redirect leaves the host.
+        self._media = httpx.AsyncClient(auth=(account_sid, auth_token), follow_redirects=True, timeout=MEDIA_TIMEOUT_S)
 
     async def close(self) -> None:
         await self._http.close()
+        await self._media.aclose()
+
+    def owns_media_url(self, url: str) -> bool:
+        return self._media_url.fullmatch(url) is not None
+
+    async def fetch_media(self, url: str, *, max_bytes: int = MAX_MEDIA_BYTES) -> Media:
+        if not self.owns_media_url(url):
+            raise MediaUnavailable(f"not an attachment on this account: {url}", status=404)
+        try:
+            async with self._media.stream("GET", url) as response:
+                if response.status_code == 404:
+                    raise MediaUnavailable("the provider no longer has this attachment", status=404)
+                if response.status_code != 200:
+                    raise MediaUnavailable(f"the provider answered {response.status_code}")
+                if int(response.headers.get("content-length") or 0) > max_bytes:
+                    raise MediaUnavailable(f"attachment over {max_bytes} bytes", status=413)
+                data = bytearray()
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise MediaUnavailable(f"attachment over {max_bytes} bytes", status=413)
+        except httpx.HTTPError as error:
+            raise MediaUnavailable(f"the provider is unreachable: {error}") from error
+        kind = response.headers.get("content-type", "application/octet-stream")
+        return Media(content_type=kind, data=bytes(data))
 
     async def search_numbers(self, *, area_code: str | None = None, limit: int = 5) -> list[str]:
         kwargs = {"area_code": area_code} if area_code else {}

@@ -271,10 +271,15 @@ def message_twiml(text: str | None = None) -> Response:
     return twiml(response)
 
 
-async def signed_sms(form: SignedForm) -> tuple[SmsForm, list[str]]:
+async def signed_sms(form: SignedForm, telephony: TelephonyDep) -> tuple[SmsForm, list[str]]:
+    """The text and its attachments' URLs: only ones on the provider's account (whatever else a
+    form names is dropped, so a link the platform makes never fetches from anywhere else)."""
     text = parsed(SmsForm, form)
-    media = [form[f"MediaUrl{n}"] for n in range(text.num_media) if form.get(f"MediaUrl{n}", "").startswith("https://")]
-    return text, media
+    media = [form.get(f"MediaUrl{n}", "") for n in range(text.num_media)]
+    if foreign := [url for url in media if not telephony.owns_media_url(url)]:
+        log.warning("text %s: %d attachment URL(s) not the provider's, dropped: %s", text.message_sid, len(foreign),
+                    ", ".join(url[:80] for url in foreign))
+    return text, [url for url in media if telephony.owns_media_url(url)]
 
 
 SignedSms = Annotated[tuple[SmsForm, list[str]], Depends(signed_sms)]
@@ -300,8 +305,9 @@ async def sms(signed: SignedSms, settings: SettingsDep, sessions: SessionsDep, t
         return message_twiml()
     with log_context(user_id=str(user.id)):
         if text.from_ != user.phone_e164:  # owner-only: someone else's text is a message for the user
+            attached = f" (with {len(media)} attachment{'s' if len(media) > 1 else ''}, not passed on)" if media else ""
             taken = await pass_message_on(sessions, telephony, limiter, user_id=user.id, sender=text.from_,
-                                          words=text.body, what="Text")
+                                          words=text.body + attached, what="Text")
             return message_twiml(TEXT_PASSED_ON if taken == Taken.PASSED_ON else TEXT_NOT_PASSED_ON)
         if said := keyword(text.opt_out) or keyword(text.body):
             await _opt(sessions, user.id, said)

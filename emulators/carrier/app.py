@@ -115,6 +115,19 @@ def create_app(carrier: Carrier, *, extra_routes: list[Any] | None = None) -> St
             raise CarrierError(404, 20404, "The requested resource was not found")
         return item.resource(carrier.account_sid)
 
+    async def media(request: Request) -> Response:
+        """An MMS attachment's bytes. Basic auth, as Twilio serves media with HTTP auth enforced
+        (the platform fetches attachments for its agents; a link without credentials gets 401)."""
+        try:
+            authorised(request)
+            item = carrier.messages.get(request.path_params["sid"])
+            found = next((m for m in item.media if m.sid == request.path_params["media"]), None) if item else None
+            if found is None:
+                raise CarrierError(404, 20404, "The requested resource was not found")
+        except CarrierError as error:
+            return JSONResponse(error.body(), status_code=error.status)
+        return Response(found.data, media_type=found.content_type)
+
     async def calls(request: Request) -> dict[str, Any]:
         if request.method == "GET":
             return _page("calls", [c.resource(carrier.account_sid) for c in carrier.calls.values()], str(request.url.path))
@@ -185,6 +198,7 @@ def create_app(carrier: Carrier, *, extra_routes: list[Any] | None = None) -> St
         Route(API + "/IncomingPhoneNumbers/{sid}.json", endpoint(number), methods=["GET", "POST", "DELETE"]),
         Route(API + "/Messages.json", endpoint(messages, 201), methods=["GET", "POST"]),
         Route(API + "/Messages/{sid}.json", endpoint(message)),
+        Route(API + "/Messages/{sid}/Media/{media}", media),
         Route(API + "/Calls.json", endpoint(calls, 201), methods=["GET", "POST"]),
         Route(API + "/Calls/{sid}.json", endpoint(call), methods=["GET", "POST"]),
         Route("/control/state", state),
@@ -235,7 +249,9 @@ async def _handset_event(carrier: Carrier, handset: Any, event: dict[str, Any]) 
         handset.when_called = WhenCalled(str(event["mode"]))
         await handset.send({"type": "when_called", "mode": handset.when_called.value})
     elif kind == "sms":
-        message = await carrier.handset_sms(from_=handset.number, to=str(event["to"]), body=str(event["body"]))
+        media = [(str(item["content_type"]), base64.b64decode(item["data"])) for item in event.get("media") or []]
+        message = await carrier.handset_sms(from_=handset.number, to=str(event["to"]), body=str(event.get("body", "")),
+                                            media=media)
         await handset.send({"type": "sms_sent", "sid": message.sid, "to": message.to})
     else:
         raise ValueError(f"unknown event type {kind!r}")

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from datetime import datetime
@@ -20,7 +20,10 @@ from core.texts import Keyword, keyword
 from emulators.carrier import twiml
 from emulators.carrier.media import MediaStream
 from emulators.carrier.store import (
+    MAX_MEDIA,
+    MAX_MEDIA_BYTES,
     CarrierError,
+    MediaItem,
     MessageRecord,
     NumberBook,
     new_sid,
@@ -145,8 +148,10 @@ class Call:
 
 class Carrier:
     def __init__(self, account_sid: str, auth_token: str, *, http: httpx.AsyncClient | None = None,
-                 speech: SpeechRegistry | None = None) -> None:
+                 speech: SpeechRegistry | None = None, public_url: str = "") -> None:
+        """`public_url`: where the carrier's REST API is served (its MMS media URLs point there)."""
         self.account_sid = account_sid
+        self.public_url = public_url.rstrip("/")
         self.speech = speech or SpeechRegistry()
         self.speech.on_heard(self._heard)
         self.auth_token = auth_token
@@ -237,10 +242,17 @@ class Carrier:
         message.status = "delivered"
         await self._callback(message.status_callback, {**base, "MessageStatus": "delivered", "SmsStatus": "delivered"})
 
-    async def handset_sms(self, *, from_: str, to: str, body: str) -> MessageRecord:
-        """A handset texts a number: an owned number's SmsUrl gets Twilio's inbound webhook."""
+    async def handset_sms(self, *, from_: str, to: str, body: str,
+                          media: Sequence[tuple[str, bytes]] = ()) -> MessageRecord:
+        """A handset texts a number (an MMS with `media`, (content type, bytes) each): an owned
+        number's SmsUrl gets Twilio's inbound webhook."""
+        if len(media) > MAX_MEDIA or sum(len(data) for _, data in media) > MAX_MEDIA_BYTES:
+            raise CarrierError(400, 21623, f"An MMS carries at most {MAX_MEDIA} attachments, 5 MB in all.")
+        if not body and not media:
+            raise CarrierError(400, 21602, "Message body is required.")
         owned = self.numbers.by_number(to)
-        message = MessageRecord(new_sid("SM"), to=to, from_=from_, body=body, direction="inbound", status="received")
+        message = MessageRecord(new_sid("MM" if media else "SM"), to=to, from_=from_, body=body, direction="inbound",
+                                status="received", media=[MediaItem(new_sid("ME"), kind, data) for kind, data in media])
         self.messages[message.sid] = message
         if owned is None:
             await self._notify(to, {"type": "sms", "sid": message.sid, "from": from_, "body": body})
@@ -263,8 +275,11 @@ class Carrier:
     async def _inbound_sms(self, url: str, message: MessageRecord, *, opt_out: str = "") -> None:
         params = {"MessageSid": message.sid, "SmsSid": message.sid, "SmsMessageSid": message.sid,
                   "AccountSid": self.account_sid, "MessagingServiceSid": "", "From": message.from_,
-                  "To": message.to, "Body": message.body, "NumMedia": "0", "NumSegments": "1",
+                  "To": message.to, "Body": message.body, "NumMedia": str(len(message.media)), "NumSegments": "1",
                   "SmsStatus": "received", "ApiVersion": "2010-04-01", **({"OptOutType": opt_out} if opt_out else {})}
+        for index, item in enumerate(message.media):
+            params[f"MediaUrl{index}"] = self.public_url + message.media_path(self.account_sid, item.sid)
+            params[f"MediaContentType{index}"] = item.content_type
         try:  # like a phone network, one sender's texts to one number arrive in the order sent
             async with self._delivery_order.setdefault(f"{message.from_}>{message.to}", asyncio.Lock()):
                 response = await self.post_webhook(url, params)

@@ -82,8 +82,10 @@ class Handset:
         await self._send({"type": "when_called", "mode": mode})
         await self.wait_for("when_called", after=mark)
 
-    async def text(self, to: str, body: str) -> None:
-        await self._send({"type": "sms", "to": to, "body": body})
+    async def text(self, to: str, body: str, *, media: list[tuple[str, bytes]] | None = None) -> None:
+        """A text; with `media` ((content type, bytes) each) an MMS."""
+        attachments = [{"content_type": kind, "data": base64.b64encode(data).decode()} for kind, data in media or []]
+        await self._send({"type": "sms", "to": to, "body": body, **({"media": attachments} if attachments else {})})
 
     def said(self) -> list[str]:
         """Every <Say> this phone heard, in order."""

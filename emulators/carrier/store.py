@@ -68,6 +68,20 @@ class OwnedNumber:
         }
 
 
+# Twilio's MMS limits: at most 10 attachments, 5 MB in all.
+MAX_MEDIA = 10
+MAX_MEDIA_BYTES = 5 * 1024 * 1024
+
+
+@dataclass
+class MediaItem:
+    """One MMS attachment, served at the message's Media/{sid} path (with the account's Basic auth)."""
+
+    sid: str
+    content_type: str
+    data: bytes
+
+
 @dataclass
 class MessageRecord:
     sid: str
@@ -78,6 +92,10 @@ class MessageRecord:
     status: str = "queued"
     status_callback: str | None = None
     created: datetime = field(default_factory=now)
+    media: list[MediaItem] = field(default_factory=list)
+
+    def media_path(self, account_sid: str, media_sid: str) -> str:
+        return f"/2010-04-01/Accounts/{account_sid}/Messages/{self.sid}/Media/{media_sid}"
 
     def resource(self, account_sid: str) -> dict[str, Any]:
         return {
@@ -89,7 +107,7 @@ class MessageRecord:
             "status": self.status,
             "direction": self.direction,
             "num_segments": str(max(1, -(-len(self.body) // 160))),
-            "num_media": "0",
+            "num_media": str(len(self.media)),
             "date_created": rfc2822(self.created),
             "date_updated": rfc2822(now()),
             "date_sent": rfc2822(self.created),

@@ -18,6 +18,7 @@ from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
 from activities.email.mailers import OutboxMailer, SmtpMailer
 from activities.telephony.twilio import TwilioTelephony
 from core.models import OutboxEmail
+from core.ports import MediaUnavailable
 from core.serve import serving
 from core.settings import Settings
 from emulators.carrier.app import create_app
@@ -68,6 +69,41 @@ async def test_telephony_adapter_against_the_local_carrier() -> None:
                 await telephony.place_call(to=phone.number, from_=owned.e164)
             await telephony.release_number(owned.sid)
             assert await telephony.list_numbers() == []
+        finally:
+            await telephony.close()
+
+
+async def test_mms_attachments_are_fetched_only_from_the_account_with_its_credentials() -> None:
+    port = free_port()
+    settings = Settings(_env_file=None, carrier_port=port)
+    carrier = Carrier(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+                      public_url=settings.carrier_url)
+    async with serving(create_app(carrier), "127.0.0.1", port):
+        telephony = adapters.telephony(settings)
+        try:
+            [number] = await telephony.search_numbers(area_code="213", limit=1)
+            await telephony.buy_number(number, voice_url="http://x/voice", sms_url="")
+            async with handset(settings.carrier_url, "+15550109998") as phone:
+                await phone.text(number, "see this", media=[("text/plain", b"locker 4471")])
+                message = carrier.messages[(await phone.wait_for("sms_sent"))["sid"]]
+            url = settings.carrier_url + message.media_path(settings.twilio_account_sid, message.media[0].sid)
+            assert telephony.owns_media_url(url)
+            media = await telephony.fetch_media(url)
+            assert media.data == b"locker 4471" and media.content_type.startswith("text/plain")
+            with pytest.raises(MediaUnavailable) as too_big:
+                await telephony.fetch_media(url, max_bytes=4)
+            assert too_big.value.status == 413
+            with pytest.raises(MediaUnavailable) as gone:
+                await telephony.fetch_media(url[:-32] + "0" * 32)
+            assert gone.value.status == 404
+            other_account = url.replace(settings.twilio_account_sid, "AC" + "1" * 32)
+            for foreign in (other_account, url + "/../../../Calls.json", "http://169.254.169.254/latest/meta-data/",
+                            url.replace(settings.carrier_url, "https://attacker.example")):
+                assert not telephony.owns_media_url(foreign), foreign
+                with pytest.raises(MediaUnavailable):
+                    await telephony.fetch_media(foreign)
+            twilio_url = url.replace(settings.carrier_url, "https://api.twilio.com")
+            assert telephony.owns_media_url(twilio_url), "Twilio's own media host, whatever the REST base"
         finally:
             await telephony.close()
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -75,8 +76,9 @@ async def platform() -> AsyncIterator[Platform]:
 @pytest.fixture
 async def carrier_url() -> AsyncIterator[str]:
     port = free_port()
-    async with serving(create_app(Carrier(ACCOUNT, TOKEN)), "127.0.0.1", port):
-        yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    async with serving(create_app(Carrier(ACCOUNT, TOKEN, public_url=url)), "127.0.0.1", port):
+        yield url
 
 
 @pytest.fixture
@@ -147,6 +149,36 @@ async def test_sms_both_ways_with_signed_webhooks(twilio: Client, platform: Plat
     inbound = next(r for r in platform.requests if r["path"] == "/sms")
     assert inbound["valid"] and inbound["form"]["Body"] == "hello agent" and inbound["form"]["From"] == CALLER
     assert all(r["valid"] for r in platform.requests)
+
+
+async def test_an_mms_carries_signed_media_urls_served_with_the_accounts_credentials(
+        twilio: Client, platform: Platform, carrier_url: str) -> None:
+    number = await _buy(twilio, platform)
+    picture = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    async with handset(carrier_url, CALLER) as phone:
+        await phone.text(number, "look", media=[("image/png", picture), ("text/plain", b"locker 4471")])
+        await phone.wait_for("sms_sent")
+        await phone.text(number, "x", media=[("text/plain", b"x")] * 11)
+        assert "at most 10 attachments" in (await phone.wait_for("error"))["message"]
+    for _ in range(100):
+        inbound = next((r for r in platform.requests if r["path"] == "/sms"), None)
+        if inbound:
+            break
+        await asyncio.sleep(0.05)
+    assert inbound is not None and inbound["valid"]
+    form = inbound["form"]
+    assert form["NumMedia"] == "2" and form["MessageSid"].startswith("MM") and form["Body"] == "look"
+    assert [form["MediaContentType0"], form["MediaContentType1"]] == ["image/png", "text/plain"]
+    prefix = f"{carrier_url}/2010-04-01/Accounts/{ACCOUNT}/Messages/{form['MessageSid']}/Media/ME"
+    assert form["MediaUrl0"].startswith(prefix) and form["MediaUrl1"].startswith(prefix)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(form["MediaUrl0"])).status_code == 401, "media needs the account's credentials"
+        served = await http.get(form["MediaUrl0"], auth=(ACCOUNT, TOKEN))
+        assert served.status_code == 200 and served.content == picture
+        assert served.headers["content-type"] == "image/png"
+        assert (await http.get(form["MediaUrl0"][:-4] + "0000", auth=(ACCOUNT, TOKEN))).status_code == 404
+    message = await twilio.messages(form["MessageSid"]).fetch_async()
+    assert message.num_media == "2"
 
 
 async def test_inbound_call_streams_media_both_ways(twilio: Client, platform: Platform, carrier_url: str) -> None:

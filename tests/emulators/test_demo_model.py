@@ -90,6 +90,23 @@ def test_results_are_phrased_for_the_caller() -> None:
     assert phrase_result("deepclaw__list_reminders", {}, _wrapped("No reminders are scheduled.")) == "You have no reminders."
 
 
+def test_an_attachment_is_fetched_and_read_out() -> None:
+    from core.texts import with_attachments
+
+    said = with_attachments("what does this say?", ["http://127.0.0.1:8000/media/k1.abc", "http://x/media/k1.def"])
+    answer = answer_words(said, [], on_a_call=False)
+    assert (answer.tool, answer.args) == ("web_fetch", {"url": "http://127.0.0.1:8000/media/k1.abc"})
+    assert tool_call_for("web_fetch", answer.args, ["read", META_TOOL]) == (
+        META_TOOL, {"id": "web_fetch", "args": answer.args}), "OpenClaw's own tool, by its plain name"
+    fetched = {"url": "http://127.0.0.1:8000/media/k1.abc", "status": 200, "contentType": "text/plain",
+               "text": "SECURITY NOTICE: ...\n<<<EXTERNAL_UNTRUSTED_CONTENT id=\"9\">>>\nSource: Web Fetch\n---\n"
+                       "locker 4471\n<<<END_EXTERNAL_UNTRUSTED_CONTENT id=\"9\">>>"}
+    assert phrase_result("web_fetch", answer.args, json.dumps(fetched, indent=2)) == "The attachment says: locker 4471."
+    assert phrase_result("web_fetch", answer.args, json.dumps({**fetched, "status": 404})).startswith(
+        "I couldn't open the attachment")
+    assert phrase_result("web_fetch", answer.args, "fetch failed: blocked").startswith("I couldn't open the attachment")
+
+
 def test_a_tool_result_is_found_behind_openclaws_context_notes() -> None:
     call = {"id": "c1", "type": "function", "function": {
         "name": META_TOOL, "arguments": json.dumps({"id": "deepclaw__send_sms", "args": {"text": "hi"}})}}

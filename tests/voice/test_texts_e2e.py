@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.routes.twilio import HOTLINE_TEXT, TEXT_PASSED_ON
+from core.callbacks import mcp_token, media_link
 from core.models import Conversation, Delivery, Message, Reminder, User
 from emulators.carrier.handset import Handset, handset
 from tests.voice.conftest import UserOnPlatform
@@ -104,6 +105,48 @@ async def test_strangers_leave_a_message_and_the_hotline_says_to_call(texting: T
         assert passed_on["from"] == texting.number, "from the user's own number; no agent was asked"
         await phone.text(texting.settings.hotline_number, "hello?")
         assert (await _reply(phone, "setup line"))["body"] == HOTLINE_TEXT
+
+
+async def test_an_mms_attachment_reaches_the_agent_as_a_link_it_fetches(
+    texting: Texting, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    settings = texting.settings
+    async with handset(settings.carrier_url, texting.user.phone_e164) as phone:
+        await phone.text(texting.number, "what does this say?", media=[("text/plain", b"locker 4471, top row")])
+        # The carrier serves media only with the account's credentials: the agent got the
+        # platform's link, and the platform fetched the attachment for it.
+        answer = await _reply(phone, "The attachment says")
+        assert "locker 4471, top row" in answer["body"], answer
+
+        # A MediaUrl that is not an attachment on the provider's account is dropped, never fetched.
+        sms_url = f"{settings.api_base_url}/twilio/sms"
+        forged = {"MessageSid": "MM" + uuid.uuid4().hex, "AccountSid": settings.twilio_account_sid,
+                  "From": texting.user.phone_e164, "To": texting.number, "Body": "and this one?", "NumMedia": "1",
+                  "MediaUrl0": "http://169.254.169.254/latest/meta-data/", "MediaContentType0": "text/plain"}
+        mark = len(phone.events)
+        assert (await texting.carrier.post_webhook(sms_url, forged)).status_code == 200
+        await _reply(phone, "You said: and this one?", after=mark)
+
+    async with sessions() as session:
+        media = dict((await session.execute(
+            select(Message.content, Message.media).join(Conversation, Message.conversation_id == Conversation.id)
+            .where(Conversation.user_id == texting.user.id, Message.role == "user"))).all())
+    assert media["and this one?"] is None, "the foreign URL was not recorded"
+    [provider_url] = media["what does this say?"]
+    assert provider_url.startswith(settings.carrier_url + "/2010-04-01/Accounts/")
+
+    # The link itself: a forged or other kind of token is refused, and a link never fetches
+    # from anywhere but the provider's account.
+    async with httpx.AsyncClient(base_url=settings.api_base_url) as http:
+        assert (await http.get("/media/not-a-token")).status_code == 401
+        mcp = mcp_token(settings, texting.user.id, 0)
+        assert (await http.get(f"/media/{mcp}")).status_code == 401
+        good = media_link(settings, texting.user.id, provider_url).removeprefix(settings.api_base_url)
+        fetched = await http.get(good)
+        assert fetched.status_code == 200 and fetched.content == b"locker 4471, top row"
+        assert "sandbox" in fetched.headers["content-security-policy"]
+        stray = media_link(settings, texting.user.id, "http://169.254.169.254/latest/meta-data/")
+        assert (await http.get(stray.removeprefix(settings.api_base_url))).status_code == 404
 
 
 async def _opted_out(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID, expected: bool) -> None:
