@@ -80,14 +80,24 @@ class TextActivities:
 
     @activity.defn
     async def record_inbound(self, text: InboundText) -> Recorded:
-        """The text in the user's conversation of the day; a MessageSid seen before is not recorded twice."""
+        """One text (histories from before record_inbound_texts replay it)."""
         async with transaction(self.sessions) as session:
-            conversation_id = await self._day_conversation(session, text)
-            await session.execute(insert(Message).values(
-                id=uuid.uuid4(), conversation_id=conversation_id, role="user", content=text.body,
-                provider_sid=text.message_sid, status="received", media=text.media or None,
-                created_at=text.received_at).on_conflict_do_nothing(index_elements=["provider_sid"]))
-            message = (await session.execute(select(Message).where(Message.provider_sid == text.message_sid))).scalar_one()
+            return await self._record(session, text)
+
+    @activity.defn
+    async def record_inbound_texts(self, texts: list[InboundText]) -> list[Recorded]:
+        """The texts of one turn, in one transaction (each an activity of its own cost a round trip)."""
+        async with transaction(self.sessions) as session:
+            return [await self._record(session, text) for text in texts]
+
+    async def _record(self, session: AsyncSession, text: InboundText) -> Recorded:
+        """The text in the user's conversation of the day; a MessageSid seen before is not recorded twice."""
+        conversation_id = await self._day_conversation(session, text)
+        await session.execute(insert(Message).values(
+            id=uuid.uuid4(), conversation_id=conversation_id, role="user", content=text.body,
+            provider_sid=text.message_sid, status="received", media=text.media or None,
+            created_at=text.received_at).on_conflict_do_nothing(index_elements=["provider_sid"]))
+        message = (await session.execute(select(Message).where(Message.provider_sid == text.message_sid))).scalar_one()
         return Recorded(message_id=message.id, conversation_id=message.conversation_id,
                         answered=message.status == "answered")
 
@@ -138,8 +148,14 @@ class TextActivities:
 
     @activity.defn
     async def mark_answered(self, message_id: uuid.UUID) -> None:
+        """One text (histories from before mark_texts_answered replay it)."""
+        await self.mark_texts_answered([message_id])
+
+    @activity.defn
+    async def mark_texts_answered(self, message_ids: list[uuid.UUID]) -> None:
         async with transaction(self.sessions) as session:
-            await session.execute(update(Message).where(Message.id == message_id).values(status="answered"))
+            await session.execute(update(Message).where(Message.id.in_(message_ids)).values(status="answered"))
 
     def all(self) -> list[object]:
-        return [self.record_inbound, self.ask_agent, self.send_text, self.mark_answered]
+        return [self.record_inbound, self.record_inbound_texts, self.ask_agent, self.send_text, self.mark_answered,
+                self.mark_texts_answered]

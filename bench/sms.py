@@ -26,8 +26,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from contextlib import AsyncExitStack
+from datetime import datetime
 from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,6 +49,7 @@ from tests.voice.platform import (  # noqa: E402
 from workflows.agent_lifecycle import AgentLifecycleWorkflow  # noqa: E402
 from workflows.agent_lifecycle import workflow_id as lifecycle_id  # noqa: E402
 from workflows.sms_conversation import WORKING_ON_IT  # noqa: E402
+from workflows.sms_conversation import workflow_id as sms_workflow_id  # noqa: E402
 
 USERS = 4
 ROUNDS = 25
@@ -51,6 +57,41 @@ BURST = 2
 ROUND_EVERY_S = 3.0
 ANSWER_TIMEOUT_S = 90.0
 TAG = re.compile(r"bench (\d+)-(\d+)")
+
+
+async def where_the_time_went(client: Client, workflow_ids: list[str]) -> None:
+    """From the conversations' histories: per activity (and workflow task), the wait for a worker
+    (scheduled -> started) and the run (started -> closed), p50 / max in ms."""
+    waits: dict[str, list[float]] = defaultdict(list)
+    runs: dict[str, list[float]] = defaultdict(list)
+    for workflow_id in workflow_ids:
+        scheduled: dict[int, tuple[str, datetime]] = {}
+        started: dict[int, datetime] = {}
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        for event in history.events:
+            when = event.event_time.ToDatetime()
+            kind = event.event_type
+            if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled[event.event_id] = (event.activity_task_scheduled_event_attributes.activity_type.name, when)
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                scheduled[event.event_id] = ("(workflow task)", when)
+            elif kind in (EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED):
+                attributes = (event.activity_task_started_event_attributes
+                              if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+                              else event.workflow_task_started_event_attributes)
+                name, at = scheduled[attributes.scheduled_event_id]
+                waits[name].append((when - at).total_seconds() * 1000)
+                started[attributes.scheduled_event_id] = when
+            elif kind in (EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED):
+                attributes = (event.activity_task_completed_event_attributes
+                              if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+                              else event.workflow_task_completed_event_attributes)
+                name, _ = scheduled[attributes.scheduled_event_id]
+                runs[name].append((when - started[attributes.scheduled_event_id]).total_seconds() * 1000)
+    for name in sorted(runs):
+        print(f"{name:>18}: n={len(runs[name])} wait p50 {statistics.median(waits[name]):.0f} max "
+              f"{max(waits[name]):.0f} ms; run p50 {statistics.median(runs[name]):.0f} max {max(runs[name]):.0f} ms",
+              flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -117,6 +158,8 @@ async def main(users: int, rounds: int, burst: int, every_s: float,
                     len({n for _, n in inbox.arrived}) < len(sent[u]) for u, inbox in enumerate(inboxes)):
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2.0)  # a late duplicate would show up now
+            if detail:
+                await where_the_time_went(client, [sms_workflow_id(user.id) for user, _ in lines])
             for inbox in inboxes:
                 inbox.task.cancel()
     latencies, duplicates, lost, out_of_order, working = [], 0, 0, 0, 0
