@@ -276,10 +276,11 @@ async def signed_sms(form: SignedForm, telephony: TelephonyDep) -> tuple[SmsForm
     form names is dropped, so a link the platform makes never fetches from anywhere else)."""
     text = parsed(SmsForm, form)
     media = [form.get(f"MediaUrl{n}", "") for n in range(text.num_media)]
-    if foreign := [url for url in media if not telephony.owns_media_url(url)]:
-        log.warning("text %s: %d attachment URL(s) not the provider's, dropped: %s", text.message_sid, len(foreign),
-                    ", ".join(url[:80] for url in foreign))
-    return text, [url for url in media if telephony.owns_media_url(url)]
+    kept = [url for url in media if telephony.owns_media_url(url)]
+    if len(kept) < len(media):
+        log.warning("text %s: %d attachment URL(s) not the provider's, dropped: %s", text.message_sid,
+                    len(media) - len(kept), ", ".join(url[:80] for url in media if url not in kept))
+    return text, kept
 
 
 SignedSms = Annotated[tuple[SmsForm, list[str]], Depends(signed_sms)]
