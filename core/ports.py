@@ -37,7 +37,9 @@ class CallState(BaseModel):
     answered_by: str | None = None
 
 
-MAX_MEDIA_BYTES = 5 * 1024 * 1024  # Twilio's limit for one MMS
+# Twilio's limits for one MMS: attachments, and their bytes in all.
+MAX_MEDIA = 10
+MAX_MEDIA_BYTES = 5 * 1024 * 1024
 
 
 class Media(BaseModel):

@@ -216,12 +216,13 @@ def phrase_result(tool: str, args: dict[str, Any], content: str) -> str:
 
 def _fetched(content: str) -> str:
     """What web_fetch got: its JSON's `text`, inside OpenClaw's untrusted-content wrapper."""
+    said = tool_result_text(content)[0]
     try:
-        result = json.loads(tool_result_text(content)[0] or content)
+        result = json.loads(said or content)
     except ValueError:
         result = {}
     if not isinstance(result, dict) or "text" not in result:
-        return f"I couldn't open the attachment: {tool_result_text(content)[0][:200]}"
+        return f"I couldn't open the attachment: {said[:200]}"
     text = str(result["text"])
     if (start := text.find("\n---\n")) >= 0:
         text = text[start + 5:].split("\n<<<END_EXTERNAL", 1)[0]

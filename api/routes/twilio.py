@@ -31,6 +31,7 @@ from core.limits import Limit, Refusal
 from core.logs import log_context
 from core.message_taking import Taken, pass_message_on
 from core.models import Conversation, Message, PhoneNumber, User, utcnow
+from core.ports import MAX_MEDIA
 from core.settings import Settings
 from core.streams import issue_ticket
 from core.texts import MAX_TEXT_CHARS, Keyword, keyword
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/twilio")
 
 MAX_FORM_BYTES = 64 * 1024
-MAX_MEDIA = 10  # Twilio's limit of attachments per MMS
 UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
 HOTLINE_TEXT = "This is DeepClaw's setup line: call this number to get your own assistant."
 TEXT_PASSED_ON = "Thanks, I've passed your message on."

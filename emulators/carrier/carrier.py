@@ -16,12 +16,11 @@ import httpx
 
 from core.audio import frames
 from core.callers import FULL_ATTESTATION
+from core.ports import MAX_MEDIA, MAX_MEDIA_BYTES
 from core.texts import Keyword, keyword
 from emulators.carrier import twiml
 from emulators.carrier.media import MediaStream
 from emulators.carrier.store import (
-    MAX_MEDIA,
-    MAX_MEDIA_BYTES,
     CarrierError,
     MediaItem,
     MessageRecord,

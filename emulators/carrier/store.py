@@ -68,11 +68,6 @@ class OwnedNumber:
         }
 
 
-# Twilio's MMS limits: at most 10 attachments, 5 MB in all.
-MAX_MEDIA = 10
-MAX_MEDIA_BYTES = 5 * 1024 * 1024
-
-
 @dataclass
 class MediaItem:
     """One MMS attachment, served at the message's Media/{sid} path (with the account's Basic auth)."""
