@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from activities import adapters
 from api.deps import Platform
-from api.routes import hotline, internal, mcp, media, twilio
+from api.routes import dashboard, hotline, internal, mcp, media, twilio
 from core.db import create_engine, sessionmaker
 from core.limits import PostgresStorage, UserLimiter
 from core.settings import Settings, get_settings
@@ -25,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         sessions = sessionmaker(engine)
         platform = Platform(settings=settings, sessions=sessions, telephony=adapters.telephony(settings),
-                            web_search=adapters.web_search(settings),
+                            web_search=adapters.web_search(settings), mailer=adapters.mailer(settings, sessions),
                             limiter=UserLimiter(PostgresStorage(sessions), settings.user_limits()))
         app.state.platform = platform
         await platform.temporal.try_connect()  # /healthz reports it and reconnects; serving the rest goes on
@@ -38,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
-    for routes in (internal, twilio, hotline, media):
+    for routes in (internal, twilio, hotline, media, dashboard):
         app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
     app.mount("/", agent_tools_app)  # last: it serves only POST /mcp, after every route above
     return app

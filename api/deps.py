@@ -5,16 +5,18 @@ handlers never reach into request.app.state."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.limits import UserLimiter
-from core.ports import Telephony, WebSearch
+from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE, Viewer, csrf_matches, viewer_of
+from core.ports import Mailer, Telephony, WebSearch
 from core.settings import Settings
 from core.temporal import connect
 
@@ -49,6 +51,7 @@ class Platform:
     sessions: async_sessionmaker[AsyncSession]
     telephony: Telephony  # messages passed on to a user (texts from strangers)
     web_search: WebSearch  # and its web_search
+    mailer: Mailer  # dashboard sign-in codes by email
     limiter: UserLimiter
     temporal: TemporalLink = field(init=False)
 
@@ -90,6 +93,10 @@ def _web_search(request: Request) -> WebSearch:
     return platform(request).web_search
 
 
+def _mailer(request: Request) -> Mailer:
+    return platform(request).mailer
+
+
 def _limiter(request: Request) -> UserLimiter:
     return platform(request).limiter
 
@@ -101,4 +108,53 @@ TemporalDep = Annotated[Client | None, Depends(_temporal)]
 TemporalLinkDep = Annotated[TemporalLink, Depends(_temporal_link)]
 TelephonyDep = Annotated[Telephony, Depends(_telephony)]
 WebSearchDep = Annotated[WebSearch, Depends(_web_search)]
+MailerDep = Annotated[Mailer, Depends(_mailer)]
 LimiterDep = Annotated[UserLimiter, Depends(_limiter)]
+
+
+# ---- the dashboard: who is signed in, and CSRF ----------------------------------------------------
+
+
+async def _viewer(request: Request, settings: SettingsDep, session: SessionDep) -> Viewer | None:
+    return await viewer_of(settings, session, request.cookies.get(SESSION_COOKIE))
+
+
+ViewerDep = Annotated[Viewer | None, Depends(_viewer)]
+
+
+def _signed_in(viewer: ViewerDep) -> Viewer:
+    """Pages for the signed-in only: anyone else is sent to sign in."""
+    if viewer is None:
+        raise HTTPException(status_code=303, headers={"Location": "/signin"})
+    return viewer
+
+
+def _user_id(viewer: Annotated[Viewer, Depends(_signed_in)]) -> uuid.UUID:
+    """Pages of one's own account: an operator without one has none (they have the operator pages)."""
+    if viewer.user_id is None:
+        raise HTTPException(status_code=303, headers={"Location": "/operator"})
+    return viewer.user_id
+
+
+SignedInDep = Annotated[Viewer, Depends(_signed_in)]
+UserIdDep = Annotated[uuid.UUID, Depends(_user_id)]
+
+
+def csrf_basis(request: Request, viewer: Viewer | None) -> str | None:
+    """What this browser's CSRF token is bound to: its session, else its pre-session cookie."""
+    return str(viewer.session_id) if viewer else request.cookies.get(PRE_SESSION_COOKIE)
+
+
+async def _csrf_checked(request: Request, settings: SettingsDep, viewer: ViewerDep) -> None:
+    """Every state-changing dashboard request carries the token of this browser's session (a form
+    field, or the X-CSRF-Token header), and comes from this site if the browser says where from."""
+    origin = request.headers.get("origin")
+    if origin and origin.rstrip("/") not in {settings.api_base_url.rstrip("/"), str(request.base_url).rstrip("/")}:
+        raise HTTPException(status_code=403, detail="cross-site request refused")
+    token = request.headers.get("x-csrf-token") or str((await request.form()).get("csrf_token") or "")
+    basis = csrf_basis(request, viewer)
+    if not token or not basis or not csrf_matches(settings.keyring, basis, token):
+        raise HTTPException(status_code=403, detail="the form has expired: reload the page and try again")
+
+
+CsrfDep = Depends(_csrf_checked)  # as a route's dependencies=[CsrfDep]

@@ -125,6 +125,8 @@ class Limit(StrEnum):
     INBOUND_TEXT = "inbound text"  # texts one sender sends to platform numbers (keyed by the sender)
     INBOUND_CALL = "inbound call"  # calls one caller places to platform numbers (keyed by the caller)
     OVER_LIMIT_NOTICE = "over-limit notice"  # the one polite reply a sender over a limit gets
+    SIGN_IN_ADDRESS = "sign-in code"  # dashboard codes sent to one phone or email (keyed by its digest)
+    SIGN_IN_CLIENT = "sign-in request"  # dashboard codes one client asks for (keyed by its IP address)
 
 
 @dataclass(frozen=True)

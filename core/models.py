@@ -76,8 +76,8 @@ class User(SQLModel, table=True):
     __tablename__ = "users"
     __table_args__ = (
         sa.CheckConstraint("(quiet_from IS NULL) = (quiet_until IS NULL)", name="ck_users_quiet_hours_pair"),
+        _one_of("personality", PERSONALITIES, "ck_users_personality"),
     )
-    __table_args__ = (_one_of("personality", PERSONALITIES, "ck_users_personality"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     phone_e164: str = Field(sa_column_kwargs={"unique": True}, max_length=16, nullable=False)
@@ -376,6 +376,41 @@ class RateLimitCounter(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=255)
     count: int
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+
+
+class SignInCode(SQLModel, table=True):
+    """A one-time dashboard sign-in code sent to a phone or an email address. Only keyed digests
+    are kept (core.tokens, kind CODE): of the address, to find its codes, and of address + code."""
+
+    __tablename__ = "sign_in_codes"
+    __table_args__ = (sa.CheckConstraint("attempts >= 0", name="ck_sign_in_codes_attempts"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    address_digest: str = Field(max_length=64, index=True)
+    code_digest: str = Field(max_length=96)
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # wrong guesses so far
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    used_at: datetime | None = _timestamp()
+    created_at: datetime = _created()
+
+
+class WebSession(SQLModel, table=True):
+    """A dashboard sign-in. The cookie carries a sealed {session id, secret}; only the secret's
+    digest is kept. Signed in as a user, as an operator, or as both (an operator with an account)."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (
+        sa.CheckConstraint("user_id IS NOT NULL OR operator IS NOT NULL", name="ck_web_sessions_someone"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    secret_digest: str = Field(max_length=96)
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="CASCADE", index=True)
+    operator: str | None = Field(default=None, max_length=320)  # the operator's phone or email
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    revoked_at: datetime | None = _timestamp()
+    user_agent: str | None = Field(default=None, max_length=256)
+    created_at: datetime = _created()
 
 
 class OutboxEmail(SQLModel, table=True):

@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     inbound_call_limits: str = "5/minute;30/hour;100/day"
     over_limit_notice_limits: str = "1/hour"
 
+    # The dashboard (api/routes/dashboard.py). Operators sign in like users, by phone or email
+    # (comma-separated), and may view any user, suspend or resume one, and block a calling number.
+    operators: Annotated[list[str], NoDecode] = []
+    session_hours: float = Field(default=336.0, gt=0)  # a sign-in lasts two weeks
+    sign_in_code_ttl_s: float = Field(default=600.0, gt=0)
+    sign_in_code_attempts: int = Field(default=5, ge=1)  # wrong guesses, then that code is void
+    # Codes asked for, per address (phone or email) and per client (IP address).
+    sign_in_address_limits: str = "3/10 minutes;10/day"
+    sign_in_client_limits: str = "10/hour;30/day"
+
     # Calls
     max_call_s: float = 1800.0  # hang up after 30 minutes
     voice_drain_s: float = 570.0  # on SIGTERM the bridge lets calls in progress finish this long
@@ -215,7 +225,7 @@ class Settings(BaseSettings):
     worker_heartbeat_interval_s: float = 5.0
     worker_heartbeat_stale_s: float = 20.0
 
-    @field_validator("number_pool_area_codes", "platform_secrets_previous", mode="before")
+    @field_validator("number_pool_area_codes", "platform_secrets_previous", "operators", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
@@ -240,7 +250,8 @@ class Settings(BaseSettings):
         return parse_quiet_hours(self.quiet_hours)
 
     @field_validator("agent_sms_limits", "agent_call_limits", "caller_message_limits", "wrong_pin_limits",
-                     "inbound_text_limits", "inbound_call_limits", "over_limit_notice_limits")
+                     "inbound_text_limits", "inbound_call_limits", "over_limit_notice_limits",
+                     "sign_in_address_limits", "sign_in_client_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
         try:
@@ -253,13 +264,19 @@ class Settings(BaseSettings):
         return {Limit.SMS: self.agent_sms_limits, Limit.CALL: self.agent_call_limits,
                 Limit.MESSAGE: self.caller_message_limits, Limit.WRONG_PIN: self.wrong_pin_limits,
                 Limit.INBOUND_TEXT: self.inbound_text_limits, Limit.INBOUND_CALL: self.inbound_call_limits,
-                Limit.OVER_LIMIT_NOTICE: self.over_limit_notice_limits}
+                Limit.OVER_LIMIT_NOTICE: self.over_limit_notice_limits,
+                Limit.SIGN_IN_ADDRESS: self.sign_in_address_limits, Limit.SIGN_IN_CLIENT: self.sign_in_client_limits}
 
     @cached_property
     def keyring(self) -> Keyring:
         """The keys of every kind of token, from the platform secret (and the previous ones)."""
         return Keyring.of(self.platform_secret.get_secret_value(),
                           [s.get_secret_value() for s in self.platform_secrets_previous])
+
+    @property
+    def local_mode(self) -> bool:
+        """Every port on its local stand-in: a development machine (no Secure cookies over http)."""
+        return not self.real_adapters
 
     @property
     def api_base_url(self) -> str:

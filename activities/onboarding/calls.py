@@ -20,9 +20,9 @@ from workflows.agent_lifecycle import workflow_id as lifecycle_id
 HANDOFF_TOKEN_TTL_S = 300.0  # Twilio fetches the redirect's TwiML at once
 
 
-def welcome_text(agent_name: str) -> str:
-    """Promises only what works today: calls and texts (the dashboard comes with its issue)."""
-    return f"Hi, it's {agent_name}, your DeepClaw assistant. Save this number, and call or text me any time."
+def welcome_text(agent_name: str, dashboard_url: str) -> str:
+    return (f"Hi, it's {agent_name}, your DeepClaw assistant. Save this number, and call or text me any time. "
+            f"Manage me at {dashboard_url.rstrip('/')}/ (sign in with this phone).")
 
 
 class Handoff(BaseModel):
@@ -73,7 +73,7 @@ class HotlineCallActivities:
 
     @activity.defn
     async def send_welcome(self, welcome: Welcome) -> None:
-        await self.telephony.send_sms(to=welcome.to, from_=welcome.sender, body=welcome_text(welcome.agent_name))
+        await self.telephony.send_sms(to=welcome.to, from_=welcome.sender, body=welcome_text(welcome.agent_name, self.settings.api_base_url))
 
     def all(self) -> list[object]:
         return [self.hand_off_call, self.send_welcome]

@@ -65,9 +65,9 @@ async def healthz(settings: SettingsDep, sessions: SessionsDep, temporal: Tempor
 
 @router.get("/dev/outbox", response_class=HTMLResponse)
 async def outbox(settings: SettingsDep, session: SessionDep, to: str | None = None) -> HTMLResponse:
-    """The local mailer's outbox, readable in a browser. With SMTP, mail goes to real inboxes and
-    this page does not exist."""
-    if settings.mailer != MailerAdapter.LOCAL:
+    """The local mailer's outbox, readable in a browser: only on a local platform (every adapter
+    local); with SMTP, mail goes to real inboxes."""
+    if not settings.local_mode or settings.mailer != MailerAdapter.LOCAL:
         raise HTTPException(status_code=404)
     query = select(OutboxEmail).order_by(OutboxEmail.id.desc()).limit(OUTBOX_SHOWN)  # type: ignore[union-attr]
     if to:

@@ -1,0 +1,268 @@
+"""The dashboard's sign-in and home page, over HTTP against the real API, PostgreSQL and the local
+carrier: codes by SMS (read from the carrier) and by email (the local outbox), sessions, CSRF,
+limits, and each user seeing only their own data."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app as api_app
+from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE
+from core.models import (
+    AgentInstance,
+    AuditEvent,
+    Conversation,
+    Message,
+    OutboxEmail,
+    PhoneNumber,
+    Reminder,
+    SignInCode,
+    User,
+    WebSession,
+    utcnow,
+)
+from core.process import free_port
+from core.serve import serving
+from core.settings import Settings
+from emulators.carrier.app import create_app as carrier_app
+from emulators.carrier.carrier import Carrier
+from emulators.speech import SpeechRegistry
+from emulators.standins import build_carrier
+
+
+@dataclass
+class Dashboard:
+    settings: Settings
+    carrier: Carrier
+    sessions: async_sessionmaker[AsyncSession]
+
+    def browser(self) -> httpx.AsyncClient:
+        """A browser of its own, from an address of its own on loopback (limits per client apply to it)."""
+        source = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+        return httpx.AsyncClient(base_url=self.settings.api_base_url, follow_redirects=False, timeout=20,
+                                 transport=httpx.AsyncHTTPTransport(local_address=source))
+
+    def texted_code(self, phone: str) -> str:
+        bodies = [m.body for m in self.carrier.messages.values() if m.to == phone and "sign-in code" in m.body]
+        assert bodies, f"no sign-in code was texted to {phone}"
+        assert [m.from_ for m in self.carrier.messages.values() if m.to == phone][-1] == self.settings.hotline_number
+        return re.findall(r"\b(\d{6})\b", bodies[-1])[0]
+
+    def codes_texted(self, phone: str) -> int:
+        return sum(1 for m in self.carrier.messages.values() if m.to == phone and "sign-in code" in m.body)
+
+    async def mailed_code(self, address: str) -> str:
+        async with self.sessions() as session:
+            mail = (await session.execute(select(OutboxEmail).where(OutboxEmail.to_address == address)
+                                          .order_by(OutboxEmail.id.desc()).limit(1))).scalar_one()  # type: ignore[union-attr]
+        return re.findall(r"sign-in code: (\d{6})", mail.subject)[0]
+
+
+@pytest.fixture
+async def dashboard(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Path,
+                    sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Dashboard]:
+    settings = Settings(_env_file=None, data_dir=tmp_path, database_url=database_url,
+                        temporal_address=temporal_env.client.service_client.config.target_host,
+                        api_port=free_port(), carrier_port=free_port(), operators=["ops@example.com"])
+    carrier = build_carrier(settings, SpeechRegistry())
+    async with serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port), \
+            serving(api_app(settings), "127.0.0.1", settings.api_port):
+        yield Dashboard(settings, carrier, sessions)
+
+
+def _phone() -> str:
+    return f"+1555{uuid.uuid4().int % 10**7:07d}"
+
+
+async def _user(sessions: async_sessionmaker[AsyncSession], *, name: str, said: str) -> User:
+    """A user with a number, an agent, a call with a turn that says `said`, and a reminder."""
+    user = User(phone_e164=_phone(), phone_verified=True, email=f"{name.lower()}.{uuid.uuid4().hex[:6]}@Example.com",
+                email_verified=True, agent_name=name, personality="formal")
+    async with sessions() as session, session.begin():
+        session.add(user)
+        await session.flush()
+        session.add(PhoneNumber(e164=_phone(), provider_sid=f"PN{uuid.uuid4().hex}", state="assigned", user_id=user.id))
+        session.add(AgentInstance(user_id=user.id, runtime="local", state="sleeping"))
+        call = Conversation(user_id=user.id, kind="call", direction="inbound", duration_s=42.0)
+        session.add(call)
+        await session.flush()
+        session.add(Message(conversation_id=call.id, role="user", content=said))
+        session.add(Reminder(user_id=user.id, due_at=utcnow() + timedelta(hours=3), text=f"{name}'s reminder"))
+    return user
+
+
+def _csrf(page: httpx.Response) -> str:
+    found = re.findall(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, "the page has no CSRF token"
+    return found[0]
+
+
+async def _sign_in(dash: Dashboard, browser: httpx.AsyncClient, address: str) -> httpx.Response:
+    form = await browser.get("/signin")
+    sent = await browser.post("/signin", data={"address": address, "csrf_token": _csrf(form)})
+    assert sent.status_code == 200, sent.text
+    code = dash.texted_code(address) if address.startswith("+") else await dash.mailed_code(address.lower())
+    return await browser.post("/signin/code", data={"address": address.lower(), "code": code,
+                                                     "csrf_token": _csrf(sent)})
+
+
+async def test_a_user_signs_in_with_a_texted_code_sees_only_their_own_home_and_signs_out(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    nova = await _user(sessions, name="Nova", said="what is the capital of peru")
+    other = await _user(sessions, name="Orion", said="my bank pin is secret")
+    async with dashboard.browser() as browser:
+        assert (await browser.get("/")).headers["location"] == "/signin"  # signed out: sent to sign in
+        # Typed the way people type their number: national format, spaces and dashes.
+        national = f"({nova.phone_e164[2:5]}) {nova.phone_e164[5:8]}-{nova.phone_e164[8:]}"
+        form = await browser.get("/signin")
+        sent = await browser.post("/signin", data={"address": national, "csrf_token": _csrf(form)})
+        assert f"ending {nova.phone_e164[-4:]}" in sent.text
+        code = dashboard.texted_code(nova.phone_e164)
+        signed = await browser.post("/signin/code", data={"address": nova.phone_e164, "code": f"{code[:3]} {code[3:]}",
+                                                           "csrf_token": _csrf(sent)})
+        assert signed.status_code == 303 and signed.headers["location"] == "/"
+        cookie = next(h for h in signed.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE))
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Max-Age=" in cookie
+        assert "Secure" not in cookie  # local mode: plain http on loopback
+        home = await browser.get("/")
+        assert home.status_code == 200
+        number = (await _number(sessions, nova.id))
+        assert f'href="tel:{number}"' in home.text and f'href="sms:{number}"' in home.text
+        assert "Nova" in home.text and "Formal" in home.text and "Nova&#39;s reminder" in home.text
+        assert "what is the capital of peru" in home.text
+        assert "Sleeping" in home.text and "last recorded" in home.text  # no lifecycle workflow: the recorded state
+        for secret in ("Orion", "my bank pin is secret", other.phone_e164):
+            assert secret not in home.text
+        assert "/dev/outbox" in home.text  # the local platform's links
+
+        # The code is used up: the same code again signs nobody in.
+        async with dashboard.browser() as second:
+            again = await second.post("/signin/code", data={"address": nova.phone_e164, "code": code,
+                                                            "csrf_token": _csrf(await second.get("/signin"))})
+            assert again.status_code == 400 and "wrong, used or expired" in again.text
+            assert SESSION_COOKIE not in again.cookies
+
+        out = await browser.post("/signout", data={"csrf_token": _csrf(home)})
+        assert out.status_code == 303 and out.headers["location"] == "/signin"
+    async with dashboard.browser() as replay:  # the old cookie, kept by someone: revoked with the session
+        replay.cookies.set(SESSION_COOKIE, browser.cookies.get(SESSION_COOKIE) or signed.cookies[SESSION_COOKIE])
+        assert (await replay.get("/")).headers["location"] == "/signin"
+    async with sessions() as session:
+        actions = (await session.execute(select(AuditEvent.action).where(AuditEvent.user_id == nova.id))).scalars().all()
+    assert {"dashboard.signed_in", "dashboard.signed_out"} <= set(actions)
+
+
+async def _number(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID) -> str:
+    async with sessions() as session:
+        return (await session.execute(select(PhoneNumber.e164).where(PhoneNumber.user_id == user_id))).scalar_one()
+
+
+async def test_an_emailed_code_signs_in_and_sign_out_everywhere_ends_every_session(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    luna = await _user(sessions, name="Luna", said="hello")
+    assert luna.email
+    async with dashboard.browser() as laptop, dashboard.browser() as phone:
+        for browser in (laptop, phone):
+            signed = await _sign_in(dashboard, browser, luna.email.upper())  # any case: the same address
+            assert signed.status_code == 303, signed.text
+        home = await laptop.get("/")
+        assert "Luna" in home.text
+        await laptop.post("/signout", data={"csrf_token": _csrf(home), "everywhere": "true"})
+        assert (await phone.get("/")).headers["location"] == "/signin"
+    async with sessions() as session:
+        live = (await session.execute(select(WebSession).where(WebSession.user_id == luna.id,
+                                                               WebSession.revoked_at.is_(None)))).scalars().all()  # type: ignore[union-attr]
+    assert live == []
+
+
+async def test_wrong_expired_and_overused_codes_are_refused(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    mira = await _user(sessions, name="Mira", said="hi")
+    async with dashboard.browser() as browser:
+        form = await browser.get("/signin")
+        sent = await browser.post("/signin", data={"address": mira.phone_e164, "csrf_token": _csrf(form)})
+        code = dashboard.texted_code(mira.phone_e164)
+        wrong = f"{(int(code) + 1) % 10**6:06d}"
+        for _ in range(dashboard.settings.sign_in_code_attempts):
+            refused = await browser.post("/signin/code", data={"address": mira.phone_e164, "code": wrong,
+                                                               "csrf_token": _csrf(sent)})
+            assert refused.status_code == 400
+        # Five wrong guesses void the code: even the right one no longer works.
+        late = await browser.post("/signin/code", data={"address": mira.phone_e164, "code": code,
+                                                        "csrf_token": _csrf(sent)})
+        assert late.status_code == 400 and SESSION_COOKIE not in late.cookies
+
+        sent = await browser.post("/signin", data={"address": mira.phone_e164, "csrf_token": _csrf(form)})
+        code = dashboard.texted_code(mira.phone_e164)
+        async with sessions() as session, session.begin():  # its ten minutes pass
+            await session.execute(update(SignInCode).where(SignInCode.used_at.is_(None))  # type: ignore[union-attr]
+                                  .values(expires_at=utcnow() - timedelta(seconds=1)))
+        expired = await browser.post("/signin/code", data={"address": mira.phone_e164, "code": code,
+                                                           "csrf_token": _csrf(sent)})
+        assert expired.status_code == 400 and "expired" in expired.text
+
+        # A third code in ten minutes is the last; the fourth request is refused and nothing is sent.
+        await browser.post("/signin", data={"address": mira.phone_e164, "csrf_token": _csrf(form)})
+        texted = dashboard.codes_texted(mira.phone_e164)
+        over = await browser.post("/signin", data={"address": mira.phone_e164, "csrf_token": _csrf(form)})
+        assert over.status_code == 429 and "Too many codes" in over.text
+        assert dashboard.codes_texted(mira.phone_e164) == texted == 3
+
+
+async def test_strangers_get_the_same_answer_and_nothing_is_sent(dashboard: Dashboard) -> None:
+    stranger = _phone()
+    async with dashboard.browser() as browser:
+        form = await browser.get("/signin")
+        answer = await browser.post("/signin", data={"address": stranger, "csrf_token": _csrf(form)})
+        assert answer.status_code == 200 and "Enter your code" in answer.text
+        assert dashboard.codes_texted(stranger) == 0
+        bad = await browser.post("/signin", data={"address": "not a number", "csrf_token": _csrf(form)})
+        assert bad.status_code == 400 and "doesn&#39;t look like" in bad.text
+
+
+async def test_one_client_asking_for_codes_for_many_addresses_is_stopped(dashboard: Dashboard) -> None:
+    async with dashboard.browser() as browser:
+        token = _csrf(await browser.get("/signin"))
+        allowed = int(dashboard.settings.sign_in_client_limits.split("/")[0])
+        for _ in range(allowed):
+            answer = await browser.post("/signin", data={"address": _phone(), "csrf_token": token})
+            assert answer.status_code == 200
+        over = await browser.post("/signin", data={"address": _phone(), "csrf_token": token})
+        assert over.status_code == 429 and "Too many codes" in over.text
+        async with dashboard.browser() as neighbour:  # another client is not held up by it
+            answer = await neighbour.post("/signin", data={"address": _phone(),
+                                                           "csrf_token": _csrf(await neighbour.get("/signin"))})
+            assert answer.status_code == 200
+
+
+async def test_requests_without_this_sites_csrf_token_are_refused(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    vega = await _user(sessions, name="Vega", said="hi")
+    async with dashboard.browser() as browser:
+        await _sign_in(dashboard, browser, vega.phone_e164)
+        home = await browser.get("/")
+        token = _csrf(home)
+        for path, data in (("/signout", {}), ("/agent/wake", {}), ("/signin", {"address": vega.phone_e164}),
+                           ("/signin/code", {"address": vega.phone_e164, "code": "123456"})):
+            assert (await browser.post(path, data=data)).status_code == 403, path
+            assert (await browser.post(path, data={**data, "csrf_token": "forged"})).status_code == 403, path
+            cross = await browser.post(path, data={**data, "csrf_token": token}, headers={"origin": "https://evil.example"})
+            assert cross.status_code == 403, path
+        # Another browser's token (its own pre-session) does not carry over to this session.
+        async with dashboard.browser() as elsewhere:
+            foreign = _csrf(await elsewhere.get("/signin"))
+            assert PRE_SESSION_COOKIE in elsewhere.cookies
+        assert (await browser.post("/signout", data={"csrf_token": foreign})).status_code == 403
+        assert (await browser.get("/")).status_code == 200  # still signed in: nothing was done
