@@ -7,8 +7,11 @@ from contextlib import asynccontextmanager
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from activities import adapters
 from api.deps import Platform
@@ -43,6 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
     for routes in (internal, twilio, hotline, media, dashboard):
         app.include_router(routes.router)
+
+    @app.exception_handler(HTTPException)
+    async def errors(request: Request, error: HTTPException) -> Response:
+        if error.status_code in dashboard.ERROR_TITLES and "text/html" in request.headers.get("accept", ""):
+            return dashboard.error_page(request, settings, error.status_code, str(error.detail))
+        return await http_exception_handler(request, error)
+
     app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
     app.mount("/", agent_tools_app)  # last: it serves only POST /mcp, after every route above
     return app

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from mcp.server.mcpserver.exceptions import ToolError
 from sqlalchemy import select
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
 from activities.delivery import DeliveryEnd, DeliveryRequest
@@ -32,6 +32,15 @@ MAX_AHEAD = timedelta(days=366)
 SENT_WAIT_S = 5.0  # send_sms waits this long to say the text went out (it is durable either way)
 
 
+class BadTime(ValueError):
+    """A reminder time that cannot be used, in words for whoever gave it."""
+
+
+class ReminderNotChanged(Exception):
+    """A reschedule or cancel that did not take effect (it is being delivered, has fired, or the
+    scheduler is unreachable), in words for whoever asked."""
+
+
 def due_time(at: str | None, in_minutes: float | None, now: datetime, zone: str) -> datetime:
     """When: `in_minutes` from now, or `at` (ISO 8601; without an offset, in the user's zone)."""
     if in_minutes is not None:
@@ -40,18 +49,25 @@ def due_time(at: str | None, in_minutes: float | None, now: datetime, zone: str)
         try:
             due = datetime.fromisoformat(at)
         except ValueError:
-            raise ToolError("'at' must be ISO 8601, e.g. 2026-11-25T09:00 (your user's time) "
-                            "or 2026-11-25T09:00:00-05:00") from None
+            raise BadTime("'at' must be ISO 8601, e.g. 2026-11-25T09:00 (your user's time) "
+                          "or 2026-11-25T09:00:00-05:00") from None
         if due.tzinfo is None:
             due = due.replace(tzinfo=ZoneInfo(zone))
     else:
-        raise ToolError("say when: 'at' (ISO 8601) or 'in_minutes'")
+        raise BadTime("say when: 'at' (ISO 8601) or 'in_minutes'")
     if due < now - timedelta(minutes=1):
-        raise ToolError(f"{due.isoformat(timespec='minutes')} is in the past "
-                        f"(it is {now.astimezone(ZoneInfo(zone)).isoformat(timespec='minutes')} for your user)")
+        raise BadTime(f"{due.isoformat(timespec='minutes')} is in the past "
+                      f"(it is {now.astimezone(ZoneInfo(zone)).isoformat(timespec='minutes')} for your user)")
     if due > now + MAX_AHEAD:
-        raise ToolError("reminders can be at most a year ahead")
+        raise BadTime("reminders can be at most a year ahead")
     return due.astimezone(UTC)
+
+
+def _tool_due_time(at: str | None, in_minutes: float | None, zone: str) -> datetime:
+    try:
+        return due_time(at, in_minutes, datetime.now(UTC), zone)
+    except BadTime as error:
+        raise ToolError(str(error)) from None
 
 
 def local(moment: datetime, zone: str) -> str:
@@ -63,7 +79,7 @@ async def schedule_reminder(tools: Tools, text: str, at: str | None, in_minutes:
     text = text_arg(text, "text")
     user = await tools.user()
     zone = user_zone(user.time_zone, user.phone_e164, tools.platform.settings.default_time_zone)
-    due = due_time(at, in_minutes, datetime.now(UTC), zone)
+    due = _tool_due_time(at, in_minutes, zone)
     try:
         rule = recurrence_rule(every) if every else None
     except BadRecurrence as error:
@@ -114,21 +130,30 @@ async def _own_reminder(tools: Tools, id: str) -> Reminder:
     return reminder
 
 
-async def _change(tools: Tools, reminder: Reminder, update: object, *args: object) -> ReminderChange:
-    handle = tools.temporal().get_workflow_handle(workflow_id(reminder.id))
+async def change_reminder(client: Client, reminder: Reminder, update: object, *args: object) -> ReminderChange:
+    """Reschedules or cancels (`update`) through the reminder's workflow: the one place a change is
+    decided (not while it is being delivered). ReminderNotChanged says why not."""
+    handle = client.get_workflow_handle(workflow_id(reminder.id))
     try:
         change: ReminderChange = await handle.execute_update(update, *args)  # type: ignore[arg-type]
     except RPCError as error:
         log.warning("reminder %s not changed: %s", reminder.id, error)
-        raise ToolError(f"reminder {reminder.id} can't be changed now (it may have just fired)") from None
+        raise ReminderNotChanged(f"reminder {reminder.id} can't be changed now (it may have just fired)") from None
     if not change.took_effect:
-        raise ToolError(f"reminder {reminder.id} was not changed: {change.reason}")
+        raise ReminderNotChanged(f"reminder {reminder.id} was not changed: {change.reason}")
     return change
+
+
+async def _change(tools: Tools, reminder: Reminder, update: object, *args: object) -> ReminderChange:
+    try:
+        return await change_reminder(tools.temporal(), reminder, update, *args)
+    except ReminderNotChanged as error:
+        raise ToolError(str(error)) from None
 
 
 async def reschedule_reminder(tools: Tools, id: str, at: str | None, in_minutes: float | None) -> str:
     reminder = await _own_reminder(tools, id)
-    due = due_time(at, in_minutes, datetime.now(UTC), reminder.time_zone)
+    due = _tool_due_time(at, in_minutes, reminder.time_zone)
     change = await _change(tools, reminder, ReminderWorkflow.reschedule, Reschedule(due_at=due))
     return f"Reminder {reminder.id} moved to {local(change.due_at, reminder.time_zone)}."
 

@@ -4,6 +4,7 @@ limits, and each user seeing only their own data."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import uuid
@@ -11,12 +12,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.delivery import DeliveryActivities
+from activities.reminders import ReminderActivities
 
 from api.app import create_app as api_app
 from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE
@@ -40,6 +47,10 @@ from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
+from tests.conftest import LocalCarrier
+from workflows.delivery import DeliveryWorkflow
+from workflows.reminder import ReminderInput, ReminderWorkflow
+from workflows.reminder import workflow_id as reminder_workflow_id
 
 
 @dataclass
@@ -266,3 +277,130 @@ async def test_requests_without_this_sites_csrf_token_are_refused(
             assert PRE_SESSION_COOKIE in elsewhere.cookies
         assert (await browser.post("/signout", data={"csrf_token": foreign})).status_code == 403
         assert (await browser.get("/")).status_code == 200  # still signed in: nothing was done
+
+
+async def _signed_in(dash: Dashboard, browser: httpx.AsyncClient, user: User) -> str:
+    """Signs `browser` in as `user`; the CSRF token of its session."""
+    assert (await _sign_in(dash, browser, user.phone_e164)).status_code == 303
+    return _csrf(await browser.get("/"))
+
+
+async def test_history_is_one_searchable_paginated_timeline_and_a_call_shows_its_transcript(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    kai = await _user(sessions, name="Kai", said="first call")
+    other = await _user(sessions, name="Zed", said="zed's private words")
+    start = utcnow() - timedelta(days=2)
+    async with sessions() as session, session.begin():
+        call = Conversation(user_id=kai.id, kind="call", direction="outbound", duration_s=61.0, started_at=start,
+                            latency={"turns": [{"total_latency": 0.85}, {"total_latency": 1.2}]})
+        texts = Conversation(user_id=kai.id, kind="sms", direction="inbound", started_at=start + timedelta(hours=1))
+        session.add_all([call, texts])
+        await session.flush()
+        for n, (role, words) in enumerate([("agent", "Hi, it's Kai."), ("user", "what's on tomorrow"),
+                                           ("agent", "A dentist appointment at ten.")]):
+            session.add(Message(conversation_id=call.id, role=role, content=words,
+                                created_at=start + timedelta(seconds=n)))
+        session.add(Message(conversation_id=texts.id, role="user", content="buy oat milk", status="received"))
+        for n in range(25):  # older calls, to page through
+            old = Conversation(user_id=kai.id, kind="call", direction="inbound", started_at=start - timedelta(days=n + 1))
+            session.add(old)
+    async with sessions() as session:
+        foreign = (await session.execute(select(Conversation.id).where(Conversation.user_id == other.id))).scalar_one()
+    async with dashboard.browser() as browser:
+        await _signed_in(dashboard, browser, kai)
+        first = await browser.get("/history")
+        assert first.status_code == 200
+        order = [m for m in re.findall(r'href="/history/([0-9a-f-]{36})"', first.text)]
+        assert len(order) == 20 and 'rel="next"' in first.text and 'rel="prev"' not in first.text
+        second = await browser.get("/history", params={"page": 2})
+        assert len(re.findall(r'href="/history/[0-9a-f-]{36}"', second.text)) == 28 - 20  # 25 + 2 + the fixture's
+        assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
+        assert order.index(str(texts.id)) < order.index(str(call.id))  # newest first
+
+        found = await browser.get("/history", params={"q": "OAT MILK"})
+        assert re.findall(r'href="/history/([0-9a-f-]{36})"', found.text) == [str(texts.id)]
+        assert "buy oat milk" in found.text
+        assert "Nothing said matches" in (await browser.get("/history", params={"q": "100%_"})).text
+
+        page = await browser.get(f"/history/{call.id}")
+        transcript = page.text[page.text.index('id="transcript"'):]
+        assert transcript.index("Hi, it&#39;s Kai.") < transcript.index("what&#39;s on tomorrow") \
+            < transcript.index("A dentist appointment at ten.")
+        assert "answered in 0.85 s" in transcript and "answered in 1.2 s" in transcript and "61 s" in page.text
+        thread = await browser.get(f"/history/{texts.id}")
+        assert "buy oat milk" in thread.text and "received" in thread.text
+
+        # Someone else's conversation is not there at all, for a browser and for anything else.
+        missing = await browser.get(f"/history/{foreign}", headers={"accept": "text/html"})
+        assert missing.status_code == 404 and "zed" not in missing.text.lower() and "Not found" in missing.text
+        assert (await browser.get(f"/history/{foreign}")).status_code == 404
+        assert (await browser.get(f"/history/{uuid.uuid4()}")).status_code == 404
+        assert "zed&#39;s private words" not in (await browser.get("/history", params={"q": "private"})).text
+
+
+async def test_reminders_are_cancelled_and_moved_through_their_workflows(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment,
+        local_carrier: LocalCarrier, settings: Settings) -> None:
+    ada = await _user(sessions, name="Ada", said="hi")
+    other = await _user(sessions, name="Bo", said="hi")
+    client = temporal_env.client
+    queue = f"reminders-{uuid.uuid4().hex[:6]}"
+    async with sessions() as session:
+        [fixture_reminder] = (await session.execute(select(Reminder).where(Reminder.user_id == ada.id))).scalars().all()
+        [foreign] = (await session.execute(select(Reminder).where(Reminder.user_id == other.id))).scalars().all()
+    stretch = Reminder(user_id=ada.id, due_at=utcnow() + timedelta(days=1), text="stretch", time_zone="America/New_York")
+    async with sessions() as session, session.begin():
+        session.add(stretch)
+    async with Worker(client, task_queue=queue, workflows=[ReminderWorkflow, DeliveryWorkflow],
+                      activities=[*ReminderActivities(sessions, None).all(),  # type: ignore[arg-type]
+                                  *DeliveryActivities(local_carrier.telephony, sessions, settings).all()]):
+        for reminder in (fixture_reminder, stretch, foreign):
+            await client.start_workflow(ReminderWorkflow.run, ReminderInput(
+                reminder_id=reminder.id, user_id=reminder.user_id, text=reminder.text, due_at=reminder.due_at,
+                time_zone=reminder.time_zone), id=reminder_workflow_id(reminder.id), task_queue=queue)
+        async with dashboard.browser() as browser:
+            token = await _signed_in(dashboard, browser, ada)
+            page = await browser.get("/reminders")
+            assert "stretch" in page.text and "Ada&#39;s reminder" in page.text and "Bo&#39;s reminder" not in page.text
+
+            for path in (f"/reminders/{foreign.id}/cancel", f"/reminders/{foreign.id}/reschedule"):
+                assert (await browser.post(path, data={"csrf_token": token, "at": "2030-01-01T09:00"})).status_code == 404
+                assert (await browser.post(f"/reminders/{stretch.id}/cancel", data={})).status_code == 403
+
+            cancelled = await browser.post(f"/reminders/{fixture_reminder.id}/cancel", data={"csrf_token": token})
+            assert cancelled.status_code == 303 and cancelled.headers["location"] == "/reminders?notice=cancelled"
+            assert await _reminder_state(sessions, fixture_reminder.id) == "cancelled"
+            again = await browser.post(f"/reminders/{fixture_reminder.id}/cancel", data={"csrf_token": token})
+            assert again.status_code == 409 and "already cancelled" in again.text
+
+            past = await browser.post(f"/reminders/{stretch.id}/reschedule", data={"csrf_token": token,
+                                                                                  "at": "2020-01-01T09:00"})
+            assert past.status_code == 400 and "in the past" in past.text
+            assert (await browser.post(f"/reminders/{stretch.id}/reschedule",
+                                       data={"csrf_token": token, "at": "soon"})).status_code == 400
+            tomorrow = (utcnow() + timedelta(days=2)).astimezone(ZoneInfo("America/New_York")).replace(
+                hour=9, minute=30, second=0, microsecond=0)
+            moved = await browser.post(f"/reminders/{stretch.id}/reschedule",
+                                       data={"csrf_token": token, "at": tomorrow.strftime("%Y-%m-%dT%H:%M")})
+            assert moved.status_code == 303
+            async with sessions() as session:
+                row = await session.get(Reminder, stretch.id)
+            assert row is not None and row.due_at == tomorrow and row.state == "scheduled"
+            described = await client.get_workflow_handle(reminder_workflow_id(stretch.id)).describe()
+            assert described.status == WorkflowExecutionStatus.RUNNING
+        async with sessions() as session:
+            assert (await session.get(Reminder, foreign.id)).state == "scheduled"  # type: ignore[union-attr]  # untouched
+        for reminder in (stretch, foreign):
+            await client.get_workflow_handle(reminder_workflow_id(reminder.id)).terminate("test over")
+
+
+async def _reminder_state(sessions: async_sessionmaker[AsyncSession], reminder_id: uuid.UUID,
+                          timeout: float = 20) -> str:
+    """The reminder's recorded state once its workflow has recorded a change (or the deadline)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with sessions() as session:
+            state = (await session.get(Reminder, reminder_id)).state  # type: ignore[union-attr]
+        if state != "scheduled" or asyncio.get_running_loop().time() > deadline:
+            return state
+        await asyncio.sleep(0.1)

@@ -8,14 +8,16 @@ another user's rows are simply not found.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
@@ -35,6 +37,7 @@ from api.deps import (
     UserIdDep,
     ViewerDep,
 )
+from api.reaching import BadTime, ReminderNotChanged, change_reminder, due_time
 from api.sign_in import (
     PRE_SESSION_COOKIE,
     SESSION_COOKIE,
@@ -48,10 +51,12 @@ from api.sign_in import (
     redeem,
 )
 from core.models import AgentInstance, AuditEvent, Conversation, Message, PhoneNumber, Reminder, User, utcnow
+from core.recurrence import describe
 from core.settings import Settings
 from core.timezones import user_zone
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
+from workflows.reminder import ReminderWorkflow, Reschedule
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -180,17 +185,17 @@ def local_time(moment: datetime | None, zone: str) -> str:
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request, settings: SettingsDep, session: SessionDep, temporal: TemporalDep,
                viewer: SignedInDep, user_id: UserIdDep, notice: str | None = None) -> Response:
-    user = await session.get(User, user_id)
-    if user is None:
-        return RedirectResponse("/signin", status_code=303)
+    user = await _own_user(session, user_id)
     zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
     number = (await session.execute(select(PhoneNumber.e164).where(PhoneNumber.user_id == user_id))).scalar()
     state, live = await live_state(temporal, session, user_id)
     reminders = (await session.execute(
         select(Reminder).where(Reminder.user_id == user_id, Reminder.state == "scheduled")
         .order_by(Reminder.due_at).limit(SHOWN_REMINDERS))).scalars().all()
-    conversations = await recent_conversations(session, user_id, SHOWN_CONVERSATIONS)
-    return _page(request, settings, "home.html", viewer=viewer, csrf=viewer.csrf, user=user, number=number,
+    conversations = await summaries(session, (await session.execute(
+        select(Conversation).where(Conversation.user_id == user_id).order_by(Conversation.started_at.desc())  # type: ignore[attr-defined]
+        .limit(SHOWN_CONVERSATIONS))).scalars().all())
+    return _page(request, settings, "home.html", viewer=viewer, csrf=viewer.csrf, active="home", user=user, number=number,
                  state=state, live=live, reminders=reminders, conversations=conversations, zone=zone,
                  when=lambda moment: local_time(moment, zone), notice=NOTICES.get(notice or ""))
 
@@ -198,25 +203,6 @@ async def home(request: Request, settings: SettingsDep, session: SessionDep, tem
 NOTICES = {"waking": "Waking your agent: it answers in a moment.",
            "awake": "Your agent is awake.",
            "wake-failed": "Your agent could not be woken just now; it wakes by itself when you call or text."}
-
-
-async def recent_conversations(session: SessionDep, user_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
-    """The latest calls and text threads, each with its last turn."""
-    rows = (await session.execute(
-        select(Conversation).where(Conversation.user_id == user_id)
-        .order_by(Conversation.started_at.desc()).limit(limit))).scalars().all()  # type: ignore[attr-defined]
-    if not rows:
-        return []
-    counts = dict((await session.execute(
-        select(Message.conversation_id, func.count()).where(Message.conversation_id.in_([r.id for r in rows]))  # type: ignore[attr-defined]
-        .group_by(Message.conversation_id))).all())
-    shown = []
-    for row in rows:
-        last = (await session.execute(select(Message.content).where(Message.conversation_id == row.id)
-                                      .order_by(Message.created_at.desc()).limit(1))).scalar()  # type: ignore[attr-defined]
-        shown.append({"conversation": row, "turns": counts.get(row.id, 0),
-                      "last": (last or "")[:SNIPPET_CHARS] + ("…" if last and len(last) > SNIPPET_CHARS else "")})
-    return shown
 
 
 @router.post("/agent/wake", dependencies=[CsrfDep])
@@ -233,3 +219,173 @@ async def wake(temporal: TemporalDep, session: SessionDep, user_id: UserIdDep) -
         return RedirectResponse("/?notice=wake-failed", status_code=303)
     await _audit(session, user_id=user_id, action="dashboard.woke_agent", at=utcnow().isoformat())
     return RedirectResponse("/?notice=waking", status_code=303)
+
+
+# ---- history ----------------------------------------------------------------------------------
+
+HISTORY_PAGE = 20
+
+
+@router.get("/history", response_class=HTMLResponse)
+async def history(request: Request, settings: SettingsDep, session: SessionDep, viewer: SignedInDep,
+                  user_id: UserIdDep, q: Annotated[str, Query(max_length=200)] = "",
+                  page: Annotated[int, Query(ge=1, le=10_000)] = 1) -> Response:
+    """Calls and text threads in one timeline, newest first; `q` keeps those with a turn saying it."""
+    user = await _own_user(session, user_id)
+    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    query = select(Conversation).where(Conversation.user_id == user_id)
+    needle = q.strip()
+    if needle:
+        pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(Conversation.id.in_(  # type: ignore[union-attr]
+            select(Message.conversation_id).where(Message.content.ilike(pattern, escape="\\"))))  # type: ignore[attr-defined]
+    rows = (await session.execute(query.order_by(Conversation.started_at.desc())  # type: ignore[attr-defined]
+                                  .offset((page - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1))).scalars().all()
+    entries = await summaries(session, rows[:HISTORY_PAGE], needle)
+    return _page(request, settings, "history.html", viewer=viewer, csrf=viewer.csrf, active="history",
+                 entries=entries, q=needle, page=page, more=len(rows) > HISTORY_PAGE,
+                 when=lambda moment: local_time(moment, zone), zone=zone)
+
+
+async def summaries(session: SessionDep, rows: Sequence[Conversation], needle: str = "") -> list[dict[str, Any]]:
+    """Each conversation with its number of turns and one turn to show: the latest, or the first
+    that says `needle`."""
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    counts = dict((await session.execute(select(Message.conversation_id, func.count())
+                                         .where(Message.conversation_id.in_(ids))  # type: ignore[attr-defined]
+                                         .group_by(Message.conversation_id))).all())
+    shown = []
+    for row in rows:
+        turns = select(Message.content).where(Message.conversation_id == row.id)
+        if needle:
+            turns = turns.where(func.strpos(func.lower(Message.content), needle.lower()) > 0)
+        snippet = (await session.execute(turns.order_by(Message.created_at.desc()).limit(1))).scalar() or ""  # type: ignore[attr-defined]
+        shown.append({"conversation": row, "turns": counts.get(row.id, 0),
+                      "last": snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else "")})
+    return shown
+
+
+@router.get("/history/{conversation_id}", response_class=HTMLResponse)
+async def conversation(request: Request, conversation_id: uuid.UUID, settings: SettingsDep, session: SessionDep,
+                       viewer: SignedInDep, user_id: UserIdDep) -> Response:
+    """A call's transcript turn by turn (with how long each answer took), or a day's text thread."""
+    row = await session.get(Conversation, conversation_id)
+    if row is None or row.user_id != user_id:
+        raise HTTPException(status_code=404, detail="No such conversation.")
+    user = await _own_user(session, user_id)
+    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    messages = (await session.execute(select(Message).where(Message.conversation_id == row.id)
+                                      .order_by(Message.created_at))).scalars().all()  # type: ignore[arg-type]
+    latencies = iter((row.latency or {}).get("turns", []))
+    turns = [{"message": m, "latency_s": _seconds(next(latencies, {})) if m.role == "agent" and row.kind == "call"
+              else None} for m in messages]
+    return _page(request, settings, "conversation.html", viewer=viewer, csrf=viewer.csrf, active="history",
+                 conversation=row, turns=turns, user=user, when=lambda moment: local_time(moment, zone))
+
+
+def _seconds(figures: dict[str, Any]) -> float | None:
+    value = figures.get("total_latency")
+    return round(float(value), 2) if isinstance(value, int | float) else None
+
+
+async def _own_user(session: SessionDep, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:  # the account was deleted while signed in
+        raise HTTPException(status_code=303, headers={"Location": "/signin"})
+    return user
+
+
+ERROR_TITLES = {403: "Not allowed", 404: "Not found", 429: "Too many requests"}
+
+
+def error_page(request: Request, settings: Settings, status: int, detail: str) -> HTMLResponse:
+    """What a browser shows for a refused or missing page (API clients keep JSON)."""
+    return _page(request, settings, "error.html", status, title=ERROR_TITLES.get(status, "Something went wrong"),
+                 message=detail if detail and detail != "Not Found" else "There is nothing here.")
+
+
+# ---- reminders --------------------------------------------------------------------------------
+
+PAST_REMINDERS = 50
+
+
+@router.get("/reminders", response_class=HTMLResponse)
+async def reminders(request: Request, settings: SettingsDep, session: SessionDep, viewer: SignedInDep,
+                    user_id: UserIdDep, notice: str | None = None) -> Response:
+    return await _reminders_page(request, settings, session, viewer, user_id, notice=REMINDER_NOTICES.get(notice or ""))
+
+
+REMINDER_NOTICES = {"cancelled": "Reminder cancelled.", "moved": "Reminder moved."}
+
+
+async def _reminders_page(request: Request, settings: Settings, session: SessionDep, viewer: SignedInDep,
+                          user_id: uuid.UUID, *, status: int = 200, notice: str | None = None,
+                          error: str | None = None, failed: uuid.UUID | None = None) -> HTMLResponse:
+    user = await _own_user(session, user_id)
+    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    upcoming = (await session.execute(select(Reminder).where(Reminder.user_id == user_id, Reminder.state == "scheduled")
+                                      .order_by(Reminder.due_at))).scalars().all()
+    past = (await session.execute(select(Reminder).where(Reminder.user_id == user_id, Reminder.state != "scheduled")
+                                  .order_by(Reminder.due_at.desc()).limit(PAST_REMINDERS))).scalars().all()  # type: ignore[attr-defined]
+    return _page(request, settings, "reminders.html", status, viewer=viewer, csrf=viewer.csrf, active="reminders",
+                 upcoming=upcoming, past=past, user=user, zone=zone, notice=notice, error=error, failed=failed,
+                 when=lambda moment: local_time(moment, zone), describe=describe,
+                 local_input=lambda moment: moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M"))
+
+
+async def _own_reminder(session: SessionDep, user_id: uuid.UUID, reminder_id: uuid.UUID) -> Reminder:
+    reminder = await session.get(Reminder, reminder_id)
+    if reminder is None or reminder.user_id != user_id:
+        raise HTTPException(status_code=404, detail="No such reminder.")
+    return reminder
+
+
+@router.post("/reminders/{reminder_id}/cancel", dependencies=[CsrfDep])
+async def cancel_reminder(request: Request, reminder_id: uuid.UUID, settings: SettingsDep, session: SessionDep,
+                          temporal: TemporalDep, viewer: SignedInDep, user_id: UserIdDep) -> Response:
+    reminder = await _own_reminder(session, user_id, reminder_id)
+    try:
+        await change_reminder(_scheduler(temporal, reminder), reminder, ReminderWorkflow.cancel)
+    except ReminderNotChanged as error:
+        return await _reminders_page(request, settings, session, viewer, user_id, status=409,
+                                     error=_for_people(str(error)), failed=reminder.id)
+    await _audit(session, user_id=user_id, action="dashboard.cancelled_reminder", reminder=str(reminder.id))
+    return RedirectResponse("/reminders?notice=cancelled", status_code=303)
+
+
+@router.post("/reminders/{reminder_id}/reschedule", dependencies=[CsrfDep])
+async def reschedule_reminder(request: Request, reminder_id: uuid.UUID, settings: SettingsDep, session: SessionDep,
+                              temporal: TemporalDep, viewer: SignedInDep, user_id: UserIdDep,
+                              at: Annotated[str, Form(max_length=40)] = "") -> Response:
+    """`at`: a local date and time (the form's datetime-local) in the reminder's own zone."""
+    reminder = await _own_reminder(session, user_id, reminder_id)
+    try:
+        if not at.strip():
+            raise BadTime("Choose a new date and time.")
+        due = due_time(at.strip(), None, utcnow(), reminder.time_zone)
+        await change_reminder(_scheduler(temporal, reminder), reminder, ReminderWorkflow.reschedule, Reschedule(due_at=due))
+    except (BadTime, ReminderNotChanged) as error:
+        return await _reminders_page(request, settings, session, viewer, user_id, status=400,
+                                     error=_for_people(str(error)), failed=reminder.id)
+    await _audit(session, user_id=user_id, action="dashboard.moved_reminder", reminder=str(reminder.id),
+                 due_at=due.isoformat())
+    return RedirectResponse("/reminders?notice=moved", status_code=303)
+
+
+def _scheduler(temporal: Client | None, reminder: Reminder) -> Client:
+    """The client to change `reminder` through, if it can still change."""
+    if reminder.state != "scheduled":
+        raise ReminderNotChanged(f"reminder {reminder.id} has already {reminder.state}")
+    if temporal is None:
+        raise ReminderNotChanged("the scheduler is unreachable right now; nothing was changed, try again in a minute")
+    return temporal
+
+
+def _for_people(reason: str) -> str:
+    """The tools' wording, for a person: no ids, "your user" is "you"."""
+    reason = re.sub(r"reminder [0-9a-f-]{36} ", "This reminder ", reason).replace(" for your user", "")
+    reason = reason.replace("'at' must be ISO 8601, e.g. 2026-11-25T09:00 (your user's time) or "
+                            "2026-11-25T09:00:00-05:00", "That is not a date and time.")
+    return reason[:1].upper() + reason[1:]
