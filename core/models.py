@@ -87,6 +87,8 @@ class User(SQLModel, table=True):
     agent_name: str = Field(default="Claw", max_length=64)
     voice: str = Field(default="aura-2-thalia-en", max_length=64)
     personality: str = Field(default="casual", max_length=16)
+    # The user's own words for their agent (the dashboard), added to its system prompt.
+    custom_instructions: str | None = Field(default=None, max_length=2000)
     # Written by the agent after each call, spoken at the start of the next one.
     next_greeting: str | None = Field(default=None, max_length=300)
     # Bumped to revoke every platform MCP token this user's agent was given (core.callbacks).

@@ -133,6 +133,7 @@ class AgentSpec(BaseModel):
     user_id: uuid.UUID
     agent_name: str = "Claw"
     personality: str = "casual"
+    instructions: str = ""  # the user's own, from the dashboard
     mcp_servers: list[McpServerSpec] = Field(default_factory=list)
 
 

@@ -404,3 +404,40 @@ async def _reminder_state(sessions: async_sessionmaker[AsyncSession], reminder_i
         if state != "scheduled" or asyncio.get_running_loop().time() > deadline:
             return state
         await asyncio.sleep(0.1)
+
+
+async def test_the_agent_page_saves_valid_settings_and_explains_invalid_ones(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    rey = await _user(sessions, name="Rey", said="hi")
+    async with dashboard.browser() as browser:
+        token = await _signed_in(dashboard, browser, rey)
+        form = await browser.get("/agent")
+        assert 'value="Rey"' in form.text and 'value="aura-2-thalia-en" checked' in form.text
+        good = {"csrf_token": token, "agent_name": "  Captain   Rey ", "voice": "aura-2-luna-en",
+                "personality": "casual", "instructions": "Call me Skipper.", "time_zone": "Europe/Paris",
+                "quiet_from": "22:30", "quiet_until": "07:00", "new_pin": "2468", "allow_other_phones": "true"}
+        bad = {**good, "agent_name": "  ", "voice": "robot", "personality": "grumpy", "time_zone": "Mars/Olympus",
+               "quiet_from": "22:30", "quiet_until": "", "new_pin": "12", "instructions": "x" * 2001}
+        refused = await browser.post("/agent", data=bad)
+        assert refused.status_code == 400 and "nothing was saved" in refused.text
+        for words in ("at least one letter", "Choose one of the voices", "Choose casual or formal", "Not a time zone",
+                      "Give both times", "A PIN is 4 to 8 digits", "At most 2000 characters"):
+            assert words in refused.text, words
+        no_pin = await browser.post("/agent", data={**good, "new_pin": ""})
+        assert no_pin.status_code == 400 and "Set a PIN first" in no_pin.text
+        async with sessions() as session:
+            assert (await session.get(User, rey.id)).agent_name == "Rey"  # type: ignore[union-attr]
+
+        saved = await browser.post("/agent", data=good)
+        # No lifecycle workflow in this test: saved, and the user told the agent has not got it yet.
+        assert saved.status_code == 303 and saved.headers["location"] == "/agent?notice=saved-later"
+        async with sessions() as session:
+            row = await session.get(User, rey.id)
+        assert row is not None
+        assert (row.agent_name, row.voice, row.personality, row.custom_instructions, row.time_zone) == (
+            "Captain Rey", "aura-2-luna-en", "casual", "Call me Skipper.", "Europe/Paris")
+        assert (row.quiet_from.isoformat(), row.quiet_until.isoformat()) == ("22:30:00", "07:00:00")  # type: ignore[union-attr]
+        assert row.allow_other_phones and row.pin_digest and "2468" not in row.pin_digest
+        again = await browser.get("/agent?notice=saved-later")
+        assert "could not be updated just now" in again.text and "You have a PIN" in again.text
+        assert (await browser.post("/agent", data={k: v for k, v in good.items() if k != "csrf_token"})).status_code == 403

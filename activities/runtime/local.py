@@ -61,8 +61,11 @@ CLEANUP_TIMEOUT_S = 60.0
 
 def _personality_prompt(spec: AgentSpec) -> str:
     tone = "relaxed and friendly" if spec.personality == "casual" else "polite and precise"
-    return (f"# {spec.agent_name}\n\nYou are {spec.agent_name}, a personal assistant people mostly reach by phone.\n"
-            f"Tone: {tone}. Keep spoken answers short; no markdown, lists or emoji in voice calls.\n")
+    prompt = (f"# {spec.agent_name}\n\nYou are {spec.agent_name}, a personal assistant people mostly reach by phone.\n"
+              f"Tone: {tone}. Keep spoken answers short; no markdown, lists or emoji in voice calls.\n")
+    if spec.instructions.strip():
+        prompt += f"\n## Your user's own instructions\n\n{spec.instructions.strip()}\n"
+    return prompt
 
 
 class _Running:

@@ -68,7 +68,7 @@ SNIPPET_CHARS = 120
 STATE_QUERY_TIMEOUT_S = 2.0
 
 
-def _page(request: Request, settings: Settings, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, settings: Settings, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A page, with what every page's frame needs (the local links only on a local platform)."""
     local = {"outbox": "/dev/outbox", "softphone": f"{settings.carrier_url}/phone"} if settings.local_mode else None
     return templates.TemplateResponse(request, name, {"local": local, **context}, status_code=status)
@@ -87,7 +87,7 @@ def _cookie_options(settings: Settings, max_age: int | None) -> dict[str, Any]:
 
 def _sign_in_page(request: Request, settings: Settings, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     pre, new = _pre_session(request)
-    response = _page(request, settings, name, status, csrf=csrf_token(settings.keyring, pre), **context)
+    response = render(request, settings, name, status, csrf=csrf_token(settings.keyring, pre), **context)
     if new:
         response.set_cookie(PRE_SESSION_COOKIE, pre, **_cookie_options(settings, None))
     return response
@@ -97,7 +97,7 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _audit(session: SessionDep, *, user_id: uuid.UUID | None, action: str, **detail: Any) -> None:
+async def audit(session: SessionDep, *, user_id: uuid.UUID | None, action: str, **detail: Any) -> None:
     session.add(AuditEvent(user_id=user_id, actor="dashboard", action=action, detail=detail))
     await session.commit()
 
@@ -143,7 +143,7 @@ async def check_code(request: Request, settings: SettingsDep, sessions: Sessions
     operator = operator_address(settings, parsed)
     cookie = await open_session(settings, sessions, user_id=user_id, operator=operator,
                                 user_agent=request.headers.get("user-agent"))
-    await _audit(session, user_id=user_id, action="dashboard.signed_in", operator=operator or None,
+    await audit(session, user_id=user_id, action="dashboard.signed_in", operator=operator or None,
                  client=_client(request))
     response = RedirectResponse("/" if user_id else "/operator", status_code=303)
     response.set_cookie(SESSION_COOKIE, cookie, **_cookie_options(settings, int(settings.session_hours * 3600)))
@@ -155,7 +155,7 @@ async def check_code(request: Request, settings: SettingsDep, sessions: Sessions
 async def sign_out(viewer: SignedInDep, sessions: SessionsDep, session: SessionDep,
                    everywhere: Annotated[bool, Form()] = False) -> Response:
     closed = await close_sessions(sessions, viewer, everywhere=everywhere)
-    await _audit(session, user_id=viewer.user_id, action="dashboard.signed_out", everywhere=everywhere,
+    await audit(session, user_id=viewer.user_id, action="dashboard.signed_out", everywhere=everywhere,
                  sessions=closed)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -185,7 +185,7 @@ def local_time(moment: datetime | None, zone: str) -> str:
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request, settings: SettingsDep, session: SessionDep, temporal: TemporalDep,
                viewer: SignedInDep, user_id: UserIdDep, notice: str | None = None) -> Response:
-    user = await _own_user(session, user_id)
+    user = await own_user(session, user_id)
     zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
     number = (await session.execute(select(PhoneNumber.e164).where(PhoneNumber.user_id == user_id))).scalar()
     state, live = await live_state(temporal, session, user_id)
@@ -195,7 +195,7 @@ async def home(request: Request, settings: SettingsDep, session: SessionDep, tem
     conversations = await summaries(session, (await session.execute(
         select(Conversation).where(Conversation.user_id == user_id).order_by(Conversation.started_at.desc())  # type: ignore[attr-defined]
         .limit(SHOWN_CONVERSATIONS))).scalars().all())
-    return _page(request, settings, "home.html", viewer=viewer, csrf=viewer.csrf, active="home", user=user, number=number,
+    return render(request, settings, "home.html", viewer=viewer, csrf=viewer.csrf, active="home", user=user, number=number,
                  state=state, live=live, reminders=reminders, conversations=conversations, zone=zone,
                  when=lambda moment: local_time(moment, zone), notice=NOTICES.get(notice or ""))
 
@@ -217,7 +217,7 @@ async def wake(temporal: TemporalDep, session: SessionDep, user_id: UserIdDep) -
     except RPCError as error:
         log.warning("wake of %s from the dashboard failed: %s", user_id, error)
         return RedirectResponse("/?notice=wake-failed", status_code=303)
-    await _audit(session, user_id=user_id, action="dashboard.woke_agent", at=utcnow().isoformat())
+    await audit(session, user_id=user_id, action="dashboard.woke_agent", at=utcnow().isoformat())
     return RedirectResponse("/?notice=waking", status_code=303)
 
 
@@ -231,7 +231,7 @@ async def history(request: Request, settings: SettingsDep, session: SessionDep, 
                   user_id: UserIdDep, q: Annotated[str, Query(max_length=200)] = "",
                   page: Annotated[int, Query(ge=1, le=10_000)] = 1) -> Response:
     """Calls and text threads in one timeline, newest first; `q` keeps those with a turn saying it."""
-    user = await _own_user(session, user_id)
+    user = await own_user(session, user_id)
     zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
     query = select(Conversation).where(Conversation.user_id == user_id)
     needle = q.strip()
@@ -242,7 +242,7 @@ async def history(request: Request, settings: SettingsDep, session: SessionDep, 
     rows = (await session.execute(query.order_by(Conversation.started_at.desc())  # type: ignore[attr-defined]
                                   .offset((page - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1))).scalars().all()
     entries = await summaries(session, rows[:HISTORY_PAGE], needle)
-    return _page(request, settings, "history.html", viewer=viewer, csrf=viewer.csrf, active="history",
+    return render(request, settings, "history.html", viewer=viewer, csrf=viewer.csrf, active="history",
                  entries=entries, q=needle, page=page, more=len(rows) > HISTORY_PAGE,
                  when=lambda moment: local_time(moment, zone), zone=zone)
 
@@ -274,14 +274,14 @@ async def conversation(request: Request, conversation_id: uuid.UUID, settings: S
     row = await session.get(Conversation, conversation_id)
     if row is None or row.user_id != user_id:
         raise HTTPException(status_code=404, detail="No such conversation.")
-    user = await _own_user(session, user_id)
+    user = await own_user(session, user_id)
     zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
     messages = (await session.execute(select(Message).where(Message.conversation_id == row.id)
                                       .order_by(Message.created_at))).scalars().all()  # type: ignore[arg-type]
     latencies = iter((row.latency or {}).get("turns", []))
     turns = [{"message": m, "latency_s": _seconds(next(latencies, {})) if m.role == "agent" and row.kind == "call"
               else None} for m in messages]
-    return _page(request, settings, "conversation.html", viewer=viewer, csrf=viewer.csrf, active="history",
+    return render(request, settings, "conversation.html", viewer=viewer, csrf=viewer.csrf, active="history",
                  conversation=row, turns=turns, user=user, when=lambda moment: local_time(moment, zone))
 
 
@@ -290,7 +290,7 @@ def _seconds(figures: dict[str, Any]) -> float | None:
     return round(float(value), 2) if isinstance(value, int | float) else None
 
 
-async def _own_user(session: SessionDep, user_id: uuid.UUID) -> User:
+async def own_user(session: SessionDep, user_id: uuid.UUID) -> User:
     user = await session.get(User, user_id)
     if user is None:  # the account was deleted while signed in
         raise HTTPException(status_code=303, headers={"Location": "/signin"})
@@ -302,7 +302,7 @@ ERROR_TITLES = {403: "Not allowed", 404: "Not found", 429: "Too many requests"}
 
 def error_page(request: Request, settings: Settings, status: int, detail: str) -> HTMLResponse:
     """What a browser shows for a refused or missing page (API clients keep JSON)."""
-    return _page(request, settings, "error.html", status, title=ERROR_TITLES.get(status, "Something went wrong"),
+    return render(request, settings, "error.html", status, title=ERROR_TITLES.get(status, "Something went wrong"),
                  message=detail if detail and detail != "Not Found" else "There is nothing here.")
 
 
@@ -323,13 +323,13 @@ REMINDER_NOTICES = {"cancelled": "Reminder cancelled.", "moved": "Reminder moved
 async def _reminders_page(request: Request, settings: Settings, session: SessionDep, viewer: SignedInDep,
                           user_id: uuid.UUID, *, status: int = 200, notice: str | None = None,
                           error: str | None = None, failed: uuid.UUID | None = None) -> HTMLResponse:
-    user = await _own_user(session, user_id)
+    user = await own_user(session, user_id)
     zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
     upcoming = (await session.execute(select(Reminder).where(Reminder.user_id == user_id, Reminder.state == "scheduled")
                                       .order_by(Reminder.due_at))).scalars().all()
     past = (await session.execute(select(Reminder).where(Reminder.user_id == user_id, Reminder.state != "scheduled")
                                   .order_by(Reminder.due_at.desc()).limit(PAST_REMINDERS))).scalars().all()  # type: ignore[attr-defined]
-    return _page(request, settings, "reminders.html", status, viewer=viewer, csrf=viewer.csrf, active="reminders",
+    return render(request, settings, "reminders.html", status, viewer=viewer, csrf=viewer.csrf, active="reminders",
                  upcoming=upcoming, past=past, user=user, zone=zone, notice=notice, error=error, failed=failed,
                  when=lambda moment: local_time(moment, zone), describe=describe,
                  local_input=lambda moment: moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M"))
@@ -351,7 +351,7 @@ async def cancel_reminder(request: Request, reminder_id: uuid.UUID, settings: Se
     except ReminderNotChanged as error:
         return await _reminders_page(request, settings, session, viewer, user_id, status=409,
                                      error=_for_people(str(error)), failed=reminder.id)
-    await _audit(session, user_id=user_id, action="dashboard.cancelled_reminder", reminder=str(reminder.id))
+    await audit(session, user_id=user_id, action="dashboard.cancelled_reminder", reminder=str(reminder.id))
     return RedirectResponse("/reminders?notice=cancelled", status_code=303)
 
 
@@ -369,7 +369,7 @@ async def reschedule_reminder(request: Request, reminder_id: uuid.UUID, settings
     except (BadTime, ReminderNotChanged) as error:
         return await _reminders_page(request, settings, session, viewer, user_id, status=400,
                                      error=_for_people(str(error)), failed=reminder.id)
-    await _audit(session, user_id=user_id, action="dashboard.moved_reminder", reminder=str(reminder.id),
+    await audit(session, user_id=user_id, action="dashboard.moved_reminder", reminder=str(reminder.id),
                  due_at=due.isoformat())
     return RedirectResponse("/reminders?notice=moved", status_code=303)
 

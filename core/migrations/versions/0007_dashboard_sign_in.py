@@ -1,4 +1,4 @@
-"""The dashboard's sign-in: one-time codes (digests only) and web sessions
+"""The dashboard: sign-in codes (digests only), web sessions, users.custom_instructions
 
 Revision ID: 0007
 Revises: 0006
@@ -17,6 +17,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("users", sa.Column("custom_instructions", sqlmodel.sql.sqltypes.AutoString(length=2000),
+                                     nullable=True))
     op.create_table(
         "sign_in_codes",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -52,3 +54,4 @@ def downgrade() -> None:
     op.drop_table("web_sessions")
     op.drop_index(op.f("ix_sign_in_codes_address_digest"), table_name="sign_in_codes")
     op.drop_table("sign_in_codes")
+    op.drop_column("users", "custom_instructions")
