@@ -56,11 +56,14 @@ from core.settings import Settings
 from core.timezones import user_zone
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
+from workflows.onboarding_lines import VOICES
 from workflows.reminder import ReminderWorkflow, Reschedule
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parents[1] / "templates")
+templates.env.globals["voice_name"] = lambda model: next(
+    (name.capitalize() for name, known in VOICES.items() if known == model), model)
 
 SHOWN_REMINDERS = 5
 SHOWN_CONVERSATIONS = 5

@@ -3,11 +3,15 @@ OpenClaw, is most of such a test's time); each test brings its own user, number 
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
@@ -57,3 +61,31 @@ async def user_on_platform(shared_platform: SharedPlatform, temporal_env: Workfl
     async with AsyncExitStack() as stack:
         user, number = await provisioned_user(stack, shared_platform.settings, sessions, temporal_env.client)
         yield UserOnPlatform(shared_platform.settings, shared_platform.carrier, shared_platform.agent, number, user)
+
+
+# ---- browser tests: real headless Chromium (Debian's), screenshots kept with the test run -------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root on a closed network: no sandbox, and none of Chromium's own background connections.
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed (make test installs it)"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where a test's screenshots go: its run's directory, or DEEPCLAW_SCREENSHOTS."""
+    folder = Path(os.environ.get("DEEPCLAW_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

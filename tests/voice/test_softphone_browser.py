@@ -5,47 +5,21 @@ desktop width go to the test run's directory (DEEPCLAW_SCREENSHOTS to keep them 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emulators.voice_agent import VoiceAgentServer
+from tests.voice.conftest import DESKTOP, PHONE
 from tests.voice.platform import email_code, own_number_pool, platform_settings_for, start_platform
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As root on a closed network: no sandbox, and none of Chromium's own background connections.
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required"]
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
 LINE_S = 120.0  # longest wait for one line (the first agent's wake on a fresh machine is the slowest)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed (make test installs it)"
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("DEEPCLAW_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 class Softphone:

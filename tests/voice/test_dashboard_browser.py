@@ -1,0 +1,150 @@
+"""The dashboard in a real headless Chromium, on a whole local platform with the user's real
+OpenClaw: sign in with the code the handset receives, see the number and the agent's live state,
+change the personality and find it in the system prompt the model gets next, read a call's
+transcript and a text thread, cancel a reminder. Screenshots at phone and desktop width go to the
+test run's directory (DEEPCLAW_SCREENSHOTS to keep them elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page, expect
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.models import Conversation, Message, Reminder, utcnow
+from emulators.carrier.handset import Handset, handset
+from emulators.llm import ModelScript
+from tests.voice.conftest import DESKTOP, PHONE, UserOnPlatform
+
+WAIT_S = 120.0
+INSTRUCTIONS = "Always address me as Captain."
+
+
+async def _text(phone: Handset, to: str, words: str, reply: str) -> dict[str, Any]:
+    mark = len(phone.events)
+    await phone.text(to, words)
+    return await phone.wait_for("sms", lambda e: reply in e["body"], timeout=WAIT_S, after=mark)
+
+
+async def _seed_call(sessions: async_sessionmaker[AsyncSession], user: UserOnPlatform) -> Conversation:
+    """A call as the voice bridge records one (the bridge's own tests make real ones)."""
+    started = utcnow() - timedelta(hours=1)
+    call = Conversation(user_id=user.user.id, kind="call", direction="inbound", from_number=user.user.phone_e164,
+                        to_number=user.number, started_at=started, ended_at=started + timedelta(seconds=95),
+                        duration_s=95.0, latency={"turns": [{"total_latency": 0.9}]})
+    async with sessions() as session, session.begin():
+        session.add(call)
+        await session.flush()
+        session.add(Message(conversation_id=call.id, role="user", content="book a table for four on friday",
+                            created_at=started + timedelta(seconds=3)))
+        session.add(Message(conversation_id=call.id, role="agent", content="Booked: Friday, four people, at eight.",
+                            created_at=started + timedelta(seconds=5)))
+    return call
+
+
+def _system_prompt(script: ModelScript, since: int, asked: str) -> str:
+    for request in reversed(script.requests[since:]):
+        if asked in json.dumps(request["messages"]):
+            return "\n".join(str(m.get("content")) for m in request["messages"] if m.get("role") == "system")
+    raise AssertionError(f"the model was never asked {asked!r}")
+
+
+async def _shots(page: Page, screenshots: Path, name: str) -> None:
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=screenshots / f"dashboard-{name}-phone.png", full_page=True)
+    await page.set_viewport_size(DESKTOP)
+    await page.screenshot(path=screenshots / f"dashboard-{name}-desktop.png", full_page=True)
+    await page.set_viewport_size(PHONE)
+
+
+async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
+    browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
+    model_server: tuple[str, ModelScript], screenshots: Path,
+) -> None:
+    me = user_on_platform
+    _, script = model_server
+    api = me.settings.api_base_url
+    call = await _seed_call(sessions, me)
+    context = await browser.new_context(viewport=PHONE)
+    page = await context.new_page()
+    problems: list[str] = []  # the page's own errors fail the test
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    async with handset(me.settings.carrier_url, me.user.phone_e164) as phone:
+        # A text thread and a reminder, through the agent (this also wakes it).
+        await _text(phone, me.number, "remind me in 2 hours to water the plants", "water the plants")
+
+        await page.goto(f"{api}/")
+        await expect(page).to_have_url(f"{api}/signin")
+        await page.fill("#address", me.user.phone_e164)
+        mark = len(phone.events)
+        await page.click("text=Send me a code")
+        await expect(page.locator("h1")).to_have_text("Enter your code")
+        sms = await phone.wait_for("sms", lambda e: "sign-in code" in e["body"], timeout=30, after=mark)
+        assert sms["from"] == me.settings.hotline_number
+        await page.fill("#code", re.findall(r"\b\d{6}\b", sms["body"])[0])
+        await page.keyboard.press("Enter")  # the keyboard is enough
+
+        await expect(page.locator("#agent-number")).to_have_text(me.number)
+        await expect(page.locator("#agent-state")).to_have_text(re.compile("Running|Idle"))
+        await expect(page.locator("#reminders")).to_contain_text("water the plants")
+        await expect(page.locator("#conversations")).to_contain_text("Booked: Friday, four people")
+        await _shots(page, screenshots, "home")
+
+        # A new personality and instructions reach the very next answer's system prompt.
+        await page.click("nav >> text=Agent")
+        await page.check("input[name=personality][value=formal]")
+        await page.fill("#instructions", INSTRUCTIONS)
+        await page.click("#save")
+        await expect(page.locator(".notice")).to_contain_text("uses the new settings from its next answer")
+        await expect(page.locator("#instructions")).to_have_value(INSTRUCTIONS)
+        since = len(script.requests)
+        await _text(phone, me.number, "remember my boat is called Seagull", "Seagull")
+        prompt = _system_prompt(script, since, "my boat is called Seagull")
+        assert INSTRUCTIONS in prompt and "polite and precise" in prompt and "relaxed and friendly" not in prompt
+        await _shots(page, screenshots, "agent")
+
+        # History: the call's transcript, then the text thread.
+        await page.click("nav >> text=History")
+        await page.click(f"a[href='/history/{call.id}']")
+        transcript = page.locator("#transcript")
+        await expect(transcript).to_contain_text("book a table for four on friday")
+        await expect(transcript).to_contain_text("Booked: Friday, four people, at eight.")
+        await expect(transcript).to_contain_text("answered in 0.9 s")
+        await _shots(page, screenshots, "call")
+        await page.go_back()
+        await page.fill("#q", "water the plants")
+        await page.click("form[role=search] button")
+        entries = page.locator("#timeline li")
+        await expect(entries).to_have_count(1)
+        await entries.locator("a").click()
+        await expect(page.locator("#transcript")).to_contain_text("remind me in 2 hours to water the plants")
+        await expect(page.locator("#transcript")).to_contain_text("I'll text you in 2 hours")
+
+        # Reminders: cancel the one set by text; its workflow says so and the row follows.
+        await page.click("nav >> text=Reminders")
+        await page.click("button[aria-label='Cancel “water the plants”']")
+        await expect(page.locator(".notice")).to_have_text("Reminder cancelled.")
+        async with sessions() as session:
+            reminder = (await session.execute(select(Reminder).where(Reminder.user_id == me.user.id))).scalar_one()
+        for _ in range(200):
+            async with sessions() as session:
+                if (await session.get(Reminder, reminder.id)).state == "cancelled":  # type: ignore[union-attr]
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the cancelled reminder's row still says scheduled")
+        await page.reload()
+        await expect(page.locator("#past")).to_contain_text("water the plants")
+        await _shots(page, screenshots, "reminders")
+    await context.close()
+    assert problems == [], f"the page reported errors: {problems}"
+    for shot in ("home", "agent", "call", "reminders"):
+        for width in ("phone", "desktop"):
+            assert (screenshots / f"dashboard-{shot}-{width}.png").stat().st_size > 10_000, f"{shot} {width} is empty"
