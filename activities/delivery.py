@@ -24,6 +24,7 @@ from core.timezones import in_quiet_hours, user_zone
 
 OPTED_OUT = "the user opted out of texts and calls from this number (they texted STOP; START undoes it)"
 NO_NUMBER = "the user has no phone number to send from"
+SUSPENDED = "the account is suspended by an operator: nothing is sent until it is resumed"
 FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
 
 
@@ -104,6 +105,8 @@ class DeliveryActivities:
             return DeliveryPlan(channel=request.channel, refused=NO_NUMBER)
         if user.sms_opted_out_at is not None:
             return DeliveryPlan(channel=request.channel, refused=OPTED_OUT)
+        if user.suspended_at is not None:
+            return DeliveryPlan(channel=request.channel, refused=SUSPENDED)
         if request.channel == Channel.CALL:
             zone = user_zone(user.time_zone, user.phone_e164, self.settings.default_time_zone)
             quiet = (user.quiet_from, user.quiet_until) if user.quiet_from and user.quiet_until \
@@ -160,6 +163,8 @@ class DeliveryActivities:
             raise ApplicationError(NO_NUMBER, type="NoNumber", non_retryable=True)
         if user.sms_opted_out_at is not None:
             raise ApplicationError(OPTED_OUT, type="OptedOut", non_retryable=True)
+        if user.suspended_at is not None:
+            raise ApplicationError(SUSPENDED, type="Suspended", non_retryable=True)
         return row, user, number
 
     async def _set(self, delivery_id: uuid.UUID, **values: object) -> None:

@@ -100,6 +100,9 @@ class User(SQLModel, table=True):
     # Set when the user texted STOP (or another opt-out word), cleared by START: no text or call
     # from the platform reaches them meanwhile.
     sms_opted_out_at: datetime | None = _timestamp()
+    # Set by an operator: the user's number answers only that it is paused, and the platform
+    # neither texts nor calls them, until resumed.
+    suspended_at: datetime | None = _timestamp()
     # An IANA zone; None: the zone of the user's phone number (core.timezones).
     time_zone: str | None = Field(default=None, max_length=64)
     # No calls from the platform between these local times (they become texts); None: the default.
@@ -412,6 +415,18 @@ class WebSession(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
     revoked_at: datetime | None = _timestamp()
     user_agent: str | None = Field(default=None, max_length=256)
+    created_at: datetime = _created()
+
+
+class BlockedNumber(SQLModel, table=True):
+    """A calling number an operator blocked: its calls are rejected and its texts dropped, on every
+    platform number, the hotline too."""
+
+    __tablename__ = "blocked_numbers"
+
+    e164: str = Field(primary_key=True, max_length=16)
+    blocked_by: str = Field(max_length=320)  # the operator
+    reason: str | None = Field(default=None, max_length=300)
     created_at: datetime = _created()
 
 

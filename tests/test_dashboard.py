@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -19,13 +20,16 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
 from activities.reminders import ReminderActivities
 
+from activities import adapters
 from api.app import create_app as api_app
+from api.routes.twilio import SUSPENDED_CALL, SUSPENDED_TEXT
 from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE
 from core.models import (
     AgentInstance,
@@ -43,11 +47,13 @@ from core.models import (
 from core.process import free_port
 from core.serve import serving
 from core.settings import Settings
+from core.temporal import USER_ID
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
+from emulators.carrier.handset import handset
 from emulators.standins import build_carrier
-from tests.conftest import LocalCarrier
+from tests.conftest import LocalCarrier, unique_area_code
 from workflows.delivery import DeliveryWorkflow
 from workflows.reminder import ReminderInput, ReminderWorkflow
 from workflows.reminder import workflow_id as reminder_workflow_id
@@ -441,3 +447,99 @@ async def test_the_agent_page_saves_valid_settings_and_explains_invalid_ones(
         again = await browser.get("/agent?notice=saved-later")
         assert "could not be updated just now" in again.text and "You have a PIN" in again.text
         assert (await browser.post("/agent", data={k: v for k, v in good.items() if k != "csrf_token"})).status_code == 403
+
+
+async def _carrier_number(dash: Dashboard, user: User) -> str:
+    """Gives `user` a number the local carrier routes to this API (the fixture's are database-only)."""
+    telephony = adapters.telephony(dash.settings)
+    try:
+        [spare] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
+        owned = await telephony.buy_number(spare, voice_url=f"{dash.settings.api_base_url}/twilio/voice",
+                                           sms_url=f"{dash.settings.api_base_url}/twilio/sms")
+        hotline = next(n for n in await telephony.list_numbers() if n.e164 == dash.settings.hotline_number)
+        await telephony.configure_number(hotline.sid, voice_url=f"{dash.settings.api_base_url}/twilio/voice",
+                                         sms_url=f"{dash.settings.api_base_url}/twilio/sms")
+    finally:
+        await telephony.close()
+    async with dash.sessions() as session, session.begin():
+        await session.execute(update(PhoneNumber).where(PhoneNumber.user_id == user.id).values(
+            e164=owned.e164, provider_sid=owned.sid))
+    return owned.e164
+
+
+async def test_operators_see_any_user_with_their_workflows_suspend_them_and_block_numbers_all_audited(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment) -> None:
+    ivy = await _user(sessions, name="Ivy", said="ivy's words")
+    number = await _carrier_number(dashboard, ivy)
+    async with sessions() as session:
+        [reminder] = (await session.execute(select(Reminder).where(Reminder.user_id == ivy.id))).scalars().all()
+    # A workflow of Ivy's, found by its UserId search attribute (no worker needed to be listed).
+    await temporal_env.client.start_workflow(
+        ReminderWorkflow.run, ReminderInput(reminder_id=reminder.id, user_id=ivy.id, text=reminder.text,
+                                            due_at=reminder.due_at, time_zone="UTC"),
+        id=reminder_workflow_id(reminder.id), task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+        search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID, str(ivy.id))]))
+    operator = "ops@example.com"
+    async with dashboard.browser() as browser, dashboard.browser() as user_browser:
+        signed = await _sign_in(dashboard, browser, operator)
+        assert signed.headers["location"] == "/operator"  # an operator without an account of their own
+        assert (await browser.get("/")).headers["location"] == "/operator"
+        listing = await browser.get("/operator", params={"q": ivy.phone_e164[-7:]})
+        assert f"/operator/users/{ivy.id}" in listing.text and "Ivy" in listing.text
+        page = await browser.get(f"/operator/users/{ivy.id}")
+        for _ in range(100):  # visibility is eventually consistent
+            if reminder_workflow_id(reminder.id) in page.text:
+                break
+            await asyncio.sleep(0.1)
+            page = await browser.get(f"/operator/users/{ivy.id}")
+        assert reminder_workflow_id(reminder.id) in page.text and "ReminderWorkflow" in page.text and "Running" in page.text
+        assert f"query=UserId%3D%22{ivy.id}%22" in page.text and "ivy&#39;s words" in page.text
+        token = _csrf(page)
+
+        # Not an operator: these pages do not exist.
+        user_token = await _signed_in(dashboard, user_browser, ivy)
+        for path in ("/operator", f"/operator/users/{ivy.id}", "/operator/blocked"):
+            assert (await user_browser.get(path)).status_code == 404, path
+        assert (await user_browser.post(f"/operator/users/{ivy.id}/suspend", data={"csrf_token": user_token})).status_code == 404
+        assert (await browser.post(f"/operator/users/{ivy.id}/suspend", data={})).status_code == 403  # CSRF
+
+        assert (await browser.post(f"/operator/users/{ivy.id}/suspend", data={"csrf_token": token})).status_code == 303
+        stranger = _phone()
+        async with handset(dashboard.settings.carrier_url, ivy.phone_e164) as phone:
+            await phone.dial(number)
+            assert (await phone.wait_for("say", timeout=20))["text"] == SUSPENDED_CALL
+            await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=20)
+            await phone.text(number, "are you there?")
+            assert (await phone.wait_for("sms", timeout=20))["body"] == SUSPENDED_TEXT
+        assert (await browser.post(f"/operator/users/{ivy.id}/resume", data={"csrf_token": token})).status_code == 303
+        async with sessions() as session:
+            assert (await session.get(User, ivy.id)).suspended_at is None  # type: ignore[union-attr]
+
+        refused = await browser.post("/operator/blocked", data={"csrf_token": token, "number": "call me maybe"})
+        assert refused.status_code == 400 and "not a phone number" in refused.text
+        await browser.post("/operator/blocked", data={"csrf_token": token, "number": stranger, "reason": "spam"})
+        assert stranger in (await browser.get("/operator/blocked")).text
+        async with handset(dashboard.settings.carrier_url, stranger) as spammer:
+            await spammer.dial(dashboard.settings.hotline_number)
+            ended = await spammer.wait_for("call_state", lambda e: e["state"] in ("no-answer", "completed"), timeout=20)
+            assert ended["state"] == "no-answer"  # rejected, never answered
+            await spammer.text(number, "buy cheap watches")
+            for _ in range(100):
+                if any(e["url"].endswith("/twilio/sms") and e["params"].get("From") == stranger
+                       for e in dashboard.carrier.webhook_log):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0)
+            assert spammer.texts() == []  # dropped: no reply, nothing passed on to Ivy
+        assert not [m for m in dashboard.carrier.messages.values() if m.to == ivy.phone_e164 and "watches" in m.body]
+        await browser.post(f"/operator/blocked/{quote(stranger)}/unblock", data={"csrf_token": token})
+        assert stranger not in (await browser.get("/operator/blocked")).text
+    await temporal_env.client.get_workflow_handle(reminder_workflow_id(reminder.id)).terminate("test over")
+    async with sessions() as session:
+        audit = (await session.execute(select(AuditEvent.action, AuditEvent.user_id, AuditEvent.detail)
+                                       .where(AuditEvent.actor == "operator"))).all()
+    mine = [(action, user_id) for action, user_id, detail in audit if detail.get("operator") == operator]
+    for expected in (("operator.viewed_user", ivy.id), ("operator.suspended_user", ivy.id),
+                     ("operator.resumed_user", ivy.id), ("operator.listed_users", None),
+                     ("operator.blocked_number", None), ("operator.unblocked_number", None)):
+        assert expected in mine, expected

@@ -30,7 +30,7 @@ from core.db import transaction
 from core.limits import Limit, Refusal
 from core.logs import log_context
 from core.message_taking import Taken, pass_message_on
-from core.models import Conversation, Message, PhoneNumber, User, utcnow
+from core.models import BlockedNumber, Conversation, Message, PhoneNumber, User, utcnow
 from core.ports import MAX_MEDIA
 from core.settings import Settings
 from core.streams import issue_ticket
@@ -50,6 +50,8 @@ UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
 HOTLINE_TEXT = "This is DeepClaw's setup line: call this number to get your own assistant."
 TEXT_PASSED_ON = "Thanks, I've passed your message on."
 TOO_MANY_CALLS = "Sorry, there have been too many calls from your number. Please try again later. Goodbye."
+SUSPENDED_CALL = "Sorry, this number's service is paused. Goodbye."
+SUSPENDED_TEXT = "This DeepClaw number's service is paused; your text was not passed on."
 TEXT_NOT_PASSED_ON = "Sorry, I can't pass on any more messages right now. Please try again later."
 # Twilio's order of delivery states: a late callback never takes a text back to an earlier one.
 DELIVERY_RANK = {"pending": 0, "accepted": 0, "queued": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3,
@@ -169,6 +171,18 @@ async def stream_to_bridge(settings: Settings, sessions: async_sessionmaker[Asyn
     return twiml(response)
 
 
+async def is_blocked(sessions: async_sessionmaker[AsyncSession], number: str) -> bool:
+    """Whether an operator blocked this calling number (everywhere on the platform)."""
+    async with sessions() as session:
+        return await session.get(BlockedNumber, number) is not None
+
+
+def rejected() -> Response:
+    response = VoiceResponse()
+    response.reject()
+    return twiml(response)
+
+
 async def user_of_number(sessions: async_sessionmaker[AsyncSession], number: str) -> User | None:
     """The user a platform number is assigned to."""
     async with sessions() as session:
@@ -184,6 +198,9 @@ async def voice(call: SignedCall, settings: SettingsDep, sessions: SessionsDep, 
         if refusal := await limiter.acquire(Limit.INBOUND_CALL, call.from_):
             log.warning("call %s from %s not taken: %s", call.call_sid, call.from_, refusal)
             return say_and_hang_up(TOO_MANY_CALLS)
+        if await is_blocked(sessions, call.from_):
+            log.warning("call %s from blocked %s rejected", call.call_sid, call.from_)
+            return rejected()
         if call.to == settings.hotline_number:
             line = await hotline.answer_call(settings, sessions, temporal, caller=call.from_, call_sid=call.call_sid)
             if line.end_call:
@@ -194,6 +211,9 @@ async def voice(call: SignedCall, settings: SettingsDep, sessions: SessionsDep, 
             log.info("call %s to unknown number %s", call.call_sid, call.to)
             return say_and_hang_up(UNKNOWN_NUMBER)
         with log_context(user_id=str(user.id)):
+            if user.suspended_at is not None:
+                log.info("call %s for suspended user %s: paused", call.call_sid, user.id)
+                return say_and_hang_up(SUSPENDED_CALL)
             trust = classify(user, call.from_, call.attestation)
             if trust != CallerTrust.MESSAGE:  # a message is taken without the agent
                 await start_waking(temporal, user.id)
@@ -297,6 +317,9 @@ async def sms(signed: SignedSms, settings: SettingsDep, sessions: SessionsDep, t
         # One polite reply per window, never silence; then nothing more until the window passes.
         noticed = await limiter.acquire(Limit.OVER_LIMIT_NOTICE, f"text:{text.from_}")
         return message_twiml(None if noticed else too_many_texts(refusal))
+    if await is_blocked(sessions, text.from_):
+        log.warning("text %s from blocked %s dropped", text.message_sid, text.from_)
+        return message_twiml()
     if text.to == settings.hotline_number:
         return message_twiml(HOTLINE_TEXT)
     user = await user_of_number(sessions, text.to)
@@ -305,6 +328,9 @@ async def sms(signed: SignedSms, settings: SettingsDep, sessions: SessionsDep, t
         log.info("text %s to unassigned number %s recorded and ignored", text.message_sid, text.to)
         return message_twiml()
     with log_context(user_id=str(user.id)):
+        if user.suspended_at is not None:
+            log.info("text %s for suspended user %s: not passed on", text.message_sid, user.id)
+            return message_twiml(SUSPENDED_TEXT)
         if text.from_ != user.phone_e164:  # owner-only: someone else's text is a message for the user
             attached = f" (with {len(media)} attachment{'s' if len(media) > 1 else ''}, not passed on)" if media else ""
             taken = await pass_message_on(sessions, telephony, limiter, user_id=user.id, sender=text.from_,

@@ -458,6 +458,10 @@ class Carrier:
                 await asyncio.sleep(float(verb.attrs.get("length", "1")))
             elif verb.name == "Hangup":
                 return None
+            elif verb.name == "Reject":  # never answered, not billed: busy, or (the default) no-answer
+                call.answered_at = None
+                await self._finish(call, "busy" if verb.attrs.get("reason") == "busy" else "no-answer")
+                return None
             elif verb.name == "Redirect":
                 return Source(url=twiml.absolute(base_url, verb.text), method=verb.attrs.get("method", "POST"))
             elif verb.name == "Connect":

@@ -1,4 +1,5 @@
-"""The dashboard: sign-in codes (digests only), web sessions, users.custom_instructions
+"""The dashboard: sign-in codes (digests only), web sessions, users.custom_instructions and
+suspended_at, blocked_numbers
 
 Revision ID: 0007
 Revises: 0006
@@ -19,6 +20,15 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("users", sa.Column("custom_instructions", sqlmodel.sql.sqltypes.AutoString(length=2000),
                                      nullable=True))
+    op.add_column("users", sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "blocked_numbers",
+        sa.Column("e164", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("blocked_by", sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
+        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("e164"),
+    )
     op.create_table(
         "sign_in_codes",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -54,4 +64,6 @@ def downgrade() -> None:
     op.drop_table("web_sessions")
     op.drop_index(op.f("ix_sign_in_codes_address_digest"), table_name="sign_in_codes")
     op.drop_table("sign_in_codes")
+    op.drop_table("blocked_numbers")
+    op.drop_column("users", "suspended_at")
     op.drop_column("users", "custom_instructions")
