@@ -103,6 +103,11 @@ class Mailer(Protocol):
     async def send(self, *, to: str, subject: str, body: str) -> None: ...
 
 
+def archive_key(user_id: uuid.UUID) -> str:
+    """Where an archived agent's state is kept (every runtime, and its deletion, agree on it)."""
+    return f"agents/{user_id.hex}/state.tar.gz"
+
+
 class ArchiveStore(Protocol):
     """Bundles of a user's agent state, addressed by key."""
 

@@ -5,9 +5,12 @@ limits, and each user seeing only their own data."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import random
 import re
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,6 +57,7 @@ from emulators.speech import SpeechRegistry
 from emulators.carrier.handset import handset
 from emulators.standins import build_carrier
 from tests.conftest import LocalCarrier, unique_area_code
+from workflows.delete_user import workflow_id as delete_workflow_id
 from workflows.delivery import DeliveryWorkflow
 from workflows.reminder import ReminderInput, ReminderWorkflow
 from workflows.reminder import workflow_id as reminder_workflow_id
@@ -543,3 +547,35 @@ async def test_operators_see_any_user_with_their_workflows_suspend_them_and_bloc
                      ("operator.resumed_user", ivy.id), ("operator.listed_users", None),
                      ("operator.blocked_number", None), ("operator.unblocked_number", None)):
         assert expected in mine, expected
+
+
+async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_then_starts_its_workflow(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment) -> None:
+    uma = await _user(sessions, name="Uma", said="my favourite tea is sencha")
+    other = await _user(sessions, name="Olaf", said="olaf's diary")
+    async with sessions() as session, session.begin():
+        await session.execute(update(User).where(User.id == uma.id).values(pin_digest="k1:secret-digest"))
+    async with dashboard.browser() as browser:
+        token = await _signed_in(dashboard, browser, uma)
+        download = await browser.get("/account/export")
+        assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+        assert "attachment" in download.headers["content-disposition"]
+        with zipfile.ZipFile(io.BytesIO(download.content)) as bundle:
+            files = {name: json.loads(bundle.read(name)) for name in bundle.namelist()}
+        assert files["account.json"]["phone_e164"] == uma.phone_e164 and files["account.json"]["has_pin"] is True
+        assert "pin_digest" not in files["account.json"] and "secret-digest" not in json.dumps(files)
+        [call] = files["conversations.json"]
+        assert [m["content"] for m in call["messages"]] == ["my favourite tea is sencha"]
+        assert files["reminders.json"][0]["text"] == "Uma's reminder"
+        assert "olaf" not in json.dumps(files).lower() and other.phone_e164 not in json.dumps(files)
+
+        refused = await browser.post("/account/delete", data={"csrf_token": token, "confirm": "yes"})
+        assert refused.status_code == 400 and "nothing was deleted" in refused.text
+        assert (await browser.post("/account/delete", data={"confirm": "delete"})).status_code == 403
+        gone = await browser.post("/account/delete", data={"csrf_token": token, "confirm": "DELETE"})
+        assert gone.status_code == 303 and gone.headers["location"] == "/signin?notice=deleted"
+        assert "being deleted" in (await browser.get("/signin?notice=deleted")).text
+    handle = temporal_env.client.get_workflow_handle(delete_workflow_id(uma.id))
+    started = await handle.describe()
+    assert started.workflow_type == "DeleteUserWorkflow"  # its worker (not in this test) does the rest
+    await handle.terminate("test over")

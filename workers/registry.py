@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities import adapters
+from activities.accounts import AccountActivities
 from activities.agent_chat import AgentChat
 from activities.delivery import DeliveryActivities
 from activities.follow_ups import FollowUpActivities
@@ -24,6 +25,7 @@ from core.callbacks import current_platform_mcp_server
 from core.ports import AgentRuntime
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
+from workflows.delete_user import DeleteUserWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.follow_up import FollowUpWorkflow
 from workflows.hotline_setup import HotlineSetupWorkflow
@@ -33,9 +35,9 @@ from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
 from workflows.sms_conversation import SmsConversationWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, DeliveryWorkflow, FollowUpWorkflow, HotlineSetupWorkflow,
-                             NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow, ReminderWorkflow,
-                             SmsConversationWorkflow)
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, DeleteUserWorkflow, DeliveryWorkflow, FollowUpWorkflow,
+                             HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow,
+                             ReminderWorkflow, SmsConversationWorkflow)
 
 
 @dataclass
@@ -63,7 +65,7 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
                            *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
                            *ReminderActivities(sessions, agent).all(), *DeliveryActivities(telephony, sessions, settings).all(),
                            *TextActivities(telephony, sessions, settings, agent).all(),
-                           *FollowUpActivities(agent).all()], runtime)
+                           *FollowUpActivities(agent).all(), *AccountActivities(sessions).all()], runtime)
     finally:
         await runtime.close()
         await agent.close()

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeats import heartbeating
 from core.db import transaction
 from core.models import AgentInstance, AuditEvent, utcnow
-from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, McpServerSpec
+from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, McpServerSpec, archive_key
 
 
 class RestoreInput(BaseModel):
@@ -93,8 +93,9 @@ class RuntimeActivities:
 
     @activity.defn
     async def delete_agent(self, user_id: uuid.UUID) -> None:
-        """Removes the agent, its state and its row, and audits it (idempotent)."""
+        """Removes the agent, its state, its archive and its row, and audits it (idempotent)."""
         await heartbeating(self.runtime.delete(user_id))
+        await self.store.delete(archive_key(user_id))
         info = activity.info()
         async with transaction(self.sessions) as session:
             gone = await session.execute(delete(AgentInstance).where(AgentInstance.user_id == user_id))

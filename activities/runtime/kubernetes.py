@@ -27,7 +27,7 @@ from activities.runtime.openclaw_config import (
     with_agent,
     with_mcp_servers,
 )
-from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
 from core.tokens import Keyring
 
 PROVIDER_KEY_ENV = "DEEPCLAW_LLM_API_KEY"
@@ -231,7 +231,7 @@ class KubernetesAgentRuntime:
         names = AgentNames(user_id)
         if await self.api.read("PersistentVolumeClaim", names.pvc) is None:
             raise LookupError(f"no agent volume for user {user_id}")
-        key = f"agents/{user_id.hex}/state.tar.gz"
+        key = archive_key(user_id)
         await self.api.delete("StatefulSet", names.base)  # the volume must be free for the Job
         await self._run_job(names, "archive", key)
         for kind, name in (("Service", names.base), ("NetworkPolicy", names.base), ("ConfigMap", names.config),

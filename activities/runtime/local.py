@@ -44,7 +44,7 @@ from activities.runtime.openclaw_config import (
     with_agent,
     with_mcp_servers,
 )
-from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
+from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
 from core.tokens import Keyring
 from core.process import free_port, grant_traverse
 from devstack.tools import Tools
@@ -315,7 +315,7 @@ class LocalAgentRuntime:
         folder = self.user_dir(user_id)
         if not folder.exists():
             raise LookupError(f"no agent state for user {user_id}")
-        key = f"agents/{user_id.hex}/state.tar.gz"
+        key = archive_key(user_id)
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             bundle = Path(tmp) / "state.tar.gz"
             await asyncio.to_thread(_pack, folder, bundle)

@@ -109,10 +109,14 @@ async def audit(session: SessionDep, *, user_id: uuid.UUID | None, action: str, 
 
 
 @router.get("/signin", response_class=HTMLResponse)
-async def sign_in_form(request: Request, settings: SettingsDep, viewer: ViewerDep) -> Response:
+async def sign_in_form(request: Request, settings: SettingsDep, viewer: ViewerDep, notice: str | None = None
+                       ) -> Response:
     if viewer:
         return RedirectResponse("/", status_code=303)
-    return _sign_in_page(request, settings, "signin.html")
+    return _sign_in_page(request, settings, "signin.html", notice=SIGN_IN_NOTICES.get(notice or ""))
+
+
+SIGN_IN_NOTICES = {"deleted": "Your account is being deleted. Thank you for trying DeepClaw."}
 
 
 @router.post("/signin", response_class=HTMLResponse, dependencies=[CsrfDep])

@@ -1,7 +1,7 @@
 """The dashboard in a real headless Chromium, on a whole local platform with the user's real
 OpenClaw: sign in with the code the handset receives, see the number and the agent's live state,
 change the personality and find it in the system prompt the model gets next, read a call's
-transcript and a text thread, cancel a reminder. Screenshots at phone and desktop width go to the
+transcript and a text thread, cancel a reminder, export my data and delete the account. Screenshots at phone and desktop width go to the
 test run's directory (DEEPCLAW_SCREENSHOTS to keep them elsewhere)."""
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Any
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
 
-from core.models import Conversation, Message, Reminder, utcnow
+from core.models import Conversation, Message, PhoneNumber, Reminder, User, utcnow
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
 from tests.voice.conftest import DESKTOP, PHONE, UserOnPlatform
+from workflows.delete_user import workflow_id as delete_workflow_id
 
 WAIT_S = 120.0
 INSTRUCTIONS = "Always address me as Captain."
@@ -48,6 +50,16 @@ async def _seed_call(sessions: async_sessionmaker[AsyncSession], user: UserOnPla
     return call
 
 
+async def _number_once_deleted(sessions: async_sessionmaker[AsyncSession], me: UserOnPlatform) -> PhoneNumber:
+    """The user's former number, once their row is gone (the deletion workflow's work)."""
+    for _ in range(600):
+        async with sessions() as session:
+            if await session.get(User, me.user.id) is None:
+                return (await session.execute(select(PhoneNumber).where(PhoneNumber.e164 == me.number))).scalar_one()
+        await asyncio.sleep(0.1)
+    raise AssertionError("the account was not deleted")
+
+
 def _system_prompt(script: ModelScript, since: int, asked: str) -> str:
     for request in reversed(script.requests[since:]):
         if asked in json.dumps(request["messages"]):
@@ -65,7 +77,7 @@ async def _shots(page: Page, screenshots: Path, name: str) -> None:
 
 async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
     browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
-    model_server: tuple[str, ModelScript], screenshots: Path,
+    model_server: tuple[str, ModelScript], screenshots: Path, temporal_env: WorkflowEnvironment,
 ) -> None:
     me = user_on_platform
     _, script = model_server
@@ -143,8 +155,26 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
         await page.reload()
         await expect(page.locator("#past")).to_contain_text("water the plants")
         await _shots(page, screenshots, "reminders")
+
+        # Account: download my data, then delete the account; the number stays out of use.
+        await page.click("nav >> text=Account")
+        async with page.expect_download() as download:
+            await page.click("#export")
+        assert (await download.value).suggested_filename.startswith("deepclaw-export-")
+        await _shots(page, screenshots, "account")
+        await page.click("#delete-account")
+        await expect(page.locator("#confirm-error")).to_contain_text("nothing was deleted")
+        # The refusal is a 400 page, which the browser reports: expected here, and only here.
+        assert problems[-1:] == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+        problems.pop()
+        await page.fill("#confirm", "delete")
+        await page.click("#delete-account")
+        await expect(page.locator(".notice")).to_contain_text("being deleted")
+        number = await _number_once_deleted(sessions, me)
+        assert (number.state, number.user_id) == ("releasing", None)
+        await temporal_env.client.get_workflow_handle(delete_workflow_id(me.user.id)).terminate("quarantine not waited")
     await context.close()
     assert problems == [], f"the page reported errors: {problems}"
-    for shot in ("home", "agent", "call", "reminders"):
+    for shot in ("home", "agent", "call", "reminders", "account"):
         for width in ("phone", "desktop"):
             assert (screenshots / f"dashboard-{shot}-{width}.png").stat().st_size > 10_000, f"{shot} {width} is empty"
