@@ -7,8 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
 from activities.email.mailers import OutboxMailer, SmtpMailer
 from activities.search.duckduckgo import DuckDuckGoSearch
+from activities.speech.deepgram import DeepgramSpeech
 from activities.telephony.twilio import TwilioTelephony
-from core.ports import AgentRuntime, ArchiveStore, Mailer, WebSearch
+from core.ports import AgentRuntime, ArchiveStore, Mailer, Speech, WebSearch
 from core.settings import (
     AgentRuntimeAdapter,
     ArchiveStoreAdapter,
@@ -31,6 +32,11 @@ def telephony(settings: Settings) -> TwilioTelephony:
 def web_search(settings: Settings) -> WebSearch:
     # Local and real share the adapter: the stand-in serves DuckDuckGo-shaped pages.
     return DuckDuckGoSearch(settings.web_search_url, region=settings.web_search_region)
+
+
+def speech(settings: Settings) -> Speech:
+    # Local and real share the adapter: the voice-agent stand-in serves Deepgram's /v1/speak.
+    return DeepgramSpeech(settings.speech_base_url, secret(settings.deepgram_api_key))
 
 
 def mailer(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Mailer:

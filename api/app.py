@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions = sessionmaker(engine)
         platform = Platform(settings=settings, sessions=sessions, telephony=adapters.telephony(settings),
                             web_search=adapters.web_search(settings), mailer=adapters.mailer(settings, sessions),
+                            speech=adapters.speech(settings),
                             limiter=UserLimiter(PostgresStorage(sessions), settings.user_limits()))
         app.state.platform = platform
         await platform.temporal.try_connect()  # /healthz reports it and reconnects; serving the rest goes on
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await platform.telephony.close()
             await platform.web_search.close()
+            await platform.speech.close()
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)

@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from core.limits import UserLimiter
 from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE, Viewer, csrf_matches, viewer_of
-from core.ports import Mailer, Telephony, WebSearch
+from core.ports import Mailer, Speech, Telephony, WebSearch
 from core.settings import Settings
 from core.temporal import connect
 
@@ -52,6 +52,7 @@ class Platform:
     telephony: Telephony  # messages passed on to a user (texts from strangers)
     web_search: WebSearch  # and its web_search
     mailer: Mailer  # dashboard sign-in codes by email
+    speech: Speech  # the dashboard's voice samples
     limiter: UserLimiter
     temporal: TemporalLink = field(init=False)
 
@@ -97,6 +98,10 @@ def _mailer(request: Request) -> Mailer:
     return platform(request).mailer
 
 
+def _speech(request: Request) -> Speech:
+    return platform(request).speech
+
+
 def _limiter(request: Request) -> UserLimiter:
     return platform(request).limiter
 
@@ -109,6 +114,7 @@ TemporalLinkDep = Annotated[TemporalLink, Depends(_temporal_link)]
 TelephonyDep = Annotated[Telephony, Depends(_telephony)]
 WebSearchDep = Annotated[WebSearch, Depends(_web_search)]
 MailerDep = Annotated[Mailer, Depends(_mailer)]
+SpeechDep = Annotated[Speech, Depends(_speech)]
 LimiterDep = Annotated[UserLimiter, Depends(_limiter)]
 
 

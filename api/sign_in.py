@@ -79,12 +79,20 @@ def parse_address(text: str) -> Address:
     return Address(AddressKind.PHONE, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def _address_digest(keyring: Keyring, address: Address) -> str:
-    return keyring.digest(TokenKind.CODE, f"sign-in|{address.value}")[:64]
+SIGN_IN = "sign-in"
 
 
-def _guess(address: Address, code: str) -> str:
-    return f"sign-in|{address.value}|{code}"
+def change_of_address(user_id: uuid.UUID) -> str:
+    """The purpose of a code proving a new phone or email for this user (it opens nothing else)."""
+    return f"change|{user_id}"
+
+
+def _address_digest(keyring: Keyring, address: Address, purpose: str) -> str:
+    return keyring.digest(TokenKind.CODE, f"{purpose}|{address.value}")[:64]
+
+
+def _guess(address: Address, code: str, purpose: str) -> str:
+    return f"{purpose}|{address.value}|{code}"
 
 
 def operator_address(settings: Settings, address: Address) -> str | None:
@@ -114,18 +122,20 @@ class CodeSender:
     mailer: Mailer
     limiter: UserLimiter
 
-    async def request(self, address: Address, client: str) -> Refusal | None:
-        """Sends a fresh code if the address has an account (or is an operator's); a Refusal when a
-        limit says no. Either way the caller shows the same page."""
+    async def request(self, address: Address, client: str, *, purpose: str = SIGN_IN) -> Refusal | None:
+        """Sends a fresh code: to sign in, if the address has an account (or is an operator's); to
+        prove a new address (`change_of_address`), always. A Refusal when a limit says no. Either way
+        the caller shows the same page."""
         keyring = self.settings.keyring
-        address_key = _address_digest(keyring, address)
-        for kind, key in ((Limit.SIGN_IN_CLIENT, client), (Limit.SIGN_IN_ADDRESS, address_key)):
+        address_key = _address_digest(keyring, address, purpose)
+        for kind, key in ((Limit.SIGN_IN_CLIENT, client),
+                          (Limit.SIGN_IN_ADDRESS, _address_digest(keyring, address, "limit"))):
             if refusal := await self.limiter.acquire(kind, key):
                 return refusal
-        async with self.sessions() as session:
-            known = await account_of(session, address) or operator_address(self.settings, address)
-        if not known:
-            return None
+        if purpose == SIGN_IN:
+            async with self.sessions() as session:
+                if not (await account_of(session, address) or operator_address(self.settings, address)):
+                    return None
         code = new_code()
         async with transaction(self.sessions) as session:
             # A new code voids the ones before it: only the latest message counts.
@@ -133,35 +143,37 @@ class CodeSender:
                                                            SignInCode.used_at.is_(None))  # type: ignore[union-attr]
                                   .values(used_at=utcnow()))
             session.add(SignInCode(address_digest=address_key, code_digest=keyring.tagged_digest(
-                TokenKind.CODE, _guess(address, code)),
+                TokenKind.CODE, _guess(address, code, purpose)),
                 expires_at=utcnow() + timedelta(seconds=self.settings.sign_in_code_ttl_s)))
         minutes = max(1, round(self.settings.sign_in_code_ttl_s / 60))
+        what = "sign-in" if purpose == SIGN_IN else "verification"
         if address.kind == AddressKind.PHONE:
             await self.telephony.send_sms(to=address.value, from_=self.settings.hotline_number,
-                                          body=f"Your DeepClaw sign-in code is {code}. It expires in {minutes} "
+                                          body=f"Your DeepClaw {what} code is {code}. It expires in {minutes} "
                                                "minutes. Don't share it: DeepClaw never asks for it.")
         else:
-            await self.mailer.send(to=address.value, subject=f"Your DeepClaw sign-in code: {code}",
-                                   body=f"Your DeepClaw sign-in code is {code}. It expires in {minutes} minutes.\n\n"
-                                        "If you did not ask to sign in, ignore this message.")
+            why = "sign in" if purpose == SIGN_IN else "add this address to a DeepClaw account"
+            await self.mailer.send(to=address.value, subject=f"Your DeepClaw {what} code: {code}",
+                                   body=f"Your DeepClaw {what} code is {code}. It expires in {minutes} minutes.\n\n"
+                                        f"If you did not ask to {why}, ignore this message.")
         return None
 
 
 async def redeem(settings: Settings, sessions: async_sessionmaker[AsyncSession], address: Address,
-                 code: str) -> bool:
-    """Whether `code` is the address's latest code, unused and unexpired; it is used up if so. Each
-    wrong guess counts against that code."""
+                 code: str, *, purpose: str = SIGN_IN) -> bool:
+    """Whether `code` is the address's latest code for `purpose`, unused and unexpired; it is used
+    up if so. Each wrong guess counts against that code."""
     keyring = settings.keyring
     code = re.sub(r"\D", "", code)
     async with transaction(sessions) as session:
         row = (await session.execute(
-            select(SignInCode).where(SignInCode.address_digest == _address_digest(keyring, address),
+            select(SignInCode).where(SignInCode.address_digest == _address_digest(keyring, address, purpose),
                                      SignInCode.used_at.is_(None),  # type: ignore[union-attr]
                                      SignInCode.expires_at > utcnow())
             .order_by(SignInCode.created_at.desc()).limit(1).with_for_update())).scalar_one_or_none()  # type: ignore[attr-defined]
         if row is None:
             return False
-        if keyring.matches(TokenKind.CODE, _guess(address, code), row.code_digest):
+        if keyring.matches(TokenKind.CODE, _guess(address, code, purpose), row.code_digest):
             row.used_at = utcnow()
             return True
         row.attempts += 1

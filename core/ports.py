@@ -99,6 +99,17 @@ class WebSearch(Protocol):
     async def close(self) -> None: ...
 
 
+class SpeechUnavailable(Exception):
+    pass
+
+
+class Speech(Protocol):
+    """Text to speech outside calls (voice samples on the dashboard)."""
+
+    async def speak(self, text: str, *, voice: str) -> bytes: ...  # a WAV file
+    async def close(self) -> None: ...
+
+
 class Mailer(Protocol):
     async def send(self, *, to: str, subject: str, body: str) -> None: ...
 

@@ -154,6 +154,7 @@ class Settings(BaseSettings):
 
     # Voice agent: Deepgram's endpoint and key (used when voice_agent=deepgram).
     deepgram_url: str = "wss://agent.deepgram.com/v1/agent/converse"
+    deepgram_speak_url: str = "https://api.deepgram.com"  # TTS REST (the dashboard's voice samples)
     deepgram_api_key: SecretStr | None = None
 
     # The model behind every user's OpenClaw: an OpenAI-compatible provider, or the local stand-in.
@@ -343,6 +344,12 @@ class Settings(BaseSettings):
         if self.web_search == WebSearchAdapter.LOCAL:
             return f"http://{self.standins_host}:{self.search_port}/html/"
         return self.duckduckgo_url
+
+    @property
+    def speech_base_url(self) -> str:
+        if self.voice_agent == VoiceAgentAdapter.LOCAL:
+            return f"http://{self.standins_host}:{self.voice_agent_port}"
+        return self.deepgram_speak_url
 
     @property
     def voice_agent_url(self) -> str:

@@ -10,18 +10,22 @@ Barge-in, function calls, injected messages, prompt updates and KeepAlive behave
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
 import uuid
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from core.audio import FRAME_BYTES, frames
+from core.audio import FRAME_BYTES, SAMPLE_RATE, frames, ulaw_decode
 from core.http import client as http_client
 from emulators.speech import (
     Recognizer,
@@ -71,6 +75,16 @@ def validate_settings(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
+MAX_SPEAK_CHARS = 2000
+# Deepgram's aura voices map onto espeak's English variants: different, recognisable voices.
+ESPEAK_VARIANTS = {"thalia": "en-us+f3", "orion": "en-us+m3", "luna": "en-us+f2", "arcas": "en-us+m7",
+                   "asteria": "en-us+f4"}
+
+
+def espeak_voice(model: str) -> str:
+    return next((v for k, v in ESPEAK_VARIANTS.items() if k in model), "en-us")
+
+
 @dataclass
 class VoiceAgentServer:
     registry: SpeechRegistry = field(default_factory=SpeechRegistry)
@@ -79,7 +93,32 @@ class VoiceAgentServer:
     sessions: list[AgentSession] = field(default_factory=list)
 
     def app(self) -> Starlette:
-        return Starlette(routes=[WebSocketRoute("/v1/agent/converse", self.converse)])
+        return Starlette(routes=[WebSocketRoute("/v1/agent/converse", self.converse),
+                                 Route("/v1/speak", self.speak, methods=["POST"])])
+
+    async def speak(self, request: Request) -> Response:
+        """Deepgram's TTS REST API, as far as the platform uses it: POST /v1/speak?model=<voice>
+        with {"text": ...} -> a WAV (16-bit PCM at 8 kHz: espeak-ng's voices are phone-quality)."""
+        if self.api_key is not None and request.headers.get("authorization") != f"Token {self.api_key}":
+            return JSONResponse({"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}, status_code=401)
+        try:
+            text = str((await request.json())["text"]).strip()
+        except (ValueError, KeyError, TypeError):
+            text = ""
+        if not text or len(text) > MAX_SPEAK_CHARS:
+            return JSONResponse({"err_code": "INVALID_QUERY", "err_msg": f"text must be 1-{MAX_SPEAK_CHARS} characters"},
+                                status_code=400)
+        try:
+            audio = await synthesize(text, voice=espeak_voice(request.query_params.get("model", "")))
+        except SpeechUnavailable as error:
+            return JSONResponse({"err_code": "INTERNAL_SERVER_ERROR", "err_msg": str(error)}, status_code=500)
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(SAMPLE_RATE)
+            wav.writeframes(ulaw_decode(audio).tobytes())
+        return Response(buffer.getvalue(), media_type="audio/wav")
 
     async def converse(self, websocket: WebSocket) -> None:
         if self.api_key is not None and websocket.headers.get("authorization") != f"Token {self.api_key}":
@@ -340,7 +379,4 @@ class AgentSession:
 
     def _voice(self) -> str:
         assert self.settings is not None
-        model = str(self.settings["agent"].get("speak", {}).get("provider", {}).get("model", ""))
-        # Deepgram's aura voices map onto espeak's English variants: different, recognisable voices.
-        variants = {"thalia": "en-us+f3", "orion": "en-us+m3", "luna": "en-us+f2", "arcas": "en-us+m7", "asteria": "en-us+f4"}
-        return next((v for k, v in variants.items() if k in model), "en-us")
+        return espeak_voice(str(self.settings["agent"].get("speak", {}).get("provider", {}).get("model", "")))

@@ -10,6 +10,7 @@ import json
 import random
 import re
 import uuid
+import wave
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
 from emulators.carrier.handset import handset
 from emulators.standins import build_carrier
+from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import LocalCarrier, unique_area_code
 from workflows.delete_user import workflow_id as delete_workflow_id
 from workflows.delivery import DeliveryWorkflow
@@ -76,7 +78,8 @@ class Dashboard:
                                  transport=httpx.AsyncHTTPTransport(local_address=source))
 
     def texted_code(self, phone: str) -> str:
-        bodies = [m.body for m in self.carrier.messages.values() if m.to == phone and "sign-in code" in m.body]
+        bodies = [m.body for m in self.carrier.messages.values() if m.to == phone and re.search(
+            r"(sign-in|verification) code", m.body)]
         assert bodies, f"no sign-in code was texted to {phone}"
         assert [m.from_ for m in self.carrier.messages.values() if m.to == phone][-1] == self.settings.hotline_number
         return re.findall(r"\b(\d{6})\b", bodies[-1])[0]
@@ -84,11 +87,11 @@ class Dashboard:
     def codes_texted(self, phone: str) -> int:
         return sum(1 for m in self.carrier.messages.values() if m.to == phone and "sign-in code" in m.body)
 
-    async def mailed_code(self, address: str) -> str:
+    async def mailed_code(self, address: str, what: str = "sign-in") -> str:
         async with self.sessions() as session:
             mail = (await session.execute(select(OutboxEmail).where(OutboxEmail.to_address == address)
                                           .order_by(OutboxEmail.id.desc()).limit(1))).scalar_one()  # type: ignore[union-attr]
-        return re.findall(r"sign-in code: (\d{6})", mail.subject)[0]
+        return re.findall(rf"{what} code: (\d{{6}})", mail.subject)[0]
 
 
 @pytest.fixture
@@ -96,9 +99,11 @@ async def dashboard(database_url: str, temporal_env: WorkflowEnvironment, tmp_pa
                     sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Dashboard]:
     settings = Settings(_env_file=None, data_dir=tmp_path, database_url=database_url,
                         temporal_address=temporal_env.client.service_client.config.target_host,
-                        api_port=free_port(), carrier_port=free_port(), operators=["ops@example.com"])
+                        api_port=free_port(), carrier_port=free_port(), voice_agent_port=free_port(),
+                        operators=["ops@example.com"])
     carrier = build_carrier(settings, SpeechRegistry())
     async with serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port), \
+            serving(VoiceAgentServer().app(), "127.0.0.1", settings.voice_agent_port), \
             serving(api_app(settings), "127.0.0.1", settings.api_port):
         yield Dashboard(settings, carrier, sessions)
 
@@ -579,3 +584,70 @@ async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_
     started = await handle.describe()
     assert started.workflow_type == "DeleteUserWorkflow"  # its worker (not in this test) does the rest
     await handle.terminate("test over")
+
+
+
+async def test_each_voice_has_a_sample_made_by_the_speech_service(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    lea = await _user(sessions, name="Lea", said="hi")
+    async with dashboard.browser() as browser:
+        assert (await browser.get("/agent/voices/aura-2-luna-en/sample")).status_code == 303  # signed out
+        await _signed_in(dashboard, browser, lea)
+        form = await browser.get("/agent")
+        samples = re.findall(r'<audio[^>]+src="([^"]+)"', form.text)
+        assert len(samples) == 4
+        made = []
+        for url in samples:
+            sample = await browser.get(url)
+            assert sample.status_code == 200 and sample.headers["content-type"] == "audio/wav"
+            with wave.open(io.BytesIO(sample.content)) as wav:
+                assert wav.getnframes() / wav.getframerate() > 1.0  # a sentence, not silence
+            made.append(sample.content)
+        assert len(set(made)) == 4  # four distinct voices
+        assert (await browser.get("/agent/voices/robot/sample")).status_code == 404
+
+
+async def test_a_new_email_or_phone_is_verified_like_sign_up_before_it_counts(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession]) -> None:
+    tom = await _user(sessions, name="Tom", said="hi")
+    other = await _user(sessions, name="Ada", said="hi")
+    new_email, new_phone = f"tom.{uuid.uuid4().hex[:6]}@example.org", _phone()
+    async with dashboard.browser() as browser:
+        token = await _signed_in(dashboard, browser, tom)
+        assert "That is not a phone number" in (await browser.post(
+            "/account/phone", data={"csrf_token": token, "address": new_email})).text
+        assert (await browser.post("/account/email", data={"address": new_email})).status_code == 403
+
+        sent = await browser.post("/account/email", data={"csrf_token": token, "address": new_email.upper()})
+        assert sent.status_code == 200 and "Verify your new email" in sent.text
+        code = await dashboard.mailed_code(new_email, "verification")
+        # A sign-in code is not a change code, nor the other way round, and wrong codes change nothing.
+        wrong = await browser.post("/account/email/verify", data={"csrf_token": token, "address": new_email,
+                                                                  "code": f"{(int(code) + 1) % 10**6:06d}"})
+        assert wrong.status_code == 400
+        async with dashboard.browser() as stranger:
+            form = await stranger.get("/signin")
+            tried = await stranger.post("/signin/code", data={"address": new_email, "code": code,
+                                                              "csrf_token": _csrf(form)})
+            assert tried.status_code == 400
+        done = await browser.post("/account/email/verify", data={"csrf_token": token, "address": new_email,
+                                                                 "code": code})
+        assert done.status_code == 303 and done.headers["location"] == "/account?notice=email"
+        assert new_email in (await browser.get("/account?notice=email")).text
+
+        # Another account's number can be proven but not taken.
+        await browser.post("/account/phone", data={"csrf_token": token, "address": other.phone_e164})
+        clash = await browser.post("/account/phone/verify", data={
+            "csrf_token": token, "address": other.phone_e164, "code": dashboard.texted_code(other.phone_e164)})
+        assert clash.status_code == 409 and "belongs to another DeepClaw account" in clash.text
+
+        await browser.post("/account/phone", data={"csrf_token": token, "address": new_phone})
+        moved = await browser.post("/account/phone/verify", data={
+            "csrf_token": token, "address": new_phone, "code": dashboard.texted_code(new_phone)})
+        assert moved.status_code == 303
+    async with sessions() as session:
+        row = await session.get(User, tom.id)
+        assert row is not None and (row.email, row.email_verified, row.phone_e164) == (new_email, True, new_phone)
+        assert (await session.get(User, other.id)).phone_e164 == other.phone_e164  # type: ignore[union-attr]
+    async with dashboard.browser() as browser:  # the new email signs in
+        assert (await _sign_in(dashboard, browser, new_email)).status_code == 303

@@ -11,18 +11,40 @@ import uuid
 import zipfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, TemporalDep, UserIdDep
+from api.deps import (
+    CsrfDep,
+    LimiterDep,
+    MailerDep,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+    SignedInDep,
+    TelephonyDep,
+    TemporalDep,
+    UserIdDep,
+)
 from api.routes.dashboard import audit, own_user, render
-from api.sign_in import SESSION_COOKIE
-from core.models import AuditEvent, Conversation, Delivery, Message, PhoneNumber, Reminder, UsageRecord, utcnow
+from api.sign_in import SESSION_COOKIE, AddressKind, CodeSender, account_of, change_of_address, parse_address, redeem
+from core.models import (
+    AuditEvent,
+    Conversation,
+    Delivery,
+    Message,
+    PhoneNumber,
+    Reminder,
+    UsageRecord,
+    User,
+    utcnow,
+)
 from workflows.delete_user import DeleteUserInput, DeleteUserWorkflow
 from workflows.delete_user import workflow_id as delete_workflow_id
 
@@ -65,12 +87,21 @@ async def export_data(session: SessionDep, user_id: uuid.UUID) -> dict[str, Any]
     }
 
 
+CHANGES = {"email": AddressKind.EMAIL, "phone": AddressKind.PHONE}
+NOTICES = {"email": "Your email is verified and changed.", "phone": "Your phone number is verified and changed."}
+
+
+def _account_page(request: Request, settings: SettingsDep, viewer: SignedInDep, user: User, status: int = 200,
+                  **context: Any) -> HTMLResponse:
+    return render(request, settings, "account.html", status, viewer=viewer, csrf=viewer.csrf, active="account",
+                  user=user, confirmation=CONFIRMATION, quarantine_days=settings.number_release_after_days, **context)
+
+
 @router.get("/account", response_class=HTMLResponse)
 async def account(request: Request, settings: SettingsDep, session: SessionDep, viewer: SignedInDep,
-                  user_id: UserIdDep) -> Response:
-    user = await own_user(session, user_id)
-    return render(request, settings, "account.html", viewer=viewer, csrf=viewer.csrf, active="account", user=user,
-                  confirmation=CONFIRMATION, quarantine_days=settings.number_release_after_days)
+                  user_id: UserIdDep, notice: str | None = None) -> Response:
+    return _account_page(request, settings, viewer, await own_user(session, user_id),
+                         notice=NOTICES.get(notice or ""))
 
 
 @router.get("/account/export")
@@ -93,9 +124,7 @@ async def delete_account(request: Request, settings: SettingsDep, session: Sessi
     user = await own_user(session, user_id)
 
     def again(error: str, status: int) -> HTMLResponse:
-        return render(request, settings, "account.html", status, viewer=viewer, csrf=viewer.csrf, active="account",
-                      user=user, confirmation=CONFIRMATION, quarantine_days=settings.number_release_after_days,
-                      error=error)
+        return _account_page(request, settings, viewer, user, status, error=error)
 
     if confirm.strip().lower() != CONFIRMATION:
         return again(f"Type {CONFIRMATION} to confirm; nothing was deleted.", 400)
@@ -118,3 +147,70 @@ async def delete_account(request: Request, settings: SettingsDep, session: Sessi
     response = RedirectResponse("/signin?notice=deleted", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+# ---- a new email or phone, verified like sign-up (after /account/delete: these match any name) ----
+
+
+@router.post("/account/{what}", response_class=HTMLResponse, dependencies=[CsrfDep])
+async def change_address(request: Request, what: str, settings: SettingsDep, session: SessionDep,
+                         sessions: SessionsDep, telephony: TelephonyDep, mailer: MailerDep, limiter: LimiterDep,
+                         viewer: SignedInDep, user_id: UserIdDep,
+                         address: Annotated[str, Form(max_length=400)] = "") -> Response:
+    """Sends a code to the new email or phone; the change happens once it is entered."""
+    if what not in CHANGES:
+        raise HTTPException(status_code=404)
+    user = await own_user(session, user_id)
+    try:
+        parsed = parse_address(address)
+        if parsed.kind != CHANGES[what]:
+            raise ValueError(f"That is not {'an email address' if what == 'email' else 'a phone number'}.")
+        if parsed.value in ((user.email or "").lower(), user.phone_e164):
+            raise ValueError(f"That is already your {what}.")
+    except ValueError as error:
+        return _account_page(request, settings, viewer, user, 400, change=what, change_error=str(error),
+                             change_address=address)
+    refusal = await CodeSender(settings, sessions, telephony, mailer, limiter).request(
+        parsed, request.client.host if request.client else "unknown", purpose=change_of_address(user_id))
+    if refusal:
+        return _account_page(request, settings, viewer, user, 429, change=what, change_address=address,
+                             change_error=f"Too many codes asked for. Try again after {refusal.retry_at:%H:%M} UTC.")
+    return render(request, settings, "account_verify.html", viewer=viewer, csrf=viewer.csrf, active="account",
+                  what=what, address=parsed.value, shown=parsed.shown)
+
+
+@router.post("/account/{what}/verify", response_class=HTMLResponse, dependencies=[CsrfDep])
+async def verify_address(request: Request, what: str, settings: SettingsDep, session: SessionDep,
+                         sessions: SessionsDep, viewer: SignedInDep, user_id: UserIdDep,
+                         address: Annotated[str, Form(max_length=400)] = "",
+                         code: Annotated[str, Form(max_length=20)] = "") -> Response:
+    if what not in CHANGES:
+        raise HTTPException(status_code=404)
+    try:
+        parsed = parse_address(address)
+    except ValueError:
+        return RedirectResponse("/account", status_code=303)
+    if parsed.kind != CHANGES[what] or not await redeem(settings, sessions, parsed, code,
+                                                        purpose=change_of_address(user_id)):
+        return render(request, settings, "account_verify.html", 400, viewer=viewer, csrf=viewer.csrf,
+                      active="account", what=what, address=parsed.value, shown=parsed.shown,
+                      error="That code is wrong, used or expired. Check it, or ask for a new one.")
+    taken = await account_of(session, parsed)
+    conflict = taken is not None and taken != user_id
+    if not conflict:
+        user = await own_user(session, user_id)
+        if what == "email":
+            user.email, user.email_verified = parsed.value, True
+        else:
+            user.phone_e164, user.phone_verified = parsed.value, True
+        try:
+            await session.commit()
+        except IntegrityError:  # taken at the same moment by someone else
+            await session.rollback()
+            conflict = True
+    if conflict:
+        return _account_page(request, settings, viewer, await own_user(session, user_id), 409, change=what,
+                             change_address=parsed.value,
+                             change_error=f"That {what} belongs to another DeepClaw account.")
+    await audit(session, user_id=user_id, action=f"dashboard.changed_{what}")
+    return RedirectResponse(f"/account?notice={what}", status_code=303)

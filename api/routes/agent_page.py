@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, TemporalDep, UserIdDep
+from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, SpeechDep, TemporalDep, UserIdDep
 from api.routes.dashboard import audit, own_user, render
 from core.callers import PIN_DIGITS, pin_digest
 from core.models import PERSONALITIES, User
-from core.ports import AgentSpec
+from core.ports import AgentSpec, SpeechUnavailable
 from core.timezones import user_zone, valid_zone, zone_of_number
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
@@ -169,3 +169,27 @@ async def _apply(temporal: Client | None, user: User) -> bool:
         log.warning("settings of %s not applied to the agent yet: %s", user.id, error)
         return False
     return True
+
+
+SAMPLE_TEXT = "Hi, I'm {name}, your DeepClaw assistant. What can I do for you?"
+_samples: dict[tuple[str, str], bytes] = {}  # (voice, name) -> WAV: a sample is made once per process
+MAX_SAMPLES = 200
+
+
+@router.get("/agent/voices/{voice}/sample")
+async def voice_sample(voice: str, speech: SpeechDep, session: SessionDep, user_id: UserIdDep) -> Response:
+    """A short sample of one of the supported voices, saying the agent's own name."""
+    if voice not in VOICES.values():
+        raise HTTPException(status_code=404, detail="No such voice.")
+    name = (await own_user(session, user_id)).agent_name
+    key = (voice, name)
+    if key not in _samples:
+        try:
+            _samples[key] = await speech.speak(SAMPLE_TEXT.format(name=name), voice=voice)
+        except SpeechUnavailable as error:
+            log.warning("no sample of %s: %s", voice, error)
+            raise HTTPException(status_code=503, detail="Voice samples are unavailable right now.") from None
+        if len(_samples) > MAX_SAMPLES:
+            _samples.pop(next(iter(_samples)))
+    return Response(_samples[key], media_type="audio/wav", headers={"Cache-Control": "private, max-age=86400"})
+

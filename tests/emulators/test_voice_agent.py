@@ -11,7 +11,9 @@ import httpx
 import pytest
 import websockets
 
+from activities.speech.deepgram import DeepgramSpeech
 from core.audio import SILENCE_BYTE, frames
+from core.ports import SpeechUnavailable
 from core.serve import serving
 from emulators.demo_model import DEMO_NOTICE
 from emulators.llm import ModelScript
@@ -192,3 +194,23 @@ async def test_untyped_speech_is_recognised_with_pocketsphinx(
             await ws.send(frame)
         heard = await session.until("ConversationText", role="user", timeout=30)
         assert heard["content"].strip(), "free dictation produced words"
+
+
+async def test_speak_answers_deepgram_tts_requests_with_a_wav_and_checks_the_key(
+        agent_url: tuple[str, VoiceAgentServer]) -> None:
+    url, _ = agent_url
+    base = url.replace("ws://", "http://").removesuffix("/v1/agent/converse")
+    speech = DeepgramSpeech(base, "local-key")
+    try:
+        wav = await speech.speak("Hello there, this is a sample.", voice="aura-2-orion-en")
+        assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and len(wav) > 8000
+        with pytest.raises(SpeechUnavailable, match="400"):
+            await speech.speak("", voice="aura-2-orion-en")
+    finally:
+        await speech.close()
+    wrong = DeepgramSpeech(base, "wrong-key")
+    try:
+        with pytest.raises(SpeechUnavailable, match="401"):
+            await wrong.speak("Hello", voice="aura-2-orion-en")
+    finally:
+        await wrong.close()
