@@ -18,6 +18,8 @@ from temporalio.exceptions import ApplicationError
 from core.callbacks import agent_call_url
 from core.db import transaction
 from core.models import Channel, Delivery, DeliveryOutcome, FallbackReason, PhoneNumber, User, utcnow
+from core.billing import load_plan, over_cap
+from core.usage import UsageKind, record_usage, sms_segments
 from core.ports import CallState, Telephony
 from core.settings import Settings
 from core.timezones import in_quiet_hours, user_zone
@@ -109,6 +111,9 @@ class DeliveryActivities:
             return DeliveryPlan(channel=request.channel, refused=SUSPENDED)
         if request.channel == Channel.CALL:
             zone = user_zone(user.time_zone, user.phone_e164, self.settings.default_time_zone)
+            async with self.sessions() as session:
+                if await over_cap(session, load_plan(self.settings.price_plan), user, zone, now):
+                    return DeliveryPlan(channel=Channel.SMS, fallback_reason=FallbackReason.MONTHLY_CAP)
             quiet = (user.quiet_from, user.quiet_until) if user.quiet_from and user.quiet_until \
                 else self.settings.quiet_hours_range
             if in_quiet_hours(now, zone, quiet):
@@ -144,7 +149,10 @@ class DeliveryActivities:
         if row.message_sid:
             return row.message_sid
         sid = await self.telephony.send_sms(to=user.phone_e164, from_=number, body=request.text)
-        await self._set(request.delivery_id, message_sid=sid)
+        async with transaction(self.sessions) as session:
+            await session.execute(update(Delivery).where(Delivery.id == request.delivery_id).values(message_sid=sid))
+            await record_usage(session, user_id=user.id, kind=UsageKind.SMS_SEGMENTS_OUT,
+                               quantity=sms_segments(request.text), source=f"sms:{sid}")
         return sid
 
     @activity.defn

@@ -18,6 +18,7 @@ from activities.agent_chat import AgentChat
 from core.callbacks import media_link
 from core.db import transaction
 from core.models import Conversation, Message, utcnow
+from core.usage import UsageKind, record_usage, sms_segments
 from core.ports import Telephony
 from core.recall import recall_note
 from core.settings import Settings
@@ -97,6 +98,9 @@ class TextActivities:
             id=uuid.uuid4(), conversation_id=conversation_id, role="user", content=text.body,
             provider_sid=text.message_sid, status="received", media=text.media or None,
             created_at=text.received_at).on_conflict_do_nothing(index_elements=["provider_sid"]))
+        await record_usage(session, user_id=text.user_id, kind=UsageKind.SMS_SEGMENTS_IN,
+                           quantity=sms_segments(text.body), source=f"sms:{text.message_sid}",
+                           conversation_id=conversation_id, occurred_at=text.received_at)
         message = (await session.execute(select(Message).where(Message.provider_sid == text.message_sid))).scalar_one()
         return Recorded(message_id=message.id, conversation_id=message.conversation_id,
                         answered=message.status == "answered")
@@ -144,6 +148,12 @@ class TextActivities:
         async with transaction(self.sessions) as session:
             await session.execute(update(Message).where(Message.id == row.id).values(
                 provider_sid=sid, status=case((Message.status == "pending", "queued"), else_=Message.status)))
+            user_id = (await session.execute(select(Conversation.user_id).where(
+                Conversation.id == text.conversation_id))).scalar_one()
+            if user_id is not None:
+                await record_usage(session, user_id=user_id, kind=UsageKind.SMS_SEGMENTS_OUT,
+                                   quantity=sms_segments(text.body), source=f"sms:{sid}",
+                                   conversation_id=text.conversation_id)
         return sid
 
     @activity.defn

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from activities import adapters
 from api.deps import Platform
-from api.routes import account, agent_page, dashboard, hotline, internal, mcp, media, operator, twilio
+from api.routes import account, agent_page, dashboard, hotline, internal, mcp, media, operator, twilio, usage
 from core.db import create_engine, sessionmaker
 from core.limits import PostgresStorage, UserLimiter
 from core.settings import Settings, get_settings
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
-    for routes in (internal, twilio, hotline, media, dashboard, agent_page, account, operator):
+    for routes in (internal, twilio, hotline, media, dashboard, agent_page, account, usage, operator):
         app.include_router(routes.router)
 
     @app.exception_handler(HTTPException)

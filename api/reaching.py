@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 
 from activities.delivery import DeliveryEnd, DeliveryRequest
 from api.tool_context import SCHEDULER_DOWN, Tools, text_arg
+from core.billing import load_plan, over_cap
 from core.limits import Limit
 from core.models import Channel, DeliveryOutcome, Reminder
 from core.recurrence import BadRecurrence, describe, recurrence_rule
@@ -29,6 +30,8 @@ from workflows.reminder import ReminderChange, ReminderInput, ReminderWorkflow, 
 log = logging.getLogger(__name__)
 
 MAX_AHEAD = timedelta(days=366)
+CAP_REACHED = ("Not calling: your user's monthly spending cap is reached, so no calls until next month "
+               "(they can raise it on the dashboard). Tell them so; a text (send_sms) still works.")
 SENT_WAIT_S = 5.0  # send_sms waits this long to say the text went out (it is durable either way)
 
 
@@ -201,7 +204,11 @@ async def send_sms(tools: Tools, text: str) -> str:
 async def call_me(tools: Tools, greeting: str, reason: str | None) -> str:
     greeting = text_arg(greeting, "greeting")
     reason = text_arg(reason, "reason") if reason else greeting
-    await tools.line()
+    user, _ = await tools.line()
+    zone = user_zone(user.time_zone, user.phone_e164, tools.platform.settings.default_time_zone)
+    async with tools.sessions() as session:
+        if await over_cap(session, load_plan(tools.platform.settings.price_plan), user, zone, datetime.now(UTC)):
+            raise ToolError(CAP_REACHED)
     await _within_limits(tools, Limit.CALL)
     handle = await _start_delivery(tools, DeliveryRequest(
         delivery_id=uuid.uuid4(), user_id=tools.user_id, channel=Channel.CALL, greeting=greeting, purpose=reason,

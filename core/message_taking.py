@@ -12,8 +12,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.db import transaction
 from core.limits import Limit, UserLimiter
 from core.models import PhoneNumber, User
+from core.usage import UsageKind, record_usage, sms_segments
 from core.ports import Telephony
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,14 @@ async def pass_message_on(sessions: async_sessionmaker[AsyncSession], telephony:
         return Taken.FAILED
     if await limiter.acquire(Limit.MESSAGE, user_id):
         return Taken.FULL
+    body = f"{what} from {sender or 'a caller'}: {words[:MAX_MESSAGE]}"
     try:
-        await telephony.send_sms(to=row[0], from_=row[1],
-                                 body=f"{what} from {sender or 'a caller'}: {words[:MAX_MESSAGE]}")
+        sid = await telephony.send_sms(to=row[0], from_=row[1], body=body)
     except Exception as error:  # the stranger is told it failed, never left hanging
         log.warning("could not text a message to user %s: %s", user_id, error)
         return Taken.FAILED
+    async with transaction(sessions) as session:
+        await record_usage(session, user_id=user_id, kind=UsageKind.SMS_SEGMENTS_OUT, quantity=sms_segments(body),
+                           source=f"sms:{sid}")
     log.info("took a message for user %s", user_id)
     return Taken.PASSED_ON

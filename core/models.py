@@ -63,6 +63,7 @@ class FallbackReason(StrEnum):
     VOICEMAIL = "voicemail"
     CALL_FAILED = "call-failed"
     QUIET_HOURS = "quiet-hours"
+    MONTHLY_CAP = "monthly-cap"  # the user's spending cap for the month is reached
 
 
 REMINDER_STATES = ("scheduled", "fired", "cancelled", "failed")
@@ -100,6 +101,9 @@ class User(SQLModel, table=True):
     # Set when the user texted STOP (or another opt-out word), cleared by START: no text or call
     # from the platform reaches them meanwhile.
     sms_opted_out_at: datetime | None = _timestamp()
+    # The user's own monthly spending cap (cents, in the price plan's currency); past it the agent
+    # places no calls (they become texts). None: no cap.
+    monthly_cap_cents: int | None = Field(default=None, ge=0)
     # Set by an operator: the user's number answers only that it is paused, and the platform
     # neither texts nor calls them, until resumed.
     suspended_at: datetime | None = _timestamp()
@@ -152,6 +156,8 @@ class AgentInstance(SQLModel, table=True):
     runtime: str = Field(max_length=16)
     state: str = Field(default="provisioning", max_length=16)
     endpoint: str | None = Field(default=None, max_length=512)
+    # Since when the agent has been awake (Running or Idle); None while it sleeps (core.usage).
+    awake_since: datetime | None = _timestamp()
     # Where the gateway token is kept (a secret name or local file), never the token itself.
     token_ref: str | None = Field(default=None, max_length=256)
     created_at: datetime = _created()
@@ -324,14 +330,22 @@ class McpServer(SQLModel, table=True):
     created_at: datetime = _created()
 
 
+USAGE_KINDS = ("call_seconds_in", "call_seconds_out", "sms_segments_in", "sms_segments_out", "awake_seconds")
+
+
 class UsageRecord(SQLModel, table=True):
+    """One thing a user used (core.usage), recorded by the path that caused it."""
+
     __tablename__ = "usage_records"
-    __table_args__ = (sa.CheckConstraint("quantity >= 0", name="ck_usage_records_quantity"),)
+    __table_args__ = (sa.CheckConstraint("quantity >= 0", name="ck_usage_records_quantity"),
+                      _one_of("kind", USAGE_KINDS, "ck_usage_records_kind"))
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
-    kind: str = Field(max_length=32)  # call_seconds, sms_segments, llm_tokens, ...
+    kind: str = Field(max_length=32)
     quantity: float
+    # What caused it (call:<CallSid>, sms:<MessageSid>, awake:<user>:<since>): counted once.
+    source: str | None = Field(default=None, max_length=128, sa_column_kwargs={"unique": True})
     conversation_id: uuid.UUID | None = Field(default=None, foreign_key="conversations.id", ondelete="SET NULL")
     occurred_at: datetime = _created()
 

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     inbound_call_limits: str = "5/minute;30/hour;100/day"
     over_limit_notice_limits: str = "1/hour"
 
+    # What users pay (core/billing.py): a price plan file; None: the packaged standard plan.
+    price_plan: Path | None = None
+
     # The dashboard (api/routes/dashboard.py). Operators sign in like users, by phone or email
     # (comma-separated), and may view any user, suspend or resume one, and block a calling number.
     operators: Annotated[list[str], NoDecode] = []

@@ -5,6 +5,7 @@ limits, and each user seeing only their own data."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import random
@@ -15,20 +16,21 @@ import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.delivery import DeliveryActivities
+from activities.delivery import DeliveryActivities, DeliveryRequest
 from activities.reminders import ReminderActivities
 
 from activities import adapters
@@ -38,17 +40,21 @@ from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE
 from core.models import (
     AgentInstance,
     AuditEvent,
+    Channel,
     Conversation,
+    FallbackReason,
     Message,
     OutboxEmail,
     PhoneNumber,
     Reminder,
     SignInCode,
+    UsageRecord,
     User,
     WebSession,
     utcnow,
 )
 from core.process import free_port
+from core.usage import UsageKind, record_usage
 from core.serve import serving
 from core.settings import Settings
 from core.temporal import USER_ID
@@ -651,3 +657,54 @@ async def test_a_new_email_or_phone_is_verified_like_sign_up_before_it_counts(
         assert (await session.get(User, other.id)).phone_e164 == other.phone_e164  # type: ignore[union-attr]
     async with dashboard.browser() as browser:  # the new email signs in
         assert (await _sign_in(dashboard, browser, new_email)).status_code == 303
+
+
+async def test_the_usage_page_and_its_csv_add_up_to_the_records_and_the_cap_stops_calls(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], settings: Settings,
+        local_carrier: LocalCarrier) -> None:
+    ned = await _user(sessions, name="Ned", said="hi")
+    zone = "America/New_York"
+    now = utcnow().astimezone(ZoneInfo(zone))
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    async with sessions() as session, session.begin():
+        await session.execute(update(User).where(User.id == ned.id).values(time_zone=zone))
+        for n, (kind, quantity) in enumerate([(UsageKind.CALL_SECONDS_IN, 2400), (UsageKind.CALL_SECONDS_OUT, 1500),
+                                              (UsageKind.SMS_SEGMENTS_IN, 150), (UsageKind.SMS_SEGMENTS_OUT, 75),
+                                              (UsageKind.AWAKE_SECONDS, 200_000)]):
+            await record_usage(session, user_id=ned.id, kind=kind, quantity=quantity, source=f"test:{ned.id}:{n}",
+                               occurred_at=month_start + timedelta(minutes=n))
+        # The last minute of the month before, in Ned's zone: not this month's.
+        await record_usage(session, user_id=ned.id, kind=UsageKind.CALL_SECONDS_IN, quantity=999,
+                           source=f"test:{ned.id}:before", occurred_at=month_start - timedelta(minutes=1))
+    # The standard plan: $5 a month; calls 3,600 s included, then 4 cents a minute (300 s: 20 cents);
+    # texts 200 included, then a cent each (25); awake 180,000 s included, then a cent an hour (20,000 s:
+    # 5.56, so 6 whole cents).
+    expected = Decimal(500 + 20 + 25 + 6)
+    async with dashboard.browser() as browser:
+        token = await _signed_in(dashboard, browser, ned)
+        page = await browser.get("/usage")
+        assert page.status_code == 200 and f'id="total">{expected / 100:,.2f}<' in page.text
+        month = month_start.strftime("%Y-%m")
+        csv_text = (await browser.get(f"/usage/{month}.csv")).text
+        rows = list(csv.reader(io.StringIO(csv_text)))
+        blank = rows.index([])
+        records, summary = rows[1:blank], rows[blank + 2:]
+        async with sessions() as session:
+            in_db = (await session.execute(select(UsageRecord.kind, func.sum(UsageRecord.quantity)).where(
+                UsageRecord.user_id == ned.id, UsageRecord.occurred_at >= month_start).group_by(UsageRecord.kind))).all()
+        for kind, total in in_db:
+            assert sum(Decimal(r[2]) for r in records if r[1] == kind) == Decimal(str(total))
+            assert [Decimal(r[2]) for r in summary if r[1] == kind] == [Decimal(str(total))]
+        amounts = [Decimal(r[5]) for r in summary if r[0] not in ("Total",)]
+        assert sum(amounts) == Decimal(summary[-1][5]) == expected / 100
+        assert "999" not in csv_text
+        assert (await browser.get("/usage/2026-13.csv")).status_code == 404
+
+        assert (await browser.post("/usage/cap", data={"csrf_token": token, "cap": "lots"})).status_code == 400
+        assert (await browser.post("/usage/cap", data={"csrf_token": token, "cap": "$5.00"})).status_code == 303
+    async with sessions() as session:
+        assert (await session.get(User, ned.id)).monthly_cap_cents == 500  # type: ignore[union-attr]
+    # Over the cap ($5.51 spent): a call the platform would place becomes a text, saying why.
+    plan = await DeliveryActivities(local_carrier.telephony, sessions, settings).open_delivery(
+        DeliveryRequest(delivery_id=uuid.uuid4(), user_id=ned.id, channel=Channel.CALL, text="your reminder"), utcnow())
+    assert (plan.channel, plan.fallback_reason) == (Channel.SMS, FallbackReason.MONTHLY_CAP)

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import transaction
-from core.models import Conversation, Message, UsageRecord, utcnow
+from core.models import Conversation, Message, utcnow
+from core.usage import UsageKind, record_usage, started_seconds
 
 
 class CallAlreadyConnected(Exception):
@@ -73,5 +74,6 @@ class CallRecorder:
                 ended_at=utcnow(), duration_s=func.coalesce(Conversation.duration_s, 0) + round(duration_s, 2),
                 latency={"turns": self.latencies}))
             if self.user_id is not None:  # hotline calls belong to no user yet
-                session.add(UsageRecord(user_id=self.user_id, kind="call_seconds", quantity=round(duration_s, 2),
-                                        conversation_id=self.conversation_id))
+                kind = UsageKind.CALL_SECONDS_OUT if self.direction == "outbound" else UsageKind.CALL_SECONDS_IN
+                await record_usage(session, user_id=self.user_id, kind=kind, quantity=started_seconds(duration_s),
+                                   source=f"call:{self.call_sid}", conversation_id=self.conversation_id)

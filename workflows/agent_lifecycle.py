@@ -275,7 +275,7 @@ class AgentLifecycleWorkflow:
             AgentStateChange(user_id=self.spec.user_id, from_state=previous.value if previous else None, to_state=state.value,
                              runtime=self.input.runtime,
                              endpoint=self.endpoint.base_url if self.endpoint and state == LifecycleState.RUNNING else None,
-                             detail=detail or {}),
+                             detail=detail or {}, at=workflow.now()),
             **QUICK)
 
     def _history_is_long(self) -> bool:

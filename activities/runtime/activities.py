@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -15,12 +16,16 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeats import heartbeating
 from core.db import transaction
 from core.models import AgentInstance, AuditEvent, utcnow
+from core.usage import UsageKind, record_usage, started_seconds
 from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, McpServerSpec, archive_key
 
 
 class RestoreInput(BaseModel):
     user_id: uuid.UUID
     key: str
+
+
+AWAKE_STATES = ("running", "idle")  # a gateway is up (and counted as usage)
 
 
 class AgentStateChange(BaseModel):
@@ -30,6 +35,7 @@ class AgentStateChange(BaseModel):
     runtime: str
     endpoint: str | None = None
     detail: dict[str, str] = {}
+    at: datetime | None = None  # when, by the workflow's clock (awake time is measured on it)
 
 
 def _not_found(error: LookupError) -> ApplicationError:
@@ -107,19 +113,36 @@ class RuntimeActivities:
     async def record_agent_state(self, change: AgentStateChange) -> None:
         """The agent row follows the workflow's state, and every transition is audited."""
         info = activity.info()
-        now = utcnow()
+        now = change.at or utcnow()
         row = {"id": uuid.uuid4(), "user_id": change.user_id, "runtime": self.runtime_name,
                "state": change.to_state.lower(), "endpoint": change.endpoint, "created_at": now, "updated_at": now}
         upsert = insert(AgentInstance).values(**row).on_conflict_do_update(
             index_elements=["user_id"],
             set_={"state": row["state"], "endpoint": change.endpoint, "updated_at": now})
         async with transaction(self.sessions) as session:
+            await self._count_awake(session, change, now)
             await session.execute(upsert)
             session.add(AuditEvent(
                 user_id=change.user_id, actor=info.workflow_type, action=f"agent.{change.to_state.lower()}",
                 workflow_id=info.workflow_id,
                 detail={"from": change.from_state, "to": change.to_state, "run_id": info.workflow_run_id, **change.detail},
             ))
+
+    @staticmethod
+    async def _count_awake(session: AsyncSession, change: AgentStateChange, now: datetime) -> None:
+        """Awake time (Running or Idle) is usage: an awake period is recorded when the agent sleeps."""
+        since = (await session.execute(select(AgentInstance.awake_since).where(
+            AgentInstance.user_id == change.user_id).with_for_update())).scalar_one_or_none()
+        state = change.to_state.lower()
+        if state in AWAKE_STATES and since is None:
+            await session.execute(update(AgentInstance).where(AgentInstance.user_id == change.user_id)
+                                  .values(awake_since=now))
+        elif state not in AWAKE_STATES and since is not None:
+            await record_usage(session, user_id=change.user_id, kind=UsageKind.AWAKE_SECONDS,
+                               quantity=started_seconds((now - since).total_seconds()),
+                               source=f"awake:{change.user_id}:{since.isoformat()}", occurred_at=now)
+            await session.execute(update(AgentInstance).where(AgentInstance.user_id == change.user_id)
+                                  .values(awake_since=None))
 
     def all(self) -> list[object]:
         return [self.create_agent, self.wake_agent, self.pause_agent, self.sleep_agent, self.archive_agent,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import uuid
 from typing import Any
 
@@ -125,7 +126,9 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
         usage = (await session.execute(select(UsageRecord).where(UsageRecord.conversation_id == conversation.id))).scalar_one()
     assert ("user", "what is the weather like") in turns
     assert any(role == "agent" and "Earlier you said" in content for role, content in turns)
-    assert usage.kind == "call_seconds" and usage.quantity > 1
+    # Billed per started second, by direction, once per call.
+    assert usage.kind == "call_seconds_in" and usage.quantity == math.ceil(conversation.duration_s or 0) > 1
+    assert usage.source == f"call:{conversation.provider_sid}"
 
     # After the call the agent wrote its greeting for the next one; the next call opens with it.
     greeting = await prepared_greeting(sessions, platform.user.id)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.routes.twilio import HOTLINE_TEXT, TEXT_PASSED_ON
 from core.callbacks import mcp_token, media_link
-from core.models import Conversation, Delivery, Message, Reminder, User
+from core.models import Conversation, Delivery, Message, Reminder, UsageRecord, User
 from emulators.carrier.handset import Handset, handset
 from tests.voice.conftest import UserOnPlatform
 from tests.voice.platform import agent_said
@@ -92,6 +92,16 @@ async def test_the_owner_texts_their_agent_and_it_remembers_across_texts_and_cal
             break
         await asyncio.sleep(0.1)
     assert set(statuses) == {"delivered"}, statuses
+    # Usage, recorded as the texts came and went: one record per text (the retried webhook counted
+    # once), each a segment, keyed by its MessageSid; the call by its CallSid.
+    async with sessions() as session:
+        usage = (await session.execute(select(UsageRecord.kind, UsageRecord.quantity, UsageRecord.source).where(
+            UsageRecord.user_id == texting.user.id))).all()
+    texts_in = [u for u in usage if u.kind == "sms_segments_in"]
+    texts_out = [u for u in usage if u.kind == "sms_segments_out"]
+    assert len(texts_in) == 3 and len(texts_out) == len(rows) - 3 and all(u.quantity == 1 for u in texts_in + texts_out)
+    assert all(u.source.startswith("sms:SM") for u in texts_in + texts_out)
+    assert [u.kind for u in usage if u.source.startswith("call:")] == ["call_seconds_in"]
 
 
 async def test_strangers_leave_a_message_and_the_hotline_says_to_call(texting: Texting) -> None:

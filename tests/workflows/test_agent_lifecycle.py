@@ -23,7 +23,7 @@ from activities.archive.stores import FolderArchiveStore
 from activities.runtime.activities import RuntimeActivities
 from api.routes.mcp import user_of_token
 from core.callbacks import PLATFORM_MCP_NAME, current_platform_mcp_server, revoke_mcp_tokens
-from core.models import AgentInstance, AuditEvent, User
+from core.models import AgentInstance, AuditEvent, UsageRecord, User
 from core.ports import AgentSpec, RuntimeState
 from core.settings import Settings
 from core.temporal import AGENT_NUMBER, LIFECYCLE_STATE, USER_ID, USER_PHONE
@@ -136,6 +136,14 @@ async def test_a_user_walks_through_every_state_and_back(
                        "agent.sleeping", "agent.running", "agent.idle", "agent.sleeping", "agent.archived",
                        "agent.running"]
     assert agent.state == "running" and agent.endpoint == endpoint.base_url
+    # Awake time (Running and Idle) is usage, measured on the workflow's clock: two periods ended in
+    # Sleeping, each over two hours (the idle stretch alone is two); the third is still open.
+    async with sessions() as session:
+        awake = (await session.execute(select(UsageRecord).where(UsageRecord.user_id == user.id)
+                                       .order_by(UsageRecord.occurred_at))).scalars().all()
+    assert [r.kind for r in awake] == ["awake_seconds", "awake_seconds"]
+    assert all(2 * 3600 <= r.quantity < 3 * 3600 for r in awake), [r.quantity for r in awake]
+    assert agent.awake_since is not None
     await handle.terminate()
 
 
