@@ -5,11 +5,12 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
+from activities.billing.local import LocalBilling
 from activities.email.mailers import OutboxMailer, SmtpMailer
 from activities.search.duckduckgo import DuckDuckGoSearch
 from activities.speech.deepgram import DeepgramSpeech
 from activities.telephony.twilio import TwilioTelephony
-from core.ports import AgentRuntime, ArchiveStore, Mailer, Speech, WebSearch
+from core.ports import AgentRuntime, ArchiveStore, Billing, Mailer, Speech, WebSearch
 from core.settings import (
     AgentRuntimeAdapter,
     ArchiveStoreAdapter,
@@ -45,6 +46,11 @@ def mailer(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Ma
                           username=settings.smtp_username, password=secret(settings.smtp_password),
                           starttls=settings.smtp_starttls)
     return OutboxMailer(sessions)
+
+
+def billing(sessions: async_sessionmaker[AsyncSession]) -> Billing:
+    # Statements are recorded in the platform's database; a payment provider's adapter comes with one.
+    return LocalBilling(sessions)
 
 
 def archive_store(settings: Settings) -> ArchiveStore:

@@ -127,18 +127,18 @@ def statement_csv(statement: Statement, zone: str) -> str:
     writer.writerow(["occurred_at", "kind", "quantity", "source", "conversation_id"])
     for record in statement.records:
         writer.writerow([record.occurred_at.astimezone(ZoneInfo(zone)).isoformat(), record.kind,
-                         _number(Decimal(str(record.quantity))), record.source or "", record.conversation_id or ""])
+                         plain_number(Decimal(str(record.quantity))), record.source or "", record.conversation_id or ""])
     writer.writerow([])
     writer.writerow(["line", "kind", "quantity", "included", "billable", f"amount ({statement.plan.currency})"])
     for line in statement.lines:
-        writer.writerow([line.label, line.kind.value, _number(line.quantity), _number(line.included),
-                         _number(line.billable), _money(line.amount_cents)])
+        writer.writerow([line.label, line.kind.value, plain_number(line.quantity), plain_number(line.included),
+                         plain_number(line.billable), _money(line.amount_cents)])
     writer.writerow(["Monthly fee", "", "", "", "", _money(statement.fee_cents)])
     writer.writerow(["Total", "", "", "", "", _money(statement.total_cents)])
     return out.getvalue()
 
 
-def _number(value: Decimal) -> str:
+def plain_number(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
 

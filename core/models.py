@@ -5,7 +5,7 @@ one phone number per user and one user per number, one agent per user, one phone
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from typing import Any
 
@@ -348,6 +348,24 @@ class UsageRecord(SQLModel, table=True):
     source: str | None = Field(default=None, max_length=128, sa_column_kwargs={"unique": True})
     conversation_id: uuid.UUID | None = Field(default=None, foreign_key="conversations.id", ondelete="SET NULL")
     occurred_at: datetime = _created()
+
+
+class BillingStatement(SQLModel, table=True):
+    """A closed month's statement, as the Billing port's local adapter records it (one per user
+    and month: closing a month again records nothing new)."""
+
+    __tablename__ = "billing_statements"
+    __table_args__ = (sa.UniqueConstraint("user_id", "month", name="uq_billing_statements_user_month"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    month: date = Field(sa_type=sa.Date(), nullable=False)  # its first day
+    plan: str = Field(max_length=64)
+    currency: str = Field(max_length=8)
+    total_cents: int
+    lines: list[dict[str, Any]] = Field(default_factory=list, sa_type=pg.JSONB)
+    records: int  # how many usage records it adds up
+    created_at: datetime = _created()
 
 
 class AuditEvent(SQLModel, table=True):

@@ -4,9 +4,10 @@ chosen by settings (see activities/adapters.py); activities depend on these, nev
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -108,6 +109,22 @@ class Speech(Protocol):
 
     async def speak(self, text: str, *, voice: str) -> bytes: ...  # a WAV file
     async def close(self) -> None: ...
+
+
+class StatementSummary(BaseModel):
+    """A closed month's statement for one user, as billing receives it."""
+
+    user_id: uuid.UUID
+    month: date
+    plan: str
+    currency: str
+    total_cents: int
+    lines: list[dict[str, Any]]
+    records: int
+
+
+class Billing(Protocol):
+    async def record_statement(self, statement: StatementSummary) -> bool: ...  # False: it was recorded before
 
 
 class Mailer(Protocol):

@@ -11,7 +11,14 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    SchedulePolicy,
+    ScheduleSpec,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.worker import Worker
@@ -22,6 +29,9 @@ from core.ports import AgentRuntime
 from core.settings import Settings
 from core.temporal import connect
 from workers import registry
+from workflows.close_month import CRON as CLOSE_MONTH_CRON
+from workflows.close_month import SCHEDULE_ID as CLOSE_MONTH_SCHEDULE
+from workflows.close_month import CloseMonthInput, CloseMonthWorkflow
 from workflows.hotline_setup import WORKFLOW_ID as HOTLINE_SETUP_ID
 from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import WORKFLOW_ID as POOL_WORKFLOW_ID
@@ -47,6 +57,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         )
         await ensure_number_pool(client, settings)
         await configure_hotline(client, settings)
+        await ensure_statement_schedule(client, settings)
         await _serve(worker, settings, sessions, instance, stop, parts.runtime)
     await engine.dispose()
 
@@ -62,6 +73,19 @@ async def ensure_number_pool(client: Client, settings: Settings) -> None:
             id=POOL_WORKFLOW_ID, task_queue=settings.temporal_task_queue)
         log.info("started the number pool (target %d)", settings.number_pool_target)
     except WorkflowAlreadyStartedError:
+        pass
+
+
+async def ensure_statement_schedule(client: Client, settings: Settings) -> None:
+    """Each month is closed (statements to billing) by a Temporal Schedule; created once, kept."""
+    try:
+        await client.create_schedule(CLOSE_MONTH_SCHEDULE, Schedule(
+            action=ScheduleActionStartWorkflow(CloseMonthWorkflow.run, CloseMonthInput(), id="close-month-run",
+                                               task_queue=settings.temporal_task_queue),
+            spec=ScheduleSpec(cron_expressions=[CLOSE_MONTH_CRON]),
+            policy=SchedulePolicy(catchup_window=timedelta(days=27))))  # a worker down over the 1st still closes it
+        log.info("created the schedule %s (%s UTC)", CLOSE_MONTH_SCHEDULE, CLOSE_MONTH_CRON)
+    except ScheduleAlreadyRunningError:
         pass
 
 

@@ -17,6 +17,7 @@ from activities.numbers.pool import NumberPoolActivities
 from activities.onboarding.calls import HotlineCallActivities
 from activities.onboarding.verification import VerificationActivities
 from activities.reminders import ReminderActivities
+from activities.statements import StatementActivities
 from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
 from activities.texts import TextActivities
@@ -25,6 +26,7 @@ from core.callbacks import current_platform_mcp_server
 from core.ports import AgentRuntime
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
+from workflows.close_month import CloseMonthWorkflow
 from workflows.delete_user import DeleteUserWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.follow_up import FollowUpWorkflow
@@ -35,8 +37,8 @@ from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
 from workflows.sms_conversation import SmsConversationWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, DeleteUserWorkflow, DeliveryWorkflow, FollowUpWorkflow,
-                             HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow,
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, CloseMonthWorkflow, DeleteUserWorkflow, DeliveryWorkflow,
+                             FollowUpWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow,
                              ReminderWorkflow, SmsConversationWorkflow)
 
 
@@ -65,7 +67,8 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
                            *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
                            *ReminderActivities(sessions, agent).all(), *DeliveryActivities(telephony, sessions, settings).all(),
                            *TextActivities(telephony, sessions, settings, agent).all(),
-                           *FollowUpActivities(agent).all(), *AccountActivities(sessions).all()], runtime)
+                           *FollowUpActivities(agent).all(), *AccountActivities(sessions).all(),
+                           *StatementActivities(sessions, adapters.billing(sessions), settings).all()], runtime)
     finally:
         await runtime.close()
         await agent.close()

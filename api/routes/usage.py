@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 
 from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, UserIdDep
 from api.routes.dashboard import audit, own_user, render
 from core.billing import load_plan, month_statement, statement_csv
-from core.models import User, utcnow
+from core.models import BillingStatement, User, utcnow
 from core.settings import Settings
 from core.timezones import user_zone
 
@@ -50,8 +51,11 @@ async def _usage_page(request: Request, settings: Settings, session: SessionDep,
     plan = load_plan(settings.price_plan)
     shown = await month_statement(session, plan, user.id, month, zone)
     this_month = _month(None, zone)
+    closed = (await session.execute(select(BillingStatement).where(
+        BillingStatement.user_id == user.id, BillingStatement.month == month))).scalar_one_or_none()
     return render(request, settings, "usage.html", status, viewer=viewer, csrf=viewer.csrf, active="usage", user=user,
                   statement=shown, months=_recent_months(this_month), this_month=this_month, zone=zone, plan=plan,
+                  closed=closed,
                   error=error, notice=notice, money=lambda cents: f"{Decimal(cents) / 100:,.2f}")
 
 

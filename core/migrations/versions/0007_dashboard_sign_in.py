@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -38,6 +39,22 @@ def upgrade() -> None:
     op.create_check_constraint("ck_usage_records_kind", "usage_records", f"kind IN ({USAGE_KINDS})")
     op.drop_constraint("ck_deliveries_fallback_reason", "deliveries", type_="check")
     op.create_check_constraint("ck_deliveries_fallback_reason", "deliveries", f"fallback_reason IN ({FALLBACKS})")
+    op.create_table(
+        "billing_statements",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("plan", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("currency", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+        sa.Column("total_cents", sa.Integer(), nullable=False),
+        sa.Column("lines", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("records", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("user_id", "month", name="uq_billing_statements_user_month"),
+    )
+    op.create_index(op.f("ix_billing_statements_user_id"), "billing_statements", ["user_id"])
     op.create_table(
         "blocked_numbers",
         sa.Column("e164", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -81,6 +98,8 @@ def downgrade() -> None:
     op.drop_table("web_sessions")
     op.drop_index(op.f("ix_sign_in_codes_address_digest"), table_name="sign_in_codes")
     op.drop_table("sign_in_codes")
+    op.drop_index(op.f("ix_billing_statements_user_id"), table_name="billing_statements")
+    op.drop_table("billing_statements")
     op.drop_constraint("ck_deliveries_fallback_reason", "deliveries", type_="check")
     op.create_check_constraint("ck_deliveries_fallback_reason", "deliveries",
                                f"fallback_reason IN ({PREVIOUS_FALLBACKS})")
