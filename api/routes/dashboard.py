@@ -62,6 +62,17 @@ from workflows.reminder import ReminderWorkflow, Reschedule
 log = logging.getLogger(__name__)
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parents[1] / "templates")
+def duration(seconds: float) -> str:
+    """'1 h 05 min', '3 min 20 s', '45 s'."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+templates.env.filters["duration"] = duration
 templates.env.globals["voice_name"] = lambda model: next(
     (name.capitalize() for name, known in VOICES.items() if known == model), model)
 

@@ -1,24 +1,28 @@
 """The dashboard in a real headless Chromium, on a whole local platform with the user's real
 OpenClaw: sign in with the code the handset receives, see the number and the agent's live state,
 change the personality and find it in the system prompt the model gets next, read a call's
-transcript and a text thread, cancel a reminder, export my data and delete the account. Screenshots at phone and desktop width go to the
+transcript and a text thread, cancel a reminder, check the month's statement CSV against the
+database, export my data and delete the account. Screenshots at phone and desktop width go to the
 test run's directory (DEEPCLAW_SCREENSHOTS to keep them elsewhere)."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import re
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from core.models import Conversation, Message, PhoneNumber, Reminder, User, utcnow
+from core.models import USAGE_KINDS, Conversation, Message, PhoneNumber, Reminder, UsageRecord, User, utcnow
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
 from tests.voice.conftest import DESKTOP, PHONE, UserOnPlatform
@@ -156,6 +160,24 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
         await expect(page.locator("#past")).to_contain_text("water the plants")
         await _shots(page, screenshots, "reminders")
 
+        # Usage: the month's statement, and its CSV adding up to the usage records in the database.
+        await page.click("nav >> text=Usage")
+        await expect(page.locator("#statement")).to_contain_text("Texts in")
+        async with page.expect_download() as statement_csv:
+            await page.click("#csv")
+        rows = list(csv.reader(io.StringIO(Path(await (await statement_csv.value).path()).read_text())))
+        summary = rows[rows.index([]) + 2:]
+        async with sessions() as session:
+            in_db = dict((await session.execute(select(UsageRecord.kind, func.sum(UsageRecord.quantity))
+                                                .where(UsageRecord.user_id == me.user.id)
+                                                .group_by(UsageRecord.kind))).all())
+        assert in_db.get("sms_segments_in", 0) >= 2 and in_db.get("sms_segments_out", 0) >= 2
+        assert {r[1]: Decimal(r[2]) for r in summary if r[1]} == {
+            kind: Decimal(str(in_db.get(kind, 0))) for kind in USAGE_KINDS}
+        assert sum(Decimal(r[5]) for r in summary[:-1]) == Decimal(summary[-1][5])
+        assert await page.locator("#total").inner_text() == summary[-1][5]
+        await _shots(page, screenshots, "usage")
+
         # Account: download my data, then delete the account; the number stays out of use.
         await page.click("nav >> text=Account")
         async with page.expect_download() as download:
@@ -175,6 +197,6 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
         await temporal_env.client.get_workflow_handle(delete_workflow_id(me.user.id)).terminate("quarantine not waited")
     await context.close()
     assert problems == [], f"the page reported errors: {problems}"
-    for shot in ("home", "agent", "call", "reminders", "account"):
+    for shot in ("home", "agent", "call", "reminders", "usage", "account"):
         for width in ("phone", "desktop"):
             assert (screenshots / f"dashboard-{shot}-{width}.png").stat().st_size > 10_000, f"{shot} {width} is empty"
