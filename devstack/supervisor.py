@@ -156,6 +156,7 @@ class Supervisor:
                 "  Try first           the SMS code shows in the softphone's timeline: key it, then #;",
                 "                      no microphone? type what you would say; then call your new number",
                 "                      and say: text me hello / remind me in two minutes to stretch",
+                f"  Your dashboard      {s.api_base_url}/  (sign in with that phone: the code comes by text)",
             ]
         lines += [
             f"  Agents' model       {s.model_summary()}",

@@ -112,6 +112,7 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
         softphone = f"http://127.0.0.1:{env['DEEPCLAW_CARRIER_PORT']}/phone"
         assert softphone in banner and "+15550000100" in banner, "softphone URL and hotline number are printed"
         assert "Try first" in banner and "the local demo model" in banner, "what to try, and which model answers"
+        assert f"Your dashboard      http://127.0.0.1:{env['DEEPCLAW_API_PORT']}/" in banner
 
         async with httpx.AsyncClient(timeout=5) as http:
             ui = await http.get(f"http://127.0.0.1:{env['DEEPCLAW_TEMPORAL_UI_PORT']}/")

@@ -87,8 +87,8 @@ class NumberPoolActivities:
             if mine is not None:  # a retried claim returns what it claimed before
                 return PoolNumber(e164=mine.e164, provider_sid=mine.provider_sid)
             query = select(PhoneNumber).where(PhoneNumber.state == "available")
-            if request.area_code:
-                query = query.order_by((PhoneNumber.area_code == request.area_code).desc())
+            if request.area_code:  # the caller's area first (a number without one compares NULL: last)
+                query = query.order_by((PhoneNumber.area_code == request.area_code).desc().nulls_last())
             number = (await session.execute(
                 query.order_by(PhoneNumber.created_at).limit(1).with_for_update(skip_locked=True))).scalar_one_or_none()
             if number is None:

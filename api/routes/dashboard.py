@@ -21,7 +21,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
-from temporalio.client import Client, WorkflowUpdateStage
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError, WorkflowUpdateStage
 from temporalio.service import RPCError
 
 from api.deps import (
@@ -190,7 +190,7 @@ async def live_state(client: Client | None, session: SessionDep, user_id: uuid.U
             state = await client.get_workflow_handle(lifecycle_id(user_id)).query(
                 AgentLifecycleWorkflow.current_state, rpc_timeout=timedelta(seconds=STATE_QUERY_TIMEOUT_S))
             return str(state), True
-        except RPCError as error:
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as error:
             log.info("no live state for %s: %s", user_id, error)
     recorded = (await session.execute(select(AgentInstance.state).where(AgentInstance.user_id == user_id))).scalar()
     return (recorded or "none").capitalize(), False

@@ -23,7 +23,7 @@ from activities.runtime.activities import RuntimeActivities
 from core.models import AuditEvent, Conversation, Message, PhoneNumber, Reminder, User, WebSession, utcnow
 from core.ports import AgentSpec, RuntimeState, archive_key
 from core.settings import Settings
-from tests.conftest import LocalCarrier
+from tests.conftest import LocalCarrier, retire_available_numbers
 from tests.memory_runtime import MemoryRuntime
 from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
@@ -112,3 +112,4 @@ async def test_a_deleted_account_leaves_nothing_and_its_number_returns_only_afte
     assert cancelled is None  # deleted with the user, after its workflow cancelled it
     reminder_run = await client.get_workflow_handle(reminder_workflow_id(reminder.id)).result()
     assert reminder_run == "cancelled"
+    await retire_available_numbers(sessions)  # the shared database's pool is other tests' to fill

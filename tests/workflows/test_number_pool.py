@@ -17,7 +17,7 @@ from activities.numbers.pool import BuyRequest, ClaimRequest, NumberPoolActiviti
 from activities.telephony.twilio import TwilioTelephony
 from core.models import PhoneNumber, User
 from core.settings import Settings
-from tests.conftest import LocalCarrier, unique_area_code
+from tests.conftest import LocalCarrier, retire_available_numbers, unique_area_code
 from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import NumberPoolWorkflow, PoolInput
 
@@ -102,6 +102,23 @@ async def test_concurrent_claims_never_share_a_number(sessions: async_sessionmak
     again = await pool.claim_number(ClaimRequest(user_id=users[claims.index(won[0])].id, area_code=area))
     assert again is not None and again.e164 == won[0].e164, "a retried claim returns the same number"
     assert won[0].newly_claimed and not again.newly_claimed
+
+
+async def test_a_claim_takes_a_number_of_the_callers_area_before_one_without_an_area(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    area = _area()
+    async with sessions() as session, session.begin():
+        session.add(PhoneNumber(e164=f"+1999{uuid.uuid4().int % 10**7:07d}", provider_sid=f"PN{uuid.uuid4().hex}",
+                                state="available", area_code=None))  # older, and of no area
+        await session.flush()
+        session.add(PhoneNumber(e164=f"+1{area}555{uuid.uuid4().int % 10**4:04d}", provider_sid=f"PN{uuid.uuid4().hex}",
+                                state="available", area_code=area))
+        user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}")
+        session.add(user)
+    pool = NumberPoolActivities(None, sessions, voice_url="", sms_url="")  # type: ignore[arg-type]
+    claimed = await pool.claim_number(ClaimRequest(user_id=user.id, area_code=area))
+    assert claimed is not None and claimed.e164.startswith(f"+1{area}")
+    await retire_available_numbers(sessions)
 
 
 async def test_the_pool_keeps_its_target_in_each_area_code(
