@@ -15,7 +15,20 @@ from starlette.exceptions import HTTPException
 
 from activities import adapters
 from api.deps import Platform
-from api.routes import account, agent_page, dashboard, hotline, internal, mcp, media, operator, twilio, usage
+from api import pages
+from api.routes import (
+    account,
+    agent_page,
+    dashboard,
+    hotline,
+    internal,
+    mcp,
+    media,
+    operator,
+    reminders_page,
+    twilio,
+    usage,
+)
 from core.db import create_engine, sessionmaker
 from core.limits import PostgresStorage, UserLimiter
 from core.settings import Settings, get_settings
@@ -46,13 +59,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
-    for routes in (internal, twilio, hotline, media, dashboard, agent_page, account, usage, operator):
+    for routes in (internal, twilio, hotline, media, dashboard, reminders_page, agent_page, account, usage, operator):
         app.include_router(routes.router)
 
     @app.exception_handler(HTTPException)
     async def errors(request: Request, error: HTTPException) -> Response:
-        if error.status_code in dashboard.ERROR_TITLES and "text/html" in request.headers.get("accept", ""):
-            return dashboard.error_page(request, settings, error.status_code, str(error.detail))
+        if error.status_code in pages.ERROR_TITLES and "text/html" in request.headers.get("accept", ""):
+            return pages.error_page(request, settings, error.status_code, str(error.detail))
         return await http_exception_handler(request, error)
 
     app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")

@@ -32,7 +32,7 @@ from api.deps import (
     TemporalDep,
     UserIdDep,
 )
-from api.routes.dashboard import audit, own_user, render
+from api.pages import audit, own_user, render
 from api.sign_in import SESSION_COOKIE, AddressKind, CodeSender, account_of, change_of_address, parse_address, redeem
 from core.models import (
     AuditEvent,

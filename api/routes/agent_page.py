@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, SpeechDep, TemporalDep, UserIdDep
-from api.routes.dashboard import audit, own_user, render
+from api.pages import audit, own_user, render
 from core.callers import PIN_DIGITS, pin_digest
 from core.models import PERSONALITIES, User
 from core.ports import AgentSpec, SpeechUnavailable

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, TemporalDep
-from api.routes.dashboard import live_state, local_time, render, summaries
+from api.pages import live_state, local_time, render, summaries
 from api.sign_in import DEFAULT_REGION, Viewer
 from core.models import AgentInstance, AuditEvent, BlockedNumber, Conversation, PhoneNumber, Reminder, User, utcnow
 from core.settings import Settings

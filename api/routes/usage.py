@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, UserIdDep
-from api.routes.dashboard import audit, own_user, render
+from api.pages import audit, own_user, render
 from core.billing import load_plan, month_statement, statement_csv
 from core.models import BillingStatement, User, utcnow
 from core.settings import Settings
