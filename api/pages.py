@@ -54,6 +54,11 @@ def render(request: Request, settings: Settings, name: str, status: int = 200, *
     return templates.TemplateResponse(request, name, {"local": local, **context}, status_code=status)
 
 
+def client_address(request: Request) -> str:
+    """Whom per-client limits count: the connecting address."""
+    return request.client.host if request.client else "unknown"
+
+
 async def audit(session: SessionDep, *, user_id: uuid.UUID | None, action: str, **detail: Any) -> None:
     session.add(AuditEvent(user_id=user_id, actor="dashboard", action=action, detail=detail))
     await session.commit()

@@ -32,7 +32,7 @@ from api.deps import (
     TemporalDep,
     UserIdDep,
 )
-from api.pages import audit, own_user, render
+from api.pages import audit, client_address, own_user, render
 from api.sign_in import SESSION_COOKIE, AddressKind, CodeSender, account_of, change_of_address, parse_address, redeem
 from core.models import (
     AuditEvent,
@@ -171,7 +171,7 @@ async def change_address(request: Request, what: str, settings: SettingsDep, ses
         return _account_page(request, settings, viewer, user, 400, change=what, change_error=str(error),
                              change_address=address)
     refusal = await CodeSender(settings, sessions, telephony, mailer, limiter).request(
-        parsed, request.client.host if request.client else "unknown", purpose=change_of_address(user_id))
+        parsed, client_address(request), purpose=change_of_address(user_id))
     if refusal:
         return _account_page(request, settings, viewer, user, 429, change=what, change_address=address,
                              change_error=f"Too many codes asked for. Try again after {refusal.retry_at:%H:%M} UTC.")

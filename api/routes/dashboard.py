@@ -32,7 +32,7 @@ from api.deps import (
     UserIdDep,
     ViewerDep,
 )
-from api.pages import audit, live_state, local_time, own_user, render, summaries
+from api.pages import audit, client_address, live_state, local_time, own_user, render, summaries
 from api.sign_in import (
     PRE_SESSION_COOKIE,
     SESSION_COOKIE,
@@ -99,7 +99,7 @@ async def ask_for_code(request: Request, settings: SettingsDep, sessions: Sessio
         parsed = parse_address(address)
     except ValueError as error:
         return _sign_in_page(request, settings, "signin.html", 400, error=str(error), address=address)
-    refusal = await CodeSender(settings, sessions, telephony, mailer, limiter).request(parsed, _client(request))
+    refusal = await CodeSender(settings, sessions, telephony, mailer, limiter).request(parsed, client_address(request))
     if refusal:
         return _sign_in_page(request, settings, "signin.html", 429, address=address,
                              error="Too many codes asked for. Try again after "
@@ -123,7 +123,7 @@ async def check_code(request: Request, settings: SettingsDep, sessions: Sessions
     cookie = await open_session(settings, sessions, user_id=user_id, operator=operator,
                                 user_agent=request.headers.get("user-agent"))
     await audit(session, user_id=user_id, action="dashboard.signed_in", operator=operator or None,
-                 client=_client(request))
+                 client=client_address(request))
     response = RedirectResponse("/" if user_id else "/operator", status_code=303)
     response.set_cookie(SESSION_COOKIE, cookie, **_cookie_options(settings, int(settings.session_hours * 3600)))
     response.delete_cookie(PRE_SESSION_COOKIE, path="/")
