@@ -178,6 +178,14 @@ async def test_a_user_signs_in_with_a_texted_code_sees_only_their_own_home_and_s
         for secret in ("Orion", "my bank pin is secret", other.phone_e164):
             assert secret not in home.text
         assert "/dev/outbox" in home.text  # the local platform's links
+        # The page's live part, as its script fetches it: the state, and a wake that stays on the page.
+        live = await browser.get("/agent/state", headers={"X-Live": "1"})
+        assert live.status_code == 200 and live.text.startswith('<div id="agent-live"') and "Sleeping" in live.text
+        assert "Orion" not in live.text
+        woken = await browser.post("/agent/wake", data={"csrf_token": _csrf(home)}, headers={"X-Live": "1"})
+        assert woken.status_code == 200 and woken.text.startswith('<div id="agent-live"')
+        assert "could not be woken just now" in woken.text  # no lifecycle workflow to wake it
+        assert (await browser.post("/agent/wake", data={"csrf_token": _csrf(home)})).headers["location"] == "/?notice=wake-failed"
 
         # The code is used up: the same code again signs nobody in.
         async with dashboard.browser() as second:
@@ -191,6 +199,7 @@ async def test_a_user_signs_in_with_a_texted_code_sees_only_their_own_home_and_s
     async with dashboard.browser() as replay:  # the old cookie, kept by someone: revoked with the session
         replay.cookies.set(SESSION_COOKIE, browser.cookies.get(SESSION_COOKIE) or signed.cookies[SESSION_COOKIE])
         assert (await replay.get("/")).headers["location"] == "/signin"
+        assert (await replay.get("/agent/state", headers={"X-Live": "1"})).headers["location"] == "/signin"
     async with sessions() as session:
         actions = (await session.execute(select(AuditEvent.action).where(AuditEvent.user_id == nova.id))).scalars().all()
     assert {"dashboard.signed_in", "dashboard.signed_out"} <= set(actions)

@@ -207,9 +207,19 @@ class LocalAgentRuntime:
     async def apply(self, spec: AgentSpec) -> None:
         await self.create(spec)
         (self.user_dir(spec.user_id) / "workspace" / "SOUL.md").write_text(_personality_prompt(spec))
-        running = self._running.get(spec.user_id)
-        if running:
-            await self._assign(running.gateway, spec)
+        async with self._lock(spec.user_id):
+            running = self._running.get(spec.user_id)
+            if not running:
+                return
+            # A paused (Idle) gateway cannot reload: it runs just long enough to load the new settings.
+            paused = running.paused and running.gateway.child is not None and running.gateway.child.running
+            if paused:
+                os.killpg(running.gateway.child.pid, signal.SIGCONT)  # type: ignore[union-attr]
+            try:
+                await self._assign(running.gateway, spec)
+            finally:
+                if paused:
+                    os.killpg(running.gateway.child.pid, signal.SIGSTOP)  # type: ignore[union-attr]
 
     async def _assign(self, gateway: GatewayProcess, spec: AgentSpec) -> None:
         """Give a gateway this user's agent: their folder behind the agent's paths, then hot reload."""

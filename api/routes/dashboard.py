@@ -1,13 +1,15 @@
 """The web dashboard (audience: a user in a browser): sign in with a code, the home page and the
 history; the other pages have modules of their own (agent_page, reminders_page, usage, account).
 
-Server-rendered Jinja2 pages, no script needed; every state-changing request is a form POST that
+Server-rendered Jinja2 pages that work without script (api/static/live.js refreshes the home
+page's agent state in place); every state-changing request is a form POST that
 carries its CSRF token (api.deps.CsrfDep). Every query is scoped to the signed-in user's id, so
 another user's rows are simply not found.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import uuid
@@ -16,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
-from temporalio.client import WorkflowUpdateStage
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError
 
 from api.deps import (
@@ -156,30 +158,65 @@ async def home(request: Request, settings: SettingsDep, session: SessionDep, tem
     conversations = await summaries(session, (await session.execute(
         select(Conversation).where(Conversation.user_id == user_id).order_by(Conversation.started_at.desc())  # type: ignore[attr-defined]
         .limit(SHOWN_CONVERSATIONS))).scalars().all())
-    return render(request, settings, "home.html", viewer=viewer, csrf=viewer.csrf, active="home", user=user, number=number,
-                 state=state, live=live, reminders=reminders, conversations=conversations, zone=zone,
-                 when=lambda moment: local_time(moment, zone), notice=NOTICES.get(notice or ""))
+    return render(request, settings, "home.html", viewer=viewer, active="home", user=user, number=number,
+                  reminders=reminders, conversations=conversations, zone=zone,
+                  when=lambda moment: local_time(moment, zone), notice=NOTICES.get(notice or ""),
+                  **_state_context(viewer.csrf, user.agent_name, state, live))
 
 
 NOTICES = {"waking": "Waking your agent: it answers in a moment.",
            "awake": "Your agent is awake.",
            "wake-failed": "Your agent could not be woken just now; it wakes by itself when you call or text."}
+LIVE_WAKE_WAIT_S = 3.0  # a wake from the page's script is awaited this long
+LIVE_REFRESH_S = 5  # how often the home page's state refreshes itself (api/static/live.js)
+
+
+def _state_context(csrf: str, agent_name: str, state: str, live: bool, notice: str | None = None) -> dict[str, Any]:
+    return {"csrf": csrf, "agent_name": agent_name, "state": state, "live": live, "state_notice": notice,
+            "refresh_s": LIVE_REFRESH_S}
+
+
+async def _state_fragment(request: Request, settings: Settings, session: SessionDep, temporal: TemporalDep,
+                          viewer: SignedInDep, user_id: uuid.UUID, notice: str | None = None) -> HTMLResponse:
+    """The home page's live part: the agent's state and its wake button, as the page shows them."""
+    user = await own_user(session, user_id)
+    state, live = await live_state(temporal, session, user_id)
+    return render(request, settings, "_agent_state.html", **_state_context(viewer.csrf, user.agent_name, state, live,
+                                                                             notice))
+
+
+@router.get("/agent/state", response_class=HTMLResponse)
+async def agent_state(request: Request, settings: SettingsDep, session: SessionDep, temporal: TemporalDep,
+                      viewer: SignedInDep, user_id: UserIdDep) -> HTMLResponse:
+    return await _state_fragment(request, settings, session, temporal, viewer, user_id)
 
 
 @router.post("/agent/wake", dependencies=[CsrfDep])
-async def wake(temporal: TemporalDep, session: SessionDep, user_id: UserIdDep) -> Response:
+async def wake(request: Request, settings: SettingsDep, temporal: TemporalDep, session: SessionDep,
+               viewer: SignedInDep, user_id: UserIdDep) -> Response:
     """Starts the agent's wake (the lifecycle's shared wake) and comes back at once: the page shows
-    the state as it changes."""
+    the state as it changes. From the page's script (X-Live), the answer is the live fragment."""
+    outcome = "waking"
     if temporal is None:
-        return RedirectResponse("/?notice=wake-failed", status_code=303)
-    try:
-        await temporal.get_workflow_handle(lifecycle_id(user_id)).start_update(
-            AgentLifecycleWorkflow.ensure_awake, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
-    except RPCError as error:
-        log.warning("wake of %s from the dashboard failed: %s", user_id, error)
-        return RedirectResponse("/?notice=wake-failed", status_code=303)
-    await audit(session, user_id=user_id, action="dashboard.woke_agent", at=utcnow().isoformat())
-    return RedirectResponse("/?notice=waking", status_code=303)
+        outcome = "wake-failed"
+    else:
+        try:
+            waking = await temporal.get_workflow_handle(lifecycle_id(user_id)).start_update(
+                AgentLifecycleWorkflow.ensure_awake, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        except RPCError as error:
+            log.warning("wake of %s from the dashboard failed: %s", user_id, error)
+            outcome = "wake-failed"
+        else:
+            await audit(session, user_id=user_id, action="dashboard.woke_agent", at=utcnow().isoformat())
+    if request.headers.get("X-Live"):
+        if outcome == "waking":  # the page stays: show it awake if that takes a moment only
+            try:
+                await asyncio.wait_for(waking.result(), LIVE_WAKE_WAIT_S)
+                outcome = "awake"
+            except (TimeoutError, WorkflowUpdateFailedError, RPCError):
+                pass  # still waking (or failed: the next refresh shows the state it is in)
+        return await _state_fragment(request, settings, session, temporal, viewer, user_id, NOTICES[outcome])
+    return RedirectResponse(f"/?notice={outcome}", status_code=303)
 
 
 # ---- history ----------------------------------------------------------------------------------

@@ -65,6 +65,10 @@ async def test_sleep_wake_pause_archive_restore(
 
         await runtime.pause(user)
         assert await runtime.status(user) == RuntimeState.PAUSED
+        # New settings reach a paused agent (it is not left hanging on a stopped process) and it stays paused.
+        await asyncio.wait_for(runtime.apply(AgentSpec(user_id=user, agent_name="Nova", personality="casual")), 30)
+        assert "relaxed and friendly" in (runtime.user_dir(user) / "workspace" / "SOUL.md").read_text()
+        assert await runtime.status(user) == RuntimeState.PAUSED
         assert await runtime.wake(user) == endpoint  # the same process, resumed (bench/wake.py times it)
         assert (await _chat(endpoint, user, "still there?")).startswith("You said: still there?")
 

@@ -21,6 +21,7 @@ from emulators.carrier.carrier import Carrier
 from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
 from tests.voice.platform import platform_settings, provisioned_user, spare_ready, start_platform
+from workflows.agent_lifecycle import Thresholds
 
 
 @dataclass
@@ -31,13 +32,16 @@ class SharedPlatform:
 
 
 @pytest.fixture(scope="module")
-async def shared_platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
+async def shared_platform(request: pytest.FixtureRequest, database_url: str, temporal_env: WorkflowEnvironment,
+                          model_server: tuple[str, ModelScript],
                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedPlatform]:
-    """The model stand-in answers scripted words as scripted and everything else as the demo model."""
+    """The model stand-in answers scripted words as scripted and everything else as the demo model.
+    A module's PLATFORM_SETTINGS (a dict) overrides settings of its platform."""
     base_url, _ = model_server
     # Two warm spares: each test's user takes one, and the next test need not wait for a boot.
     settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                 data_dir=tmp_path_factory.mktemp("platform") / "data", local_agent_spares=2)
+                                 data_dir=tmp_path_factory.mktemp("platform") / "data",
+                                 **{"local_agent_spares": 2, **getattr(request.module, "PLATFORM_SETTINGS", {})})
     async with AsyncExitStack() as stack:
         carrier, agent = await start_platform(stack, settings)
         yield SharedPlatform(settings, carrier, agent)
@@ -53,13 +57,16 @@ class UserOnPlatform:
 
 
 @pytest.fixture
-async def user_on_platform(shared_platform: SharedPlatform, temporal_env: WorkflowEnvironment,
+async def user_on_platform(request: pytest.FixtureRequest, shared_platform: SharedPlatform,
+                           temporal_env: WorkflowEnvironment,
                            sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[UserOnPlatform]:
-    """A provisioned user of the module's platform (their agent removed after the test)."""
+    """A provisioned user of the module's platform (their agent removed after the test); a module's
+    AGENT_THRESHOLDS set when their agent idles and sleeps."""
     shared_platform.agent.sessions.clear()
     await spare_ready(shared_platform.settings)  # a first wake within the test's own waits
     async with AsyncExitStack() as stack:
-        user, number = await provisioned_user(stack, shared_platform.settings, sessions, temporal_env.client)
+        user, number = await provisioned_user(stack, shared_platform.settings, sessions, temporal_env.client,
+                                              thresholds=getattr(request.module, "AGENT_THRESHOLDS", Thresholds()))
         yield UserOnPlatform(shared_platform.settings, shared_platform.carrier, shared_platform.agent, number, user)
 
 

@@ -36,7 +36,7 @@ from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import retire_available_numbers, unique_area_code
 from voice.server import voice_serving
 from workers.main import run_worker
-from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow
+from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow, Thresholds
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 from workflows.number_pool import WORKFLOW_ID as POOL_ID
 
@@ -89,7 +89,8 @@ async def start_platform(stack: AsyncExitStack, settings: Settings, *,
 
 
 async def provisioned_user(stack: AsyncExitStack, settings: Settings, sessions: async_sessionmaker[AsyncSession],
-                           client: Client, *, agent_name: str = "Nova") -> tuple[User, str]:
+                           client: Client, *, agent_name: str = "Nova",
+                           thresholds: Thresholds | None = None) -> tuple[User, str]:
     """A user as provisioning leaves them: a number bought on the carrier and assigned, and their agent's
     workflow (ended with `stack`). Returns the user and their number."""
     telephony = adapters.telephony(settings)
@@ -105,7 +106,7 @@ async def provisioned_user(stack: AsyncExitStack, settings: Settings, sessions: 
     await client.start_workflow(
         AgentLifecycleWorkflow.run,
         AgentLifecycleInput(spec=AgentSpec(user_id=user.id, agent_name=agent_name), user_phone=user.phone_e164,
-                            agent_number=owned.e164),
+                            agent_number=owned.e164, thresholds=thresholds or Thresholds()),
         id=lifecycle_id(user.id), task_queue=settings.temporal_task_queue)
     stack.push_async_callback(_remove_agent, client, user.id)
     return user, owned.e164
