@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,14 @@ class PricePlan(BaseModel):
     currency: str
     monthly_fee_cents: int
     included: dict[str, int]  # per group, in its kinds' units (seconds, segments)
-    prices_cents: dict[str, Decimal]  # call_minute, text_segment, awake_hour
+    prices_cents: dict[str, Decimal]  # call_minute, text_segment, awake_hour, model_thousand_tokens
+
+    @model_validator(mode="after")
+    def _prices_every_group(self) -> PricePlan:
+        missing = sorted({group.price for group in GROUPS} - set(self.prices_cents))
+        if missing:
+            raise ValueError(f"the price plan {self.name!r} has no price for {', '.join(missing)}")
+        return self
 
 
 @cache
@@ -51,10 +58,12 @@ GROUPS = (
     Group("calls", (UsageKind.CALL_SECONDS_IN, UsageKind.CALL_SECONDS_OUT), "call_minute", 60, "seconds"),
     Group("texts", (UsageKind.SMS_SEGMENTS_IN, UsageKind.SMS_SEGMENTS_OUT), "text_segment", 1, "segments"),
     Group("awake", (UsageKind.AWAKE_SECONDS,), "awake_hour", 3600, "seconds"),
+    Group("model", (UsageKind.MODEL_TOKENS_IN, UsageKind.MODEL_TOKENS_OUT), "model_thousand_tokens", 1000, "tokens"),
 )
 LABELS = {UsageKind.CALL_SECONDS_IN: "Calls in", UsageKind.CALL_SECONDS_OUT: "Calls out",
           UsageKind.SMS_SEGMENTS_IN: "Texts in", UsageKind.SMS_SEGMENTS_OUT: "Texts out",
-          UsageKind.AWAKE_SECONDS: "Agent awake"}
+          UsageKind.AWAKE_SECONDS: "Agent awake", UsageKind.MODEL_TOKENS_IN: "Model tokens in",
+          UsageKind.MODEL_TOKENS_OUT: "Model tokens out"}
 CENT = Decimal("0.01")  # of the currency
 WHOLE = Decimal(1)
 

@@ -330,7 +330,8 @@ class McpServer(SQLModel, table=True):
     created_at: datetime = _created()
 
 
-USAGE_KINDS = ("call_seconds_in", "call_seconds_out", "sms_segments_in", "sms_segments_out", "awake_seconds")
+USAGE_KINDS = ("call_seconds_in", "call_seconds_out", "sms_segments_in", "sms_segments_out", "awake_seconds",
+               "model_tokens_in", "model_tokens_out")
 
 
 class UsageRecord(SQLModel, table=True):

@@ -35,12 +35,14 @@ def _record(kind: UsageKind, quantity: float) -> UsageRecord:
 
 def test_a_statement_uses_each_allowance_in_order_then_prices_the_rest_to_the_cent() -> None:
     plan = PricePlan(name="Test", currency="USD", monthly_fee_cents=500,
-                     included={"calls": 600, "texts": 10, "awake": 3600},
-                     prices_cents={"call_minute": Decimal("4"), "text_segment": Decimal("1.5"), "awake_hour": Decimal("1")})
+                     included={"calls": 600, "texts": 10, "awake": 3600, "model": 10_000},
+                     prices_cents={"call_minute": Decimal("4"), "text_segment": Decimal("1.5"), "awake_hour": Decimal("1"),
+                                   "model_thousand_tokens": Decimal("0.2")})
     records = [_record(UsageKind.CALL_SECONDS_IN, 400), _record(UsageKind.CALL_SECONDS_IN, 100),
                _record(UsageKind.CALL_SECONDS_OUT, 131),  # 631 s: 600 included, 31 s billed
                _record(UsageKind.SMS_SEGMENTS_IN, 7), _record(UsageKind.SMS_SEGMENTS_OUT, 6),  # 3 segments billed
-               _record(UsageKind.AWAKE_SECONDS, 5400)]  # half an hour billed
+               _record(UsageKind.AWAKE_SECONDS, 5400),  # half an hour billed
+               _record(UsageKind.MODEL_TOKENS_IN, 9_000), _record(UsageKind.MODEL_TOKENS_OUT, 6_000)]  # 5,000 billed
     lines = {line.kind: line for line in statement(plan, records, date(2026, 12, 1)).lines}
     assert (lines[UsageKind.CALL_SECONDS_IN].included, lines[UsageKind.CALL_SECONDS_IN].billable) == (500, 0)
     assert (lines[UsageKind.CALL_SECONDS_OUT].included, lines[UsageKind.CALL_SECONDS_OUT].billable) == (100, 31)
@@ -48,7 +50,15 @@ def test_a_statement_uses_each_allowance_in_order_then_prices_the_rest_to_the_ce
     assert lines[UsageKind.CALL_SECONDS_OUT].amount_cents == 2
     assert lines[UsageKind.SMS_SEGMENTS_OUT].amount_cents == 5
     assert lines[UsageKind.AWAKE_SECONDS].amount_cents == 1
-    assert statement(plan, records, date(2026, 12, 1)).total_cents == 500 + 2 + 5 + 1
+    assert (lines[UsageKind.MODEL_TOKENS_OUT].included, lines[UsageKind.MODEL_TOKENS_OUT].billable) == (1_000, 5_000)
+    assert lines[UsageKind.MODEL_TOKENS_OUT].amount_cents == 1  # 5 thousand at 0.2 cents
+    assert statement(plan, records, date(2026, 12, 1)).total_cents == 500 + 2 + 5 + 1 + 1
+
+
+def test_a_price_plan_without_a_price_for_some_usage_is_refused() -> None:
+    with pytest.raises(ValueError, match="no price for model_thousand_tokens"):
+        PricePlan(name="Old", currency="USD", monthly_fee_cents=0, included={},
+                  prices_cents={"call_minute": 4, "text_segment": 1, "awake_hour": 1})
 
 
 def test_a_month_is_the_users_own() -> None:

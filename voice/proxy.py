@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -39,6 +40,7 @@ from core.recall import recall_note
 from core.streams import MAX_REMEMBERED, LiveStreams, mark_verified, stream_verified
 from core.think import read_think_request, whole_answer
 from core.tokens import Keyring, TokenKind
+from core.usage import record_model_tokens
 from voice.agent_settings import END_CALL_MARKER
 from voice.keep_warm import KeepWarm
 from activities.follow_ups import UnheardAnswer
@@ -183,6 +185,7 @@ class LlmProxy:
                 text, end = gate
                 return whole_answer(text, model=MODEL, streaming=think.streaming, end_call=end)
             forward = {"model": f"openclaw/{agent_id(user_id)}", "stream": True,
+                       "stream_options": {"include_usage": True},  # the tokens used, in a last chunk
                        "messages": latest_turn(think.messages, await self._recall(stream, user_id, call_sid))}
             turn = Turn(stream=stream, user_id=user_id, forward=forward,
                         headers={"x-openclaw-session-key": f"call-{call_sid}"}, received=received, said=think.said)
@@ -236,6 +239,7 @@ class LlmProxy:
         said: list[str] = []
         finished = False
         marker = MarkerFilter()
+        used: dict[str, Any] = {}  # the answer's id and token usage, from its last chunk
         try:
             async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=turn.forward,
                                         headers={**turn.headers, **endpoint.authorization(self.keyring)}) as answer:
@@ -254,6 +258,9 @@ class LlmProxy:
                             yield line.encode() + b"\n\n"
                         continue
                     chunk = json.loads(line[6:])
+                    if chunk.get("usage") and not chunk.get("choices"):  # ours to record, not the voice agent's
+                        used = chunk
+                        continue
                     for choice in chunk.get("choices", []):
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
@@ -265,6 +272,7 @@ class LlmProxy:
                             said.append(delta["content"])
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
             self._warm_while_quiet(turn.stream, turn.user_id, endpoint)
+            await self._record_tokens(turn, used)
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
             self.live.remembered.pop(turn.stream, None)  # the next turn asks the lifecycle workflow again
@@ -273,6 +281,17 @@ class LlmProxy:
         finally:
             if not marker.seen:  # a goodbye is not followed up
                 self._follow_up_if_unheard(turn, "".join(said) if finished else None)
+
+    async def _record_tokens(self, turn: Turn, completion: dict[str, Any]) -> None:
+        """The tokens an answer used, as the user's usage (where OpenClaw reported them)."""
+        if not completion.get("id") or not completion.get("usage"):
+            return
+        try:
+            async with self.live.sessions() as session, session.begin():
+                await record_model_tokens(session, user_id=turn.user_id, usage=completion["usage"],
+                                          run=str(completion["id"]))
+        except SQLAlchemyError as error:  # the call goes on; usage is not worth a broken answer
+            log.warning("could not record the tokens of an answer for %s: %s", turn.user_id, error)
 
     def _follow_up_if_unheard(self, turn: Turn, answer: str | None) -> None:
         """The user never heard this answer if the call was over before it was complete: a
@@ -317,10 +336,11 @@ class LlmProxy:
             return _completion(UNREACHABLE)
         try:
             answer = await self.http.post(f"{endpoint.base_url}/v1/chat/completions",
-                                          json={**turn.forward, "stream": False},
+                                          json={**turn.forward, "stream": False, "stream_options": None},
                                           headers={**turn.headers, **endpoint.authorization(self.keyring)})
             answer.raise_for_status()
             completion = answer.json()
+            await self._record_tokens(turn, completion)
             message = completion["choices"][0]["message"]
             if END_CALL_MARKER in (message.get("content") or ""):
                 message["content"] = message["content"].replace(END_CALL_MARKER, "").strip()

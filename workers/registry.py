@@ -53,7 +53,7 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     """The activities with their adapters, started and, on exit, closed (gateways stopped)."""
     runtime = adapters.agent_runtime(settings)
     telephony = adapters.telephony(settings)
-    agent = AgentChat(settings)
+    agent = AgentChat(settings, sessions)
     await runtime.start()
     try:
         store = StoreActivities(sessions)

@@ -102,6 +102,11 @@ async def test_the_owner_texts_their_agent_and_it_remembers_across_texts_and_cal
     assert len(texts_in) == 3 and len(texts_out) == len(rows) - 3 and all(u.quantity == 1 for u in texts_in + texts_out)
     assert all(u.source.startswith("sms:SM") for u in texts_in + texts_out)
     assert [u.kind for u in usage if u.source.startswith("call:")] == ["call_seconds_in"]
+    # The tokens of every answer OpenClaw reported them for: each text's, and the call's turns.
+    tokens_out = [u for u in usage if u.kind == "model_tokens_out"]
+    assert len(tokens_out) >= 3 + 2 and all(u.quantity > 0 for u in tokens_out)
+    assert len({u.source for u in tokens_out}) == len(tokens_out)
+    assert any(u.kind == "model_tokens_in" and u.quantity > 0 for u in usage)
 
 
 async def test_strangers_leave_a_message_and_the_hotline_says_to_call(texting: Texting) -> None:
