@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions = sessionmaker(engine)
         platform = Platform(settings=settings, sessions=sessions, telephony=adapters.telephony(settings),
                             web_search=adapters.web_search(settings), mailer=adapters.mailer(settings, sessions),
-                            speech=adapters.speech(settings),
+                            speech=adapters.speech(settings), archive=adapters.archive_store(settings),
                             limiter=UserLimiter(PostgresStorage(sessions), settings.user_limits()))
         app.state.platform = platform
         await platform.temporal.try_connect()  # /healthz reports it and reconnects; serving the rest goes on

@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from core.limits import UserLimiter
 from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE, Viewer, csrf_matches, viewer_of
-from core.ports import Mailer, Speech, Telephony, WebSearch
+from core.ports import ArchiveStore, Mailer, Speech, Telephony, WebSearch
 from core.settings import Settings
 from core.temporal import connect
 
@@ -53,6 +53,7 @@ class Platform:
     web_search: WebSearch  # and its web_search
     mailer: Mailer  # dashboard sign-in codes by email
     speech: Speech  # the dashboard's voice samples
+    archive: ArchiveStore  # where the agent's memory files wait for a data export
     limiter: UserLimiter
     temporal: TemporalLink = field(init=False)
 
@@ -102,6 +103,10 @@ def _speech(request: Request) -> Speech:
     return platform(request).speech
 
 
+def _archive(request: Request) -> ArchiveStore:
+    return platform(request).archive
+
+
 def _limiter(request: Request) -> UserLimiter:
     return platform(request).limiter
 
@@ -115,6 +120,7 @@ TelephonyDep = Annotated[Telephony, Depends(_telephony)]
 WebSearchDep = Annotated[WebSearch, Depends(_web_search)]
 MailerDep = Annotated[Mailer, Depends(_mailer)]
 SpeechDep = Annotated[Speech, Depends(_speech)]
+ArchiveDep = Annotated[ArchiveStore, Depends(_archive)]
 LimiterDep = Annotated[UserLimiter, Depends(_limiter)]
 
 

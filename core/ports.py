@@ -136,6 +136,11 @@ def archive_key(user_id: uuid.UUID) -> str:
     return f"agents/{user_id.hex}/state.tar.gz"
 
 
+def export_key(user_id: uuid.UUID) -> str:
+    """Where a copy of the agent's workspace (its memory files) waits for the user's data export."""
+    return f"exports/{user_id.hex}/workspace.tar.gz"
+
+
 class ArchiveStore(Protocol):
     """Bundles of a user's agent state, addressed by key."""
 
@@ -198,4 +203,7 @@ class AgentRuntime(Protocol):
     async def delete(self, user_id: uuid.UUID) -> None: ...
     async def status(self, user_id: uuid.UUID) -> RuntimeState: ...
     async def apply(self, spec: AgentSpec) -> None: ...
+    # A copy of the agent's workspace (its memory files) put in `store` at export_key; False when
+    # this runtime holds no state for the user (an archived agent's is in its archive).
+    async def export_memory(self, user_id: uuid.UUID, store: ArchiveStore) -> bool: ...
     def pool(self) -> dict[str, int]: ...  # warm spares: spares_ready, spares_starting, spares_target

@@ -62,6 +62,9 @@ class MemoryRuntime:
         self.calls["restore"] += 1
         self.states[user_id] = RuntimeState.STOPPED
 
+    async def export_memory(self, user_id: uuid.UUID, store: ArchiveStore) -> bool:
+        return False  # it keeps no files
+
     async def delete(self, user_id: uuid.UUID) -> None:
         self.states.pop(user_id, None)
 

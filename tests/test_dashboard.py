@@ -34,6 +34,9 @@ from activities.delivery import DeliveryActivities, DeliveryRequest
 from activities.reminders import ReminderActivities
 
 from activities import adapters
+from activities.runtime.activities import RuntimeActivities
+from activities.runtime.local import LocalAgentRuntime
+from activities.runtime.openclaw_config import ModelProvider
 from api.app import create_app as api_app
 from api.routes.twilio import SUSPENDED_CALL, SUSPENDED_TEXT
 from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE
@@ -53,6 +56,7 @@ from core.models import (
     WebSession,
     utcnow,
 )
+from core.ports import AgentSpec, archive_key, export_key
 from core.process import free_port
 from core.usage import UsageKind, record_usage
 from core.serve import serving
@@ -63,10 +67,12 @@ from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
 from emulators.carrier.handset import handset
 from emulators.standins import build_carrier
+from devstack.tools import Tools
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import LocalCarrier, unique_area_code
 from workflows.delete_user import workflow_id as delete_workflow_id
 from workflows.delivery import DeliveryWorkflow
+from workflows.export_memory import ExportMemoryWorkflow
 from workflows.reminder import ReminderInput, ReminderWorkflow
 from workflows.reminder import workflow_id as reminder_workflow_id
 
@@ -106,7 +112,7 @@ async def dashboard(database_url: str, temporal_env: WorkflowEnvironment, tmp_pa
     settings = Settings(_env_file=None, data_dir=tmp_path, database_url=database_url,
                         temporal_address=temporal_env.client.service_client.config.target_host,
                         api_port=free_port(), carrier_port=free_port(), voice_agent_port=free_port(),
-                        operators=["ops@example.com"])
+                        operators=["ops@example.com"], temporal_task_queue=f"dashboard-{uuid.uuid4().hex[:6]}")
     carrier = build_carrier(settings, SpeechRegistry())
     async with serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port), \
             serving(VoiceAgentServer().app(), "127.0.0.1", settings.voice_agent_port), \
@@ -570,24 +576,45 @@ async def test_operators_see_any_user_with_their_workflows_suspend_them_and_bloc
 
 
 async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_then_starts_its_workflow(
-        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment) -> None:
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment,
+        tools: Tools) -> None:
     uma = await _user(sessions, name="Uma", said="my favourite tea is sencha")
     other = await _user(sessions, name="Olaf", said="olaf's diary")
     async with sessions() as session, session.begin():
         await session.execute(update(User).where(User.id == uma.id).values(pin_digest="k1:secret-digest"))
-    async with dashboard.browser() as browser:
+    # The agent's files as the worker's local runtime keeps them (no gateway needed to read them).
+    runtime = LocalAgentRuntime(tools, dashboard.settings.data_dir / "agents", ModelProvider(base_url="http://127.0.0.1:1", api_key="-", model="-"),
+                                keyring=dashboard.settings.keyring)
+    await runtime.create(AgentSpec(user_id=uma.id, agent_name="Uma"))
+    (runtime.user_dir(uma.id) / "workspace" / "memory").mkdir()
+    (runtime.user_dir(uma.id) / "workspace" / "memory" / "tea.md").write_text("Uma's favourite tea: sencha\n")
+    store = adapters.archive_store(dashboard.settings)
+    worker = Worker(temporal_env.client, task_queue=dashboard.settings.temporal_task_queue,
+                    workflows=[ExportMemoryWorkflow],
+                    activities=[RuntimeActivities(runtime, store, sessions, "local").export_agent_memory])
+    async with worker, dashboard.browser() as browser:
         token = await _signed_in(dashboard, browser, uma)
         download = await browser.get("/account/export")
         assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
         assert "attachment" in download.headers["content-disposition"]
         with zipfile.ZipFile(io.BytesIO(download.content)) as bundle:
-            files = {name: json.loads(bundle.read(name)) for name in bundle.namelist()}
+            files = {name: json.loads(bundle.read(name)) for name in bundle.namelist() if name.endswith(".json")}
+            memory = {name: bundle.read(name).decode() for name in bundle.namelist() if name.startswith("agent/")}
         assert files["account.json"]["phone_e164"] == uma.phone_e164 and files["account.json"]["has_pin"] is True
         assert "pin_digest" not in files["account.json"] and "secret-digest" not in json.dumps(files)
         [call] = files["conversations.json"]
         assert [m["content"] for m in call["messages"]] == ["my favourite tea is sencha"]
         assert files["reminders.json"][0]["text"] == "Uma's reminder"
         assert "olaf" not in json.dumps(files).lower() and other.phone_e164 not in json.dumps(files)
+        # The agent's memory files, as they are in its workspace; the export's copy is not kept.
+        assert memory["agent/workspace/memory/tea.md"] == "Uma's favourite tea: sencha\n"
+        assert "You are Uma" in memory["agent/workspace/SOUL.md"]
+        assert not await store.exists(export_key(uma.id))
+        # Archived, the agent's files come from its archive, which stays.
+        await runtime.archive(uma.id, store)
+        with zipfile.ZipFile(io.BytesIO((await browser.get("/account/export")).content)) as bundle:
+            assert bundle.read("agent/workspace/memory/tea.md").decode() == "Uma's favourite tea: sencha\n"
+        assert await store.exists(archive_key(uma.id))
 
         refused = await browser.post("/account/delete", data={"csrf_token": token, "confirm": "yes"})
         assert refused.status_code == 400 and "nothing was deleted" in refused.text

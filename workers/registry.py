@@ -29,6 +29,7 @@ from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.close_month import CloseMonthWorkflow
 from workflows.delete_user import DeleteUserWorkflow
 from workflows.delivery import DeliveryWorkflow
+from workflows.export_memory import ExportMemoryWorkflow
 from workflows.follow_up import FollowUpWorkflow
 from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import NumberPoolWorkflow
@@ -37,7 +38,7 @@ from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
 from workflows.sms_conversation import SmsConversationWorkflow
 
-WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, CloseMonthWorkflow, DeleteUserWorkflow, DeliveryWorkflow,
+WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, CloseMonthWorkflow, DeleteUserWorkflow, DeliveryWorkflow, ExportMemoryWorkflow,
                              FollowUpWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow,
                              ReminderWorkflow, SmsConversationWorkflow)
 

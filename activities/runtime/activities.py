@@ -17,7 +17,7 @@ from activities.heartbeats import heartbeating
 from core.db import transaction
 from core.models import AgentInstance, AuditEvent, utcnow
 from core.usage import UsageKind, record_usage, started_seconds
-from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, McpServerSpec, archive_key
+from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, McpServerSpec, archive_key, export_key
 
 
 class RestoreInput(BaseModel):
@@ -36,6 +36,14 @@ class AgentStateChange(BaseModel):
     endpoint: str | None = None
     detail: dict[str, str] = {}
     at: datetime | None = None  # when, by the workflow's clock (awake time is measured on it)
+
+
+class MemoryExport(BaseModel):
+    """Where the agent's memory files wait in the archive store: an export's copy of its
+    workspace, or (archived) its whole state, whose workspace/ holds them; None: it has none."""
+
+    key: str | None
+    whole_state: bool
 
 
 def _not_found(error: LookupError) -> ApplicationError:
@@ -98,10 +106,20 @@ class RuntimeActivities:
         await self.runtime.apply(await self._rendered(spec))
 
     @activity.defn
+    async def export_agent_memory(self, user_id: uuid.UUID) -> MemoryExport:
+        """A copy of the agent's memory files in the archive store, for the user's data export."""
+        if await heartbeating(self.runtime.export_memory(user_id, self.store)):
+            return MemoryExport(key=export_key(user_id), whole_state=False)
+        if await self.store.exists(archive_key(user_id)):  # archived: the files are in the archive
+            return MemoryExport(key=archive_key(user_id), whole_state=True)
+        return MemoryExport(key=None, whole_state=False)
+
+    @activity.defn
     async def delete_agent(self, user_id: uuid.UUID) -> None:
         """Removes the agent, its state, its archive and its row, and audits it (idempotent)."""
         await heartbeating(self.runtime.delete(user_id))
         await self.store.delete(archive_key(user_id))
+        await self.store.delete(export_key(user_id))
         info = activity.info()
         async with transaction(self.sessions) as session:
             gone = await session.execute(delete(AgentInstance).where(AgentInstance.user_id == user_id))
@@ -146,4 +164,5 @@ class RuntimeActivities:
 
     def all(self) -> list[object]:
         return [self.create_agent, self.wake_agent, self.pause_agent, self.sleep_agent, self.archive_agent,
-                self.restore_agent, self.apply_agent_settings, self.delete_agent, self.record_agent_state]
+                self.restore_agent, self.apply_agent_settings, self.delete_agent, self.record_agent_state,
+                self.export_agent_memory]

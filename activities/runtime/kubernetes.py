@@ -9,6 +9,7 @@ Kubernetes cannot freeze a pod, so Idle (pause) keeps it running until Sleep.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from activities.runtime.openclaw_config import (
 )
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
 from core.tokens import Keyring
+
+log = logging.getLogger(__name__)
 
 PROVIDER_KEY_ENV = "DEEPCLAW_LLM_API_KEY"
 
@@ -246,6 +249,13 @@ class KubernetesAgentRuntime:
         names = AgentNames(user_id)
         await self.api.apply(manifests.pvc(names, self.cluster), replace=False)
         await self._run_job(names, "restore", key)
+
+    async def export_memory(self, user_id: uuid.UUID, store: ArchiveStore) -> bool:
+        """Not yet: the workspace is on the user's block volume, attached to their pod (a Job cannot
+        mount it meanwhile); the export says so. Once state lives in the archive store between
+        wakes (the Kubernetes wake design), the export reads it there."""
+        log.warning("memory files of %s cannot be exported from the Kubernetes runtime yet", user_id)
+        return False
 
     async def delete(self, user_id: uuid.UUID) -> None:
         names = AgentNames(user_id)

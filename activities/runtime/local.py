@@ -44,7 +44,7 @@ from activities.runtime.openclaw_config import (
     with_agent,
     with_mcp_servers,
 )
-from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
+from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key, export_key
 from core.tokens import Keyring
 from core.process import free_port, grant_traverse
 from devstack.tools import Tools
@@ -332,6 +332,16 @@ class LocalAgentRuntime:
             await store.put(key, bundle)
         shutil.rmtree(folder)
         return key
+
+    async def export_memory(self, user_id: uuid.UUID, store: ArchiveStore) -> bool:
+        workspace = self.user_dir(user_id) / "workspace"
+        if not workspace.is_dir():
+            return False
+        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
+            bundle = Path(tmp) / "workspace.tar.gz"
+            await asyncio.to_thread(_pack, workspace, bundle)
+            await store.put(export_key(user_id), bundle)
+        return True
 
     async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None:
         folder = self.user_dir(user_id)

@@ -1,14 +1,20 @@
-"""The dashboard's Account page: export everything the platform holds about me, and delete my
+"""The dashboard's Account page: export everything the platform holds about me (its rows as JSON,
+and the agent's memory files, copied out by the worker that runs it), and delete my
 account (a durable DeleteUserWorkflow: the agent and its data everywhere, the number kept out of use
 for DEEPCLAW_NUMBER_RELEASE_AFTER_DAYS, then back to the pool)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import tarfile
+import tempfile
 import uuid
 import zipfile
+from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -16,11 +22,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
+from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import (
+    ArchiveDep,
     CsrfDep,
     LimiterDep,
     MailerDep,
@@ -45,8 +53,12 @@ from core.models import (
     User,
     utcnow,
 )
+from core.ports import ArchiveStore
+from core.settings import Settings
 from workflows.delete_user import DeleteUserInput, DeleteUserWorkflow
 from workflows.delete_user import workflow_id as delete_workflow_id
+from workflows.export_memory import ExportMemoryInput, ExportMemoryWorkflow
+from workflows.export_memory import workflow_id as export_memory_id
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -104,13 +116,67 @@ async def account(request: Request, settings: SettingsDep, session: SessionDep, 
                          notice=NOTICES.get(notice or ""))
 
 
+MEMORY_EXPORT_TIMEOUT = timedelta(seconds=30)  # then the export comes without them, saying why
+MEMORY_MAX_BYTES = 50 * 1024 * 1024  # an export is built in memory: a runaway workspace is cut off
+MEMORY_FOLDER = "agent/workspace/"
+NO_MEMORY = "Your agent's memory files could not be included this time ({why}); export again later for them.\n"
+
+
+def _workspace_files(bundle: Path, prefix: str) -> dict[str, bytes]:
+    """The regular files under `prefix` in a tar.gz made by a runtime, by their path below it."""
+    files: dict[str, bytes] = {}
+    total = 0
+    with tarfile.open(bundle) as archive:
+        for member in archive:
+            name = member.name.removeprefix("./")
+            if not member.isfile() or not name.startswith(prefix) or ".." in name.split("/"):
+                continue
+            total += member.size
+            if total > MEMORY_MAX_BYTES:
+                raise ValueError(f"the workspace is larger than {MEMORY_MAX_BYTES} bytes")
+            files[name.removeprefix(prefix)] = archive.extractfile(member).read()  # type: ignore[union-attr]
+    return files
+
+
+async def memory_files(temporal: TemporalDep, settings: Settings, store: ArchiveStore,
+                       user_id: uuid.UUID) -> tuple[dict[str, bytes], str | None]:
+    """The agent's memory files (its workspace), copied out by the worker that runs it; or none
+    and why."""
+    if temporal is None:
+        return {}, NO_MEMORY.format(why="the platform could not reach your agent")
+    try:
+        found = await temporal.execute_workflow(
+            ExportMemoryWorkflow.run, ExportMemoryInput(user_id=user_id), id=export_memory_id(user_id),
+            task_queue=settings.temporal_task_queue, execution_timeout=MEMORY_EXPORT_TIMEOUT)
+    except (WorkflowFailureError, RPCError) as error:
+        log.warning("memory files of %s not exported: %s", user_id, error)
+        return {}, NO_MEMORY.format(why="your agent did not answer in time")
+    if found.key is None:
+        return {}, NO_MEMORY.format(why="this platform's agents cannot hand them out yet")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "memory.tar.gz"
+        await store.get(found.key, bundle)
+        if not found.whole_state:
+            await store.delete(found.key)  # the export's own copy, not the archive
+        try:
+            return await asyncio.to_thread(_workspace_files, bundle, "workspace/" if found.whole_state else ""), None
+        except ValueError as error:
+            return {}, NO_MEMORY.format(why=str(error))
+
+
 @router.get("/account/export")
-async def export(session: SessionDep, user_id: UserIdDep) -> Response:
+async def export(settings: SettingsDep, session: SessionDep, temporal: TemporalDep, store: ArchiveDep,
+                 user_id: UserIdDep) -> Response:
     data = await export_data(session, user_id)
+    memory, missing = await memory_files(temporal, settings, store, user_id)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
         for name, content in data.items():
             bundle.writestr(name, json.dumps(content, indent=2, ensure_ascii=False))
+        for path, body in sorted(memory.items()):
+            bundle.writestr(MEMORY_FOLDER + path, body)
+        if missing:
+            bundle.writestr(MEMORY_FOLDER + "NOT-INCLUDED.txt", missing)
     await audit(session, user_id=user_id, action="dashboard.exported_data")
     filename = f"deepclaw-export-{utcnow():%Y-%m-%d}.zip"
     return Response(buffer.getvalue(), media_type="application/zip",

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+import zipfile
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -200,6 +201,10 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
         async with page.expect_download() as download:
             await page.click("#export")
         assert (await download.value).suggested_filename.startswith("deepclaw-export-")
+        with zipfile.ZipFile(await (await download.value).path()) as bundle:  # the agent's own files too
+            assert "You are Nova" in bundle.read("agent/workspace/SOUL.md").decode()
+            assert "Captain" in bundle.read("agent/workspace/SOUL.md").decode()
+            assert json.loads(bundle.read("account.json"))["phone_e164"] == me.user.phone_e164
         await _shots(page, screenshots, "account")
         await page.click("#delete-account")
         await expect(page.locator("#confirm-error")).to_contain_text("nothing was deleted")
