@@ -35,6 +35,10 @@ class AgentNames:
         return f"{self.base}-state"
 
     @property
+    def pod(self) -> str:
+        return f"{self.base}-0"  # the StatefulSet's one replica
+
+    @property
     def secret(self) -> str:
         return f"{self.base}-secrets"
 
@@ -182,8 +186,11 @@ def stateful_set(names: AgentNames, cluster: ClusterSettings, *, replicas: int,
     }
 
 
-def archive_job(names: AgentNames, cluster: ClusterSettings, *, action: str, key: str) -> dict[str, Any]:
-    """A Job that tars the PVC into the archive bucket (archive) or unpacks it back (restore)."""
+def archive_job(names: AgentNames, cluster: ClusterSettings, *, action: str, key: str,
+                node: str | None = None) -> dict[str, Any]:
+    """A Job that tars the PVC into the archive bucket (archive) or unpacks it back (restore), or
+    copies the agent's workspace there for a data export (export: read-only, and on `node`, where a
+    running agent's ReadWriteOnce volume is attached, which pods on that node may share)."""
     if not cluster.archiver_image:
         raise ValueError("kubernetes_archiver_image must be set to archive or restore agents")
     url = f"s3://{cluster.archive_bucket}/{key}"
@@ -191,7 +198,9 @@ def archive_job(names: AgentNames, cluster: ClusterSettings, *, action: str, key
     script = {
         "archive": f"set -eu; tar -C /data -czf - . | aws s3 cp - {url}{endpoint}",
         "restore": f"set -eu; aws s3 cp {url} -{endpoint} | tar -C /data -xzf -",
+        "export": f"set -eu; tar -C /data/workspace -czf - . | aws s3 cp - {url}{endpoint}",
     }[action]
+    placement = {"nodeName": node} if node else {}
     secret_env = lambda key_name: {"secretKeyRef": {"name": cluster.archive_secret, "key": key_name}}  # noqa: E731
     return {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(names.job(action), names, cluster),
@@ -202,6 +211,7 @@ def archive_job(names: AgentNames, cluster: ClusterSettings, *, action: str, key
                 "metadata": {"labels": _labels(names)},
                 "spec": {
                     "restartPolicy": "Never",
+                    **placement,
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
@@ -212,7 +222,7 @@ def archive_job(names: AgentNames, cluster: ClusterSettings, *, action: str, key
                                 {"name": "HOME", "value": "/tmp"}],
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
                         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "state", "mountPath": "/data"}],
+                        "volumeMounts": [{"name": "state", "mountPath": "/data", "readOnly": action == "export"}],
                     }],
                     "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": names.pvc}}],
                 },

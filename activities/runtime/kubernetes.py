@@ -28,7 +28,7 @@ from activities.runtime.openclaw_config import (
     with_agent,
     with_mcp_servers,
 )
-from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
+from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key, export_key
 from core.tokens import Keyring
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class KubeApi:
                             self.apps.delete_namespaced_stateful_set, self.apps.read_namespaced_stateful_set),
             "Job": (self.batch.create_namespaced_job, None, self.batch.delete_namespaced_job,
                     self.batch.read_namespaced_job),
+            "Pod": (None, None, None, self.core.read_namespaced_pod),  # read only: where an agent runs
         }
         return table[kind]  # type: ignore[return-value]
 
@@ -224,8 +225,9 @@ class KubernetesAgentRuntime:
     async def sleep(self, user_id: uuid.UUID) -> None:
         await self.api.scale(AgentNames(user_id).base, 0)
 
-    async def _run_job(self, names: AgentNames, action: str, key: str) -> None:
-        await self.api.apply(manifests.archive_job(names, self.cluster, action=action, key=key), replace=False)
+    async def _run_job(self, names: AgentNames, action: str, key: str, node: str | None = None) -> None:
+        await self.api.apply(manifests.archive_job(names, self.cluster, action=action, key=key, node=node),
+                             replace=False)
         await self._wait(lambda: self.status_reader.job_finished(names, action), f"job {names.job(action)}")
         await self.api.delete("Job", names.job(action))
 
@@ -251,11 +253,15 @@ class KubernetesAgentRuntime:
         await self._run_job(names, "restore", key)
 
     async def export_memory(self, user_id: uuid.UUID, store: ArchiveStore) -> bool:
-        """Not yet: the workspace is on the user's block volume, attached to their pod (a Job cannot
-        mount it meanwhile); the export says so. Once state lives in the archive store between
-        wakes (the Kubernetes wake design), the export reads it there."""
-        log.warning("memory files of %s cannot be exported from the Kubernetes runtime yet", user_id)
-        return False
+        """A Job copies the workspace from the user's volume to the bucket, at the key the S3
+        ArchiveStore reads; while the agent runs, on its pod's node (the volume is attached there)."""
+        names = AgentNames(user_id)
+        if await self.api.read("PersistentVolumeClaim", names.pvc) is None:
+            return False  # archived (its archive holds the files) or gone
+        pod = await self.api.read("Pod", names.pod)
+        node = pod.spec.node_name if pod is not None and pod.spec is not None else None
+        await self._run_job(names, "export", export_key(user_id), node)
+        return True
 
     async def delete(self, user_id: uuid.UUID) -> None:
         names = AgentNames(user_id)

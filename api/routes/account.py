@@ -152,7 +152,7 @@ async def memory_files(temporal: TemporalDep, settings: Settings, store: Archive
         log.warning("memory files of %s not exported: %s", user_id, error)
         return {}, NO_MEMORY.format(why="your agent did not answer in time")
     if found.key is None:
-        return {}, NO_MEMORY.format(why="this platform's agents cannot hand them out yet")
+        return {}, "Your agent has no memory files yet.\n"
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "memory.tar.gz"
         await store.get(found.key, bundle)

@@ -18,7 +18,7 @@ from activities.runtime import k8s_manifests as manifests
 from activities.runtime.k8s_manifests import AgentNames, ClusterSettings
 from activities.runtime.kubernetes import KubeApi, KubernetesAgentRuntime
 from activities.runtime.openclaw_config import WARMTH_PRELOAD, ModelProvider, agent_id
-from core.ports import AgentSpec, McpServerSpec, RuntimeState
+from core.ports import AgentSpec, McpServerSpec, RuntimeState, export_key
 from core.tokens import Keyring
 
 IMAGE = "ghcr.io/openclaw/openclaw@sha256:" + "a" * 64
@@ -65,6 +65,7 @@ def test_every_manifest_is_valid_and_hardened() -> None:
     runtime = KubernetesAgentRuntime(k8s.ApiClient(k8s.Configuration(host="http://127.0.0.1:1")), CLUSTER, MODEL, keyring=KEYRING)
     rendered = runtime.manifests(spec, gateway_token="t0k", replicas=1)
     rendered += [manifests.archive_job(names, CLUSTER, action=a, key="agents/x/state.tar.gz") for a in ("archive", "restore")]
+    rendered.append(manifests.archive_job(names, CLUSTER, action="export", key=export_key(spec.user_id), node="pool-a-1"))
     for manifest in rendered:
         kubernetes_validate.validate(manifest, "1.37.0", strict=True)
     by_kind = {m["kind"]: m for m in rendered}
@@ -96,6 +97,11 @@ def test_every_manifest_is_valid_and_hardened() -> None:
     assert policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "deepclaw"}
     internet = policy["egress"][1]["to"][0]["ipBlock"]
     assert internet["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in internet["except"]
+    # The memory export reads the volume only, on the node where the running agent has it attached.
+    export = rendered[-1]["spec"]["template"]["spec"]
+    assert export["nodeName"] == "pool-a-1" and export["containers"][0]["volumeMounts"][0]["readOnly"] is True
+    assert "tar -C /data/workspace" in export["containers"][0]["command"][2]
+    assert export_key(spec.user_id) in export["containers"][0]["command"][2]
 
 
 async def test_create_wake_sleep_archive_restore_delete(runtime: KubernetesAgentRuntime, tmp_path: Path) -> None:
@@ -126,6 +132,11 @@ async def test_create_wake_sleep_archive_restore_delete(runtime: KubernetesAgent
     await runtime.sleep(spec.user_id)
     assert await runtime.status(spec.user_id) == RuntimeState.STOPPED
     assert await api.read("PersistentVolumeClaim", names.pvc) is not None, "sleep keeps the volume"
+    # A data export: a Job copies the workspace from the volume, and is gone once it finished.
+    assert await runtime.export_memory(spec.user_id, FolderArchiveStore(tmp_path))
+    assert runtime.status_reader.jobs == [names.job("export")]  # type: ignore[attr-defined]
+    assert await api.read("Job", names.job("export")) is None
+    runtime.status_reader.jobs.clear()  # type: ignore[attr-defined]
 
     store = FolderArchiveStore(tmp_path)
     key = await runtime.archive(spec.user_id, store)
@@ -133,6 +144,7 @@ async def test_create_wake_sleep_archive_restore_delete(runtime: KubernetesAgent
     assert runtime.status_reader.jobs == [names.job("archive")]  # type: ignore[attr-defined]
     assert await api.read("PersistentVolumeClaim", names.pvc) is None and await api.read("Job", names.job("archive")) is None
     assert await runtime.status(spec.user_id) == RuntimeState.ABSENT
+    assert not await runtime.export_memory(spec.user_id, store), "archived: the archive holds the files"
 
     with pytest.raises(FileNotFoundError):
         await runtime.restore(spec.user_id, store, key)  # nothing was uploaded in this emulated cluster
