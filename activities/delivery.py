@@ -22,7 +22,7 @@ from core.billing import load_plan, over_cap
 from core.usage import UsageKind, record_usage, sms_segments
 from core.ports import CallState, Telephony
 from core.settings import Settings
-from core.timezones import in_quiet_hours, user_zone
+from core.timezones import in_quiet_hours, zone_of_user
 
 OPTED_OUT = "the user opted out of texts and calls from this number (they texted STOP; START undoes it)"
 NO_NUMBER = "the user has no phone number to send from"
@@ -110,7 +110,7 @@ class DeliveryActivities:
         if user.suspended_at is not None:
             return DeliveryPlan(channel=request.channel, refused=SUSPENDED)
         if request.channel == Channel.CALL:
-            zone = user_zone(user.time_zone, user.phone_e164, self.settings.default_time_zone)
+            zone = zone_of_user(user, self.settings.default_time_zone)
             async with self.sessions() as session:
                 if await over_cap(session, load_plan(self.settings.price_plan), user, zone, now):
                     return DeliveryPlan(channel=Channel.SMS, fallback_reason=FallbackReason.MONTHLY_CAP)

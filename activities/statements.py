@@ -14,7 +14,7 @@ from core.billing import load_plan, month_statement, plain_number
 from core.models import User
 from core.ports import Billing, StatementSummary
 from core.settings import Settings
-from core.timezones import user_zone
+from core.timezones import zone_of_user
 
 BATCH = 200
 
@@ -35,7 +35,7 @@ class StatementActivities:
                 query = select(User).order_by(User.id).limit(BATCH)
                 users = (await session.execute(query.where(User.id > after) if after else query)).scalars().all()
                 for user in users:
-                    zone = user_zone(user.time_zone, user.phone_e164, self.settings.default_time_zone)
+                    zone = zone_of_user(user, self.settings.default_time_zone)
                     shown = await month_statement(session, plan, user.id, month, zone)
                     recorded += await self.billing.record_statement(StatementSummary(
                         user_id=user.id, month=month, plan=plan.name, currency=plan.currency,

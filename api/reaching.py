@@ -22,7 +22,7 @@ from core.billing import load_plan, over_cap
 from core.limits import Limit
 from core.models import Channel, DeliveryOutcome, Reminder
 from core.recurrence import BadRecurrence, describe, recurrence_rule
-from core.timezones import user_zone
+from core.timezones import zone_of_user
 from workflows.delivery import DeliveryWorkflow
 from workflows.delivery import workflow_id as delivery_workflow_id
 from workflows.reminder import ReminderChange, ReminderInput, ReminderWorkflow, Reschedule, workflow_id
@@ -81,7 +81,7 @@ async def schedule_reminder(tools: Tools, text: str, at: str | None, in_minutes:
                             every: str | None) -> str:
     text = text_arg(text, "text")
     user = await tools.user()
-    zone = user_zone(user.time_zone, user.phone_e164, tools.platform.settings.default_time_zone)
+    zone = zone_of_user(user, tools.platform.settings.default_time_zone)
     due = _tool_due_time(at, in_minutes, zone)
     try:
         rule = recurrence_rule(every) if every else None
@@ -205,7 +205,7 @@ async def call_me(tools: Tools, greeting: str, reason: str | None) -> str:
     greeting = text_arg(greeting, "greeting")
     reason = text_arg(reason, "reason") if reason else greeting
     user, _ = await tools.line()
-    zone = user_zone(user.time_zone, user.phone_e164, tools.platform.settings.default_time_zone)
+    zone = zone_of_user(user, tools.platform.settings.default_time_zone)
     async with tools.sessions() as session:
         if await over_cap(session, load_plan(tools.platform.settings.price_plan), user, zone, datetime.now(UTC)):
             raise ToolError(CAP_REACHED)

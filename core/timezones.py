@@ -4,6 +4,7 @@ quiet hours (no calls from the platform then; they become texts)."""
 from __future__ import annotations
 
 from datetime import datetime, time
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -43,6 +44,16 @@ def user_zone(setting: str | None, phone_e164: str, default: str) -> str:
         if zone and valid_zone(zone):
             return zone
     return default
+
+
+class HasZone(Protocol):
+    time_zone: str | None
+    phone_e164: str
+
+
+def zone_of_user(user: HasZone, default: str) -> str:
+    """user_zone for a user row."""
+    return user_zone(user.time_zone, user.phone_e164, default)
 
 
 def valid_zone(name: str) -> bool:

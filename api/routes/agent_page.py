@@ -23,7 +23,7 @@ from api.pages import audit, own_user, render
 from core.callers import PIN_DIGITS, pin_digest
 from core.models import PERSONALITIES, User
 from core.ports import AgentSpec, SpeechUnavailable
-from core.timezones import user_zone, valid_zone, zone_of_number
+from core.timezones import valid_zone, zone_of_number, zone_of_user
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 from workflows.onboarding_lines import VOICES
@@ -114,7 +114,7 @@ def _form_page(request: Request, settings: SettingsDep, viewer: SignedInDep, use
     return render(request, settings, "agent.html", status, viewer=viewer, csrf=viewer.csrf, active="agent", user=user,
                 form=form, voices=voices, personalities=PERSONALITIES, has_pin=bool(user.pin_digest),
                 number_zone=zone_of_number(user.phone_e164) or settings.default_time_zone,
-                zone=user_zone(user.time_zone, user.phone_e164, settings.default_time_zone),
+                zone=zone_of_user(user, settings.default_time_zone),
                 default_quiet=settings.quiet_hours, notice=notice, pin_digits=PIN_DIGITS)
 
 

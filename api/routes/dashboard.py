@@ -49,7 +49,7 @@ from api.sign_in import (
 )
 from core.models import Conversation, Message, PhoneNumber, Reminder, utcnow
 from core.settings import Settings
-from core.timezones import user_zone
+from core.timezones import zone_of_user
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 
@@ -149,7 +149,7 @@ async def sign_out(viewer: SignedInDep, sessions: SessionsDep, session: SessionD
 async def home(request: Request, settings: SettingsDep, session: SessionDep, temporal: TemporalDep,
                viewer: SignedInDep, user_id: UserIdDep, notice: str | None = None) -> Response:
     user = await own_user(session, user_id)
-    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    zone = zone_of_user(user, settings.default_time_zone)
     number = (await session.execute(select(PhoneNumber.e164).where(PhoneNumber.user_id == user_id))).scalar()
     state, live = await live_state(temporal, session, user_id)
     reminders = (await session.execute(
@@ -230,7 +230,7 @@ async def history(request: Request, settings: SettingsDep, session: SessionDep, 
                   page: Annotated[int, Query(ge=1, le=10_000)] = 1) -> Response:
     """Calls and text threads in one timeline, newest first; `q` keeps those with a turn saying it."""
     user = await own_user(session, user_id)
-    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    zone = zone_of_user(user, settings.default_time_zone)
     query = select(Conversation).where(Conversation.user_id == user_id)
     needle = q.strip()
     if needle:
@@ -252,7 +252,7 @@ async def conversation(request: Request, conversation_id: uuid.UUID, settings: S
     if row is None or row.user_id != user_id:
         raise HTTPException(status_code=404, detail="No such conversation.")
     user = await own_user(session, user_id)
-    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    zone = zone_of_user(user, settings.default_time_zone)
     messages = (await session.execute(select(Message).where(Message.conversation_id == row.id)
                                       .order_by(Message.created_at))).scalars().all()  # type: ignore[arg-type]
     latencies = iter((row.latency or {}).get("turns", []))

@@ -19,7 +19,7 @@ from api.reaching import BadTime, ReminderNotChanged, change_reminder, due_time
 from core.models import Reminder, utcnow
 from core.recurrence import describe
 from core.settings import Settings
-from core.timezones import user_zone
+from core.timezones import zone_of_user
 from workflows.reminder import ReminderWorkflow, Reschedule
 
 router = APIRouter()
@@ -40,7 +40,7 @@ async def _reminders_page(request: Request, settings: Settings, session: Session
                           user_id: uuid.UUID, *, status: int = 200, notice: str | None = None,
                           error: str | None = None, failed: uuid.UUID | None = None) -> HTMLResponse:
     user = await own_user(session, user_id)
-    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    zone = zone_of_user(user, settings.default_time_zone)
     upcoming = (await session.execute(select(Reminder).where(Reminder.user_id == user_id, Reminder.state == "scheduled")
                                       .order_by(Reminder.due_at))).scalars().all()
     past = (await session.execute(select(Reminder).where(Reminder.user_id == user_id, Reminder.state != "scheduled")

@@ -18,7 +18,7 @@ from api.pages import audit, own_user, render
 from core.billing import load_plan, month_statement, statement_csv
 from core.models import BillingStatement, User, utcnow
 from core.settings import Settings
-from core.timezones import user_zone
+from core.timezones import zone_of_user
 
 router = APIRouter()
 
@@ -47,7 +47,7 @@ def _recent_months(current: date) -> list[date]:
 async def _usage_page(request: Request, settings: Settings, session: SessionDep, viewer: SignedInDep, user: User,
                       month: date, *, status: int = 200, error: str | None = None, notice: str | None = None
                       ) -> HTMLResponse:
-    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    zone = zone_of_user(user, settings.default_time_zone)
     plan = load_plan(settings.price_plan)
     shown = await month_statement(session, plan, user.id, month, zone)
     this_month = _month(None, zone)
@@ -63,7 +63,7 @@ async def _usage_page(request: Request, settings: Settings, session: SessionDep,
 async def usage(request: Request, settings: SettingsDep, session: SessionDep, viewer: SignedInDep, user_id: UserIdDep,
                 month: Annotated[str | None, Query(max_length=7)] = None, notice: str | None = None) -> Response:
     user = await own_user(session, user_id)
-    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    zone = zone_of_user(user, settings.default_time_zone)
     return await _usage_page(request, settings, session, viewer, user, _month(month, zone),
                              notice={"cap": "Your monthly cap is saved."}.get(notice or ""))
 
@@ -71,7 +71,7 @@ async def usage(request: Request, settings: SettingsDep, session: SessionDep, vi
 @router.get("/usage/{month}.csv")
 async def usage_csv(month: str, settings: SettingsDep, session: SessionDep, user_id: UserIdDep) -> Response:
     user = await own_user(session, user_id)
-    zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+    zone = zone_of_user(user, settings.default_time_zone)
     shown = await month_statement(session, load_plan(settings.price_plan), user.id, _month(month, zone), zone)
     return Response(statement_csv(shown, zone), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="deepclaw-usage-{month}.csv"',
@@ -89,7 +89,7 @@ async def set_cap(request: Request, settings: SettingsDep, session: SessionDep, 
         if cents is not None and not 0 <= cents <= MAX_CAP_CENTS:
             raise InvalidOperation
     except (InvalidOperation, ValueError):
-        zone = user_zone(user.time_zone, user.phone_e164, settings.default_time_zone)
+        zone = zone_of_user(user, settings.default_time_zone)
         return await _usage_page(request, settings, session, viewer, user, _month(None, zone), status=400,
                                  error="A cap is an amount like 25 or 25.50 (at most 100,000), or empty for none.")
     user.monthly_cap_cents = cents
