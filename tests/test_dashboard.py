@@ -610,6 +610,12 @@ async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_
         assert memory["agent/workspace/memory/tea.md"] == "Uma's favourite tea: sencha\n"
         assert "You are Uma" in memory["agent/workspace/SOUL.md"]
         assert not await store.exists(export_key(uma.id))
+        # Two exports at once (a double click): both arrive, each with the files or saying why not.
+        for twin in await asyncio.gather(browser.get("/account/export"), browser.get("/account/export")):
+            assert twin.status_code == 200
+            with zipfile.ZipFile(io.BytesIO(twin.content)) as bundle:
+                names = bundle.namelist()
+            assert "agent/workspace/memory/tea.md" in names or "agent/workspace/NOT-INCLUDED.txt" in names
         # Archived, the agent's files come from its archive, which stays.
         await runtime.archive(uma.id, store)
         with zipfile.ZipFile(io.BytesIO((await browser.get("/account/export")).content)) as bundle:

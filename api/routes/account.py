@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -138,7 +138,7 @@ def _workspace_files(bundle: Path, prefix: str) -> dict[str, bytes]:
     return files
 
 
-async def memory_files(temporal: TemporalDep, settings: Settings, store: ArchiveStore,
+async def memory_files(temporal: Client | None, settings: Settings, store: ArchiveStore,
                        user_id: uuid.UUID) -> tuple[dict[str, bytes], str | None]:
     """The agent's memory files (its workspace), copied out by the worker that runs it; or none
     and why."""
@@ -155,7 +155,10 @@ async def memory_files(temporal: TemporalDep, settings: Settings, store: Archive
         return {}, "Your agent has no memory files yet.\n"
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "memory.tar.gz"
-        await store.get(found.key, bundle)
+        try:
+            await store.get(found.key, bundle)
+        except FileNotFoundError:  # two exports at once share the copy's key: the other one took it
+            return {}, NO_MEMORY.format(why="another export of yours was being made at the same time")
         if not found.whole_state:
             await store.delete(found.key)  # the export's own copy, not the archive
         try:
