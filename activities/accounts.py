@@ -13,6 +13,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.heartbeats import heartbeating
+from activities.integrations.credentials import Credentials
 from core.db import transaction
 from core.models import AuditEvent, PhoneNumber, Reminder, User, WebSession, utcnow
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
@@ -31,8 +32,8 @@ class Deletion(BaseModel):
 
 
 class AccountActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], credentials: Credentials) -> None:
+        self.sessions, self.credentials = sessions, credentials
 
     @activity.defn
     async def close_account(self, user_id: uuid.UUID) -> None:
@@ -77,6 +78,12 @@ class AccountActivities:
         await heartbeating(handle.result())
 
     @activity.defn
+    async def revoke_integrations(self, user_id: uuid.UUID) -> list[str]:
+        """The user's Google and Microsoft access revoked at the provider (where it can be) and our
+        copies deleted; the providers disconnected, by name (tokens stay inside this activity)."""
+        return [provider.value for provider in await self.credentials.disconnect_all(user_id)]
+
+    @activity.defn
     async def quarantine_number(self, user_id: uuid.UUID) -> QuarantinedNumber | None:
         """The number leaves the user but no one gets it yet (callers hear it is not in service)."""
         async with transaction(self.sessions) as session:
@@ -111,5 +118,6 @@ class AccountActivities:
         return bool(back.rowcount)  # type: ignore[attr-defined]
 
     def all(self) -> list[object]:
-        return [self.close_account, self.cancel_reminders, self.remove_agent, self.quarantine_number,
+        return [self.close_account, self.cancel_reminders, self.remove_agent, self.revoke_integrations,
+                self.quarantine_number,
                 self.delete_user, self.return_quarantined_number]

@@ -21,6 +21,7 @@ from api.routes import (
     agent_page,
     dashboard,
     hotline,
+    integrations,
     internal,
     mcp,
     media,
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
-    for routes in (internal, twilio, hotline, media, dashboard, reminders_page, agent_page, account, usage, operator):
+    for routes in (internal, twilio, hotline, media, dashboard, reminders_page, agent_page, integrations, account, usage,
+                   operator):
         app.include_router(routes.router)
 
     @app.exception_handler(HTTPException)

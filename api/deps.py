@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from activities.integrations.credentials import Credentials
 from core.limits import UserLimiter
 from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE, Viewer, csrf_matches, viewer_of
 from core.ports import ArchiveStore, Mailer, Speech, Telephony, WebSearch
@@ -56,9 +57,11 @@ class Platform:
     archive: ArchiveStore  # where the agent's memory files wait for a data export
     limiter: UserLimiter
     temporal: TemporalLink = field(init=False)
+    credentials: Credentials = field(init=False)  # users' Google and Microsoft tokens, sealed
 
     def __post_init__(self) -> None:
         self.temporal = TemporalLink(self.settings)
+        self.credentials = Credentials(self.settings, self.sessions)
 
 
 def platform(request: Request) -> Platform:
@@ -111,6 +114,10 @@ def _limiter(request: Request) -> UserLimiter:
     return platform(request).limiter
 
 
+def _credentials(request: Request) -> Credentials:
+    return platform(request).credentials
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]  # one session for the request
@@ -122,6 +129,7 @@ MailerDep = Annotated[Mailer, Depends(_mailer)]
 SpeechDep = Annotated[Speech, Depends(_speech)]
 ArchiveDep = Annotated[ArchiveStore, Depends(_archive)]
 LimiterDep = Annotated[UserLimiter, Depends(_limiter)]
+CredentialsDep = Annotated[Credentials, Depends(_credentials)]
 
 
 # ---- the dashboard: who is signed in, and CSRF ----------------------------------------------------

@@ -15,7 +15,7 @@ from core.settings import get_settings
 log = logging.getLogger("deepclaw")
 
 
-def _api() -> None:
+def _api(_: argparse.Namespace) -> None:
     import uvicorn
 
     from api.app import create_app
@@ -24,7 +24,7 @@ def _api() -> None:
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
 
 
-def _voice() -> None:
+def _voice(_: argparse.Namespace) -> None:
     import uvloop
 
     from voice.server import run_voice
@@ -32,13 +32,13 @@ def _voice() -> None:
     uvloop.run(run_voice(get_settings()))
 
 
-def _worker() -> None:
+def _worker(_: argparse.Namespace) -> None:
     from workers.main import run_worker
 
     asyncio.run(run_worker(get_settings()))
 
 
-def _migrate() -> None:
+def _migrate(_: argparse.Namespace) -> None:
     from core.migrate import upgrade_to_head
 
     settings = get_settings()
@@ -46,23 +46,44 @@ def _migrate() -> None:
     log.info("database migrated to head")
 
 
-def _dev() -> int:
+def _dev(_: argparse.Namespace) -> int:
     from devstack.supervisor import run_dev
 
     return asyncio.run(run_dev(get_settings()))
 
 
-def _standins() -> None:
+def _standins(_: argparse.Namespace) -> None:
     from emulators.standins import run_standins
 
     asyncio.run(run_standins(get_settings()))
 
 
-def _tools() -> None:
+def _tools(_: argparse.Namespace) -> None:
     from devstack.tools import install
 
     tools = install(get_settings().tools_dir)
     log.info("node %s, openclaw %s", tools.node, tools.openclaw)
+
+
+def _new_key(args: argparse.Namespace) -> None:
+    from core.keyring import new_key_entry
+
+    print(new_key_entry(args.key_id))  # noqa: T201 (the command's output: an operator copies it)
+
+
+def _rotate_keys(_: argparse.Namespace) -> None:
+    from core.db import create_engine, sessionmaker
+    from core.rotation import rewrap_all
+
+    async def rotate() -> None:
+        settings = get_settings()
+        engine = create_engine(settings.database_url)
+        try:
+            await rewrap_all(settings.data_keyring, sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(rotate())
 
 
 # What runs in production: refuses development secrets and missing public URLs when a real adapter is on.
@@ -76,6 +97,8 @@ COMMANDS = {
     "migrate": (_migrate, "migrate the database to the latest schema"),
     "standins": (_standins, "run the local carrier + softphone, voice agent and model stand-ins"),
     "tools": (_tools, "install the pinned Node and OpenClaw (once; quick when present)"),
+    "new-key": (_new_key, "print a new encryption key for DEEPCLAW_ENCRYPTION_KEYS"),
+    "rotate-keys": (_rotate_keys, "re-wrap every sealed record under the first DEEPCLAW_ENCRYPTION_KEYS key"),
 }
 
 
@@ -83,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="deepclaw", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+        command = sub.add_parser(name, help=help_text)
+        if name == "new-key":
+            command.add_argument("key_id", nargs="?", default="k1", help="the new key's id (default k1)")
     args = parser.parse_args(argv)
 
     if args.command != "tools":
@@ -97,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     handler, _ = COMMANDS[args.command]
     code = 0
     try:
-        code = handler() or 0
+        code = handler(args) or 0
     except KeyboardInterrupt:
         pass
     except Exception:

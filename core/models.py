@@ -69,6 +69,7 @@ class FallbackReason(StrEnum):
 REMINDER_STATES = ("scheduled", "fired", "cancelled", "failed")
 REMINDER_CHANNELS = tuple(Channel)
 OAUTH_PROVIDERS = ("google", "outlook")
+OAUTH_STATES = ("connected", "needs_consent")
 MCP_TRANSPORTS = ("streamable-http", "sse")
 STREAM_KINDS = ("user", "hotline")
 
@@ -295,12 +296,14 @@ class Delivery(SQLModel, table=True):
 
 
 class OAuthCredential(SQLModel, table=True):
-    """Tokens for Google/Outlook; stored encrypted, never in plain text."""
+    """A user's connection to Google or Microsoft. The token is only ever here as ciphertext
+    (activities/integrations/credentials.py: envelope-encrypted, bound to the user and provider)."""
 
     __tablename__ = "oauth_credentials"
     __table_args__ = (
         sa.UniqueConstraint("user_id", "provider", name="uq_oauth_credentials_user_provider"),
         _one_of("provider", OAUTH_PROVIDERS, "ck_oauth_credentials_provider"),
+        _one_of("state", OAUTH_STATES, "ck_oauth_credentials_state"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -309,7 +312,11 @@ class OAuthCredential(SQLModel, table=True):
     scopes: str = ""
     ciphertext: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
     expires_at: datetime | None = _timestamp()
+    state: str = Field(default="connected", max_length=16)
+    # When the user was told (once) that the provider refused a refresh and they must connect again.
+    consent_notified_at: datetime | None = _timestamp()
     created_at: datetime = _created()
+    updated_at: datetime = _created()
 
 
 class McpServer(SQLModel, table=True):

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from core.limits import Limit
 from core.timezones import parse_quiet_hours
+from core.keyring import DataKeyring, derived_key_entry, parse_key
 from core.tokens import Keyring
 
 
@@ -87,6 +88,11 @@ class Settings(BaseSettings):
     platform_secret: SecretStr = SecretStr(DEV_PLATFORM_SECRET)
     # Earlier platform secrets, comma-separated: tokens they made are still accepted while listed.
     platform_secrets_previous: Annotated[list[SecretStr], NoDecode] = []
+    # Keys that encrypt what is kept at rest (core/keyring.py: OAuth tokens, MCP server headers):
+    # comma-separated '<key id>:<base64 of 32 bytes>' (`deepclaw new-key ID` makes one), the first
+    # current. Rotate: put a new key first, run `deepclaw rotate-keys`, then drop the old one.
+    # Unset: one key derived from the platform secret (development only).
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = []
 
     # What a user's agent may send its user on its own (`limits` syntax, every limit applies; reminders
     # the user asked for are not counted).
@@ -172,6 +178,15 @@ class Settings(BaseSettings):
     voice_agent_port: int = 8003
     llm_port: int = 8004
     search_port: int = 8005
+    providers_port: int = 8006  # the OAuth server and Calendar / Gmail / Graph stand-ins
+
+    # Integrations (api/routes/integrations.py): OAuth clients registered with Google and Microsoft.
+    # Unset: the local stand-ins above, with the same code.
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: SecretStr | None = None
+    microsoft_tenant: str = "common"  # or the tenant id, for one organisation's accounts only
 
     # Mailer (mailer=smtp)
     smtp_host: str = "localhost"
@@ -229,7 +244,8 @@ class Settings(BaseSettings):
     worker_heartbeat_interval_s: float = 5.0
     worker_heartbeat_stale_s: float = 20.0
 
-    @field_validator("number_pool_area_codes", "platform_secrets_previous", "operators", mode="before")
+    @field_validator("number_pool_area_codes", "platform_secrets_previous", "operators", "encryption_keys",
+                     mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
@@ -276,6 +292,20 @@ class Settings(BaseSettings):
         """The keys of every kind of token, from the platform secret (and the previous ones)."""
         return Keyring.of(self.platform_secret.get_secret_value(),
                           [s.get_secret_value() for s in self.platform_secrets_previous])
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _encryption_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if value:  # a malformed key refuses to start, naming the setting
+            DataKeyring.of(parse_key(key.get_secret_value()) for key in value)
+        return value
+
+    @cached_property
+    def data_keyring(self) -> DataKeyring:
+        """The keys of data at rest (the configured ones, else the development key)."""
+        if self.encryption_keys:
+            return DataKeyring.of(parse_key(key.get_secret_value()) for key in self.encryption_keys)
+        return DataKeyring.of([derived_key_entry(self.platform_secret.get_secret_value())])
 
     @property
     def local_mode(self) -> bool:
@@ -324,6 +354,9 @@ class Settings(BaseSettings):
             if secret == default or len(secret) < MIN_SECRET_CHARS:
                 problems.append(f"DEEPCLAW_{name} is the development default or shorter than {MIN_SECRET_CHARS} "
                                 "characters")
+        if not self.encryption_keys:
+            problems.append("DEEPCLAW_ENCRYPTION_KEYS is unset: tokens at rest would be sealed with a key "
+                            "derived from the platform secret (`deepclaw new-key k1` makes one)")
         password = make_url(self.database_url).password or ""
         if password.lower() in WEAK_DATABASE_PASSWORDS or len(password) < MIN_DATABASE_PASSWORD_CHARS:
             problems.append("DEEPCLAW_DATABASE_URL has no password, a default one or one shorter than "
@@ -347,6 +380,11 @@ class Settings(BaseSettings):
         if self.web_search == WebSearchAdapter.LOCAL:
             return f"http://{self.standins_host}:{self.search_port}/html/"
         return self.duckduckgo_url
+
+    @property
+    def providers_url(self) -> str:
+        """The local OAuth server and Calendar / Gmail / Graph stand-ins."""
+        return f"http://{self.standins_host}:{self.providers_port}"
 
     @property
     def speech_base_url(self) -> str:

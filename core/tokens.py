@@ -53,6 +53,7 @@ class TokenKind(StrEnum):
     CODE = "code"  # digests of verification codes (workflow history holds only these)
     PIN = "pin"  # digests of users' PINs
     SESSION = "session"  # the dashboard's sign-in (later)
+    OAUTH_STATE = "oauth-state"  # an OAuth connect in progress: state + PKCE verifier, in a cookie
 
 
 def _b64(data: bytes) -> str:

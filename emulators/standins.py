@@ -1,4 +1,5 @@
-"""`deepclaw standins`: the carrier (with the softphone), the voice agent, the model and web search, in one
+"""`deepclaw standins`: the carrier (with the softphone), the voice agent, the model, web search and
+the calendar and mail providers (with their OAuth servers), in one
 process so that typed turns spoken through the carrier are recognised exactly by the voice agent."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.routing import Route
 
 from core.serve import serving
 from core.settings import Settings
-from emulators import llm, search
+from emulators import llm, providers, search
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.carrier.store import OwnedNumber, new_sid
@@ -63,5 +64,7 @@ async def run_standins(settings: Settings) -> None:
         await stack.enter_async_context(serving(agent.app(), host, settings.voice_agent_port))
         await stack.enter_async_context(serving(llm.create_app(), host, settings.llm_port))
         await stack.enter_async_context(serving(search.create_app(), host, settings.search_port))
+        await stack.enter_async_context(serving(providers.create_app(providers.Providers(settings.api_base_url)),
+                                                host, settings.providers_port))
         log.info("softphone at %s/phone; hotline %s", settings.carrier_url, settings.hotline_number)
         await stop.wait()

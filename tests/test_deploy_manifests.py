@@ -28,7 +28,8 @@ def test_the_production_settings_start_only_with_their_secrets(monkeypatch: pyte
     platform = (DEPLOY / "platform.yaml").read_text()
     config = next(d for d in yaml.safe_load_all(platform) if d and d["kind"] == "ConfigMap")["data"]
     listed = set(re.findall(r"DEEPCLAW_[A-Z_]+", platform.split("apiVersion", 1)[0]))
-    assert {"DEEPCLAW_PLATFORM_SECRET", "DEEPCLAW_TWILIO_AUTH_TOKEN", "DEEPCLAW_DATABASE_URL"} <= listed
+    assert {"DEEPCLAW_PLATFORM_SECRET", "DEEPCLAW_TWILIO_AUTH_TOKEN", "DEEPCLAW_DATABASE_URL",
+            "DEEPCLAW_ENCRYPTION_KEYS"} <= listed
     for key, value in config.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("DEEPCLAW_TWILIO_AUTH_TOKEN", "t" * 32)
@@ -36,4 +37,7 @@ def test_the_production_settings_start_only_with_their_secrets(monkeypatch: pyte
     with pytest.raises(SystemExit, match="DEEPCLAW_PLATFORM_SECRET"):
         Settings(_env_file=None).require_deployable()
     monkeypatch.setenv("DEEPCLAW_PLATFORM_SECRET", "s" * 48)
+    with pytest.raises(SystemExit, match="DEEPCLAW_ENCRYPTION_KEYS"):
+        Settings(_env_file=None).require_deployable()
+    monkeypatch.setenv("DEEPCLAW_ENCRYPTION_KEYS", "k1:" + "A" * 43)
     Settings(_env_file=None).require_deployable()

@@ -44,7 +44,8 @@ PRODUCTION = {"DEEPCLAW_TELEPHONY": "twilio", "DEEPCLAW_VOICE_AGENT": "deepgram"
               "DEEPCLAW_DATABASE_URL": "postgresql+asyncpg://app:s3cret-s3cret-s3cret@db.example:25060/deepclaw",
               "DEEPCLAW_PUBLIC_BASE_URL": "https://api.example.com",
               "DEEPCLAW_VOICE_PUBLIC_BASE_URL": "https://voice.example.com",
-              "DEEPCLAW_MEDIA_PUBLIC_URL": "wss://voice.example.com/twilio/media"}
+              "DEEPCLAW_MEDIA_PUBLIC_URL": "wss://voice.example.com/twilio/media",
+              "DEEPCLAW_ENCRYPTION_KEYS": "k1:" + "A" * 43}
 
 
 def test_local_settings_have_nothing_to_refuse() -> None:
@@ -57,7 +58,7 @@ def test_real_adapters_need_real_secrets_and_public_urls(monkeypatch: pytest.Mon
     assert Settings(_env_file=None).deployment_problems() == []
     cases = {"DEEPCLAW_PLATFORM_SECRET": "local-development-secret", "DEEPCLAW_TWILIO_AUTH_TOKEN": "short",
              "DEEPCLAW_DATABASE_URL": "postgresql+asyncpg://postgres@db.example/deepclaw",
-             "DEEPCLAW_PUBLIC_BASE_URL": "", "DEEPCLAW_MEDIA_PUBLIC_URL": ""}
+             "DEEPCLAW_PUBLIC_BASE_URL": "", "DEEPCLAW_MEDIA_PUBLIC_URL": "", "DEEPCLAW_ENCRYPTION_KEYS": ""}
     for key, bad in cases.items():
         with monkeypatch.context() as case:
             case.setenv(key, bad)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities import adapters
 from activities.accounts import AccountActivities
 from activities.agent_chat import AgentChat
+from activities.integrations.credentials import Credentials
 from activities.delivery import DeliveryActivities
 from activities.follow_ups import FollowUpActivities
 from activities.numbers.pool import NumberPoolActivities
@@ -68,7 +69,7 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
                            *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
                            *ReminderActivities(sessions, agent).all(), *DeliveryActivities(telephony, sessions, settings).all(),
                            *TextActivities(telephony, sessions, settings, agent).all(),
-                           *FollowUpActivities(agent).all(), *AccountActivities(sessions).all(),
+                           *FollowUpActivities(agent).all(), *AccountActivities(sessions, Credentials(settings, sessions)).all(),
                            *StatementActivities(sessions, adapters.billing(sessions), settings).all()], runtime)
     finally:
         await runtime.close()

@@ -53,6 +53,9 @@ class DeleteUserWorkflow:
         cancelled = await workflow.execute_activity_method(AccountActivities.cancel_reminders, input.user_id, **STEP)
         workflow.set_current_details("deleting the agent")
         await workflow.execute_activity_method(AccountActivities.remove_agent, input.user_id, **AGENT_REMOVAL)
+        if workflow.patched("revoke-integrations"):  # deletions begun before integrations skip it on replay
+            workflow.set_current_details("revoking calendar and mail access")
+            await workflow.execute_activity_method(AccountActivities.revoke_integrations, input.user_id, **STEP)
         number = await workflow.execute_activity_method(AccountActivities.quarantine_number, input.user_id, **STEP)
         deleted = await workflow.execute_activity_method(
             AccountActivities.delete_user, Deletion(user_id=input.user_id, requested_by=input.requested_by), **STEP)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
@@ -96,3 +96,12 @@ def screenshots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("DEEPCLAW_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+async def shots(page: Page, folder: Path, name: str) -> None:
+    """The page at phone and desktop width (left at phone width)."""
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=folder / f"dashboard-{name}-phone.png", full_page=True)
+    await page.set_viewport_size(DESKTOP)
+    await page.screenshot(path=folder / f"dashboard-{name}-desktop.png", full_page=True)
+    await page.set_viewport_size(PHONE)

@@ -26,7 +26,7 @@ from core.serve import serving
 from core.models import PhoneNumber, User
 from core.ports import AgentSpec
 from core.settings import Settings
-from emulators import llm, search
+from emulators import llm, providers, search
 from emulators.carrier import twiml
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
@@ -52,19 +52,20 @@ def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, m
 def platform_settings_for(*, database_url: str, temporal_address: str, data_dir: Path,
                           model_base_url: str | None = None, **overrides: Any) -> Settings:
     """Every port free; no model URL: start_platform serves the model stand-in too."""
-    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search", "llm")}
+    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search", "llm", "providers")}
     return Settings(
         _env_file=None, data_dir=data_dir, database_url=database_url, temporal_address=temporal_address,
         temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
         voice_media_port=ports["media"],
         carrier_port=ports["carrier"], voice_agent_port=ports["agent"], search_port=ports["search"],
-        llm_port=ports["llm"], llm_base_url=model_base_url,
+        llm_port=ports["llm"], providers_port=ports["providers"], llm_base_url=model_base_url,
         worker_heartbeat_interval_s=1, **{"number_pool_target": 0, "local_agent_spares": 1, "quiet_hours": "off",
                                              "call_ring_timeout_s": 5, **overrides})
 
 
 async def start_platform(stack: AsyncExitStack, settings: Settings, *,
-                         wait_for_spare: bool = False) -> tuple[Carrier, VoiceAgentServer]:
+                         wait_for_spare: bool = False,
+                         provider_standins: providers.Providers | None = None) -> tuple[Carrier, VoiceAgentServer]:
     """Serves every process of the platform until `stack` closes; returns the carrier and the voice agent.
     `wait_for_spare`: return once a warm agent is ready, as `make run` does."""
     speech = SpeechRegistry()
@@ -77,6 +78,8 @@ async def start_platform(stack: AsyncExitStack, settings: Settings, *,
                                                  "127.0.0.1", settings.carrier_port))
     await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
     await stack.enter_async_context(serving(search.create_app(), "127.0.0.1", settings.search_port))
+    await stack.enter_async_context(serving(providers.create_app(
+        provider_standins or providers.Providers(settings.api_base_url)), "127.0.0.1", settings.providers_port))
     await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
     await stack.enter_async_context(voice_serving(settings))
     worker = asyncio.create_task(run_worker(settings, stop))

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
@@ -29,7 +29,7 @@ from core.models import USAGE_KINDS, Conversation, Message, PhoneNumber, Reminde
 from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript
 from tests.conftest import retire_available_numbers
-from tests.voice.conftest import DESKTOP, PHONE, UserOnPlatform
+from tests.voice.conftest import PHONE, UserOnPlatform, shots
 from workflows.agent_lifecycle import Thresholds
 from workflows.delete_user import DeleteUserWorkflow
 from workflows.delete_user import workflow_id as delete_workflow_id
@@ -80,14 +80,6 @@ def _system_prompt(script: ModelScript, since: int, asked: str) -> str:
     raise AssertionError(f"the model was never asked {asked!r}")
 
 
-async def _shots(page: Page, screenshots: Path, name: str) -> None:
-    await page.set_viewport_size(PHONE)
-    await page.screenshot(path=screenshots / f"dashboard-{name}-phone.png", full_page=True)
-    await page.set_viewport_size(DESKTOP)
-    await page.screenshot(path=screenshots / f"dashboard-{name}-desktop.png", full_page=True)
-    await page.set_viewport_size(PHONE)
-
-
 async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
     browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
     model_server: tuple[str, ModelScript], screenshots: Path, temporal_env: WorkflowEnvironment,
@@ -129,7 +121,7 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
         assert await page.evaluate("window.stayed") is True, "the page was reloaded"
         await expect(page.locator("#reminders")).to_contain_text("water the plants")
         await expect(page.locator("#conversations")).to_contain_text("Booked: Friday, four people")
-        await _shots(page, screenshots, "home")
+        await shots(page, screenshots, "home")
 
         # A new personality and instructions reach the very next answer's system prompt.
         await page.click("nav >> text=Agent")
@@ -142,7 +134,7 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
         await _text(phone, me.number, "remember my boat is called Seagull", "Seagull")
         prompt = _system_prompt(script, since, "my boat is called Seagull")
         assert INSTRUCTIONS in prompt and "polite and precise" in prompt and "relaxed and friendly" not in prompt
-        await _shots(page, screenshots, "agent")
+        await shots(page, screenshots, "agent")
 
         # History: the call's transcript, then the text thread.
         await page.click("nav >> text=History")
@@ -151,7 +143,7 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
         await expect(transcript).to_contain_text("book a table for four on friday")
         await expect(transcript).to_contain_text("Booked: Friday, four people, at eight.")
         await expect(transcript).to_contain_text("answered in 0.9 s")
-        await _shots(page, screenshots, "call")
+        await shots(page, screenshots, "call")
         await page.go_back()
         await page.fill("#q", "water the plants")
         await page.click("form[role=search] button")
@@ -176,7 +168,7 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
             raise AssertionError("the cancelled reminder's row still says scheduled")
         await page.reload()
         await expect(page.locator("#past")).to_contain_text("water the plants")
-        await _shots(page, screenshots, "reminders")
+        await shots(page, screenshots, "reminders")
 
         # Usage: the month's statement, and its CSV adding up to the usage records in the database.
         await page.click("nav >> text=Usage")
@@ -194,7 +186,7 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
             kind: Decimal(str(in_db.get(kind, 0))) for kind in USAGE_KINDS}
         assert sum(Decimal(r[5]) for r in summary[:-1]) == Decimal(summary[-1][5])
         assert await page.locator("#total").inner_text() == summary[-1][5]
-        await _shots(page, screenshots, "usage")
+        await shots(page, screenshots, "usage")
 
         # Account: download my data, then delete the account; the number stays out of use.
         await page.click("nav >> text=Account")
@@ -205,7 +197,7 @@ async def test_a_user_signs_in_and_manages_their_agent_from_the_dashboard(
             assert "You are Nova" in bundle.read("agent/workspace/SOUL.md").decode()
             assert "Captain" in bundle.read("agent/workspace/SOUL.md").decode()
             assert json.loads(bundle.read("account.json"))["phone_e164"] == me.user.phone_e164
-        await _shots(page, screenshots, "account")
+        await shots(page, screenshots, "account")
         await page.click("#delete-account")
         await expect(page.locator("#confirm-error")).to_contain_text("nothing was deleted")
         # The refusal is a 400 page, which the browser reports: expected here, and only here.

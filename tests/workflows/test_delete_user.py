@@ -1,11 +1,12 @@
 """DeleteUserWorkflow with time skipping, on a real PostgreSQL: the account closed (signed out
 everywhere), its reminders cancelled through their workflows, its agent deleted by its lifecycle
 (with its archive), its rows gone and the deletion recorded; the number kept out of use through the
-quarantine, then back in the pool."""
+quarantine, then back in the pool; their Google access revoked at Google."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -18,11 +19,18 @@ from temporalio.worker import Worker
 from activities.accounts import AccountActivities
 from activities.archive.stores import FolderArchiveStore
 from activities.delivery import DeliveryActivities
+from activities.integrations.credentials import Credentials
 from activities.reminders import ReminderActivities
 from activities.runtime.activities import RuntimeActivities
+from core.integrations import LOCAL_CLIENTS, Provider
 from core.models import AuditEvent, Conversation, Message, PhoneNumber, Reminder, User, WebSession, utcnow
 from core.ports import AgentSpec, RuntimeState, archive_key
+from core.process import free_port
+from core.serve import serving
 from core.settings import Settings
+from emulators.providers import Providers
+from emulators.providers import create_app as create_providers_app
+from emulators.providers.oauth import Token
 from tests.conftest import LocalCarrier, retire_available_numbers
 from tests.memory_runtime import MemoryRuntime
 from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow
@@ -40,6 +48,8 @@ async def test_a_deleted_account_leaves_nothing_and_its_number_returns_only_afte
         local_carrier: LocalCarrier, tmp_path: Path) -> None:
     client = time_skipping_env.client
     queue = f"delete-{uuid.uuid4().hex[:6]}"
+    settings = settings.model_copy(update={"providers_port": free_port()})
+    google = Providers(settings.api_base_url)
     user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova")
     number = f"+1628{uuid.uuid4().int % 10**7:07d}"
     async with sessions() as session, session.begin():
@@ -54,13 +64,20 @@ async def test_a_deleted_account_leaves_nothing_and_its_number_returns_only_afte
         session.add(WebSession(secret_digest="x", user_id=user.id, expires_at=utcnow() + timedelta(days=1)))
         reminder = Reminder(user_id=user.id, due_at=utcnow() + timedelta(days=200), text="renew passport")
         session.add(reminder)
+    # Their Google calendar connected: a grant the Google stand-in issued, sealed in their row.
+    client_id = LOCAL_CLIENTS["google"][0]
+    issued = Token("access-1", "refresh-1", client_id, "nova@example.com", "calendar", time.time() + 3600)
+    google.google_tokens.by_access[issued.access_token] = google.google_tokens.by_refresh["refresh-1"] = issued
+    await Credentials(settings, sessions).save(user.id, Provider.GOOGLE, {
+        "access_token": "access-1", "refresh_token": "refresh-1", "expires_at": issued.expires_at})
     runtime = MemoryRuntime()
     store = FolderArchiveStore(tmp_path / "archive")
     (tmp_path / "archive" / "agents" / user.id.hex).mkdir(parents=True)
     (tmp_path / "archive" / archive_key(user.id)).write_bytes(b"an old archive")
-    async with Worker(client, task_queue=queue,
+    async with serving(create_providers_app(google), "127.0.0.1", settings.providers_port), \
+            Worker(client, task_queue=queue,
                       workflows=[DeleteUserWorkflow, AgentLifecycleWorkflow, ReminderWorkflow, DeliveryWorkflow],
-                      activities=[*AccountActivities(sessions).all(),
+                      activities=[*AccountActivities(sessions, Credentials(settings, sessions)).all(),
                                   *RuntimeActivities(runtime, store, sessions, "local").all(),
                                   *ReminderActivities(sessions, None).all(),  # type: ignore[arg-type]
                                   *DeliveryActivities(local_carrier.telephony, sessions, settings).all()]):
@@ -93,6 +110,7 @@ async def test_a_deleted_account_leaves_nothing_and_its_number_returns_only_afte
             assert (await session.execute(select(Message).where(Message.conversation_id == call.id))).all() == []
             assert (await session.execute(select(WebSession).where(WebSession.user_id == user.id))).all() == []
         assert runtime.states.get(user.id, RuntimeState.ABSENT) == RuntimeState.ABSENT
+        assert google.google_tokens.revoked == ["nova@example.com"], "the calendar access revoked at Google"
         assert not (tmp_path / "archive" / archive_key(user.id)).exists()
 
         result = await deletion.result()  # the 90 days pass (time skipping)

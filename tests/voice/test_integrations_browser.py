@@ -1,0 +1,135 @@
+"""Integrations on a whole local platform: connecting Google and Microsoft in a real headless Chromium
+through the local OAuth servers (authorization code + PKCE, the consent page clicked), the tokens
+kept only as ciphertext (no token in any table, log line or the user's Temporal history), and
+disconnecting revokes the grant at the provider."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Browser, Page, expect
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+
+from api.sign_in import SESSION_COOKIE, open_session
+from core.integrations import GOOGLE_SCOPES
+from core.models import AuditEvent, OAuthCredential
+from tests.voice.conftest import PHONE, UserOnPlatform, shots
+
+ACCOUNT = "ann@example.com"
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def _every_log_line() -> Iterator[list[str]]:
+    """Every line the platform's processes (in this test process) log meanwhile, at INFO and up."""
+    handler, root = _Lines(), logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+async def _signed_in_page(browser: Browser, me: UserOnPlatform, sessions: async_sessionmaker[AsyncSession]) -> Page:
+    """A browser signed in as the user (signing in itself has its own browser test)."""
+    cookie = await open_session(me.settings, sessions, user_id=me.user.id, operator=None, user_agent="test")
+    context = await browser.new_context(viewport=PHONE)
+    await context.add_cookies([{"name": SESSION_COOKIE, "value": cookie, "url": me.settings.api_base_url}])
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return page
+
+
+async def _standin(me: UserOnPlatform, path: str, **params: str) -> object:
+    async with httpx.AsyncClient(base_url=me.settings.providers_url) as http:
+        return (await http.get(path, params=params)).json()
+
+
+async def _connect(page: Page, provider: str, *, allow: bool = True) -> None:
+    await page.click(f"#connect-{provider}")
+    await expect(page.locator("h1")).to_contain_text("local stand-in")
+    await page.fill("input[name=account]", ACCOUNT)
+    await page.click(f"button[value={'allow' if allow else 'deny'}]")
+
+
+async def _everything_stored(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """Every row of every table, as text (binary columns in hex)."""
+    async with sessions() as session:
+        tables = (await session.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars().all()
+        rows = [str(row) for table in tables for row in (await session.execute(text(f'SELECT t::text FROM "{table}" t'))).scalars()]
+    return "\n".join(rows)
+
+
+async def _history_of(temporal_env: WorkflowEnvironment, user_id: object) -> bytes:
+    """The raw history events of every workflow of the user."""
+    client = temporal_env.client
+    raw = b""
+    async for execution in client.list_workflows(f"UserId = '{user_id}'"):
+        history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+        raw += history.to_json().encode()
+    return raw
+
+
+async def test_connect_google_and_microsoft_with_pkce_tokens_only_sealed_and_disconnect_revokes(
+    browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
+    temporal_env: WorkflowEnvironment, screenshots: Path,
+) -> None:
+    me = user_on_platform
+    page = await _signed_in_page(browser, me, sessions)
+    with _every_log_line() as lines:
+        await page.goto(f"{me.settings.api_base_url}/integrations")
+        google = page.locator("#integration-google")
+        for scope in GOOGLE_SCOPES:  # what the agent may do, in words, before connecting
+            await expect(google).to_contain_text(scope.meaning)
+        await shots(page, screenshots, "integrations")
+
+        await _connect(page, "google", allow=False)  # said no at the provider: nothing stored
+        await expect(page.locator("main .notice")).to_contain_text("not allowed")
+        await _connect(page, "google")
+        await expect(page.locator("main .notice")).to_contain_text("Connected")
+        await expect(google.locator(".connected")).to_be_visible()
+        await _connect(page, "outlook")
+        await expect(page.locator("#integration-outlook .connected")).to_be_visible()
+        await shots(page, screenshots, "integrations-connected")
+
+        issued = await _standin(me, "/control/tokens", account=ACCOUNT)
+        assert isinstance(issued, list) and len(issued) == 4, issued  # access + refresh, of each provider
+        async with sessions() as session:
+            rows = (await session.execute(select(OAuthCredential).where(OAuthCredential.user_id == me.user.id))).scalars().all()
+            actions = (await session.execute(select(AuditEvent.action).where(AuditEvent.user_id == me.user.id))).scalars().all()
+        assert {r.provider for r in rows} == {"google", "outlook"} and all(r.state == "connected" for r in rows)
+        assert "integration.connected" in actions
+        stored, history = await _everything_stored(sessions), await _history_of(temporal_env, me.user.id)
+        for token in issued:
+            assert token not in stored and token.encode().hex() not in stored, "a token in the database"
+            assert token.encode() not in history, "a token in Temporal history"
+            assert not [line for line in lines if token in line], "a token in the logs"
+
+        await page.click("#disconnect-google")
+        await expect(page.locator("main .notice")).to_contain_text("Disconnected")
+        await expect(page.locator("#connect-google")).to_be_visible()
+    state = await _standin(me, "/control/state")
+    assert state["google"]["revoked"] == [ACCOUNT] and state["google"]["live_tokens"] == 0  # type: ignore[index]
+    async with sessions() as session:
+        left = (await session.execute(select(OAuthCredential.provider).where(
+            OAuthCredential.user_id == me.user.id))).scalars().all()
+    assert left == ["outlook"]
