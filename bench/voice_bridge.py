@@ -43,6 +43,7 @@ from twilio.request_validator import RequestValidator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.db import create_engine, sessionmaker  # noqa: E402
+from core.keyring import new_key_entry  # noqa: E402
 from core.process import ChildProcess, free_port  # noqa: E402
 from core.streams import issue_ticket  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
@@ -152,7 +153,7 @@ async def main(levels: list[int], seconds: float) -> dict[str, float]:
             env = {**os.environ, "DEEPCLAW_DATABASE_URL": stack.database_url,
                    "DEEPCLAW_TEMPORAL_ADDRESS": stack.temporal.address, "DEEPCLAW_VOICE_PORT": str(voice_port),
                    "DEEPCLAW_VOICE_MEDIA_PORT": str(media_port), "DEEPCLAW_PLATFORM_SECRET": SECRET,
-                   "DEEPCLAW_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                   "DEEPCLAW_TWILIO_AUTH_TOKEN": AUTH_TOKEN, "DEEPCLAW_ENCRYPTION_KEYS": new_key_entry("bench"),
                    # A real adapter (the voice agent) is on: the bridge wants its public URLs, as in production.
                    "DEEPCLAW_PUBLIC_BASE_URL": "http://127.0.0.1:8000",
                    "DEEPCLAW_VOICE_PUBLIC_BASE_URL": f"http://127.0.0.1:{voice_port}",
