@@ -183,12 +183,17 @@ async def _start_delivery(tools: Tools, request: DeliveryRequest) -> WorkflowHan
         raise ToolError(f"Not sent: {SCHEDULER_DOWN}") from None
 
 
+async def platform_text(tools: Tools, text: str) -> WorkflowHandle[DeliveryWorkflow, DeliveryEnd]:
+    """A text to the user by the same durable delivery (opt-out and suspension checked at send time)."""
+    return await _start_delivery(tools, DeliveryRequest(
+        delivery_id=uuid.uuid4(), user_id=tools.user_id, channel=Channel.SMS, text=text))
+
+
 async def send_sms(tools: Tools, text: str) -> str:
     body = text_arg(text, "text")
     await tools.line()
     await _within_limits(tools, Limit.SMS)
-    handle = await _start_delivery(tools, DeliveryRequest(
-        delivery_id=uuid.uuid4(), user_id=tools.user_id, channel=Channel.SMS, text=body))
+    handle = await platform_text(tools, body)
     try:
         end: DeliveryEnd = await asyncio.wait_for(handle.result(), SENT_WAIT_S)
     except TimeoutError:

@@ -319,6 +319,39 @@ class OAuthCredential(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
+ACTION_KINDS = ("send_mail", "cancel_event")
+ACTION_STATES = ("pending", "done", "declined", "failed", "expired")
+
+
+class PendingAction(SQLModel, table=True):
+    """Something the agent asked for that only the owner may allow (sending mail, cancelling an
+    event): kept here until the owner answers the confirmation text (activities/integrations/
+    actions.py). `reference` is the short number the owner's reply names; unique among the user's
+    pending actions, so a reply means one action."""
+
+    __tablename__ = "pending_actions"
+    __table_args__ = (
+        _one_of("provider", OAUTH_PROVIDERS, "ck_pending_actions_provider"),
+        _one_of("kind", ACTION_KINDS, "ck_pending_actions_kind"),
+        _one_of("state", ACTION_STATES, "ck_pending_actions_state"),
+        sa.Index("uq_pending_actions_reference", "user_id", "reference", unique=True,
+                 postgresql_where=sa.text("state = 'pending'")),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    provider: str = Field(max_length=16)
+    kind: str = Field(max_length=16)
+    target: str = Field(max_length=256)  # the draft's or the event's id at the provider
+    summary: str = Field(max_length=600)  # what the owner is asked about, in words
+    reference: str = Field(max_length=8)
+    state: str = Field(default="pending", max_length=16)
+    detail: str | None = Field(default=None, max_length=600)  # what happened, once decided
+    created_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    decided_at: datetime | None = _timestamp()
+
+
 class McpServer(SQLModel, table=True):
     __tablename__ = "mcp_servers"
     __table_args__ = (

@@ -27,7 +27,9 @@ KEYWORDS = {
 
 
 def keyword(body: str) -> Keyword | None:
-    word = re.sub(r"[^a-z]", "", body.strip().lower()) if len(body.strip()) <= 16 else ""
+    # Spaces and punctuation aside, the whole body is the word: "Stop!" is one, "yes 4821" (the
+    # answer to a confirmation text) and "cancel 4821" are not.
+    word = re.sub(r"[^a-z0-9]", "", body.strip().lower()) if len(body.strip()) <= 16 else ""
     return next((k for k, words in KEYWORDS.items() if word in words), None)
 
 

@@ -54,6 +54,7 @@ class Mcp:
     sessions: async_sessionmaker[AsyncSession]
     app: Any
     agent: PhrasingAgent
+    settings: Settings
 
     async def rpc(self, method: str, params: dict[str, Any] | None = None, **extra: Any) -> httpx.Response:
         """JSON-RPC on the wire, as OpenClaw's client sends it."""
@@ -84,10 +85,12 @@ class PhrasingAgent:
 async def mcp(settings: Settings, sessions: async_sessionmaker[AsyncSession], local_carrier: LocalCarrier,
               temporal_env: WorkflowEnvironment) -> AsyncIterator[Mcp]:
     settings = settings.model_copy(update={"api_port": free_port(), "carrier_port": local_carrier.port,
-                                           "search_port": free_port(), "call_ring_timeout_s": 5})
+                                           "search_port": free_port(), "providers_port": free_port(),
+                                           "call_ring_timeout_s": 5})
     telephony = local_carrier.telephony
     [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
-    owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice", sms_url="")
+    owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice",
+                                       sms_url=f"{settings.api_base_url}/twilio/sms")
     user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova")
     async with sessions() as session, session.begin():
         session.add(user)
@@ -102,7 +105,7 @@ async def mcp(settings: Settings, sessions: async_sessionmaker[AsyncSession], lo
         app = create_app(settings)
         async with serving(app, "127.0.0.1", settings.api_port), \
                    serving(search.create_app(), "127.0.0.1", settings.search_port):
-            yield Mcp(server.url, server.headers, user, owned.e164, local_carrier, sessions, app, agent)
+            yield Mcp(server.url, server.headers, user, owned.e164, local_carrier, sessions, app, agent, settings)
 
 
 async def _texts(mcp: Mcp, containing: str, timeout: float = 20) -> list[str]:
@@ -143,7 +146,8 @@ async def test_the_agent_sets_lists_and_cancels_reminders_and_reaches_its_user(m
     assert note.status_code == 202
     tools = {t["name"]: t for t in (await mcp.rpc("tools/list")).json()["result"]["tools"]}
     assert tools.keys() == {"schedule_reminder", "list_reminders", "reschedule_reminder", "cancel_reminder", "send_sms",
-                            "call_me", "web_search"}
+                            "call_me", "web_search", "calendar_events", "create_event", "move_event", "cancel_event",
+                            "find_free_time", "search_mail", "read_mail", "draft_reply", "send_draft"}
     # The schemas come from the typed signatures: the model sees each field's type, rule and default.
     schedule = tools["schedule_reminder"]["inputSchema"]
     assert schedule["required"] == ["text"] and schedule["properties"]["text"]["maxLength"] == 480

@@ -45,8 +45,9 @@ HTTP_TIMEOUT_S = 15.0
 class NotConnected(LookupError):
     """The user has not connected this provider (or must connect it again: `needs_consent`)."""
 
-    def __init__(self, provider: Provider, needs_consent: bool = False) -> None:
-        self.provider, self.needs_consent = provider, needs_consent
+    def __init__(self, provider: Provider, needs_consent: bool = False, first_notice: bool = False) -> None:
+        # first_notice: the connection has just ended, and the user is to be told (once)
+        self.provider, self.needs_consent, self.first_notice = provider, needs_consent, first_notice
         super().__init__(f"{provider.value} is {'waiting for consent again' if needs_consent else 'not connected'}")
 
 

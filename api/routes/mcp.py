@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
-from api import reaching
+from api import reaching, workspace_tools
 from api.deps import Platform
 from api.tool_context import MAX_TEXT, Tools, text_arg
 from core.callbacks import MCP_AUDIENCE, PLATFORM_MCP_NAME, mcp_token_generation
@@ -42,6 +42,13 @@ PATH = "/mcp"
 MAX_BODY_BYTES = 64 * 1024  # a tool call is a few hundred bytes
 
 ShortText = Annotated[str, Field(max_length=MAX_TEXT)]
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_=+/-]+$")]
+Which = Annotated[Literal["google", "outlook"] | None,
+                  Field(description="which connected account (default: Google if connected, else Microsoft)")]
+Day = Annotated[str | None, Field(max_length=20, description="a day: today, tomorrow or YYYY-MM-DD (your user's)")]
+When = Annotated[str | None, Field(max_length=40, description="ISO 8601 (your user's time without an offset), "
+                                                               "or a day and time: 'tomorrow 12:00', 'today 3pm'")]
+Minutes = Annotated[float | None, Field(gt=0, le=7 * 24 * 60, description="how long, in minutes (default 60)")]
 
 
 async def user_of_token(bearer: str, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID:
@@ -78,8 +85,7 @@ class PlatformServer(MCPServer):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         if self._tool_manager.get_tool(name) is None:
-            known = ", ".join(t.name for t in self._tool_manager.list_tools())
-            raise ToolError(f"unknown tool {name!r}; the tools are {known}")
+            raise ToolError(f"unknown tool {name!r}; the tools are {_some(t.name for t in self._tool_manager.list_tools())}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
@@ -92,11 +98,21 @@ class PlatformServer(MCPServer):
             raise
 
 
+def _some(names: Iterable[str], room: int = 120) -> str:
+    """Names, as many as fit in `room` characters (an error the model reads stays short)."""
+    shown: list[str] = []
+    rest = list(names)
+    while rest and len(", ".join([*shown, rest[0]])) <= room:
+        shown.append(rest.pop(0))
+    return ", ".join(shown) + (f" and {len(rest)} more (tools/list)" if rest else "")
+
+
 def create_server(settings: Settings, platform: Callable[[], Platform]) -> MCPServer:
     """The server; `platform` gives the API's parts once its lifespan has built them."""
     server = PlatformServer(
         PLATFORM_MCP_NAME, version="2", instructions="Your user's platform: reminders, texts and calls to your "
-        "user, and web search.", token_verifier=AgentTokens(platform),
+        "user, web search, and the calendar and mail the user connected (sending mail and cancelling events "
+        "need the user's confirmation by text).", token_verifier=AgentTokens(platform),
         # The platform mints these tokens itself; no OAuth flow (and so no audience check by the SDK:
         # user_of_token checks the token's audience).
         auth=AuthSettings(issuer_url=settings.api_base_url, resource_server_url=f"{settings.api_base_url}{PATH}",
@@ -161,6 +177,75 @@ def create_server(settings: Settings, platform: Callable[[], Platform]) -> MCPSe
         """Call the user now (e.g. a task is done); you open with `greeting`. If they don't pick up,
         or it is their quiet hours, they get a text instead."""
         return await reaching.call_me(tools(), greeting, reason)
+
+    @server.tool(structured_output=False)
+    async def calendar_events(day: Day = None, start: When = None, end: When = None, account: Which = None) -> str:
+        """The user's calendar events on a day, or from start to end (with their ids)."""
+        return await workspace_tools.calendar_events(tools(), day, start, end, account)
+
+    @server.tool(structured_output=False)
+    async def create_event(
+        title: Annotated[ShortText, Field(description="what it is")],
+        start: Annotated[str, Field(max_length=40, description="when it starts: ISO 8601 (your user's time) or "
+                                                               "'tomorrow 12:00'")],
+        minutes: Minutes = None, end: When = None,
+        location: Annotated[ShortText | None, Field(description="where")] = None, account: Which = None,
+    ) -> str:
+        """Add an event to the user's calendar."""
+        return await workspace_tools.create_event(tools(), title, start, minutes, end, location, account)
+
+    @server.tool(structured_output=False)
+    async def move_event(
+        id: Annotated[Id, Field(description="the event's id, from calendar_events")],
+        start: Annotated[str, Field(max_length=40, description="the new start (ISO 8601 or 'tomorrow 15:00')")],
+        minutes: Minutes = None, end: When = None, account: Which = None,
+    ) -> str:
+        """Move an event to a new time (it keeps its length unless you give minutes or end)."""
+        return await workspace_tools.move_event(tools(), id, start, minutes, end, account)
+
+    @server.tool(structured_output=False)
+    async def cancel_event(id: Annotated[Id, Field(description="the event's id, from calendar_events")],
+                           account: Which = None) -> str:
+        """Ask to cancel (delete) an event: the user is texted and it is cancelled only when they confirm."""
+        return await workspace_tools.cancel_event(tools(), id, account)
+
+    @server.tool(structured_output=False)
+    async def find_free_time(
+        day: Day = None, start: When = None, end: When = None,
+        minutes: Annotated[float, Field(gt=0, le=24 * 60, description="the length needed, in minutes")] = 30,
+        account: Which = None,
+    ) -> str:
+        """Free times of at least `minutes` on a day (its working hours, 9 to 18) or from start to end."""
+        return await workspace_tools.find_free_time(tools(), day, start, end, minutes, account)
+
+    @server.tool(structured_output=False)
+    async def search_mail(
+        query: Annotated[ShortText, Field(description="words, a sender or a subject")],
+        count: Annotated[int, Field(ge=1, le=10, description="how many messages")] = 5, account: Which = None,
+    ) -> str:
+        """Search the user's mail; newest first, with ids for read_mail and draft_reply."""
+        return await workspace_tools.search_mail(tools(), text_arg(query, "query"), count, account)
+
+    @server.tool(structured_output=False)
+    async def read_mail(id: Annotated[Id, Field(description="the message's id, from search_mail")],
+                        account: Which = None) -> str:
+        """Read one message of the user's mail."""
+        return await workspace_tools.read_mail(tools(), id, account)
+
+    @server.tool(structured_output=False)
+    async def draft_reply(
+        id: Annotated[Id, Field(description="the message's id, from search_mail")],
+        body: Annotated[str, Field(min_length=1, max_length=10_000, description="the reply's text")],
+        account: Which = None,
+    ) -> str:
+        """Write a reply as a draft (not sent). Returns the draft's id for send_draft."""
+        return await workspace_tools.draft_reply(tools(), id, body, account)
+
+    @server.tool(structured_output=False)
+    async def send_draft(id: Annotated[Id, Field(description="the draft's id, from draft_reply")],
+                         account: Which = None) -> str:
+        """Ask to send a draft: the user is texted and it is sent only when they confirm."""
+        return await workspace_tools.send_draft(tools(), id, account)
 
     return server
 

@@ -21,8 +21,9 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from activities.delivery import CallProgress
+from activities.integrations.actions import PendingActions, reply_of
 from activities.texts import InboundText
-from api.deps import LimiterDep, SessionsDep, SettingsDep, TelephonyDep, TemporalDep
+from api.deps import CredentialsDep, LimiterDep, SessionsDep, SettingsDep, TelephonyDep, TemporalDep
 from api.routes import hotline
 from core.callbacks import PURPOSE_AUDIENCE
 from core.callers import CallerTrust, classify
@@ -36,6 +37,7 @@ from core.settings import Settings
 from core.streams import issue_ticket
 from core.texts import MAX_TEXT_CHARS, Keyword, keyword
 from core.tokens import InvalidToken, TokenKind
+from core.usage import UsageKind, record_usage, sms_segments
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 from workflows.delivery import DeliveryWorkflow
 from workflows.delivery import workflow_id as delivery_workflow_id
@@ -308,9 +310,11 @@ SignedSms = Annotated[tuple[SmsForm, list[str]], Depends(signed_sms)]
 
 @router.post("/sms")
 async def sms(signed: SignedSms, settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep,
-              telephony: TelephonyDep, limiter: LimiterDep) -> Response:
+              telephony: TelephonyDep, limiter: LimiterDep, credentials: CredentialsDep) -> Response:
     """A text to a platform number. Answered at once (empty TwiML, or a short reply of the platform's
-    own); the owner's texts go, in order, to their SmsConversationWorkflow, which answers by REST."""
+    own); the owner's texts go, in order, to their SmsConversationWorkflow, which answers by REST. The
+    owner's "YES 4821" / "NO 4821" to a confirmation text is answered here (a pending action carried
+    out or declined, activities/integrations/actions.py) and never reaches the agent."""
     text, media = signed
     if refusal := await limiter.acquire(Limit.INBOUND_TEXT, text.from_):
         log.warning("text %s from %s not taken: %s", text.message_sid, text.from_, refusal)
@@ -342,9 +346,23 @@ async def sms(signed: SignedSms, settings: SettingsDep, sessions: SessionsDep, t
         if user.sms_opted_out_at is not None:
             log.info("text %s from opted-out user %s: no answer can be sent", text.message_sid, user.id)
             return message_twiml()
+        if not media and (reply := reply_of(text.body)) is not None:
+            if (answer := await PendingActions(credentials, sessions).decide(user.id, reply)) is not None:
+                await _record_confirmation(sessions, user.id, text, answer)
+                return message_twiml(answer)
         return await _to_conversation(settings, temporal, InboundText(
             message_sid=text.message_sid, user_id=user.id, from_=text.from_, to=text.to, body=text.body,
             media=media, received_at=utcnow()))
+
+
+async def _record_confirmation(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID, text: SmsForm,
+                               answer: str) -> None:
+    """The owner's confirmation and the platform's answer, billed like any text in and out."""
+    async with transaction(sessions) as session:
+        await record_usage(session, user_id=user_id, kind=UsageKind.SMS_SEGMENTS_IN,
+                           quantity=sms_segments(text.body), source=f"sms:{text.message_sid}")
+        await record_usage(session, user_id=user_id, kind=UsageKind.SMS_SEGMENTS_OUT,
+                           quantity=sms_segments(answer), source=f"sms:{text.message_sid}:confirmation")
 
 
 async def _to_conversation(settings: Settings, temporal: TemporalDep, text: InboundText) -> Response:

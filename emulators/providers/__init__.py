@@ -1,21 +1,27 @@
-"""Stand-ins for the providers users connect: Google's and Microsoft's OAuth servers (oauth.py), on
-one port (DEEPCLAW_PROVIDERS_PORT), at paths shaped like the real ones under /google and /microsoft.
+"""Stand-ins for the providers users connect: Google's and Microsoft's OAuth servers (oauth.py) and
+the REST APIs the agent's tools use (google.py: Calendar v3 and Gmail v1; graph.py: Microsoft Graph),
+on one port (DEEPCLAW_PROVIDERS_PORT), at paths shaped like the real ones under /google, /microsoft
+and /graph. Each account starts with a couple of messages (data.seeded).
 
 Control endpoints for tests and the curious: `POST /control/expire?account=` ends an account's access
 tokens now, `GET /control/state` says what was revoked and refreshed, `GET /control/tokens?account=`
-lists the tokens issued to an account (tests look for them where they must not be)."""
+lists the tokens issued to an account (tests look for them where they must not be);
+`GET /control/{google|outlook}/{account}` shows an account's events, drafts and sent mail, and
+`POST /control/{google|outlook}/{account}/rate-limit?calls=N` answers its next N calls with 429."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.integrations import GOOGLE_SCOPES, LOCAL_CLIENTS, OUTLOOK_SCOPES
-from emulators.providers import oauth
+from emulators.providers import google, graph, oauth
+from emulators.providers.data import Accounts, Event, Mail
 
 ACCESS_TTL_S = 3600.0
 
@@ -28,6 +34,8 @@ class Providers:
     access_ttl_s: float = ACCESS_TTL_S
     google_tokens: oauth.Tokens = field(default_factory=oauth.Tokens)
     outlook_tokens: oauth.Tokens = field(default_factory=oauth.Tokens)
+    google_accounts: Accounts = field(default_factory=Accounts)
+    outlook_accounts: Accounts = field(default_factory=Accounts)
 
     def __post_init__(self) -> None:
         def client(name: str, scopes: frozenset[str]) -> oauth.Client:
@@ -81,7 +89,30 @@ def create_app(providers: Providers) -> Starlette:
                  for t in tokens.by_access.values() if t.account == account]
         return JSONResponse(sorted({v for t in found for v in (t.access_token, t.refresh_token) if v}))
 
+    def accounts(request: Request) -> Accounts:
+        found = {"google": providers.google_accounts, "outlook": providers.outlook_accounts}.get(
+            request.path_params["provider"])
+        if found is None:
+            raise HTTPException(404, "the providers are google and outlook")
+        return found
+
+    async def account_state(request: Request) -> JSONResponse:
+        account = accounts(request)[request.path_params["account"]]
+        return JSONResponse({"events": [_event(e) for e in account.events.values() if not e.cancelled],
+                             "cancelled": [_event(e) for e in account.events.values() if e.cancelled],
+                             "drafts": [_mail(m) for m in account.drafts.values()],
+                             "sent": [_mail(m) for m in account.sent]})
+
+    async def rate_limit(request: Request) -> JSONResponse:
+        account = accounts(request)[request.path_params["account"]]
+        account.rate_limited = int(request.query_params.get("calls", "1"))
+        return JSONResponse({"rate_limited": account.rate_limited})
+
     return Starlette(routes=[
+        *google.routes(providers.google_accounts, providers.google_tokens),
+        *graph.routes(providers.outlook_accounts, providers.outlook_tokens),
+        Route("/control/{provider:str}/{account:str}", account_state),
+        Route("/control/{provider:str}/{account:str}/rate-limit", rate_limit, methods=["POST"]),
         Route("/google/o/oauth2/v2/auth", google_authorize, methods=["GET", "POST"]),
         Route("/google/token", google_token, methods=["POST"]),
         Route("/google/revoke", google_revoke, methods=["POST"]),
@@ -91,3 +122,12 @@ def create_app(providers: Providers) -> Starlette:
         Route("/control/state", state),
         Route("/control/tokens", issued),
     ])
+
+
+def _event(event: Event) -> dict[str, str]:
+    return {"id": event.id, "title": event.title, "start": event.start.isoformat(), "end": event.end.isoformat(),
+            "location": event.location}
+
+
+def _mail(mail: Mail) -> dict[str, str | None]:
+    return {"id": mail.id, "to": mail.to, "subject": mail.subject, "body": mail.body, "reply_to": mail.draft_of}

@@ -1,0 +1,135 @@
+"""What the agent may only propose: sending a mail draft and cancelling a calendar event. The tool
+records a pending action (pending_actions) and the owner is texted a confirmation naming its short
+reference; only the owner's reply from their own phone ("YES 4821" or "NO 4821", checked by the SMS
+webhook before anything reaches the agent) carries it out. The prompt cannot: no tool sends or
+cancels, and a reply is taken only from the owner's number.
+
+Carrying out holds the action's row (FOR UPDATE) across the provider call, so two replies at once
+act once, and a crash before the commit leaves it pending (nothing half-recorded)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.integrations.credentials import Credentials, NotConnected
+from activities.integrations.workspaces import workspace_of
+from core.db import transaction
+from core.integrations import Provider
+from core.models import AuditEvent, PendingAction, utcnow
+from core.workspace import ProviderFailed
+
+log = logging.getLogger(__name__)
+
+CONFIRM_WITHIN = timedelta(minutes=30)
+ANSWERED_KEPT = timedelta(days=1)  # a second reply to an answered request is told so, this long
+REFERENCE_DIGITS = 4
+_REPLY = re.compile(r"^\s*(yes|y|ok|confirm|send|no|n|cancel|stop it|don'?t)\W*\s*#?(\d{4})\s*[.!]?\s*$", re.I)
+_YES = ("yes", "y", "ok", "confirm", "send")
+
+
+class ActionKind(StrEnum):
+    SEND_MAIL = "send_mail"
+    CANCEL_EVENT = "cancel_event"
+
+
+class ActionState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DECLINED = "declined"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+# What the owner is asked, and told after: by kind.
+ASK = {ActionKind.SEND_MAIL: "Your agent wants to send {summary}. Reply YES {ref} to send it, or NO {ref}.",
+       ActionKind.CANCEL_EVENT: "Your agent wants to cancel {summary}. Reply YES {ref} to cancel it, or NO {ref}."}
+DONE = {ActionKind.SEND_MAIL: "Sent: {summary}.", ActionKind.CANCEL_EVENT: "Cancelled: {summary}."}
+DECLINED = {ActionKind.SEND_MAIL: "Okay, not sent: {summary}.", ActionKind.CANCEL_EVENT: "Okay, kept: {summary}."}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The owner's answer to a confirmation text."""
+
+    yes: bool
+    reference: str
+
+
+def reply_of(words: str) -> Reply | None:
+    """"YES 4821" / "no 4821" / "Send #4821"; None for anything else (it goes to the agent)."""
+    if not (match := _REPLY.match(words)):
+        return None
+    return Reply(yes=match[1].lower() in _YES, reference=match[2])
+
+
+class PendingActions:
+    def __init__(self, credentials: Credentials, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.credentials, self.sessions = credentials, sessions
+
+    async def propose(self, user_id: uuid.UUID, provider: Provider, kind: ActionKind, target: str,
+                      summary: str) -> tuple[PendingAction, str]:
+        """The pending action, and the confirmation text to send the owner."""
+        for _ in range(20):  # a reference is unique among the user's pending actions (a partial index)
+            action = PendingAction(user_id=user_id, provider=provider.value, kind=kind.value, target=target,
+                                   summary=summary[:600], expires_at=utcnow() + CONFIRM_WITHIN,
+                                   reference=f"{secrets.randbelow(10 ** REFERENCE_DIGITS):0{REFERENCE_DIGITS}d}")
+            try:
+                async with transaction(self.sessions) as session:
+                    session.add(action)
+            except IntegrityError:
+                continue
+            log.info("user %s: pending %s %s (reference %s)", user_id, kind.value, action.id, action.reference)
+            return action, ASK[kind].format(summary=summary, ref=action.reference)
+        raise RuntimeError("no free confirmation reference")  # 20 collisions among at most a few pending
+
+    async def decide(self, user_id: uuid.UUID, reply: Reply, now: datetime | None = None) -> str | None:
+        """Carries out (or declines) the action the owner's reply names; what to text back. None if no
+        action of the user's lately had that reference (the words are for the agent, then)."""
+        now = now or utcnow()
+        async with transaction(self.sessions) as session:
+            action = (await session.execute(select(PendingAction).where(
+                PendingAction.user_id == user_id, PendingAction.reference == reply.reference,
+                PendingAction.state == ActionState.PENDING.value).with_for_update())).scalar_one_or_none()
+            if action is None:
+                answered = (await session.execute(select(PendingAction.state).where(
+                    PendingAction.user_id == user_id, PendingAction.reference == reply.reference,
+                    PendingAction.created_at > now - ANSWERED_KEPT).limit(1))).scalar()
+                return None if answered is None else f"{reply.reference} was answered already ({answered})."
+            kind = ActionKind(action.kind)
+            if action.expires_at <= now:
+                state, text = ActionState.EXPIRED, (f"That request ({reply.reference}) expired; ask your agent again "
+                                                    "if you still want it.")
+            elif not reply.yes:
+                state, text = ActionState.DECLINED, DECLINED[kind].format(summary=action.summary)
+            else:
+                state, text = await self._carry_out(user_id, action, kind)
+            await session.execute(update(PendingAction).where(PendingAction.id == action.id).values(
+                state=state.value, decided_at=now, detail=text[:600]))
+            session.add(AuditEvent(user_id=user_id, actor="sms", action=f"action.{state.value}",
+                                   detail={"kind": kind.value, "provider": action.provider, "action": str(action.id)}))
+        log.info("user %s: %s %s is %s", user_id, kind.value, action.id, state.value)
+        return text
+
+    async def _carry_out(self, user_id: uuid.UUID, action: PendingAction, kind: ActionKind) -> tuple[ActionState, str]:
+        workspace = workspace_of(self.credentials, user_id, Provider(action.provider))
+        verb = "Not sent" if kind == ActionKind.SEND_MAIL else "Not cancelled"
+        try:
+            if kind == ActionKind.SEND_MAIL:
+                await workspace.send_draft(action.target)
+            else:
+                await workspace.cancel_event(action.target)
+        except NotConnected as missing:
+            return ActionState.FAILED, f"{verb}: {missing}; connect it again on the dashboard."
+        except ProviderFailed as failed:
+            return ActionState.FAILED, f"{verb}: {failed.detail}"
+        return ActionState.DONE, DONE[kind].format(summary=action.summary)

@@ -1,0 +1,48 @@
+"""Pending actions: mail to send or events to cancel, waiting for the owner's confirmation
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0010"
+down_revision: str | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "pending_actions",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("provider", sa.String(length=16), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("target", sa.String(length=256), nullable=False),
+        sa.Column("summary", sa.String(length=600), nullable=False),
+        sa.Column("reference", sa.String(length=8), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("detail", sa.String(length=600), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.CheckConstraint("provider IN ('google', 'outlook')", name="ck_pending_actions_provider"),
+        sa.CheckConstraint("kind IN ('send_mail', 'cancel_event')", name="ck_pending_actions_kind"),
+        sa.CheckConstraint("state IN ('pending', 'done', 'declined', 'failed', 'expired')",
+                           name="ck_pending_actions_state"),
+    )
+    op.create_index("ix_pending_actions_user_id", "pending_actions", ["user_id"])
+    op.create_index("uq_pending_actions_reference", "pending_actions", ["user_id", "reference"], unique=True,
+                    postgresql_where=sa.text("state = 'pending'"))
+
+
+def downgrade() -> None:
+    op.drop_index("uq_pending_actions_reference", table_name="pending_actions")
+    op.drop_index("ix_pending_actions_user_id", table_name="pending_actions")
+    op.drop_table("pending_actions")
