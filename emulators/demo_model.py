@@ -16,6 +16,12 @@ platform capability from the softphone; anything else gets an honest answer that
 | text me <words>                              | `send_sms`                                            |
 | search the web for <x> / look up <x>         | `web_search`, then reads the top result               |
 | what are my reminders?                       | `list_reminders`                                      |
+| what's on my calendar tomorrow?              | `calendar_events` for today or tomorrow               |
+| add lunch with Bob to my calendar tomorrow   | `create_event` (an hour; "at 3pm", "at noon" or 12:00  |
+|   at noon                                    | by default)                                           |
+| draft a reply to Bob saying <words>          | `search_mail` for Bob, then `draft_reply` to the      |
+|                                              | newest match                                          |
+| send it                                      | `send_draft` of the last draft: you confirm by text   |
 | (a text with attachments)                    | `web_fetch` of the first, then says what it holds     |
 | (the platform: "It is time for a reminder…") | the reminder in a sentence                            |
 | (the platform: a call ended unheard…)        | answers the unheard request, for a text               |
@@ -51,6 +57,13 @@ _BY_CALL = re.compile(r"\b(by (phone )?call|call me|by phone|phone me|ring me)\b
 _INTERNAL = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
 _ATTACHMENT = re.compile(re.escape(ATTACHMENTS_OPENING) + r" \d+ attachments?[^\n]*\n- (\S+)")
 _ASKING = re.compile(r"what(?:'s| is| was) my (.+)|what did i tell you about (?:my )?(.+)")
+_CALENDAR_DAY = re.compile(r"\b(?:what(?:'s| is) on|what do i have on|check) my calendar(?: for)? (today|tomorrow)\b")
+_ADD_EVENT = re.compile(r"(?:please )?(?:add|put) (.+?) (?:to|on|in) my calendar (today|tomorrow)(?: at (.+))?$", re.I)
+_DRAFT = re.compile(r"(?:please )?draft a reply to (\S+?)(?:'s (?:mail|email|message))?(?:,? (?:saying|that says)|:) (.+)$",
+                    re.I)
+_SEND_IT = re.compile(r"(?:yes,? )?(?:please )?send (?:it|the (?:draft|reply))\b")
+_DRAFT_ID = re.compile(r"\[draft id ([^\]]+)\]")
+_MAIL_ID = re.compile(r"\[id ([^\]]+)\]")
 
 
 @dataclass
@@ -113,6 +126,13 @@ def answer_words(said: str, earlier: list[str], *, on_a_call: bool) -> Answer:
         return _recall((match[1] or match[2]).strip(), earlier)
     if re.search(r"\b(my|list|what are my|any) reminders\b", lower):
         return Answer(tool="list_reminders", args={})
+    if match := _CALENDAR_DAY.search(lower):
+        return Answer(tool="calendar_events", args={"day": match[1]})
+    if match := _ADD_EVENT.match(words):
+        return Answer(tool="create_event", args={"title": match[1], "start": f"{match[2].lower()} "
+                                                 f"{(match[3] or 'noon').lower()}", "minutes": 60})
+    if match := _DRAFT.match(words):
+        return Answer(tool="search_mail", args={"query": match[1], "count": 1})
     if match := re.match(r"(?:please )?remind me (.+)", words, re.I):
         return _reminder(match[1])
     if re.match(r"(?:please )?call me back\b", lower):
@@ -154,6 +174,30 @@ def _reminder(rest: str) -> Answer:
     what = re.sub(r"^\s*(?:to|that|about)\s+", "", _clean(what), flags=re.I)
     what = _clean(re.sub(r"\s+(?:to|that|about)\s*$", "", what)) or "your reminder"
     return Answer(tool="schedule_reminder", args={"text": what, "in_minutes": minutes, "channel": channel})
+
+
+# ---- after a tool's result: another tool, or a sentence about it ----------------------------
+
+def after_tool(tool: str, args: dict[str, Any], content: str, said: str) -> Answer:
+    """The next step once `tool` answered: a mail search made for "draft a reply to …" goes on to
+    draft_reply on the newest match; anything else is phrased."""
+    text, failed = tool_result_text(content)
+    name = tool.removeprefix(PLATFORM_TOOL_PREFIX)
+    if name == "search_mail" and not failed and (asked := _DRAFT.match(_clean(said))):
+        if found := _MAIL_ID.search(text):
+            return Answer(tool="draft_reply", args={"id": found[1], "body": asked[2].strip()})
+        return Answer(f"I found no mail from {asked[1]} to reply to.")
+    return Answer(phrase_result(tool, args, content))
+
+
+def send_it(said: str, messages: list[dict[str, Any]]) -> Answer | None:
+    """"send it": send_draft of the newest draft this conversation made; None if not asked."""
+    if not _SEND_IT.match(_clean(said).lower()):
+        return None
+    drafts = [found[1] for m in messages if m.get("role") == "tool" and (found := _DRAFT_ID.search(_content(m)))]
+    if not drafts:
+        return Answer("There's no draft to send yet. Say, for example, draft a reply to Bob saying see you then.")
+    return Answer(tool="send_draft", args={"id": drafts[-1]})
 
 
 # ---- phrasing a tool's result ---------------------------------------------------------------
@@ -211,7 +255,43 @@ def phrase_result(tool: str, args: dict[str, Any], content: str) -> str:
         first = pending[0].split(" — ")
         return (f"You have {len(pending)} reminder{'s' if len(pending) > 1 else ''}. "
                 f"The next is {first[-1]} at {first[1]}.")
+    if name in WORKSPACE_PHRASES:
+        return f"{WORKSPACE_PHRASES[name][1]}: {text}" if failed else WORKSPACE_PHRASES[name][0](text, args)
     return f"The {name.replace('_', ' ')} tool said: {text}"
+
+
+def _events_said(text: str, args: dict[str, Any]) -> str:
+    events = [line[2:].split(" [id ")[0] for line in text.splitlines() if line.startswith("- ")]
+    day = args.get("day", "then")
+    if not events:
+        return f"There's nothing on your calendar {day}."
+    said = "; ".join(re.sub(r"^\w{3} \d{2} \w{3} ", "", e) for e in events)
+    return f"{day.capitalize()} you have {len(events)} event{'s' if len(events) > 1 else ''}: {said}."
+
+
+def _created_said(text: str, args: dict[str, Any]) -> str:
+    line = next((line[2:].split(" [id ")[0] for line in text.splitlines() if line.startswith("- ")), "")
+    return f"Done, it's on your calendar: {line}."
+
+
+def _drafted_said(text: str, args: dict[str, Any]) -> str:
+    to = re.search(r": to (.+?), “", text)
+    return (f"I drafted a reply{' to ' + to[1] if to else ''}: {args.get('body', '')} "
+            "Say send it, and I'll text you to confirm.")
+
+
+def _confirm_said(text: str, args: dict[str, Any]) -> str:
+    reference = re.search(r"YES (\d{4})", text)
+    return f"I've texted you to confirm. Reply YES {reference[1] if reference else ''} to that text to send it."
+
+
+WORKSPACE_PHRASES = {
+    "calendar_events": (_events_said, "I couldn't read your calendar"),
+    "create_event": (_created_said, "I couldn't add that"),
+    "draft_reply": (_drafted_said, "I couldn't draft that"),
+    "send_draft": (_confirm_said, "I couldn't send that"),
+    "search_mail": (lambda text, args: text.splitlines()[0] if text else "No mail found.", "I couldn't search your mail"),
+}
 
 
 def _fetched(content: str) -> str:

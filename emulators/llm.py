@@ -61,15 +61,16 @@ ANYTHING = re.compile("")
 
 def respond(script: ModelScript, messages: list[dict[str, Any]], offered: list[str]) -> ScriptedReply:
     """A tool's result is phrased; else a scripted reply for the caller's words; else the demo model's."""
-    if (pending := demo_model.pending_tool_result(messages)) is not None:
-        tool, args, content = pending
-        return ScriptedReply(ANYTHING, demo_model.phrase_result(tool, args, content))
     said = user_texts(messages)
     prompt = said[-1] if said else ""
-    if (scripted := script.scripted_for(prompt)) is not None:
+    if (pending := demo_model.pending_tool_result(messages)) is not None:
+        answer = demo_model.after_tool(*pending, said=prompt)
+    elif (scripted := script.scripted_for(prompt)) is not None:
         return scripted
-    earlier = demo_model.recalled(messages) + said[:-1]
-    answer = demo_model.answer_words(prompt, earlier, on_a_call=demo_model.on_a_call(messages))
+    else:
+        earlier = demo_model.recalled(messages) + said[:-1]
+        answer = demo_model.send_it(prompt, messages) or demo_model.answer_words(
+            prompt, earlier, on_a_call=demo_model.on_a_call(messages))
     if answer.tool is None:
         return ScriptedReply(ANYTHING, answer.text)
     if (call := demo_model.tool_call_for(answer.tool, answer.args or {}, offered)) is None:

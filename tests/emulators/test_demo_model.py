@@ -8,10 +8,12 @@ from emulators.demo_model import (
     DEMO_NOTICE,
     END_CALL_MARKER,
     META_TOOL,
+    after_tool,
     answer_words,
     in_minutes,
     pending_tool_result,
     phrase_result,
+    send_it,
     tool_call_for,
 )
 
@@ -32,6 +34,13 @@ def test_times_in_plain_words(words: str, minutes: float | None) -> None:
     ("Search the web for temporal workflows", "web_search", {"query": "temporal workflows", "count": 3}),
     ("look up the weather in Lisbon for me", "web_search", {"query": "the weather in Lisbon", "count": 3}),
     ("what are my reminders?", "list_reminders", {}),
+    ("What's on my calendar tomorrow?", "calendar_events", {"day": "tomorrow"}),
+    ("Add lunch with Bob to my calendar tomorrow at noon", "create_event",
+     {"title": "lunch with Bob", "start": "tomorrow noon", "minutes": 60}),
+    ("put the dentist on my calendar today at 3pm", "create_event",
+     {"title": "the dentist", "start": "today 3pm", "minutes": 60}),
+    ("Draft a reply to Bob saying see you at noon.", "search_mail", {"query": "Bob", "count": 1}),
+    ("draft a reply to bob: yes, noon works", "search_mail", {"query": "bob", "count": 1}),
 ])
 def test_requests_become_tool_calls(said: str, tool: str, args: dict) -> None:
     answer = answer_words(said, [], on_a_call=True)
@@ -115,3 +124,30 @@ def test_a_tool_result_is_found_behind_openclaws_context_notes() -> None:
                 {"role": "user", "content": [{"type": "text", "text": "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nnotes"}]}]
     assert pending_tool_result(messages) == ("deepclaw__send_sms", {"text": "hi"}, _wrapped("Texted the user (SM1)."))
     assert pending_tool_result(messages[:1]) is None
+
+
+def test_a_reply_is_drafted_to_the_mail_found_and_sent_only_when_asked() -> None:
+    found = ("Google mail matching 'Bob', newest first:\n- Sun 06 Dec 03:00 from Bob Lee <bob@example.com>: "
+             "Lunch on Friday? — Are we still on [id m123]")
+    said = "draft a reply to Bob saying see you at noon"
+    step = after_tool("deepclaw__search_mail", {"query": "Bob"}, found, said=said)
+    assert (step.tool, step.args) == ("draft_reply", {"id": "m123", "body": "see you at noon"})
+    nothing = after_tool("deepclaw__search_mail", {"query": "Bob"}, "No mail in Google matches 'Bob'.", said=said)
+    assert nothing.tool is None and "no mail from Bob" in nothing.text
+    drafted = "Draft saved in Google (not sent) [draft id r9]: to Bob Lee <bob@example.com>, “Re: Lunch on Friday?”."
+    assert "Say send it" in after_tool("deepclaw__draft_reply", {"body": "see you"}, drafted, said=said).text
+    conversation = [{"role": "tool", "content": drafted}]
+    assert send_it("Send it.", conversation) is not None and send_it("send it", conversation).args == {"id": "r9"}
+    assert send_it("send it", []).tool is None  # nothing drafted yet: said so
+    assert send_it("what did I send", conversation) is None
+
+
+def test_calendar_results_are_phrased_for_the_caller() -> None:
+    events = ("Google calendar, Mon 07 Dec 00:00 to Tue 08 Dec 00:00 (your user's time):\n"
+              "- Mon 07 Dec 12:00–13:00 Lunch with Bob (at Cafe Rosa) [id e1]")
+    assert phrase_result("deepclaw__calendar_events", {"day": "tomorrow"}, events) == (
+        "Tomorrow you have 1 event: 12:00–13:00 Lunch with Bob (at Cafe Rosa).")
+    empty = "Nothing on the Google calendar from Mon 07 Dec 00:00 to Tue 08 Dec 00:00."
+    assert phrase_result("deepclaw__calendar_events", {"day": "today"}, empty) == "There's nothing on your calendar today."
+    asked = "Not sent yet: your user must confirm. They have been texted: “… Reply YES 4821 to send it, or NO 4821.”"
+    assert "Reply YES 4821" in phrase_result("deepclaw__send_draft", {"id": "r9"}, asked)

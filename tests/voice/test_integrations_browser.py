@@ -6,6 +6,7 @@ disconnecting revokes the grant at the provider."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.sign_in import SESSION_COOKIE, open_session
 from core.integrations import GOOGLE_SCOPES
 from core.models import AuditEvent, OAuthCredential
+from emulators.carrier.handset import handset
 from tests.voice.conftest import PHONE, UserOnPlatform, shots
 
 ACCOUNT = "ann@example.com"
@@ -89,6 +91,44 @@ async def _history_of(temporal_env: WorkflowEnvironment, user_id: object) -> byt
     return raw
 
 
+async def _agent_uses_the_calendar_and_mail(me: UserOnPlatform) -> None:
+    """On a call, the user's real OpenClaw calls the platform's calendar and mail tools (the demo
+    model's plain words); the event and the draft appear at the provider, and the mail is sent only
+    after the owner's YES by text."""
+    async with handset(me.settings.carrier_url, me.user.phone_e164) as phone:
+        await phone.dial(me.number)
+        await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=60)
+
+        async def ask(words: str, answer: str, timeout: float = 60) -> None:
+            mark = len(phone.events)
+            await phone.say(words)
+            try:
+                await phone.wait_for("caption", lambda e: e["role"] == "agent" and answer in e["text"], after=mark,
+                                     timeout=timeout)
+            except TimeoutError:
+                said = [(e["role"], e["text"]) for e in phone.events if e["type"] == "caption"]
+                raise AssertionError(f"no caption {answer!r}; the timeline: {said[-6:]}") from None
+
+        await ask("add lunch with Bob to my calendar tomorrow at noon", "Done, it's on your calendar", timeout=180)
+        calendar = await _standin(me, f"/control/google/{ACCOUNT}")
+        assert [e["title"] for e in calendar["events"]] == ["lunch with Bob"]  # type: ignore[index]
+        await ask("what's on my calendar tomorrow?", "Tomorrow you have 1 event: 12:00–13:00 lunch with Bob")
+        await ask("draft a reply to Bob saying see you at noon", "I drafted a reply to Bob Lee")
+        mail = await _standin(me, f"/control/google/{ACCOUNT}")
+        assert [d["to"] for d in mail["drafts"]] == ["bob@example.com"] and not mail["sent"]  # type: ignore[index]
+        await ask("send it", "I've texted you to confirm")
+        asked = await phone.wait_for("sms", lambda e: "Reply YES" in e["body"], timeout=30)
+        assert "Re: Lunch on Friday?" in asked["body"] and asked["from"] == me.number
+        assert not (await _standin(me, f"/control/google/{ACCOUNT}"))["sent"]  # type: ignore[index]
+        mark = len(phone.events)
+        reference = re.search(r"Reply YES (\d{4})", asked["body"])[1]  # type: ignore[index]
+        await phone.text(me.number, f"YES {reference}")
+        await phone.wait_for("sms", lambda e: e["body"].startswith("Sent:"), after=mark, timeout=30)
+        [sent] = (await _standin(me, f"/control/google/{ACCOUNT}"))["sent"]  # type: ignore[index]
+        assert sent["to"] == "bob@example.com" and "see you at noon" in sent["body"]
+        await phone.hangup()
+
+
 async def test_connect_google_and_microsoft_with_pkce_tokens_only_sealed_and_disconnect_revokes(
     browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
     temporal_env: WorkflowEnvironment, screenshots: Path,
@@ -110,6 +150,8 @@ async def test_connect_google_and_microsoft_with_pkce_tokens_only_sealed_and_dis
         await _connect(page, "outlook")
         await expect(page.locator("#integration-outlook .connected")).to_be_visible()
         await shots(page, screenshots, "integrations-connected")
+
+        await _agent_uses_the_calendar_and_mail(me)
 
         issued = await _standin(me, "/control/tokens", account=ACCOUNT)
         assert isinstance(issued, list) and len(issued) == 4, issued  # access + refresh, of each provider
