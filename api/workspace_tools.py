@@ -280,11 +280,16 @@ async def send_draft(tools: Tools, draft_id: str, which: str | None) -> str:
 
 
 async def _ask_owner(acct: Account, kind: ActionKind, target: str, summary: str) -> str:
-    """Proposed, and the owner asked by text; the agent is told it is not done yet."""
+    """Proposed, and the owner asked by text (and on their call, if they are on one); the agent is
+    told it is not done yet, and what to ask."""
     await acct.tools.line()  # the owner can be texted (not opted out, has a number)
     actions = PendingActions(acct.tools.platform.credentials, acct.tools.sessions)
-    action, question = await actions.propose(acct.tools.user_id, acct.provider, kind, target, summary)
-    await reaching.platform_text(acct.tools, question)
+    proposal = await actions.propose(acct.tools.user_id, acct.provider, kind, target, summary)
+    await reaching.platform_text(acct.tools, proposal.text)
     verb = "sent" if kind == ActionKind.SEND_MAIL else "cancelled"
-    return (f"Not {verb} yet: your user must confirm. They have been texted: “{question}” Tell them to reply "
-            f"YES {action.reference} to that text (it expires in 30 minutes).")
+    reference = proposal.action.reference
+    if proposal.spoken:
+        return (f"Not {verb} yet: your user must confirm. Ask them now, on this call: “{proposal.spoken}” The "
+                f"platform hears their answer itself. (They were also texted; replying YES {reference} works too.)")
+    return (f"Not {verb} yet: your user must confirm. They have been texted: “{proposal.text}” Tell them to reply "
+            f"YES {reference} to that text (it expires in 30 minutes).")

@@ -327,7 +327,8 @@ class PendingAction(SQLModel, table=True):
     """Something the agent asked for that only the owner may allow (sending mail, cancelling an
     event): kept here until the owner answers the confirmation text (activities/integrations/
     actions.py). `reference` is the short number the owner's reply names; unique among the user's
-    pending actions, so a reply means one action."""
+    pending actions, so a reply means one action. Proposed during the owner's call, it can be
+    answered by voice on that call too (voice/confirmations.py)."""
 
     __tablename__ = "pending_actions"
     __table_args__ = (
@@ -347,6 +348,9 @@ class PendingAction(SQLModel, table=True):
     reference: str = Field(max_length=8)
     state: str = Field(default="pending", max_length=16)
     detail: str | None = Field(default=None, max_length=600)  # what happened, once decided
+    # The owner's call it was proposed on (they may answer it by voice there, too).
+    call_stream_id: uuid.UUID | None = Field(default=None, foreign_key="media_streams.id", ondelete="SET NULL",
+                                             index=True)
     created_at: datetime = _created()
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
     decided_at: datetime | None = _timestamp()

@@ -276,11 +276,14 @@ def _created_said(text: str, args: dict[str, Any]) -> str:
 
 def _drafted_said(text: str, args: dict[str, Any]) -> str:
     to = re.search(r": to (.+?), “", text)
-    return (f"I drafted a reply{' to ' + to[1] if to else ''}: {args.get('body', '')} "
-            "Say send it, and I'll text you to confirm.")
+    body = str(args.get("body", "")).strip()
+    return (f"I drafted a reply{' to ' + to[1] if to else ''}: {body}{'' if body[-1:] in '.?!' else '.'} "
+            "Say send it, and I'll ask you to confirm.")
 
 
 def _confirm_said(text: str, args: dict[str, Any]) -> str:
+    if asked := re.search(r"on this call: “(.+)” The platform hears", text):  # the platform hears the answer on the call
+        return asked[1]
     reference = re.search(r"YES (\d{4})", text)
     return f"I've texted you to confirm. Reply YES {reference[1] if reference else ''} to that text to send it."
 

@@ -28,6 +28,7 @@ from emulators.carrier.handset import Handset, handset
 from emulators.providers import Providers, create_app
 from tests.test_platform_mcp import Mcp, _texts, mcp  # noqa: F401 (the fixture)
 from tests.test_provider_standins import VERIFIER, _code
+from voice.confirmations import spoken_answer
 
 ACCOUNT = "ann@example.com"
 
@@ -200,3 +201,12 @@ def test_only_a_yes_or_no_with_a_reference_is_a_confirmation() -> None:
     assert reply_of("no 4821") is not None and not reply_of("no 4821").yes  # type: ignore[union-attr]
     for words in ("yes", "yes please send it", "4821", "yes 48211", "remember 4821"):
         assert reply_of(words) is None, words
+
+
+def test_a_spoken_answer_is_heard_only_when_it_is_a_plain_yes_or_no() -> None:
+    for words in ("Yes.", "yeah, go ahead", "sure", "yes cancel it", "Okay send it"):
+        assert spoken_answer(words) is True, words
+    for words in ("No.", "no, don't send it", "wait", "not yet"):
+        assert spoken_answer(words) is False, words
+    for words in ("what's on my calendar", "", "yes I think we should talk about the budget first"):
+        assert spoken_answer(words) is None, words

@@ -33,6 +33,7 @@ from core.fillers import with_fillers
 from core.logs import log_context
 from core.ports import AgentEndpoint
 from core.callers import pin_matches
+from voice.confirmations import SpokenConfirmations
 from core.limits import Limit, UserLimiter
 from core.models import User
 from core.spoken import parse_digits
@@ -110,8 +111,9 @@ def latest_turn(messages: list[dict[str, Any]], recall: dict[str, Any] | None = 
 
 class LlmProxy:
     def __init__(self, *, keyring: Keyring, temporal: Client, http: httpx.AsyncClient, live: LiveStreams,
-                 limiter: UserLimiter, task_queue: str) -> None:
+                 limiter: UserLimiter, task_queue: str, confirmations: SpokenConfirmations | None = None) -> None:
         self.keyring = keyring
+        self.confirmations = confirmations  # the owner's spoken yes/no to what the agent proposed
         self.task_queue = task_queue  # the workers', for follow-ups of answers a call ended before
         self.temporal = temporal
         self.http = http
@@ -184,6 +186,8 @@ class LlmProxy:
             if claims.get("pin") and (gate := await self._pin_gate(stream, user_id, think.said)) is not None:
                 text, end = gate
                 return whole_answer(text, model=MODEL, streaming=think.streaming, end_call=end)
+            if self.confirmations and (decided := await self.confirmations.heard(stream, user_id, think.said)):
+                return whole_answer(decided, model=MODEL, streaming=think.streaming)
             forward = {"model": f"openclaw/{agent_id(user_id)}", "stream": True,
                        "stream_options": {"include_usage": True},  # the tokens used, in a last chunk
                        "messages": latest_turn(think.messages, await self._recall(stream, user_id, call_sid))}

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import httpx
 
 from activities import adapters
+from activities.integrations.actions import PendingActions
+from activities.integrations.credentials import Credentials
 from core.db import create_engine, sessionmaker
 from core.http import client as http_client
 from core.serve import serving
@@ -26,6 +28,7 @@ from core.streams import LiveStreams
 from core.temporal import connect
 from voice.app import create_app
 from voice.bridge import BridgeDeps
+from voice.confirmations import SpokenConfirmations
 from voice.media import serve_media
 from voice.messages import MessageTaker
 from voice.proxy import LlmProxy
@@ -53,8 +56,9 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
             live = LiveStreams(sessions)
             limiter = UserLimiter(PostgresStorage(sessions), settings.user_limits())
             temporal = await connect(settings)
+            confirmations = SpokenConfirmations(PendingActions(Credentials(settings, sessions), sessions))
             proxy = LlmProxy(keyring=settings.keyring, temporal=temporal, http=http, live=live, limiter=limiter,
-                             task_queue=settings.temporal_task_queue)
+                             task_queue=settings.temporal_task_queue, confirmations=confirmations)
             deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live, temporal=temporal,
                               ask_agent=proxy.ask)
             messages = MessageTaker(keyring=settings.keyring, live=live, telephony=telephony, limiter=limiter)

@@ -4,6 +4,10 @@ reference; only the owner's reply from their own phone ("YES 4821" or "NO 4821",
 webhook before anything reaches the agent) carries it out. The prompt cannot: no tool sends or
 cancels, and a reply is taken only from the owner's number.
 
+Proposed while the owner is on a call with their agent (their own phone, or after the PIN where one
+is needed), the action is bound to that call as well: the platform's voice proxy hears the caller's
+own yes or no there (voice/confirmations.py), before the words reach the agent.
+
 Carrying out holds the action's row (FOR UPDATE) across the provider call, so two replies at once
 act once, and a crash before the commit leaves it pending (nothing half-recorded)."""
 
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +29,8 @@ from activities.integrations.credentials import Credentials, NotConnected
 from activities.integrations.workspaces import workspace_of
 from core.db import transaction
 from core.integrations import Provider
-from core.models import AuditEvent, PendingAction, utcnow
+from core.callers import CallerTrust
+from core.models import AuditEvent, MediaStream, PendingAction, utcnow
 from core.workspace import ProviderFailed
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,15 @@ ASK = {ActionKind.SEND_MAIL: "Your agent wants to send {summary}. Reply YES {ref
        ActionKind.CANCEL_EVENT: "Your agent wants to cancel {summary}. Reply YES {ref} to cancel it, or NO {ref}."}
 DONE = {ActionKind.SEND_MAIL: "Sent: {summary}.", ActionKind.CANCEL_EVENT: "Cancelled: {summary}."}
 DECLINED = {ActionKind.SEND_MAIL: "Okay, not sent: {summary}.", ActionKind.CANCEL_EVENT: "Okay, kept: {summary}."}
+SPOKEN_ASK = {ActionKind.SEND_MAIL: "Shall I send {summary}? Say yes or no.",
+              ActionKind.CANCEL_EVENT: "Shall I cancel {summary}? Say yes or no."}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    action: PendingAction
+    text: str  # the confirmation text to send the owner
+    spoken: str | None  # what to ask on the owner's call, when it was proposed during one
 
 
 @dataclass(frozen=True)
@@ -77,20 +91,48 @@ class PendingActions:
         self.credentials, self.sessions = credentials, sessions
 
     async def propose(self, user_id: uuid.UUID, provider: Provider, kind: ActionKind, target: str,
-                      summary: str) -> tuple[PendingAction, str]:
-        """The pending action, and the confirmation text to send the owner."""
+                      summary: str) -> Proposal:
+        """The pending action, bound to the owner's call if they are on one."""
+        call = await self._owners_call(user_id)
         for _ in range(20):  # a reference is unique among the user's pending actions (a partial index)
             action = PendingAction(user_id=user_id, provider=provider.value, kind=kind.value, target=target,
-                                   summary=summary[:600], expires_at=utcnow() + CONFIRM_WITHIN,
+                                   summary=summary[:600], expires_at=utcnow() + CONFIRM_WITHIN, call_stream_id=call,
                                    reference=f"{secrets.randbelow(10 ** REFERENCE_DIGITS):0{REFERENCE_DIGITS}d}")
             try:
                 async with transaction(self.sessions) as session:
                     session.add(action)
             except IntegrityError:
                 continue
-            log.info("user %s: pending %s %s (reference %s)", user_id, kind.value, action.id, action.reference)
-            return action, ASK[kind].format(summary=summary, ref=action.reference)
+            log.info("user %s: pending %s %s (reference %s%s)", user_id, kind.value, action.id, action.reference,
+                     ", on their call" if call else "")
+            return Proposal(action, ASK[kind].format(summary=summary, ref=action.reference),
+                            SPOKEN_ASK[kind].format(summary=summary) if call else None)
         raise RuntimeError("no free confirmation reference")  # 20 collisions among at most a few pending
+
+    async def _owners_call(self, user_id: uuid.UUID) -> uuid.UUID | None:
+        """The user's call in progress whose caller is the owner (by their phone, or by the PIN)."""
+        async with self.sessions() as session:
+            return (await session.execute(select(MediaStream.id).where(
+                MediaStream.user_id == user_id, MediaStream.connected_at.is_not(None), MediaStream.ended_at.is_(None),
+                or_(MediaStream.params["trust"].astext.is_(None),  # a call the platform placed to the owner
+                    MediaStream.params["trust"].astext == CallerTrust.OWNER.value,
+                    MediaStream.verified_at.is_not(None)))
+                .order_by(MediaStream.connected_at.desc()).limit(1))).scalar_one_or_none()
+
+    async def decide_on_call(self, user_id: uuid.UUID, stream_id: uuid.UUID, yes: bool) -> str | None:
+        """The caller's spoken yes or no to the newest action waiting on this call; None if none waits."""
+        async with self.sessions() as session:
+            reference = (await session.execute(select(PendingAction.reference).where(
+                PendingAction.user_id == user_id, PendingAction.call_stream_id == stream_id,
+                PendingAction.state == ActionState.PENDING.value).order_by(PendingAction.created_at.desc())
+                .limit(1))).scalar_one_or_none()
+        return None if reference is None else await self.decide(user_id, Reply(yes=yes, reference=reference))
+
+    async def waiting_on_call(self, stream_id: uuid.UUID) -> bool:
+        async with self.sessions() as session:
+            return (await session.execute(select(PendingAction.id).where(
+                PendingAction.call_stream_id == stream_id, PendingAction.state == ActionState.PENDING.value)
+                .limit(1))).first() is not None
 
     async def decide(self, user_id: uuid.UUID, reply: Reply, now: datetime | None = None) -> str | None:
         """Carries out (or declines) the action the owner's reply names; what to text back. None if no

@@ -94,7 +94,7 @@ async def _history_of(temporal_env: WorkflowEnvironment, user_id: object) -> byt
 async def _agent_uses_the_calendar_and_mail(me: UserOnPlatform) -> None:
     """On a call, the user's real OpenClaw calls the platform's calendar and mail tools (the demo
     model's plain words); the event and the draft appear at the provider, and the mail is sent only
-    after the owner's YES by text."""
+    after the owner's own "yes" on the call, which the platform hears (a text asks too)."""
     async with handset(me.settings.carrier_url, me.user.phone_e164) as phone:
         await phone.dial(me.number)
         await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=60)
@@ -116,16 +116,18 @@ async def _agent_uses_the_calendar_and_mail(me: UserOnPlatform) -> None:
         await ask("draft a reply to Bob saying see you at noon", "I drafted a reply to Bob Lee")
         mail = await _standin(me, f"/control/google/{ACCOUNT}")
         assert [d["to"] for d in mail["drafts"]] == ["bob@example.com"] and not mail["sent"]  # type: ignore[index]
-        await ask("send it", "I've texted you to confirm")
-        asked = await phone.wait_for("sms", lambda e: "Reply YES" in e["body"], timeout=30)
+        await ask("send it", "Shall I send the mail “Re: Lunch on Friday?” to bob@example.com? Say yes or no.")
+        asked = await phone.wait_for("sms", lambda e: "Reply YES" in e["body"], timeout=30)  # the text route too
         assert "Re: Lunch on Friday?" in asked["body"] and asked["from"] == me.number
         assert not (await _standin(me, f"/control/google/{ACCOUNT}"))["sent"]  # type: ignore[index]
-        mark = len(phone.events)
-        reference = re.search(r"Reply YES (\d{4})", asked["body"])[1]  # type: ignore[index]
-        await phone.text(me.number, f"YES {reference}")
-        await phone.wait_for("sms", lambda e: e["body"].startswith("Sent:"), after=mark, timeout=30)
+        await ask("yes", "Sent: the mail “Re: Lunch on Friday?”")  # heard by the platform, not the agent
         [sent] = (await _standin(me, f"/control/google/{ACCOUNT}"))["sent"]  # type: ignore[index]
         assert sent["to"] == "bob@example.com" and "see you at noon" in sent["body"]
+        reference = re.search(r"Reply YES (\d{4})", asked["body"])[1]  # type: ignore[index]
+        mark = len(phone.events)
+        await phone.text(me.number, f"YES {reference}")  # the text's answer comes too late: said so, sent once
+        await phone.wait_for("sms", lambda e: "answered already" in e["body"], after=mark, timeout=30)
+        assert len((await _standin(me, f"/control/google/{ACCOUNT}"))["sent"]) == 1  # type: ignore[index,arg-type]
         await phone.hangup()
 
 

@@ -27,10 +27,12 @@ def upgrade() -> None:
         sa.Column("reference", sa.String(length=8), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("detail", sa.String(length=600), nullable=True),
+        sa.Column("call_stream_id", sa.Uuid(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["call_stream_id"], ["media_streams.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
         sa.CheckConstraint("provider IN ('google', 'outlook')", name="ck_pending_actions_provider"),
         sa.CheckConstraint("kind IN ('send_mail', 'cancel_event')", name="ck_pending_actions_kind"),
@@ -38,11 +40,13 @@ def upgrade() -> None:
                            name="ck_pending_actions_state"),
     )
     op.create_index("ix_pending_actions_user_id", "pending_actions", ["user_id"])
+    op.create_index("ix_pending_actions_call_stream_id", "pending_actions", ["call_stream_id"])
     op.create_index("uq_pending_actions_reference", "pending_actions", ["user_id", "reference"], unique=True,
                     postgresql_where=sa.text("state = 'pending'"))
 
 
 def downgrade() -> None:
     op.drop_index("uq_pending_actions_reference", table_name="pending_actions")
+    op.drop_index("ix_pending_actions_call_stream_id", table_name="pending_actions")
     op.drop_index("ix_pending_actions_user_id", table_name="pending_actions")
     op.drop_table("pending_actions")
