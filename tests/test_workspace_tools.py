@@ -8,24 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import httpx2
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.integrations.actions import reply_of
 from activities.integrations.credentials import Credentials, oauth_client
+from activities.integrations.workspaces import workspace_of
 from api.workspace_tools import free_slots, moment
 from core.integrations import ConnectionState, Provider, provider_config
-from core.models import OAuthCredential
+from core.models import OAuthCredential, User
+from core.settings import Settings
 from core.serve import serving
 from core.timezones import zone_of_user
 from emulators.carrier.handset import Handset, handset
 from emulators.providers import Providers, create_app
+from emulators.providers.oauth import Token
 from tests.test_platform_mcp import Mcp, _texts, mcp  # noqa: F401 (the fixture)
 from tests.test_provider_standins import VERIFIER, _code
 from voice.confirmations import spoken_answer
@@ -210,3 +218,80 @@ def test_a_spoken_answer_is_heard_only_when_it_is_a_plain_yes_or_no() -> None:
         assert spoken_answer(words) is False, words
     for words in ("what's on my calendar", "", "yes I think we should talk about the budget first"):
         assert spoken_answer(words) is None, words
+
+
+REAL_HOSTS = {"www.googleapis.com": "/google", "gmail.googleapis.com": "/google", "graph.microsoft.com": "/graph"}
+
+
+class RealHostsToStandins(httpx2.AsyncBaseTransport):
+    """Requests the adapters address to the real providers, answered by the stand-ins (in process):
+    what was asked of which real host is recorded; any other host fails the test."""
+
+    def __init__(self, providers: Providers) -> None:
+        self.inner = httpx2.ASGITransport(create_app(providers))
+        self.seen: list[tuple[str, str, str]] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        host = request.url.host
+        assert host in REAL_HOSTS, f"a request to {host}"
+        assert request.url.scheme == "https"
+        self.seen.append((request.method, host, request.url.path))
+        request.url = request.url.copy_with(scheme="http", host="standin", path=REAL_HOSTS[host] + request.url.path)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize("provider", list(Provider))
+async def test_with_real_client_ids_the_adapters_ask_the_real_apis(
+        settings: Settings, sessions: async_sessionmaker[AsyncSession], provider: Provider) -> None:
+    real = settings.model_copy(update={"google_client_id": "g-id", "google_client_secret": SecretStr("g-secret"),
+                                       "microsoft_client_id": "m-id", "microsoft_client_secret": SecretStr("m-s")})
+    standins = Providers("https://deepclaw.example")
+    tokens = standins.google_tokens if provider == Provider.GOOGLE else standins.outlook_tokens
+    scope = provider_config(real, provider).scope
+    tokens.by_access["at-real"] = Token("at-real", "rt-real", "g-id", ACCOUNT, scope, time.time() + 3600)
+    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}")
+    async with sessions() as session, session.begin():
+        session.add(user)
+    transport = RealHostsToStandins(standins)
+    credentials = Credentials(real, sessions, transport=transport)
+    await credentials.save(user.id, provider, {"access_token": "at-real", "refresh_token": "rt-real",
+                                               "token_type": "Bearer", "expires_at": int(time.time()) + 3600})
+    workspace = workspace_of(credentials, user.id, provider)
+    start = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    event = await workspace.create_event("Lunch", start, start + timedelta(hours=1), "Cafe")
+    assert [e.title for e in await workspace.events(start - timedelta(hours=1), start + timedelta(hours=3))] == ["Lunch"]
+    assert await workspace.busy(start - timedelta(hours=1), start + timedelta(hours=3)) == [
+        (start, start + timedelta(hours=1))]
+    [found] = await workspace.search_mail("lunch", 5)
+    assert "Are we still on" in (await workspace.read_mail(found.id)).body
+    draft = await workspace.draft_reply(found.id, "See you then.")
+    assert "bob@example.com" in (await workspace.draft(draft.id)).to
+    await workspace.send_draft(draft.id)
+    await workspace.cancel_event(event.id)
+
+    asked = {(method, host, re.sub(r"/(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{12,}(?=/|$)", "/{id}", path))
+             for method, host, path in transport.seen}
+    if provider == Provider.GOOGLE:
+        calendar, gmail = "www.googleapis.com", "gmail.googleapis.com"
+        assert asked == {
+            ("POST", calendar, "/calendar/v3/calendars/primary/events"),
+            ("GET", calendar, "/calendar/v3/calendars/primary/events"),
+            ("POST", calendar, "/calendar/v3/freeBusy"),
+            ("DELETE", calendar, "/calendar/v3/calendars/primary/events/{id}"),
+            ("GET", gmail, "/gmail/v1/users/me/messages"), ("GET", gmail, "/gmail/v1/users/me/messages/{id}"),
+            ("POST", gmail, "/gmail/v1/users/me/drafts"), ("GET", gmail, "/gmail/v1/users/me/drafts/{id}"),
+            ("POST", gmail, "/gmail/v1/users/me/drafts/send")}, asked
+    else:
+        graph = "graph.microsoft.com"
+        assert asked == {
+            ("POST", graph, "/v1.0/me/events"), ("GET", graph, "/v1.0/me/calendarView"),
+            ("DELETE", graph, "/v1.0/me/events/{id}"), ("GET", graph, "/v1.0/me/messages"),
+            ("GET", graph, "/v1.0/me/messages/{id}"), ("POST", graph, "/v1.0/me/messages/{id}/createReply"),
+            ("POST", graph, "/v1.0/me/messages/{id}/send")}, asked
+    state = await _account_state(standins, provider)
+    assert [m.to for m in state.sent] == ["bob@example.com"] and not [e for e in state.events.values()
+                                                                     if not e.cancelled]
+
+
+async def _account_state(standins: Providers, provider: Provider) -> Any:
+    return (standins.google_accounts if provider == Provider.GOOGLE else standins.outlook_accounts)[ACCOUNT]

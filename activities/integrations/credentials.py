@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
-from httpx2 import HTTPError
+from httpx2 import AsyncBaseTransport, HTTPError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -76,8 +76,10 @@ def _expiry(token: dict[str, Any]) -> datetime | None:
 
 
 class Credentials:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                 transport: AsyncBaseTransport | None = None) -> None:
         self.settings, self.sessions = settings, sessions
+        self.transport = transport  # httpx's own seam: tests route the real providers' URLs to the stand-ins
 
     @property
     def ring(self) -> DataKeyring:
@@ -136,7 +138,8 @@ class Credentials:
             await self.save(user_id, provider, new)
 
         async with oauth_client(self.settings, config, token=token, update_token=saved,
-                                token_endpoint=config.token_url) as client:
+                                token_endpoint=config.token_url,
+                                **({"transport": self.transport} if self.transport else {})) as client:
             yield client
 
     async def disconnect(self, user_id: uuid.UUID, provider: Provider) -> bool:
