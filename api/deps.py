@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from activities.integrations.credentials import Credentials
+from activities.integrations.mcp_servers import UserMcpServers
 from core.limits import UserLimiter
 from api.sign_in import PRE_SESSION_COOKIE, SESSION_COOKIE, Viewer, csrf_matches, viewer_of
 from core.ports import ArchiveStore, Mailer, Speech, Telephony, WebSearch
@@ -58,10 +59,12 @@ class Platform:
     limiter: UserLimiter
     temporal: TemporalLink = field(init=False)
     credentials: Credentials = field(init=False)  # users' Google and Microsoft tokens, sealed
+    mcp_servers: UserMcpServers = field(init=False)  # users' own MCP servers, their headers sealed
 
     def __post_init__(self) -> None:
         self.temporal = TemporalLink(self.settings)
         self.credentials = Credentials(self.settings, self.sessions)
+        self.mcp_servers = UserMcpServers(self.settings, self.sessions)
 
 
 def platform(request: Request) -> Platform:
@@ -118,6 +121,10 @@ def _credentials(request: Request) -> Credentials:
     return platform(request).credentials
 
 
+def _mcp_servers(request: Request) -> UserMcpServers:
+    return platform(request).mcp_servers
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]  # one session for the request
@@ -130,6 +137,7 @@ SpeechDep = Annotated[Speech, Depends(_speech)]
 ArchiveDep = Annotated[ArchiveStore, Depends(_archive)]
 LimiterDep = Annotated[UserLimiter, Depends(_limiter)]
 CredentialsDep = Annotated[Credentials, Depends(_credentials)]
+McpServersDep = Annotated[UserMcpServers, Depends(_mcp_servers)]
 
 
 # ---- the dashboard: who is signed in, and CSRF ----------------------------------------------------

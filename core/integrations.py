@@ -73,6 +73,11 @@ def credential_context(user_id: uuid.UUID, provider: Provider | str) -> str:
     return f"oauth:{user_id}:{Provider(provider).value}"
 
 
+def header_context(user_id: uuid.UUID, server_id: uuid.UUID) -> str:
+    """What a user's MCP server's sealed headers are bound to: they open only as this user's, for this row."""
+    return f"mcp-headers:{user_id}:{server_id}"
+
+
 def redirect_uri(settings: Settings, provider: Provider) -> str:
     return f"{settings.api_base_url.rstrip('/')}/integrations/{provider.value}/callback"
 

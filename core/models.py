@@ -71,6 +71,7 @@ REMINDER_CHANNELS = tuple(Channel)
 OAUTH_PROVIDERS = ("google", "outlook")
 OAUTH_STATES = ("connected", "needs_consent")
 MCP_TRANSPORTS = ("streamable-http", "sse")
+MCP_STATUSES = ("unchecked", "ok", "failing")
 STREAM_KINDS = ("user", "hotline")
 
 
@@ -361,6 +362,7 @@ class McpServer(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("user_id", "name", name="uq_mcp_servers_user_name"),
         _one_of("transport", MCP_TRANSPORTS, "ck_mcp_servers_transport"),
+        _one_of("status", MCP_STATUSES, "ck_mcp_servers_status"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -371,6 +373,11 @@ class McpServer(SQLModel, table=True):
     # Request headers (e.g. an API key) encrypted like OAuth tokens.
     headers_ciphertext: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     enabled: bool = True
+    # What the last connection found (activities/integrations/mcp_servers.py): ok with its tools, or failing.
+    status: str = Field(default="unchecked", max_length=16)
+    tools: list[dict[str, str]] = Field(default_factory=list, sa_type=pg.JSONB)
+    detail: str | None = Field(default=None, max_length=300)
+    checked_at: datetime | None = _timestamp()
     created_at: datetime = _created()
 
 

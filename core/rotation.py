@@ -12,9 +12,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import transaction
-from core.integrations import credential_context
+from core.integrations import credential_context, header_context
 from core.keyring import DataKeyring, KeyringError
-from core.models import OAuthCredential
+from core.models import McpServer, OAuthCredential
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +23,27 @@ async def rewrap_all(ring: DataKeyring, sessions: async_sessionmaker[AsyncSessio
     """Re-wraps every sealed column under `ring`'s current key; counts rows by what was done."""
     done: Counter[str] = Counter()
     async with sessions() as session:
-        rows = (await session.execute(select(OAuthCredential.id, OAuthCredential.user_id, OAuthCredential.provider,
-                                             OAuthCredential.ciphertext))).all()
-    for row_id, user_id, provider, blob in rows:
+        tokens = (await session.execute(select(OAuthCredential.id, OAuthCredential.user_id, OAuthCredential.provider,
+                                               OAuthCredential.ciphertext))).all()
+        headers = (await session.execute(select(McpServer.id, McpServer.user_id, McpServer.headers_ciphertext)
+                                         .where(McpServer.headers_ciphertext.is_not(None)))).all()  # type: ignore[union-attr]
+    sealed = [(OAuthCredential, OAuthCredential.ciphertext, row_id, blob, credential_context(user_id, provider))
+              for row_id, user_id, provider, blob in tokens]
+    sealed += [(McpServer, McpServer.headers_ciphertext, row_id, blob, header_context(user_id, row_id))
+               for row_id, user_id, blob in headers]
+    for table, column, row_id, blob, context in sealed:
         if ring.key_id(blob) == ring.current:
             done["current already"] += 1
             continue
         try:
-            rewrapped = ring.rewrap(blob, context=credential_context(user_id, provider))
+            rewrapped = ring.rewrap(blob, context=context)
         except KeyringError as error:  # its key is not configured any more: say which row, go on
-            log.error("oauth credential %s cannot be re-wrapped: %s", row_id, error)
+            log.error("%s %s cannot be re-wrapped: %s", table.__tablename__, row_id, error)
             done["cannot open"] += 1
             continue
         async with transaction(sessions) as session:
-            changed = await session.execute(update(OAuthCredential).where(
-                OAuthCredential.id == row_id, OAuthCredential.ciphertext == blob).values(ciphertext=rewrapped))
+            changed = await session.execute(update(table).where(table.id == row_id, column == blob)
+                                            .values({column.key: rewrapped}))
         done["re-wrapped" if changed.rowcount else "changed meanwhile"] += 1  # type: ignore[attr-defined]
     log.info("encryption keys: %s (current key %r)", dict(done) or "no sealed records", ring.current)
     return done

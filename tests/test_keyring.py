@@ -13,9 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.integrations.credentials import Credentials
-from core.integrations import Provider
+from activities.integrations.mcp_servers import UserMcpServers
+from core.integrations import Provider, header_context
 from core.keyring import DataKeyring, KeyringError, new_key_entry, parse_key
-from core.models import OAuthCredential, User
+from core.models import McpServer, OAuthCredential, User
 from core.rotation import rewrap_all
 from core.settings import Settings
 
@@ -87,11 +88,16 @@ async def test_rotation_rewraps_every_stored_token_without_reconsent(
               for u in users}
     for user in users:
         await Credentials(before, sessions).save(user.id, Provider.GOOGLE, tokens[user.id])
+    server = McpServer(user_id=users[0].id, name="notes", url="https://mcp.example.com/mcp")
+    server.headers_ciphertext = before.data_keyring.seal(b'{"X-Api-Key": "k"}',
+                                                         context=header_context(users[0].id, server.id))
+    async with sessions() as session, session.begin():
+        session.add(server)
 
     during = settings.model_copy()
     during.__dict__["data_keyring"] = _ring(new, old)
     counts = await rewrap_all(during.data_keyring, sessions)
-    assert counts["re-wrapped"] >= 3
+    assert counts["re-wrapped"] >= 4  # three tokens and the server's headers
     after = settings.model_copy()
     after.__dict__["data_keyring"] = _ring(new)  # the old key dropped
     async with sessions() as session:
@@ -100,4 +106,7 @@ async def test_rotation_rewraps_every_stored_token_without_reconsent(
     assert {after.data_keyring.key_id(r.ciphertext) for r in rows} == {"new"}
     for user in users:
         assert await Credentials(after, sessions).token(user.id, Provider.GOOGLE) == tokens[user.id]
+    async with sessions() as session:
+        stored = await session.get(McpServer, server.id)
+    assert UserMcpServers(after, sessions).headers(stored) == {"X-Api-Key": "k"}  # type: ignore[arg-type]
     assert (await rewrap_all(during.data_keyring, sessions))["re-wrapped"] == 0, "a second run has nothing to do"

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+import uuid
+from typing import Annotated, Any
 
 from authlib.integrations.httpx_client import OAuthError
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from httpx2 import HTTPError
 
-from api.deps import CredentialsDep, CsrfDep, SessionDep, SettingsDep, SignedInDep, UserIdDep
+from api.deps import CredentialsDep, CsrfDep, McpServersDep, SessionDep, SettingsDep, SignedInDep, UserIdDep
 from api.pages import audit, render
 from activities.integrations.credentials import oauth_client
+from activities.integrations.mcp_servers import TRANSPORTS, BadServer, parse_headers
 from core.integrations import ConnectionState, Provider, provider_config
 from core.settings import Settings
 from core.tokens import InvalidToken, TokenKind
@@ -36,7 +38,11 @@ NOTICES = {"connected": "Connected. Your agent can use it from its next answer."
            "disconnected": "Disconnected: your agent has no access any more.",
            "denied": "Not connected: access was not allowed at the provider.",
            "expired": "That sign-in took too long or came from another browser: connect again.",
-           "failed": "The provider did not complete the connection: connect again."}
+           "failed": "The provider did not complete the connection: connect again.",
+           "mcp-added": "Server added. Your agent can use its tools from its next conversation.",
+           "mcp-removed": "Server removed.",
+           "mcp-ok": "The server answered.",
+           "mcp-failing": "The server did not answer; see why below."}
 
 
 def _provider(name: str) -> Provider:
@@ -48,11 +54,51 @@ def _provider(name: str) -> Provider:
 
 @router.get("/integrations", response_class=HTMLResponse)
 async def integrations(request: Request, settings: SettingsDep, viewer: SignedInDep, user_id: UserIdDep,
-                       credentials: CredentialsDep, notice: str | None = None) -> Response:
+                       credentials: CredentialsDep, servers: McpServersDep, notice: str | None = None) -> Response:
+    return await _page(request, settings, viewer, user_id, credentials, servers, notice=NOTICES.get(notice or ""))
+
+
+async def _page(request: Request, settings: Settings, viewer: Any, user_id: uuid.UUID, credentials: CredentialsDep,
+                servers: McpServersDep, *, notice: str | None = None, problem: str | None = None,
+                form: dict[str, str] | None = None) -> Response:
     connections = await credentials.connections(user_id)
     providers = [(provider_config(settings, p), connections.get(p)) for p in Provider]
-    return render(request, settings, "integrations.html", viewer=viewer, csrf=viewer.csrf, active="integrations",
-                  providers=providers, notice=NOTICES.get(notice or ""), NEEDS_CONSENT=ConnectionState.NEEDS_CONSENT)
+    return render(request, settings, "integrations.html", status=422 if problem else 200, viewer=viewer,
+                  csrf=viewer.csrf, active="integrations", providers=providers, notice=notice,
+                  NEEDS_CONSENT=ConnectionState.NEEDS_CONSENT, servers=await servers.list(user_id),
+                  transports=TRANSPORTS, problem=problem, form=form or {})
+
+
+@router.post("/integrations/mcp", dependencies=[CsrfDep])
+async def add_mcp_server(
+        request: Request, settings: SettingsDep, session: SessionDep, viewer: SignedInDep, user_id: UserIdDep,
+        credentials: CredentialsDep, servers: McpServersDep, name: Annotated[str, Form(max_length=64)] = "",
+        url: Annotated[str, Form(max_length=1024)] = "", transport: Annotated[str, Form(max_length=16)] = "",
+        headers: Annotated[str, Form(max_length=24_000)] = "") -> Response:
+    try:
+        added = await servers.add(user_id, name, url, transport or TRANSPORTS[0], parse_headers(headers))
+    except BadServer as bad:
+        return await _page(request, settings, viewer, user_id, credentials, servers, problem=str(bad),
+                           form={"name": name, "url": url, "transport": transport})  # header values not echoed
+    await audit(session, user_id=user_id, action="mcp_server.added", server=str(added.id), status=added.status)
+    return RedirectResponse("/integrations?notice=mcp-added#mcp-servers", status_code=303)
+
+
+@router.post("/integrations/mcp/{server_id}/test", dependencies=[CsrfDep])
+async def test_mcp_server(server_id: uuid.UUID, user_id: UserIdDep, servers: McpServersDep) -> Response:
+    checked = await servers.test(user_id, server_id)
+    if checked is None:
+        raise HTTPException(status_code=404, detail="no such server")
+    return RedirectResponse(f"/integrations?notice=mcp-{checked.status}#mcp-servers", status_code=303)
+
+
+@router.post("/integrations/mcp/{server_id}/remove", dependencies=[CsrfDep])
+async def remove_mcp_server(server_id: uuid.UUID, session: SessionDep, user_id: UserIdDep,
+                            servers: McpServersDep) -> Response:
+    if not await servers.remove(user_id, server_id):
+        raise HTTPException(status_code=404, detail="no such server")
+    await audit(session, user_id=user_id, action="mcp_server.removed", server=str(server_id))
+    return RedirectResponse("/integrations?notice=mcp-removed#mcp-servers", status_code=303)
 
 
 @router.post("/integrations/{name}/connect", dependencies=[CsrfDep])

@@ -1,4 +1,5 @@
-"""Pending actions: mail to send or events to cancel, waiting for the owner's confirmation
+"""Pending actions: mail to send or events to cancel, waiting for the owner's confirmation; what the
+last connection to a user's own MCP server found (status, tools)
 
 Revision ID: 0010
 Revises: 0009
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -43,9 +45,22 @@ def upgrade() -> None:
     op.create_index("ix_pending_actions_call_stream_id", "pending_actions", ["call_stream_id"])
     op.create_index("uq_pending_actions_reference", "pending_actions", ["user_id", "reference"], unique=True,
                     postgresql_where=sa.text("state = 'pending'"))
+    op.add_column("mcp_servers", sa.Column("status", sa.String(length=16), nullable=False,
+                                           server_default="unchecked"))
+    op.alter_column("mcp_servers", "status", server_default=None)
+    op.create_check_constraint("ck_mcp_servers_status", "mcp_servers", "status IN ('unchecked', 'ok', 'failing')")
+    op.add_column("mcp_servers", sa.Column("tools", postgresql.JSONB(astext_type=sa.Text()), nullable=False,
+                                           server_default="[]"))
+    op.alter_column("mcp_servers", "tools", server_default=None)
+    op.add_column("mcp_servers", sa.Column("detail", sa.String(length=300), nullable=True))
+    op.add_column("mcp_servers", sa.Column("checked_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    for column in ("checked_at", "detail", "tools"):
+        op.drop_column("mcp_servers", column)
+    op.drop_constraint("ck_mcp_servers_status", "mcp_servers", type_="check")
+    op.drop_column("mcp_servers", "status")
     op.drop_index("uq_pending_actions_reference", table_name="pending_actions")
     op.drop_index("ix_pending_actions_call_stream_id", table_name="pending_actions")
     op.drop_index("ix_pending_actions_user_id", table_name="pending_actions")
