@@ -24,6 +24,7 @@ from api.routes import (
     integrations,
     internal,
     mcp,
+    mcp_relay,
     media,
     operator,
     reminders_page,
@@ -60,8 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
-    for routes in (internal, twilio, hotline, media, dashboard, reminders_page, agent_page, integrations, account, usage,
-                   operator):
+    for routes in (internal, twilio, hotline, media, mcp_relay, dashboard, reminders_page, agent_page, integrations,
+                   account, usage, operator):
         app.include_router(routes.router)
 
     @app.exception_handler(HTTPException)

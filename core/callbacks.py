@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import transaction
-from core.models import User
+from core.models import McpServer, User
 from core.ports import McpServerSpec
 from core.settings import Settings
 from core.tokens import TokenKind
@@ -19,6 +19,7 @@ from core.tokens import TokenKind
 PURPOSE_TOKEN_TTL_S = 15 * 60.0
 PURPOSE_AUDIENCE = "api:/twilio/outbound"
 PLATFORM_MCP_NAME = "deepclaw"
+MCP_RELAY_PATH = "/mcp-relay"  # the user's own MCP servers, through the platform (api/routes/mcp_relay.py)
 MCP_AUDIENCE = "api:/mcp"
 # It lives in the agent's config for the agent's life; revoked by bumping the user's
 # mcp_token_generation (a fresh token is rendered at the next settings change or wake).
@@ -68,6 +69,20 @@ async def mcp_token_generation(sessions: async_sessionmaker[AsyncSession], user_
 async def current_platform_mcp_server(settings: Settings, sessions: async_sessionmaker[AsyncSession],
                                       user_id: uuid.UUID) -> McpServerSpec:
     return platform_mcp_server(settings, user_id, await mcp_token_generation(sessions, user_id) or 0)
+
+
+async def agent_mcp_servers(settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                            user_id: uuid.UUID) -> list[McpServerSpec]:
+    """The MCP servers one user's agent is given: the platform's first, then the user's own that
+    answered when last checked, each through the platform's relay with the same token (their header
+    values stay with the platform). Read when the agent is configured, never carried through Temporal."""
+    platform = await current_platform_mcp_server(settings, sessions, user_id)
+    async with sessions() as session:
+        theirs = (await session.execute(select(McpServer).where(
+            McpServer.user_id == user_id, McpServer.enabled, McpServer.status != "failing")
+            .order_by(McpServer.created_at))).scalars().all()
+    return [platform, *(McpServerSpec(name=s.name, url=f"{settings.api_base_url}{MCP_RELAY_PATH}/{s.id}",
+                                      transport=s.transport, headers=platform.headers) for s in theirs)]
 
 
 async def revoke_mcp_tokens(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID) -> int:

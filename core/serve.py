@@ -19,9 +19,15 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+# Long-lived streams (an MCP client's event stream through the relay, a call's websocket) are cut
+# this long after a stop is asked for, so stopping never waits on a peer that keeps its end open.
+GRACEFUL_SHUTDOWN_S = 5
+
+
 @asynccontextmanager
 async def serving(app: Any, host: str, port: int) -> AsyncIterator[uvicorn.Server]:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", ws="websockets-sansio")
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", ws="websockets-sansio",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     server = EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

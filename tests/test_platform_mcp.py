@@ -24,10 +24,16 @@ from activities.delivery import DeliveryActivities
 from activities.reminders import ReminderActivities
 from activities.runtime.activities import RuntimeActivities
 from api.app import create_app
-from core.callbacks import PLATFORM_MCP_NAME, current_platform_mcp_server, platform_mcp_server, revoke_mcp_tokens
+from core.callbacks import (
+    PLATFORM_MCP_NAME,
+    agent_mcp_servers,
+    current_platform_mcp_server,
+    platform_mcp_server,
+    revoke_mcp_tokens,
+)
 from core.streams import seal_think_token
 from core.tokens import TokenKind
-from core.models import Delivery, PhoneNumber, Reminder, User
+from core.models import Delivery, McpServer, PhoneNumber, Reminder, User
 from core.ports import AgentSpec, McpServerSpec
 from core.process import free_port
 from core.serve import serving
@@ -248,20 +254,30 @@ async def test_only_the_users_own_token_is_accepted(mcp: Mcp) -> None:
     assert (await mcp.rpc("pizza/order")).json()["error"]["code"] == -32601
 
 
-async def test_every_agent_is_given_the_platform_server_first(settings: Settings, sessions: async_sessionmaker[AsyncSession],
-                                                              tmp_path: Any) -> None:
+async def test_every_agent_is_given_the_platform_server_first_then_the_users_own_through_the_relay(
+        settings: Settings, sessions: async_sessionmaker[AsyncSession], tmp_path: Any) -> None:
     from activities.archive.stores import FolderArchiveStore
 
     runtime = MemoryRuntime()
     activities = RuntimeActivities(runtime, FolderArchiveStore(tmp_path), sessions, "local",
-                                   platform_mcp=lambda user_id: current_platform_mcp_server(settings, sessions, user_id))
-    theirs = McpServerSpec(name="notes", url="https://notes.example.com/mcp")
-    spec = AgentSpec(user_id=uuid.uuid4(), mcp_servers=[theirs])
+                                   mcp_servers=lambda user_id: agent_mcp_servers(settings, sessions, user_id))
+    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}")
+    notes = McpServer(user_id=user.id, name="notes", url="https://notes.example.com/mcp", status="ok",
+                      headers_ciphertext=b"sealed")
+    async with sessions() as session, session.begin():
+        session.add(user)
+        await session.flush()
+        session.add_all([notes, McpServer(user_id=user.id, name="broken", url="https://x.example.com/mcp",
+                                          status="failing")])
+    smuggled = McpServerSpec(name="evil", url="https://evil.example/mcp")  # a spec's own list is not trusted
+    spec = AgentSpec(user_id=user.id, mcp_servers=[smuggled])
     await ActivityEnvironment().run(activities.create_agent, spec)
     rendered = runtime.specs[spec.user_id].mcp_servers
-    assert [s.name for s in rendered] == [PLATFORM_MCP_NAME, "notes"]
+    assert [s.name for s in rendered] == [PLATFORM_MCP_NAME, "notes"], "a failing server is left out"
     assert rendered[0].url == f"{settings.api_base_url}/mcp"
     assert rendered[0].headers["Authorization"].startswith("Bearer ")
+    assert rendered[1].url == f"{settings.api_base_url}/mcp-relay/{notes.id}"
+    assert rendered[1].headers == rendered[0].headers, "the agent's own token; the server's headers stay with us"
 
 
 async def test_an_agent_cannot_flood_its_user(mcp: Mcp) -> None:

@@ -5,11 +5,16 @@ user's server out of reach."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx2
 import pytest
+from mcp.client.client import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import select, text
@@ -17,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from activities.integrations.mcp_servers import BadServer, UserMcpServers, parse_headers
+from core.callbacks import agent_mcp_servers
 from core.models import McpServer, User
 from core.process import free_port
 from core.safe_urls import PinnedUrl, UnsafeUrl, pin, pinned_client
@@ -152,3 +158,45 @@ async def test_the_dashboard_adds_lists_tests_and_removes_a_server(
         assert removed.status_code == 303 and "<code>shout</code>" not in (await browser.get("/integrations")).text
     async with sessions() as session:
         assert not (await session.execute(select(McpServer).where(McpServer.user_id == ada.id))).scalars().all()
+
+
+@pytest.fixture
+async def sse_tool_server() -> AsyncIterator[str]:
+    """The same tool over the older SSE transport (no key); yields its /sse URL."""
+    port = free_port()
+    app = _tool_server().sse_app(transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    async with serving(app, "127.0.0.1", port):
+        yield f"http://127.0.0.1:{port}/sse"
+
+
+async def test_agents_reach_the_users_server_only_through_the_relay_with_their_own_token(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], tool_server: str,  # noqa: F811
+        sse_tool_server: str) -> None:
+    settings = dashboard.settings
+    ada, bob = await _user(sessions, name="Ada", said="hi"), await _user(sessions, name="Bob", said="hi")
+    servers = UserMcpServers(settings, sessions)
+    notes = await servers.add(ada.id, "notes", tool_server, "streamable-http", {"X-Api-Key": SECRET})
+    legacy = await servers.add(ada.id, "legacy", sse_tool_server, "sse", {})
+    rendered = {s.name: s for s in await agent_mcp_servers(settings, sessions, ada.id)}
+    assert rendered["notes"].url == f"{settings.api_base_url}/mcp-relay/{notes.id}"
+    assert SECRET not in json.dumps([s.model_dump() for s in rendered.values()]), "the key stays with the platform"
+
+    for name, connect in (("notes", lambda http, url: streamable_http_client(url, http_client=http)),
+                          ("legacy", lambda http, url: sse_client(url, headers=dict(http.headers)))):
+        spec = rendered[name]
+        async with httpx2.AsyncClient(headers=spec.headers, timeout=20) as http, \
+                Client(connect(http, spec.url)) as client:
+            assert [t.name for t in (await client.list_tools()).tools] == ["shout"]
+            shouted = await client.call_tool("shout", {"words": "through the relay"})
+            assert shouted.content[0].text == "THROUGH THE RELAY"  # type: ignore[union-attr]
+
+    bob_token = (await agent_mcp_servers(settings, sessions, bob.id))[0].headers
+    async with httpx2.AsyncClient(base_url=settings.api_base_url) as http:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        assert (await http.post(f"/mcp-relay/{notes.id}", json=body, headers=accept)).status_code == 401
+        assert (await http.post(f"/mcp-relay/{notes.id}", json=body, headers={**accept, **bob_token})).status_code \
+            == 404, "another user's agent cannot use Ada's server"
+        assert (await http.post(f"/mcp-relay/{legacy.id}/../../etc", json=body,
+                                headers={**accept, **rendered["legacy"].headers})).status_code in (404, 405, 502)
+    assert legacy.status == "ok"

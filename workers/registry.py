@@ -23,7 +23,7 @@ from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
 from activities.texts import TextActivities
 from activities.users import UserActivities
-from core.callbacks import current_platform_mcp_server
+from core.callbacks import agent_mcp_servers
 from core.ports import AgentRuntime
 from core.settings import Settings
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
@@ -61,7 +61,7 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         store = StoreActivities(sessions)
         runtime_activities = RuntimeActivities(runtime, adapters.archive_store(settings), sessions,
                                                settings.agent_runtime.value,
-                                               platform_mcp=lambda user_id: current_platform_mcp_server(settings, sessions, user_id))
+                                               mcp_servers=lambda user_id: agent_mcp_servers(settings, sessions, user_id))
         pool = NumberPoolActivities(telephony, sessions, voice_url=f"{settings.api_base_url}/twilio/voice",
                                     sms_url=f"{settings.api_base_url}/twilio/sms")
         verification = VerificationActivities(telephony, adapters.mailer(settings, sessions), keyring=settings.keyring)

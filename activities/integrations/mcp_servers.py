@@ -158,7 +158,7 @@ class UserMcpServers:
         return dict(json.loads(opened))
 
     async def test(self, user_id: uuid.UUID, server_id: uuid.UUID) -> McpServer | None:
-        server = await self._own(user_id, server_id)
+        server = await self.own(user_id, server_id)
         if server is None:
             return None
         try:
@@ -169,7 +169,13 @@ class UserMcpServers:
             await session.execute(update(McpServer).where(McpServer.id == server.id).values(
                 status=_status(checked), tools=checked.tools or server.tools, detail=checked.detail,
                 checked_at=utcnow()))
-        return await self._own(user_id, server_id)
+        return await self.own(user_id, server_id)
+
+    async def mark_failing(self, server_id: uuid.UUID, detail: str) -> None:
+        """The relay could not reach it: the dashboard says so (and a test there brings it back)."""
+        async with transaction(self.sessions) as session:
+            await session.execute(update(McpServer).where(McpServer.id == server_id).values(
+                status="failing", detail=detail[:300], checked_at=utcnow()))
 
     async def remove(self, user_id: uuid.UUID, server_id: uuid.UUID) -> bool:
         async with transaction(self.sessions) as session:
@@ -177,7 +183,7 @@ class UserMcpServers:
                                                                  McpServer.user_id == user_id))
         return bool(gone.rowcount)  # type: ignore[attr-defined]
 
-    async def _own(self, user_id: uuid.UUID, server_id: uuid.UUID) -> McpServer | None:
+    async def own(self, user_id: uuid.UUID, server_id: uuid.UUID) -> McpServer | None:
         async with self.sessions() as session:
             return (await session.execute(select(McpServer).where(
                 McpServer.id == server_id, McpServer.user_id == user_id))).scalar_one_or_none()

@@ -53,19 +53,19 @@ def _not_found(error: LookupError) -> ApplicationError:
 class RuntimeActivities:
     def __init__(self, runtime: AgentRuntime, store: ArchiveStore, sessions: async_sessionmaker[AsyncSession],
                  runtime_name: str,
-                 platform_mcp: Callable[[uuid.UUID], Awaitable[McpServerSpec]] | None = None) -> None:
+                 mcp_servers: Callable[[uuid.UUID], Awaitable[list[McpServerSpec]]] | None = None) -> None:
         self.runtime = runtime
         self.store = store
         self.sessions = sessions
         self.runtime_name = runtime_name
-        self.platform_mcp = platform_mcp  # the platform's own MCP server, first in every agent's config
+        # The platform's own MCP server, first in every agent's config, then the user's own (relayed):
+        # loaded here, by the activity, so no token or server of theirs is in Temporal's history.
+        self.mcp_servers = mcp_servers
 
     async def _rendered(self, spec: AgentSpec) -> AgentSpec:
-        if self.platform_mcp is None:
+        if self.mcp_servers is None:
             return spec
-        platform = await self.platform_mcp(spec.user_id)
-        theirs = [s for s in spec.mcp_servers if s.name != platform.name]
-        return spec.model_copy(update={"mcp_servers": [platform, *theirs]})
+        return spec.model_copy(update={"mcp_servers": await self.mcp_servers(spec.user_id)})
 
     @activity.defn
     async def create_agent(self, spec: AgentSpec) -> None:

@@ -152,11 +152,11 @@ async def save_agent_settings(
         user.pin_digest = None
     await session.commit()
     await audit(session, user_id=user_id, action="dashboard.changed_agent_settings", pin_changed=changed_pin)
-    applied = await _apply(temporal, user)
+    applied = await apply_to_agent(temporal, user)
     return RedirectResponse(f"/agent?notice={'saved' if applied else 'saved-later'}", status_code=303)
 
 
-async def _apply(temporal: Client | None, user: User) -> bool:
+async def apply_to_agent(temporal: Client | None, user: User) -> bool:
     """Whether the running agent has the new settings now (else its workflow gets them on its next
     apply; the row is the truth either way)."""
     if temporal is None:

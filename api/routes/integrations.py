@@ -20,8 +20,18 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from httpx2 import HTTPError
 
-from api.deps import CredentialsDep, CsrfDep, McpServersDep, SessionDep, SettingsDep, SignedInDep, UserIdDep
-from api.pages import audit, render
+from api.deps import (
+    CredentialsDep,
+    CsrfDep,
+    McpServersDep,
+    SessionDep,
+    SettingsDep,
+    SignedInDep,
+    TemporalDep,
+    UserIdDep,
+)
+from api.pages import audit, own_user, render
+from api.routes.agent_page import apply_to_agent
 from activities.integrations.credentials import oauth_client
 from activities.integrations.mcp_servers import TRANSPORTS, BadServer, parse_headers
 from core.integrations import ConnectionState, Provider, provider_config
@@ -72,7 +82,8 @@ async def _page(request: Request, settings: Settings, viewer: Any, user_id: uuid
 @router.post("/integrations/mcp", dependencies=[CsrfDep])
 async def add_mcp_server(
         request: Request, settings: SettingsDep, session: SessionDep, viewer: SignedInDep, user_id: UserIdDep,
-        credentials: CredentialsDep, servers: McpServersDep, name: Annotated[str, Form(max_length=64)] = "",
+        credentials: CredentialsDep, servers: McpServersDep, temporal: TemporalDep,
+        name: Annotated[str, Form(max_length=64)] = "",
         url: Annotated[str, Form(max_length=1024)] = "", transport: Annotated[str, Form(max_length=16)] = "",
         headers: Annotated[str, Form(max_length=24_000)] = "") -> Response:
     try:
@@ -81,23 +92,29 @@ async def add_mcp_server(
         return await _page(request, settings, viewer, user_id, credentials, servers, problem=str(bad),
                            form={"name": name, "url": url, "transport": transport})  # header values not echoed
     await audit(session, user_id=user_id, action="mcp_server.added", server=str(added.id), status=added.status)
+    await apply_to_agent(temporal, await own_user(session, user_id))  # its config names the server from now on
     return RedirectResponse("/integrations?notice=mcp-added#mcp-servers", status_code=303)
 
 
 @router.post("/integrations/mcp/{server_id}/test", dependencies=[CsrfDep])
-async def test_mcp_server(server_id: uuid.UUID, user_id: UserIdDep, servers: McpServersDep) -> Response:
+async def test_mcp_server(server_id: uuid.UUID, session: SessionDep, user_id: UserIdDep, servers: McpServersDep,
+                          temporal: TemporalDep) -> Response:
+    before = await servers.own(user_id, server_id)
     checked = await servers.test(user_id, server_id)
-    if checked is None:
+    if before is None or checked is None:
         raise HTTPException(status_code=404, detail="no such server")
+    if checked.status != before.status:  # a failing server is left out of the agent's config, an answering one in
+        await apply_to_agent(temporal, await own_user(session, user_id))
     return RedirectResponse(f"/integrations?notice=mcp-{checked.status}#mcp-servers", status_code=303)
 
 
 @router.post("/integrations/mcp/{server_id}/remove", dependencies=[CsrfDep])
 async def remove_mcp_server(server_id: uuid.UUID, session: SessionDep, user_id: UserIdDep,
-                            servers: McpServersDep) -> Response:
+                            servers: McpServersDep, temporal: TemporalDep) -> Response:
     if not await servers.remove(user_id, server_id):
         raise HTTPException(status_code=404, detail="no such server")
     await audit(session, user_id=user_id, action="mcp_server.removed", server=str(server_id))
+    await apply_to_agent(temporal, await own_user(session, user_id))
     return RedirectResponse("/integrations?notice=mcp-removed#mcp-servers", status_code=303)
 
 

@@ -20,7 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from api.sign_in import SESSION_COOKIE, open_session
 from core.integrations import GOOGLE_SCOPES
 from core.models import AuditEvent, OAuthCredential
-from emulators.carrier.handset import handset
+from emulators.carrier.handset import Handset, handset
+from emulators.llm import ModelScript, ScriptedReply
+from tests.test_user_mcp_servers import SECRET, tool_server  # noqa: F401 (the fixture)
 from tests.voice.conftest import PHONE, UserOnPlatform, shots
 
 ACCOUNT = "ann@example.com"
@@ -91,6 +93,18 @@ async def _history_of(temporal_env: WorkflowEnvironment, user_id: object) -> byt
     return raw
 
 
+async def _ask(phone: Handset, words: str, answer: str, timeout: float = 60) -> None:
+    """The caller says `words`; the agent's caption with `answer` follows (else the timeline, failing)."""
+    mark = len(phone.events)
+    await phone.say(words)
+    try:
+        await phone.wait_for("caption", lambda e: e["role"] == "agent" and answer in e["text"], after=mark,
+                             timeout=timeout)
+    except TimeoutError:
+        said = [(e["role"], e["text"]) for e in phone.events if e["type"] == "caption"]
+        raise AssertionError(f"no caption {answer!r}; the timeline: {said[-6:]}") from None
+
+
 async def _agent_uses_the_calendar_and_mail(me: UserOnPlatform) -> None:
     """On a call, the user's real OpenClaw calls the platform's calendar and mail tools (the demo
     model's plain words); the event and the draft appear at the provider, and the mail is sent only
@@ -100,14 +114,7 @@ async def _agent_uses_the_calendar_and_mail(me: UserOnPlatform) -> None:
         await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=60)
 
         async def ask(words: str, answer: str, timeout: float = 60) -> None:
-            mark = len(phone.events)
-            await phone.say(words)
-            try:
-                await phone.wait_for("caption", lambda e: e["role"] == "agent" and answer in e["text"], after=mark,
-                                     timeout=timeout)
-            except TimeoutError:
-                said = [(e["role"], e["text"]) for e in phone.events if e["type"] == "caption"]
-                raise AssertionError(f"no caption {answer!r}; the timeline: {said[-6:]}") from None
+            await _ask(phone, words, answer, timeout)
 
         await ask("add lunch with Bob to my calendar tomorrow at noon", "Done, it's on your calendar", timeout=180)
         calendar = await _standin(me, f"/control/google/{ACCOUNT}")
@@ -177,3 +184,39 @@ async def test_connect_google_and_microsoft_with_pkce_tokens_only_sealed_and_dis
         left = (await session.execute(select(OAuthCredential.provider).where(
             OAuthCredential.user_id == me.user.id))).scalars().all()
     assert left == ["outlook"]
+
+
+async def test_the_users_own_mcp_server_is_added_on_the_dashboard_and_its_tool_used_on_a_call(
+    browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
+    model_server: tuple[str, ModelScript], tool_server: str, screenshots: Path,
+) -> None:
+    """A small real MCP server wanting an API key: added on the Integrations page (its tool listed),
+    then the user's real OpenClaw calls that tool during a call, through the platform's relay; the
+    key is in no file of the platform's (agent configs included) and never reached the agent."""
+    me = user_on_platform
+    _, script = model_server
+    page = await _signed_in_page(browser, me, sessions)
+    await page.goto(f"{me.settings.api_base_url}/integrations#mcp-servers")
+    await page.fill("input[name=name]", "notes")
+    await page.fill("input[name=url]", tool_server)
+    await page.fill("textarea[name=headers]", f"X-Api-Key: {SECRET}")
+    await page.click("#add-mcp-server")
+    await expect(page.locator("main .notice")).to_contain_text("Server added")
+    await expect(page.locator("#mcp-notes")).to_contain_text("answering")
+    await expect(page.locator("#mcp-notes .tools")).to_contain_text("shout")
+    await shots(page, screenshots, "integrations-mcp-server")
+
+    script.replies.append(ScriptedReply(re.compile("shout hello from the relay"), "", tool_call={
+        "name": "tool_call", "arguments": {"id": "notes__shout", "args": {"words": "hello from the relay"}}}))
+    async with handset(me.settings.carrier_url, me.user.phone_e164) as phone:
+        await phone.dial(me.number)
+        await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=60)
+        await _ask(phone, "shout hello from the relay", "HELLO FROM THE RELAY", timeout=180)
+        await phone.hangup()
+
+    configs = [path for path in me.settings.data_dir.rglob("*") if path.is_file() and path.suffix == ".json"
+               and "mcp-relay" in path.read_text(errors="ignore")]
+    assert configs, "the agent's config names the server through the relay"
+    leaked = [path for path in me.settings.data_dir.rglob("*") if path.is_file()
+              and SECRET.encode() in path.read_bytes()]
+    assert not leaked, f"the server's key in {leaked}"

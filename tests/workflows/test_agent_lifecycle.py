@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 from activities.archive.stores import FolderArchiveStore
 from activities.runtime.activities import RuntimeActivities
 from api.routes.mcp import user_of_token
-from core.callbacks import PLATFORM_MCP_NAME, current_platform_mcp_server, revoke_mcp_tokens
+from core.callbacks import PLATFORM_MCP_NAME, agent_mcp_servers, revoke_mcp_tokens
 from core.models import AgentInstance, AuditEvent, UsageRecord, User
 from core.ports import AgentSpec, RuntimeState
 from core.settings import Settings
@@ -154,7 +154,7 @@ async def test_a_sleeping_agent_wakes_on_the_configuration_the_platform_renders_
     """An agent created, then asleep while the platform's rendering changed (here: its MCP token was
     revoked): its next wake runs on a config rendered again, with the platform's MCP server as today."""
     activities = RuntimeActivities(runtime, FolderArchiveStore(tmp_path), sessions, "local",
-                                   platform_mcp=lambda user_id: current_platform_mcp_server(settings, sessions, user_id))
+                                   mcp_servers=lambda user_id: agent_mcp_servers(settings, sessions, user_id))
     user = await _new_user(sessions)
     async with Worker(time_skipping_env.client, task_queue=TASK_QUEUE, workflows=[AgentLifecycleWorkflow],
                       activities=activities.all()):
