@@ -32,12 +32,12 @@ async def rewrap_all(ring: DataKeyring, sessions: async_sessionmaker[AsyncSessio
     sealed += [(McpServer, McpServer.headers_ciphertext, row_id, blob, header_context(user_id, row_id))
                for row_id, user_id, blob in headers]
     for table, column, row_id, blob, context in sealed:
-        if ring.key_id(blob) == ring.current:
-            done["current already"] += 1
-            continue
         try:
+            if ring.key_id(blob) == ring.current:
+                done["current already"] += 1
+                continue
             rewrapped = ring.rewrap(blob, context=context)
-        except KeyringError as error:  # its key is not configured any more: say which row, go on
+        except KeyringError as error:  # not sealed, or its key is not configured any more: say which row, go on
             log.error("%s %s cannot be re-wrapped: %s", table.__tablename__, row_id, error)
             done["cannot open"] += 1
             continue

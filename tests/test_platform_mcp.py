@@ -262,8 +262,7 @@ async def test_every_agent_is_given_the_platform_server_first_then_the_users_own
     activities = RuntimeActivities(runtime, FolderArchiveStore(tmp_path), sessions, "local",
                                    mcp_servers=lambda user_id: agent_mcp_servers(settings, sessions, user_id))
     user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}")
-    notes = McpServer(user_id=user.id, name="notes", url="https://notes.example.com/mcp", status="ok",
-                      headers_ciphertext=b"sealed")
+    notes = McpServer(user_id=user.id, name="notes", url="https://notes.example.com/mcp", status="ok")
     async with sessions() as session, session.begin():
         session.add(user)
         await session.flush()

@@ -58,6 +58,13 @@ class Account:
                  if all(t in f"{m.sender_name} {m.sender} {m.subject} {m.body}".lower() for t in terms)]
         return sorted(found, key=lambda m: m.received, reverse=True)[:limit]
 
+    def live_event(self, event_id: str, not_found: Refused) -> Event:
+        """The event, unless it is unknown or cancelled (then the provider's own 404, `not_found`)."""
+        event = self.events.get(event_id)
+        if event is None or event.cancelled:
+            raise not_found.again()
+        return event
+
     def between(self, start: datetime, end: datetime) -> list[Event]:
         return sorted((e for e in self.events.values() if not e.cancelled and e.start < end and e.end > start),
                       key=lambda e: e.start)

@@ -99,10 +99,7 @@ def routes(accounts: Accounts, tokens: Tokens) -> list[Route]:
         return await json_body(request, _invalid("Invalid JSON payload received."))
 
     def event_of(account: Account, request: Request) -> Event:
-        event = account.events.get(request.path_params["event"])
-        if event is None or event.cancelled:
-            raise NOT_FOUND.again()
-        return event
+        return account.live_event(request.path_params["event"], NOT_FOUND)
 
     async def list_events(request: Request, account: Account, _: str) -> Response:
         start = _time(request.query_params.get("timeMin"), "timeMin")

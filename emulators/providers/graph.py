@@ -97,10 +97,7 @@ def routes(accounts: Accounts, tokens: Tokens) -> list[Route]:
         return await json_body(request, _invalid("Unable to read JSON request payload."))
 
     def event_of(account: Account, request: Request) -> Event:
-        event = account.events.get(request.path_params["event"])
-        if event is None or event.cancelled:
-            raise NOT_FOUND.again()
-        return event
+        return account.live_event(request.path_params["event"], NOT_FOUND)
 
     def message_of(account: Account, request: Request) -> Mail:
         found = account.messages.get(request.path_params["message"])
