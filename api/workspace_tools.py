@@ -218,6 +218,8 @@ async def find_free_time(tools: Tools, day: str | None, start: str | None, end: 
         begin = begin.replace(hour=WORKING_HOURS[0].hour)
         finish = begin.replace(hour=WORKING_HOURS[1].hour)
     begin = max(begin, datetime.now(UTC).astimezone(begin.tzinfo))
+    if begin >= finish:
+        return f"That time is over (it is {acct.local(datetime.now(UTC))} for your user); ask about a later one."
     async with at_provider(acct, "calendar"):
         busy = sorted(await acct.workspace.busy(begin, finish))
     slots = free_slots(begin, finish, busy, timedelta(minutes=minutes))

@@ -185,6 +185,8 @@ async def test_what_the_agent_can_act_on_comes_back_as_clear_tool_errors(
     assert failed and "rate limited" in said, said
     said, failed = await mcp.tool("read_mail", id="AAMk-nothing")
     assert failed and "no such message" in said, said
+    said, failed = await mcp.tool("find_free_time", start="2020-01-06T09:00", end="2020-01-06T17:00")
+    assert not failed and said.startswith("That time is over"), said
     said, failed = await mcp.tool("create_event", title="x", start="next blursday")
     assert failed and "ISO 8601" in said, said
     said, failed = await mcp.tool("send_draft", id="../../etc")
