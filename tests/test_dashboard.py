@@ -46,6 +46,7 @@ from core.models import (
     Channel,
     Conversation,
     FallbackReason,
+    McpServer,
     Message,
     OutboxEmail,
     PhoneNumber,
@@ -582,6 +583,8 @@ async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_
     other = await _user(sessions, name="Olaf", said="olaf's diary")
     async with sessions() as session, session.begin():
         await session.execute(update(User).where(User.id == uma.id).values(pin_digest="k1:secret-digest"))
+        session.add(McpServer(user_id=uma.id, name="notes", url="https://notes.example.com/mcp", status="ok",
+                              headers_ciphertext=b"sealed-header-bytes"))
     # The agent's files as the worker's local runtime keeps them (no gateway needed to read them).
     runtime = LocalAgentRuntime(tools, dashboard.settings.data_dir / "agents", ModelProvider(base_url="http://127.0.0.1:1", api_key="-", model="-"),
                                 keyring=dashboard.settings.keyring)
@@ -605,6 +608,8 @@ async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_
         [call] = files["conversations.json"]
         assert [m["content"] for m in call["messages"]] == ["my favourite tea is sencha"]
         assert files["reminders.json"][0]["text"] == "Uma's reminder"
+        [server] = files["integrations.json"]["mcp_servers"]
+        assert (server["name"], server["has_headers"]) == ("notes", True) and "headers_ciphertext" not in server
         assert "olaf" not in json.dumps(files).lower() and other.phone_e164 not in json.dumps(files)
         # The agent's memory files, as they are in its workspace; the export's copy is not kept.
         assert memory["agent/workspace/memory/tea.md"] == "Uma's favourite tea: sencha\n"

@@ -46,6 +46,9 @@ from core.models import (
     AuditEvent,
     Conversation,
     Delivery,
+    McpServer,
+    OAuthCredential,
+    PendingAction,
     Message,
     PhoneNumber,
     Reminder,
@@ -96,6 +99,16 @@ async def export_data(session: SessionDep, user_id: uuid.UUID) -> dict[str, Any]
                                                    .order_by(UsageRecord.occurred_at))).scalars().all()),  # type: ignore[arg-type]
         "activity.json": _rows((await session.execute(select(AuditEvent).where(AuditEvent.user_id == user_id)
                                                       .order_by(AuditEvent.created_at))).scalars().all()),  # type: ignore[arg-type]
+        # What is connected, without the sealed tokens and header values (never shown, even to their owner).
+        "integrations.json": {
+            "connections": _rows((await session.execute(select(OAuthCredential).where(
+                OAuthCredential.user_id == user_id))).scalars().all(), {"ciphertext"}),
+            "mcp_servers": [row | {"has_headers": row.pop("headers_ciphertext") is not None} for row in _rows(
+                (await session.execute(select(McpServer).where(McpServer.user_id == user_id)
+                                       .order_by(McpServer.created_at))).scalars().all())],  # type: ignore[arg-type]
+            "confirmations": _rows((await session.execute(select(PendingAction).where(
+                PendingAction.user_id == user_id).order_by(PendingAction.created_at))).scalars().all()),  # type: ignore[arg-type]
+        },
     }
 
 
