@@ -126,7 +126,9 @@ class PendingActions:
                 PendingAction.user_id == user_id, PendingAction.call_stream_id == stream_id,
                 PendingAction.state == ActionState.PENDING.value).order_by(PendingAction.created_at.desc())
                 .limit(1))).scalar_one_or_none()
-        return None if reference is None else await self.decide(user_id, Reply(yes=yes, reference=reference))
+        if reference is None:
+            return None
+        return await self.decide(user_id, Reply(yes=yes, reference=reference), by="call")
 
     async def waiting_on_call(self, stream_id: uuid.UUID) -> bool:
         async with self.sessions() as session:
@@ -134,7 +136,8 @@ class PendingActions:
                 PendingAction.call_stream_id == stream_id, PendingAction.state == ActionState.PENDING.value)
                 .limit(1))).first() is not None
 
-    async def decide(self, user_id: uuid.UUID, reply: Reply, now: datetime | None = None) -> str | None:
+    async def decide(self, user_id: uuid.UUID, reply: Reply, now: datetime | None = None, *,
+                     by: str = "sms") -> str | None:
         """Carries out (or declines) the action the owner's reply names; what to text back. None if no
         action of the user's lately had that reference (the words are for the agent, then)."""
         now = now or utcnow()
@@ -157,7 +160,7 @@ class PendingActions:
                 state, text = await self._carry_out(user_id, action, kind)
             await session.execute(update(PendingAction).where(PendingAction.id == action.id).values(
                 state=state.value, decided_at=now, detail=text[:600]))
-            session.add(AuditEvent(user_id=user_id, actor="sms", action=f"action.{state.value}",
+            session.add(AuditEvent(user_id=user_id, actor=by, action=f"action.{state.value}",
                                    detail={"kind": kind.value, "provider": action.provider, "action": str(action.id)}))
         log.info("user %s: %s %s is %s", user_id, kind.value, action.id, state.value)
         return text
