@@ -65,6 +65,15 @@ class Account:
             raise not_found.again()
         return event
 
+    def send_draft(self, draft_id: str, not_found: Refused) -> Mail:
+        """The draft, sent now (moved to `sent`); the provider's own 404 if there is no such draft."""
+        draft = self.drafts.pop(draft_id, None)
+        if draft is None:
+            raise not_found.again()
+        draft.received = datetime.now(UTC)
+        self.sent.append(draft)
+        return draft
+
     def between(self, start: datetime, end: datetime) -> list[Event]:
         return sorted((e for e in self.events.values() if not e.cancelled and e.start < end and e.end > start),
                       key=lambda e: e.start)

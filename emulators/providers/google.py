@@ -181,11 +181,7 @@ def routes(accounts: Accounts, tokens: Tokens) -> list[Route]:
 
     async def send_draft(request: Request, account: Account, _: str) -> Response:
         data = await body(request)
-        draft = account.drafts.pop(str(data.get("id", "")), None)
-        if draft is None:
-            raise NOT_FOUND.again()
-        draft.received = datetime.now(UTC)
-        account.sent.append(draft)
+        draft = account.send_draft(str(data.get("id", "")), NOT_FOUND)
         return JSONResponse({"id": draft.id, "threadId": draft.thread_id, "labelIds": ["SENT"]})
 
     calendar, gmail = "/google/calendar/v3", "/google/gmail/v1/users/me"

@@ -157,11 +157,7 @@ def routes(accounts: Accounts, tokens: Tokens) -> list[Route]:
         return JSONResponse(message_json(draft, draft=True), status_code=201)
 
     async def send_draft(request: Request, account: Account, _: str) -> Response:
-        draft = account.drafts.pop(request.path_params["message"], None)
-        if draft is None:
-            raise NOT_FOUND.again()
-        draft.received = datetime.now(UTC)
-        account.sent.append(draft)
+        account.send_draft(request.path_params["message"], NOT_FOUND)
         return Response(status_code=202)
 
     return [
