@@ -44,7 +44,7 @@ class SpokenConfirmations:
         """What the platform says when the caller answered an action waiting on this call; None if
         nothing waits or the words are not a plain yes or no."""
         answer = spoken_answer(words)
-        if answer is None or not await self.actions.waiting_on_call(stream):
+        if answer is None:
             return None
         said = await self.actions.decide_on_call(user_id, stream, answer)
         if said is not None:

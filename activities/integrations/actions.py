@@ -130,12 +130,6 @@ class PendingActions:
             return None
         return await self.decide(user_id, Reply(yes=yes, reference=reference), by="call")
 
-    async def waiting_on_call(self, stream_id: uuid.UUID) -> bool:
-        async with self.sessions() as session:
-            return (await session.execute(select(PendingAction.id).where(
-                PendingAction.call_stream_id == stream_id, PendingAction.state == ActionState.PENDING.value)
-                .limit(1))).first() is not None
-
     async def decide(self, user_id: uuid.UUID, reply: Reply, now: datetime | None = None, *,
                      by: str = "sms") -> str | None:
         """Carries out (or declines) the action the owner's reply names; what to text back. None if no
