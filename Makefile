@@ -12,7 +12,7 @@ ROOT_DEPS := iptables
 # `make test` only: the browser tests drive Debian's Chromium (Playwright never downloads one).
 TEST_DEPS := chromium
 
-.PHONY: run test bootstrap tools system-deps test-deps clean
+.PHONY: run test bootstrap tools system-deps test-deps lock audit clean
 
 run: bootstrap tools
 	$(BIN)/deepclaw dev
@@ -49,8 +49,20 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml setup.py voice/
 	@echo "installing DeepClaw's Python dependencies into $(VENV) (once, a few minutes; again only when the locks change)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-dev.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	DEEPCLAW_DEV_INSTALL=1 $(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+
+# Regenerates both locks from pyproject.toml (needs the package registry; commit the result).
+lock:
+	$(PYTHON) -m devstack.lock
+
+# Known vulnerabilities in the locked runtime set (pip-audit, in a throwaway environment of its own;
+# needs PyPI's advisory service, so it is not part of .ci/run).
+PIP_AUDIT := pip-audit==2.10.1
+audit:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(PYTHON) -m venv $$tmp && $$tmp/bin/pip install --quiet --disable-pip-version-check $(PIP_AUDIT) && \
+	$$tmp/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.lock
 
 clean:
 	rm -rf $(VENV) .data *.egg-info

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.heartbeats import heartbeating
 from activities.integrations.credentials import Credentials
 from core.db import transaction
-from core.models import AuditEvent, PhoneNumber, Reminder, User, WebSession, utcnow
+from core.models import AuditEvent, OutboxEmail, PhoneNumber, Reminder, User, WebSession, utcnow
 from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 from workflows.reminder import ReminderWorkflow
@@ -96,13 +96,21 @@ class AccountActivities:
 
     @activity.defn
     async def delete_user(self, deletion: Deletion) -> bool:
-        """The user's row and, by cascade, everything of theirs in the database; the deletion is
-        recorded (by id, nothing personal). False if they were gone already."""
+        """The user's row and, by cascade, everything of theirs in the database; their own audit
+        trail too, except operators' actions on them (kept for accountability, their details cut to
+        who did it); mail the local outbox holds for them. The deletion is recorded (by id, nothing
+        personal). False if they were gone already."""
         info = activity.info()
         async with transaction(self.sessions) as session:
-            gone = await session.execute(delete(User).where(User.id == deletion.user_id))
-            if not gone.rowcount:  # type: ignore[attr-defined]
+            user = await session.get(User, deletion.user_id)
+            if user is None:
                 return False
+            await session.execute(delete(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.actor != "operator"))
+            await session.execute(update(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.actor == "operator")
+                                  .values(detail=func.jsonb_build_object("operator", AuditEvent.detail["operator"])))
+            if user.email:
+                await session.execute(delete(OutboxEmail).where(func.lower(OutboxEmail.to_address) == user.email.lower()))
+            await session.execute(delete(User).where(User.id == user.id))
             session.add(AuditEvent(user_id=None, actor=info.workflow_type, action="user.deleted",
                                    workflow_id=info.workflow_id,
                                    detail={"user_id": str(deletion.user_id), "requested_by": deletion.requested_by}))

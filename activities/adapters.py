@@ -66,7 +66,7 @@ def agent_runtime(settings: Settings) -> AgentRuntime:
         return kubernetes_runtime(settings)
     from activities.runtime.local import LocalAgentRuntime
     from activities.runtime.openclaw_config import ModelProvider
-    from devstack.tools import Tools
+    from activities.runtime.tools import Tools
 
     return LocalAgentRuntime(Tools(settings.tools_dir.expanduser()).require(), settings.data_dir.resolve() / "agents",
                              ModelProvider.from_settings(settings), keyring=settings.keyring,

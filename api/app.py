@@ -19,6 +19,7 @@ from api import pages
 from api.routes import (
     account,
     agent_page,
+    codec,
     dashboard,
     hotline,
     integrations,
@@ -31,9 +32,15 @@ from api.routes import (
     twilio,
     usage,
 )
+from core.bounded import BodyLimit
 from core.db import create_engine, sessionmaker
 from core.limits import PostgresStorage, UserLimiter
+from core.request_limits import RequestLimit
 from core.settings import Settings, get_settings
+from core.think import MAX_THINK_BODY_BYTES
+
+
+DASHBOARD_MAX_BODY_BYTES = 64 * 1024  # the dashboard's forms, sign-in, and anything not listed
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
     for routes in (internal, twilio, hotline, media, mcp_relay, dashboard, reminders_page, agent_page, integrations,
-                   account, usage, operator):
+                   account, usage, operator, codec):
         app.include_router(routes.router)
 
     @app.exception_handler(HTTPException)
@@ -71,6 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return pages.error_page(request, settings, error.status_code, str(error.detail))
         return await http_exception_handler(request, error)
 
+    app.add_middleware(BodyLimit, default=DASHBOARD_MAX_BODY_BYTES, limits={
+        "/twilio/": twilio.MAX_FORM_BYTES, "/hotline/": MAX_THINK_BODY_BYTES, "/mcp": mcp.MAX_BODY_BYTES,
+        "/mcp-relay/": mcp_relay.MAX_BODY_BYTES, "/codec/": codec.MAX_BODY_BYTES})
+    # Outermost: a flood is refused before its body is read.
+    app.add_middleware(RequestLimit, per_token=settings.token_request_limits,
+                       per_client=settings.client_request_limits)
     app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
     app.mount("/", agent_tools_app)  # last: it serves only POST /mcp, after every route above
     return app

@@ -19,9 +19,11 @@ def _api(_: argparse.Namespace) -> None:
     import uvicorn
 
     from api.app import create_app
+    from core.serve import server_options
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                **server_options(settings.forwarded_allow_ips))
 
 
 def _voice(_: argparse.Namespace) -> None:
@@ -86,6 +88,9 @@ def _rotate_keys(_: argparse.Namespace) -> None:
     asyncio.run(rotate())
 
 
+# Only in a development checkout (`make bootstrap`), never in the wheel: embedded servers, stand-ins.
+DEVELOPMENT_PACKAGES = ("devstack", "emulators")
+
 # What runs in production: refuses development secrets and missing public URLs when a real adapter is on.
 DEPLOYED = ("api", "voice", "worker")
 
@@ -125,9 +130,15 @@ def main(argv: list[str] | None = None) -> None:
         code = handler(args) or 0
     except KeyboardInterrupt:
         pass
-    except Exception:
-        log.exception("%s failed", args.command)
-        code = 1
+    except Exception as error:
+        if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] in DEVELOPMENT_PACKAGES:
+            # The production wheel carries no embedded servers or stand-ins.
+            log.error("`deepclaw %s` is for development: run it from a checkout (make run), not the production "
+                      "image", args.command)
+            code = 2
+        else:
+            log.exception("%s failed", args.command)
+            code = 1
     # temporalio can abort at interpreter exit in short CLIs (sdk-python #300): leave at once.
     logging.shutdown()
     sys.stdout.flush()

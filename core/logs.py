@@ -14,6 +14,9 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from core.redact import install as install_redaction
+from core.redact import redact
+
 user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_id", default=None)
 call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
 workflow_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("workflow_id", default=None)
@@ -65,7 +68,7 @@ class JsonFormatter(logging.Formatter):
             if value := getattr(record, field, None):
                 entry[field] = value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -74,12 +77,13 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-5s " + f"[{process_name}] " + "%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))  # the message is redacted already; a traceback is not
         ids = " ".join(f"{f}={v}" for f in CONTEXT_FIELDS if (v := getattr(record, f, None)))
         return f"{line} [{ids}]" if ids else line
 
 
 def configure_logging(process_name: str, *, fmt: str = "text", level: str = "INFO") -> None:
+    install_redaction()
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(process_name))

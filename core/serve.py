@@ -24,10 +24,22 @@ class EmbeddedServer(uvicorn.Server):
 GRACEFUL_SHUTDOWN_S = 5
 
 
+# No endpoint of the platform takes large websocket messages (the Media Streams server is picows).
+WS_MAX_BYTES = 1024 * 1024
+
+
+def server_options(forwarded_allow_ips: list[str]) -> dict[str, Any]:
+    """uvicorn's options for every server of the platform. X-Forwarded-For/-Proto are believed only
+    from the listed proxies (none by default: uvicorn's own default would trust 127.0.0.1)."""
+    return dict(log_config=None, lifespan="on", ws="websockets-sansio", ws_max_size=WS_MAX_BYTES,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, proxy_headers=bool(forwarded_allow_ips),
+                forwarded_allow_ips=forwarded_allow_ips or None)
+
+
 @asynccontextmanager
-async def serving(app: Any, host: str, port: int) -> AsyncIterator[uvicorn.Server]:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", ws="websockets-sansio",
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+async def serving(app: Any, host: str, port: int, *, forwarded_allow_ips: list[str] | None = None
+                  ) -> AsyncIterator[uvicorn.Server]:
+    config = uvicorn.Config(app, host=host, port=port, **server_options(forwarded_allow_ips or []))
     server = EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

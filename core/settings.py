@@ -6,6 +6,7 @@ production switches each port to its real adapter by setting, never by code chan
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import time
 from enum import StrEnum
 from functools import cached_property, lru_cache
@@ -81,6 +82,21 @@ class Settings(BaseSettings):
         default=None, description="URL Twilio reaches the API at; defaults to http://api_host:api_port"
     )
 
+    # Retention (activities/retention.py, daily): call transcripts, texts (and what was sent to users,
+    # answered confirmations), and audit events are removed this many days after they were made.
+    retain_call_transcripts_days: int = Field(default=365, ge=1)
+    retain_texts_days: int = Field(default=365, ge=1)
+    retain_audit_days: int = Field(default=730, ge=1)
+    # Request rates (core/request_limits.py; `limits` notation, ';'-separated): per token (a call's
+    # think URL, an agent's MCP bearer) and per client address for everything else but Twilio's
+    # signed webhooks. Over them: 429 with Retry-After. Counted per replica, in memory.
+    token_request_limits: str = "60/second;1800/minute"
+    client_request_limits: str = "100/second;3000/minute"
+    # Addresses of the proxies in front (an ingress, a load balancer), comma-separated IPs or CIDRs:
+    # only their X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips). Empty: none is,
+    # the connecting address is the client (per-client limits count it).
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = []
+
     # Public URLs of the voice bridge: HTTP (Deepgram calls the LLM proxy there) and Media Streams.
     voice_public_base_url: str | None = None  # default http://voice_host:voice_port
     media_public_url: str | None = None  # Media Streams; default ws://voice_host:voice_media_port/twilio/media
@@ -142,6 +158,9 @@ class Settings(BaseSettings):
     temporal_tls_key_path: Path | None = None
     temporal_api_key: SecretStr | None = None
     temporal_ui_port: int = 8233
+    # Where operators open Temporal UI (links from the operator pages; the codec server's CORS origin).
+    # Default: http://<temporal host>:<temporal_ui_port>, the dev server's UI.
+    temporal_ui_public_url: str | None = None
     # `deepclaw dev` starts a Temporal dev server unless this is off (e.g. pointing at a cluster).
     local_temporal: bool = True
 
@@ -245,10 +264,24 @@ class Settings(BaseSettings):
     worker_heartbeat_stale_s: float = 20.0
 
     @field_validator("number_pool_area_codes", "platform_secrets_previous", "operators", "encryption_keys",
+                     "forwarded_allow_ips",
                      mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry == "*":
+                raise ValueError("FORWARDED_ALLOW_IPS='*' would let any client forge its address and scheme: "
+                                 "list the proxies' addresses or CIDRs")
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or CIDR") from None
+        return value
 
     @field_validator("default_time_zone")
     @classmethod
@@ -271,7 +304,8 @@ class Settings(BaseSettings):
 
     @field_validator("agent_sms_limits", "agent_call_limits", "caller_message_limits", "wrong_pin_limits",
                      "inbound_text_limits", "inbound_call_limits", "over_limit_notice_limits",
-                     "sign_in_address_limits", "sign_in_client_limits")
+                     "sign_in_address_limits", "sign_in_client_limits", "token_request_limits",
+                     "client_request_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
         try:
@@ -410,6 +444,8 @@ class Settings(BaseSettings):
 
     @property
     def temporal_ui_url(self) -> str:
+        if self.temporal_ui_public_url:
+            return self.temporal_ui_public_url.rstrip("/")
         host = self.temporal_address.rsplit(":", 1)[0]
         return f"http://{host}:{self.temporal_ui_port}"
 

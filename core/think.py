@@ -39,6 +39,10 @@ class ThinkRequest:
         return chat_format.latest_user_text(self.messages)
 
 
+# A think body is the whole conversation so far: a long call's is tens of kilobytes.
+MAX_THINK_BODY_BYTES = 1024 * 1024
+
+
 async def read_think_request(request: Request, keyring: Keyring, kind: TokenKind, token: str,
                              live: LiveStreams) -> ThinkRequest | Response:
     """The request, or the error response to give instead."""

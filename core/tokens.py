@@ -54,6 +54,7 @@ class TokenKind(StrEnum):
     PIN = "pin"  # digests of users' PINs
     SESSION = "session"  # the dashboard's sign-in (later)
     OAUTH_STATE = "oauth-state"  # an OAuth connect in progress: state + PKCE verifier, in a cookie
+    WORKFLOW_ID = "workflow-id"  # a workflow id made from a phone number, which must not show in it
 
 
 def _b64(data: bytes) -> str:

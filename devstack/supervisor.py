@@ -83,6 +83,7 @@ class Supervisor:
                 port=settings.temporal_port,
                 ui_port=settings.temporal_ui_port,
                 log_path=self.logs_dir / "temporal.log",
+                codec_endpoint=f"{settings.api_base_url}/codec",  # the UI decrypts payloads through the API
             )
             await self.temporal.start()
             log.info("Temporal ready on %s", self.temporal.address)

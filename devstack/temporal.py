@@ -19,8 +19,10 @@ def binary(name: str) -> Path:
 
 
 class TemporalDevServer:
-    def __init__(self, db_file: Path, *, host: str, port: int, ui_port: int, log_path: Path) -> None:
+    def __init__(self, db_file: Path, *, host: str, port: int, ui_port: int, log_path: Path,
+                 codec_endpoint: str | None = None) -> None:
         self.db_file = db_file
+        self.codec_endpoint = codec_endpoint
         self.host = host
         self.port = port
         self.ui_port = ui_port
@@ -38,6 +40,8 @@ class TemporalDevServer:
             "--db-filename", str(self.db_file), "--ip", self.host, "--port", str(self.port),
             "--ui-port", str(self.ui_port), "--ui-disable-news-fetch", "--log-level", "error",
         ]
+        if self.codec_endpoint:
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
         for key in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", f"{key.name}=Keyword"]
         self.child = ChildProcess("temporal", argv, log_path=str(self.log_path))

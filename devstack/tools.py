@@ -14,46 +14,11 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from activities.runtime.tools import NODE_VERSION, OPENCLAW_VERSION, Tools
+
 log = logging.getLogger(__name__)
-
-NODE_VERSION = "24.21.0"
-OPENCLAW_VERSION = "2026.9.6"
-
-
-@dataclass(frozen=True)
-class Tools:
-    root: Path
-
-    @property
-    def node_dir(self) -> Path:
-        return self.root / f"node-{NODE_VERSION}"
-
-    @property
-    def node(self) -> Path:
-        return self.node_dir / "bin" / "node"
-
-    @property
-    def openclaw_dir(self) -> Path:
-        return self.root / f"openclaw-{OPENCLAW_VERSION}"
-
-    @property
-    def openclaw(self) -> Path:
-        """OpenClaw's CLI entry script, run as `node <openclaw> gateway run`."""
-        return self.openclaw_dir / "node_modules" / "openclaw" / "openclaw.mjs"
-
-    def installed(self) -> bool:
-        return self.node.exists() and (self.openclaw_dir / ".complete").exists()
-
-    def require(self) -> Tools:
-        if not self.installed():
-            raise FileNotFoundError(
-                f"Node {NODE_VERSION} / OpenClaw {OPENCLAW_VERSION} are not installed in {self.root}: run `deepclaw tools`"
-            )
-        return self
-
 
 def _npm() -> str:
     npm = shutil.which("npm")

@@ -15,7 +15,6 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities import adapters
@@ -28,10 +27,11 @@ from core.models import PhoneNumber
 from core.process import free_port
 from core.serve import serving
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES
+from core.temporal import SEARCH_ATTRIBUTES, data_converter
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import binary
-from devstack.tools import Tools, install
+from activities.runtime.tools import Tools
+from devstack.tools import install
 from emulators import llm
 from emulators.carrier.app import create_app as create_carrier_app
 from emulators.carrier.carrier import Carrier
@@ -40,6 +40,9 @@ from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
 
 TEST_DATABASE = "deepclaw_test"
+# The platform's own converter (payloads encrypted under the development key, which every test's
+# Settings derive too): test clients and the platform's clients read each other's payloads.
+PLATFORM_CONVERTER = data_converter(Settings(_env_file=None))
 
 
 
@@ -90,7 +93,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(binary("temporal")),
         search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
+        data_converter=PLATFORM_CONVERTER,
         dev_server_log_level="error",
     )
     yield env
@@ -103,7 +106,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     earlier module left behind (their workers gone) would stall the skipping."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(binary("temporal-test-server")),
-        data_converter=pydantic_data_converter,
+        data_converter=PLATFORM_CONVERTER,
     )
     await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
         namespace=env.client.namespace,

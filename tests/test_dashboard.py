@@ -23,8 +23,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from google.protobuf.json_format import MessageToJson, Parse
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.common.v1 import Payloads
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
@@ -68,7 +70,7 @@ from emulators.carrier.carrier import Carrier
 from emulators.speech import SpeechRegistry
 from emulators.carrier.handset import handset
 from emulators.standins import build_carrier
-from devstack.tools import Tools
+from activities.runtime.tools import Tools
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import LocalCarrier, unique_area_code
 from workflows.delete_user import workflow_id as delete_workflow_id
@@ -574,6 +576,52 @@ async def test_operators_see_any_user_with_their_workflows_suspend_them_and_bloc
                      ("operator.resumed_user", ivy.id), ("operator.listed_users", None),
                      ("operator.blocked_number", None), ("operator.unblocked_number", None)):
         assert expected in mine, expected
+
+
+async def test_the_codec_server_decodes_stored_payloads_for_a_signed_in_operator_only(
+        dashboard: Dashboard, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment) -> None:
+    ivy = await _user(sessions, name="Ivy", said="ivy's words")
+    secret_text = f"collect the biopsy results {uuid.uuid4().hex[:6]}"
+    handle = await temporal_env.client.start_workflow(
+        ReminderWorkflow.run, ReminderInput(reminder_id=uuid.uuid4(), user_id=ivy.id, text=secret_text,
+                                            due_at=utcnow() + timedelta(hours=1), time_zone="UTC"),
+        id=f"codec-{uuid.uuid4()}", task_queue=f"nobody-{uuid.uuid4().hex[:6]}")
+    started = [e async for e in handle.fetch_history_events()][0].workflow_execution_started_event_attributes
+    stored = MessageToJson(started.input, indent=None)
+    assert secret_text not in stored and secret_text.encode() not in started.input.SerializeToString()
+    ui = dashboard.settings.temporal_ui_url
+    headers = {"Origin": ui, "X-Namespace": "default", "Content-Type": "application/json"}
+    async with dashboard.browser() as browser, dashboard.browser() as user_browser:
+        preflight = await browser.options("/codec/decode", headers={"Origin": ui, "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == ui
+        assert preflight.headers["access-control-allow-credentials"] == "true"
+        elsewhere = await browser.options("/codec/decode", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in elsewhere.headers
+
+        anonymous = await browser.post("/codec/decode", content=stored, headers=headers)
+        assert anonymous.status_code == 401 and secret_text not in anonymous.text
+        await _signed_in(dashboard, user_browser, ivy)
+        user = await user_browser.post("/codec/decode", content=stored, headers=headers)
+        assert user.status_code == 403 and secret_text not in user.text, "a user is not an operator"
+
+        assert (await _sign_in(dashboard, browser, "ops@example.com")).status_code == 303
+        decoded = await browser.post("/codec/decode", content=stored, headers=headers)
+        assert decoded.status_code == 200 and decoded.headers["access-control-allow-origin"] == ui
+        payload = Parse(decoded.text, Payloads()).payloads[0]
+        assert json.loads(payload.data)["text"] == secret_text and payload.metadata["encoding"] == b"json/plain"
+        assert (await browser.post("/codec/decode", content=stored,
+                                   headers={**headers, "Origin": "https://evil.example"})).status_code == 403
+        assert (await browser.post("/codec/decode", content=b"{not json", headers=headers)).status_code == 400
+        encoded = await browser.post("/codec/encode", content=decoded.text, headers=headers)
+        assert encoded.status_code == 200 and secret_text not in encoded.text
+        again = await browser.post("/codec/decode", content=encoded.text, headers=headers)
+        assert json.loads(Parse(again.text, Payloads()).payloads[0].data)["text"] == secret_text
+    await handle.terminate("test over")
+    async with sessions() as session:
+        actions = (await session.execute(select(AuditEvent.action).where(
+            AuditEvent.actor == "operator", AuditEvent.action.in_(  # type: ignore[attr-defined]
+                ["operator.decoded_payloads", "operator.encoded_payloads"])))).scalars().all()
+    assert {"operator.decoded_payloads", "operator.encoded_payloads"} <= set(actions)
 
 
 async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_then_starts_its_workflow(

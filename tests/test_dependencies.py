@@ -4,10 +4,13 @@ import none of them."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -51,3 +54,28 @@ import api.app, voice.server, workers.main, core.cli, core.migrate
 """
     ran = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr[-2000:]
+
+
+def test_the_wheel_carries_the_runtime_packages_only(tmp_path: Path) -> None:
+    """What the production image installs: no tests, stand-ins or embedded servers, and no dev-only
+    requirement outside the `dev` extra."""
+    env = {k: v for k, v in os.environ.items() if k != "DEEPCLAW_DEV_INSTALL"}
+    # A copy of the sources: a build in the checkout would reuse build/ from earlier builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".data", ".git", "build", "*.egg-info",
+                                                                "__pycache__", "*.so", "relay.c", "node_modules"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
+                            "--wheel-dir", str(tmp_path / "wheels"), str(source)], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (tmp_path / "wheels").glob("deepclaw-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"core", "workflows", "activities", "workers", "api", "voice"}, top
+    assert any(name.startswith("voice/relay") and name.endswith(".so") for name in names), "the compiled audio path"
+    assert "api/templates/dashboard.html" in names or any(n.startswith("api/templates/") for n in names)
+    required = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = {_name(r) for r in required if "extra ==" not in r}
+    assert not runtime & DEV_ONLY, runtime & DEV_ONLY

@@ -7,6 +7,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.bounded import BodyLimit
+from core.request_limits import RequestLimit
+from core.think import MAX_THINK_BODY_BYTES
 from voice.bridge import BridgeDeps
 from voice.messages import MessageTaker
 from voice.proxy import LlmProxy
@@ -27,5 +30,8 @@ def create_app(deps: BridgeDeps, proxy: LlmProxy, messages: MessageTaker) -> Sta
         Route("/llm/{token}/v1/chat/completions", think, methods=["POST"]),
         Route("/message/{token}/v1/chat/completions", take_message, methods=["POST"]),
     ])
+    app.add_middleware(BodyLimit, default=MAX_THINK_BODY_BYTES)
+    # Deepgram calls from shared addresses: only each call's token is counted.
+    app.add_middleware(RequestLimit, per_token=deps.settings.token_request_limits, per_client=None)
     app.state.settings = deps.settings
     return app

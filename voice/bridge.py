@@ -396,7 +396,7 @@ class CallBridge(MediaRelay):
         if self.deps.temporal is None:
             return  # the onboarding hands off on its own estimate of the line's length
         try:
-            await self.deps.temporal.get_workflow_handle(onboarding_id(self.params["from"])).signal(
+            await self.deps.temporal.get_workflow_handle(onboarding_id(self.settings.keyring, self.params["from"])).signal(
                 OnboardingWorkflow.line_played)
         except RPCError as error:
             log.warning("call %s: could not tell the onboarding the line has played: %s", self.call_sid, error)

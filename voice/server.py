@@ -62,7 +62,8 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
             deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live, temporal=temporal,
                               ask_agent=proxy.ask)
             messages = MessageTaker(keyring=settings.keyring, live=live, telephony=telephony, limiter=limiter)
-            async with serving(create_app(deps, proxy, messages), settings.voice_host, settings.voice_port):
+            async with serving(create_app(deps, proxy, messages), settings.voice_host, settings.voice_port,
+                               forwarded_allow_ips=settings.forwarded_allow_ips):
                 media = await serve_media(deps, settings.voice_host, settings.voice_media_port)
                 try:
                     yield VoiceBridge(deps, media)

@@ -32,6 +32,9 @@ from workers import registry
 from workflows.close_month import CRON as CLOSE_MONTH_CRON
 from workflows.close_month import SCHEDULE_ID as CLOSE_MONTH_SCHEDULE
 from workflows.close_month import CloseMonthInput, CloseMonthWorkflow
+from workflows.retention import CRON as RETENTION_CRON
+from workflows.retention import SCHEDULE_ID as RETENTION_SCHEDULE
+from workflows.retention import RetentionWorkflow
 from workflows.hotline_setup import WORKFLOW_ID as HOTLINE_SETUP_ID
 from workflows.hotline_setup import HotlineSetupWorkflow
 from workflows.number_pool import WORKFLOW_ID as POOL_WORKFLOW_ID
@@ -58,6 +61,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         await ensure_number_pool(client, settings)
         await configure_hotline(client, settings)
         await ensure_statement_schedule(client, settings)
+        await ensure_retention_schedule(client, settings)
         await _serve(worker, settings, sessions, instance, stop, parts.runtime)
     await engine.dispose()
 
@@ -85,6 +89,19 @@ async def ensure_statement_schedule(client: Client, settings: Settings) -> None:
             spec=ScheduleSpec(cron_expressions=[CLOSE_MONTH_CRON]),
             policy=SchedulePolicy(catchup_window=timedelta(days=27))))  # a worker down over the 1st still closes it
         log.info("created the schedule %s (%s UTC)", CLOSE_MONTH_SCHEDULE, CLOSE_MONTH_CRON)
+    except ScheduleAlreadyRunningError:
+        pass
+
+
+async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
+    """What is past its retention period is removed daily by a Temporal Schedule; created once, kept."""
+    try:
+        await client.create_schedule(RETENTION_SCHEDULE, Schedule(
+            action=ScheduleActionStartWorkflow(RetentionWorkflow.run, id="retention-run",
+                                               task_queue=settings.temporal_task_queue),
+            spec=ScheduleSpec(cron_expressions=[RETENTION_CRON]),
+            policy=SchedulePolicy(catchup_window=timedelta(days=1))))
+        log.info("created the schedule %s (%s UTC)", RETENTION_SCHEDULE, RETENTION_CRON)
     except ScheduleAlreadyRunningError:
         pass
 

@@ -18,6 +18,7 @@ from activities.numbers.pool import NumberPoolActivities
 from activities.onboarding.calls import HotlineCallActivities
 from activities.onboarding.verification import VerificationActivities
 from activities.reminders import ReminderActivities
+from activities.retention import RetentionActivities
 from activities.statements import StatementActivities
 from activities.runtime.activities import RuntimeActivities
 from activities.store import StoreActivities
@@ -37,11 +38,12 @@ from workflows.number_pool import NumberPoolWorkflow
 from workflows.onboarding import OnboardingWorkflow
 from workflows.provision_user import ProvisionUserWorkflow
 from workflows.reminder import ReminderWorkflow
+from workflows.retention import RetentionWorkflow
 from workflows.sms_conversation import SmsConversationWorkflow
 
 WORKFLOWS: Sequence[type] = (AgentLifecycleWorkflow, CloseMonthWorkflow, DeleteUserWorkflow, DeliveryWorkflow, ExportMemoryWorkflow,
                              FollowUpWorkflow, HotlineSetupWorkflow, NumberPoolWorkflow, OnboardingWorkflow, ProvisionUserWorkflow,
-                             ReminderWorkflow, SmsConversationWorkflow)
+                             ReminderWorkflow, RetentionWorkflow, SmsConversationWorkflow)
 
 
 @dataclass
@@ -70,7 +72,8 @@ async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSessi
                            *ReminderActivities(sessions, agent).all(), *DeliveryActivities(telephony, sessions, settings).all(),
                            *TextActivities(telephony, sessions, settings, agent).all(),
                            *FollowUpActivities(agent).all(), *AccountActivities(sessions, Credentials(settings, sessions)).all(),
-                           *StatementActivities(sessions, adapters.billing(sessions), settings).all()], runtime)
+                           *StatementActivities(sessions, adapters.billing(sessions), settings).all(),
+                           *RetentionActivities(sessions, settings).all()], runtime)
     finally:
         await runtime.close()
         await agent.close()

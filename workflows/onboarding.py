@@ -1,4 +1,4 @@
-"""OnboardingWorkflow (`onboarding-<caller E.164>`): the setup hotline's dialog, one step at a time.
+"""OnboardingWorkflow (`onboarding-<HMAC of the caller's E.164>`): the setup hotline's dialog, one step at a time.
 
 Each thing the caller says (or keys in) arrives as the `hear` Update and is answered with the next
 line; `call_started` opens every call, so a caller who hung up resumes at the same step for 24 h.
@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.users import NewUser
     from core import spoken
     from core.temporal import USER_ID, USER_PHONE
+    from core.tokens import Keyring, TokenKind
     from workflows import onboarding_lines as lines
     from workflows.agent_lifecycle import Thresholds
     from workflows.number_pool import WORKFLOW_ID as POOL_ID
@@ -116,8 +117,11 @@ class PendingCode(BaseModel):
     wrong: int = 0
 
 
-def workflow_id(caller: str) -> str:
-    return f"onboarding-{caller}"
+def workflow_id(keyring: Keyring, caller: str) -> str:
+    """`onboarding-<HMAC of the caller's number>`: the same for every call from that number (so a
+    call resumes the onboarding), yet the number is not readable in Temporal (UserPhone is, for search).
+    Made with the current platform secret: after a rotation an onboarding in progress starts afresh."""
+    return f"onboarding-{keyring.digest(TokenKind.WORKFLOW_ID, caller)[:26]}"
 
 
 def area_code(e164: str) -> str | None:

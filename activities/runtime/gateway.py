@@ -13,7 +13,7 @@ import httpx
 from activities.runtime.agent_users import AgentUser
 from activities.runtime.openclaw_config import SLIM_ENV, WARMTH_PRELOAD, node_options
 from core.process import ChildProcess
-from devstack.tools import Tools
+from activities.runtime.tools import Tools
 
 
 # Per gateway: a fork bomb in the agent's code execution stops here (threads count too).

@@ -47,7 +47,7 @@ from activities.runtime.openclaw_config import (
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key, export_key
 from core.tokens import Keyring
 from core.process import free_port, grant_traverse
-from devstack.tools import Tools
+from activities.runtime.tools import Tools
 
 log = logging.getLogger(__name__)
 

@@ -79,9 +79,6 @@ def _sign_in_page(request: Request, settings: Settings, name: str, status: int =
     return response
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
 @router.get("/signin", response_class=HTMLResponse)
 async def sign_in_form(request: Request, settings: SettingsDep, viewer: ViewerDep, notice: str | None = None
                        ) -> Response:

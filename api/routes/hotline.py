@@ -85,7 +85,7 @@ async def opening_line(client: Client, settings: Settings, caller: str, call_sid
                         runtime=settings.agent_runtime.value,
                         thresholds=Thresholds(release_number_after=timedelta(days=settings.number_release_after_days)),
                         archived_numbers=settings.archived_numbers),
-        id=workflow_id(caller), task_queue=settings.temporal_task_queue,
+        id=workflow_id(settings.keyring, caller), task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
     return await handle.execute_update(OnboardingWorkflow.call_started, CallStarted(call_sid=call_sid))
 
@@ -131,14 +131,16 @@ async def _hear(client: Client | None, sessions: async_sessionmaker[AsyncSession
     if client is None:
         return Line(text=UNAVAILABLE, end_call=True)
     caller = str(claims["caller"])
-    handle = client.get_workflow_handle(workflow_id(caller))
+    if settings.local_mode:  # what callers say stays out of production logs (codes, addresses, PINs)
+        log.debug("call %s: the caller said %r", claims["call"], said)
+    handle = client.get_workflow_handle(workflow_id(settings.keyring, caller))
     try:
         heard = Heard(call_sid=claims["call"], text=said)
         if await handle.query(OnboardingWorkflow.current_step) == Step.PIN:
             heard = _pin_heard(settings, caller, heard)
         return await handle.execute_update(OnboardingWorkflow.hear, heard)
     except WorkflowUpdateFailedError as error:
-        log.warning("onboarding refused %r: %s", said, error.cause or error)
+        log.warning("call %s: onboarding refused what the caller said: %s", claims["call"], error.cause or error)
         if isinstance(error.cause, ApplicationError) and error.cause.type == "OnboardingFinished":
             return await _finished(sessions, caller)
         return Line(text=TROUBLE)
@@ -148,7 +150,7 @@ async def _hear(client: Client | None, sessions: async_sessionmaker[AsyncSession
         log.error("onboarding unreachable: %s", error)
         return Line(text=TROUBLE)
     except Exception:  # the caller hears an apology, never silence
-        log.exception("onboarding did not answer %r", said)
+        log.exception("call %s: onboarding did not answer", claims["call"])
         return Line(text=TROUBLE)
 
 

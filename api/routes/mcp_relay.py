@@ -26,7 +26,6 @@ from starlette.background import BackgroundTask
 
 from api.deps import McpServersDep, SessionsDep, SettingsDep
 from api.routes.mcp import user_of_token
-from api.routes.twilio import capped_body
 from core.callbacks import MCP_RELAY_PATH
 from core.safe_urls import UnsafeUrl, pin, pinned_client
 from core.tokens import InvalidToken
@@ -62,7 +61,7 @@ async def relay(request: Request, server_id: uuid.UUID, settings: SettingsDep, s
     except UnsafeUrl as unsafe:
         log.warning("user %s: MCP server %s refused: %s", user_id, server_id, unsafe)
         raise HTTPException(status_code=502, detail=f"the server may not be reached: {unsafe}") from None
-    body = await capped_body(request, MAX_BODY_BYTES)
+    body = await request.body()  # bounded by core.bounded.BodyLimit (api/app.py)
     timeout = httpx2.Timeout(CONNECT_S, read=None if request.method == "GET" else CALL_S)
     client = pinned_client(pinned, headers=servers.headers(server), timeout=timeout)
     forwarded = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}

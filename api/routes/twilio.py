@@ -97,31 +97,16 @@ FormT = TypeVar("FormT", bound=BaseModel)
 
 
 def public_url(request: Request, settings: Settings) -> str:
-    """The URL Twilio signed: the configured public base, or what the proxy in front says."""
-    if settings.public_base_url:
-        base = settings.public_base_url.rstrip("/")
-    else:
-        proto = request.headers.get("x-forwarded-proto", request.url.scheme)
-        host = request.headers.get("x-forwarded-host", request.headers.get("host", request.url.netloc))
-        base = f"{proto}://{host}"
+    """The URL Twilio signed: the configured public base. Without one (a local platform), the URL
+    as this server was reached; X-Forwarded-Proto counts only from a configured proxy (uvicorn's
+    forwarded_allow_ips), and X-Forwarded-Host never: a client cannot pick the URL it is checked against."""
+    base = (settings.public_base_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
     query = f"?{request.url.query}" if request.url.query else ""
     return f"{base}{request.url.path}{query}"
 
 
-async def capped_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 once it passes `limit` bytes (whatever Content-Length claims)."""
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise HTTPException(status_code=413, detail=f"body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(status_code=413, detail=f"body over {limit} bytes")
-    return bytes(body)
-
-
 async def signed_form(request: Request, settings: SettingsDep) -> dict[str, str]:
-    body = await capped_body(request, MAX_FORM_BYTES)
+    body = await request.body()  # bounded by core.bounded.BodyLimit (api/app.py)
     form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     if not validator.validate(public_url(request, settings), form, request.headers.get("x-twilio-signature", "")):

@@ -19,7 +19,7 @@ from activities.runtime.openclaw_config import ModelProvider, agent_id
 from emulators.demo_model import DEMO_NOTICE
 from core.ports import AgentEndpoint, AgentSpec, RuntimeState
 from core.tokens import Keyring
-from devstack.tools import Tools
+from activities.runtime.tools import Tools
 from emulators.llm import MODEL_ID, ModelScript
 
 

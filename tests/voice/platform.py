@@ -5,7 +5,6 @@ session's real PostgreSQL and Temporal dev server."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import uuid
@@ -34,6 +33,7 @@ from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier, softphone_routes
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import retire_available_numbers, unique_area_code
+from tests.temporal_history import decoded_text
 from voice.server import voice_serving
 from workers.main import run_worker
 from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow, Thresholds
@@ -173,11 +173,9 @@ async def email_code(api_base_url: str, address: str, timeout: float = 20) -> st
     raise AssertionError(f"no email code reached {address}")
 
 
-def history_text(history: Any) -> str:
-    """A workflow's history as text, its payloads (base64 in the JSON) decoded."""
-    raw = history.to_json()
-    payloads = [base64.b64decode(data).decode(errors="replace") for data in re.findall(r'"data":\s*"([A-Za-z0-9+/=]+)"', raw)]
-    return "\n".join([raw, *payloads])
+def history_text(history: Any, settings: Settings) -> str:
+    """A workflow's history as text, its payloads decrypted and decoded (as an operator reads it)."""
+    return decoded_text(history.to_json(), settings)
 
 
 def signed_upgrade(settings: Settings) -> dict[str, str]:

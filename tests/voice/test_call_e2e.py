@@ -29,6 +29,7 @@ from emulators.carrier.carrier import Carrier
 from emulators.carrier.handset import handset
 from emulators.llm import ModelScript
 from tests.voice.conftest import UserOnPlatform
+from tests.log_scan import assert_nothing_secret, platform_logs
 from tests.voice.platform import (
     agent_said,
     audio_done,
@@ -56,94 +57,100 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
     platform: Platform, model_server: tuple[str, ModelScript], sessions: async_sessionmaker[AsyncSession],
     temporal_env: WorkflowEnvironment,
 ) -> None:
-    base_url, script = model_server
-    async with httpx.AsyncClient() as http:
-        await http.post(base_url[:-3] + "/control/replies", json={"match": "long story", "reply": LONG_STORY})
-    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
-        call_sid = await phone.dial(platform.number)
-        await agent_said(platform.agent, "Hi, it's Nova")
-        await audio_done(platform.agent, 1)
-        heard_greeting = len(phone.heard)
-
-        await phone.say("what is the weather like")
-        await agent_said(platform.agent, "You said: what is the weather like")
-        await phone.say("what did I say")
-        await agent_said(platform.agent, "Earlier you said: what is the weather like")
-        assert len(phone.heard) > heard_greeting, "the answers reached the caller's ear"
-
-        # The agent uses the platform's MCP server (rendered into its config): a reminder by text.
+    with platform_logs() as logged:
+        base_url, script = model_server
         async with httpx.AsyncClient() as http:
-            await http.post(base_url[:-3] + "/control/replies", json={"match": "remind me", "tool_call": {
-                "name": "tool_call", "arguments": {"id": "deepclaw__schedule_reminder",
-                                                   "args": {"text": "water the plants", "in_minutes": 0.02}}}})
-        await phone.say("remind me to water the plants")
-        reminder = await phone.wait_for("sms", lambda e: "water the plants" in e["body"], timeout=60)
-        # Phrased by the agent ("Hi! Here's your reminder: …") or, if it was not ready in time, plain.
-        assert "reminder: water the plants" in reminder["body"].lower() and reminder["from"] == platform.number
+            await http.post(base_url[:-3] + "/control/replies", json={"match": "long story", "reply": LONG_STORY})
+        async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+            call_sid = await phone.dial(platform.number)
+            await agent_said(platform.agent, "Hi, it's Nova")
+            await audio_done(platform.agent, 1)
+            heard_greeting = len(phone.heard)
 
-        # And searches the web with no key or account (DuckDuckGo's page shape, from the stand-in).
-        async with httpx.AsyncClient() as http:
-            await http.post(base_url[:-3] + "/control/replies", json={"match": "look up temporal", "tool_call": {
-                "name": "tool_call", "arguments": {"id": "deepclaw__web_search",
-                                                   "args": {"query": "temporal durable execution", "count": 3}}}})
-        await phone.say("look up temporal for me")
-        await agent_said(platform.agent, "The top result is Temporal — durable execution")
-        async with httpx.AsyncClient() as http:
-            asked = (await http.get(f"http://127.0.0.1:{platform.settings.search_port}/control/queries")).json()
-        assert asked == ["temporal durable execution"]
-        assert any("https://temporal.io/" in str(m.get("content")) for r in script.requests for m in r["messages"]
-                   if m.get("role") == "tool"), "the search results reached the model"
+            await phone.say("what is the weather like")
+            await agent_said(platform.agent, "You said: what is the weather like")
+            await phone.say("what did I say")
+            await agent_said(platform.agent, "Earlier you said: what is the weather like")
+            assert len(phone.heard) > heard_greeting, "the answers reached the caller's ear"
 
-        # Barge-in: interrupt a long answer; the bridge tells the carrier to drop queued audio.
-        await phone.say("tell me a long story")
-        await agent_said(platform.agent, "Once upon a time")
-        await asyncio.sleep(1.0)
-        stream = platform.carrier.calls[call_sid].stream
-        assert stream is not None
-        await phone.say("stop")
-        for _ in range(100):
-            if stream.clears:
+            # The agent uses the platform's MCP server (rendered into its config): a reminder by text.
+            async with httpx.AsyncClient() as http:
+                await http.post(base_url[:-3] + "/control/replies", json={"match": "remind me", "tool_call": {
+                    "name": "tool_call", "arguments": {"id": "deepclaw__schedule_reminder",
+                                                       "args": {"text": "water the plants", "in_minutes": 0.02}}}})
+            await phone.say("remind me to water the plants")
+            reminder = await phone.wait_for("sms", lambda e: "water the plants" in e["body"], timeout=60)
+            # Phrased by the agent ("Hi! Here's your reminder: …") or, if it was not ready in time, plain.
+            assert "reminder: water the plants" in reminder["body"].lower() and reminder["from"] == platform.number
+
+            # And searches the web with no key or account (DuckDuckGo's page shape, from the stand-in).
+            async with httpx.AsyncClient() as http:
+                await http.post(base_url[:-3] + "/control/replies", json={"match": "look up temporal", "tool_call": {
+                    "name": "tool_call", "arguments": {"id": "deepclaw__web_search",
+                                                       "args": {"query": "temporal durable execution", "count": 3}}}})
+            await phone.say("look up temporal for me")
+            await agent_said(platform.agent, "The top result is Temporal — durable execution")
+            async with httpx.AsyncClient() as http:
+                asked = (await http.get(f"http://127.0.0.1:{platform.settings.search_port}/control/queries")).json()
+            assert asked == ["temporal durable execution"]
+            assert any("https://temporal.io/" in str(m.get("content")) for r in script.requests for m in r["messages"]
+                       if m.get("role") == "tool"), "the search results reached the model"
+
+            # Barge-in: interrupt a long answer; the bridge tells the carrier to drop queued audio.
+            await phone.say("tell me a long story")
+            await agent_said(platform.agent, "Once upon a time")
+            await asyncio.sleep(1.0)
+            stream = platform.carrier.calls[call_sid].stream
+            assert stream is not None
+            await phone.say("stop")
+            for _ in range(100):
+                if stream.clears:
+                    break
+                await asyncio.sleep(0.1)
+            assert stream.clears >= 1, "UserStartedSpeaking became a Twilio clear"
+            await phone.hangup()
+            await phone.wait_for("call_state", lambda e: e["state"] == "completed")
+
+        for _ in range(50):  # the bridge records the end as the stream closes
+            async with sessions() as session:
+                conversation = (await session.execute(
+                    select(Conversation).where(Conversation.provider_sid == call_sid))).scalar_one_or_none()
+            if conversation is not None and conversation.ended_at is not None:
                 break
-            await asyncio.sleep(0.1)
-        assert stream.clears >= 1, "UserStartedSpeaking became a Twilio clear"
-        await phone.hangup()
-        await phone.wait_for("call_state", lambda e: e["state"] == "completed")
-
-    for _ in range(50):  # the bridge records the end as the stream closes
+            await asyncio.sleep(0.2)
+        assert conversation is not None and conversation.user_id == platform.user.id
+        assert conversation.duration_s and conversation.duration_s > 1
+        assert conversation.latency and conversation.latency["turns"], "latency figures from AgentStartedSpeaking"
         async with sessions() as session:
-            conversation = (await session.execute(
-                select(Conversation).where(Conversation.provider_sid == call_sid))).scalar_one_or_none()
-        if conversation is not None and conversation.ended_at is not None:
-            break
-        await asyncio.sleep(0.2)
-    assert conversation is not None and conversation.user_id == platform.user.id
-    assert conversation.duration_s and conversation.duration_s > 1
-    assert conversation.latency and conversation.latency["turns"], "latency figures from AgentStartedSpeaking"
-    async with sessions() as session:
-        turns = (await session.execute(select(Message.role, Message.content)
-                                       .where(Message.conversation_id == conversation.id)
-                                       .order_by(Message.created_at))).all()
-        usage = (await session.execute(select(UsageRecord).where(UsageRecord.conversation_id == conversation.id))).scalar_one()
-    assert ("user", "what is the weather like") in turns
-    assert any(role == "agent" and "Earlier you said" in content for role, content in turns)
-    # Billed per started second, by direction, once per call.
-    assert usage.kind == "call_seconds_in" and usage.quantity == math.ceil(conversation.duration_s or 0) > 1
-    assert usage.source == f"call:{conversation.provider_sid}"
+            turns = (await session.execute(select(Message.role, Message.content)
+                                           .where(Message.conversation_id == conversation.id)
+                                           .order_by(Message.created_at))).all()
+            usage = (await session.execute(select(UsageRecord).where(UsageRecord.conversation_id == conversation.id))).scalar_one()
+        assert ("user", "what is the weather like") in turns
+        assert any(role == "agent" and "Earlier you said" in content for role, content in turns)
+        # Billed per started second, by direction, once per call.
+        assert usage.kind == "call_seconds_in" and usage.quantity == math.ceil(conversation.duration_s or 0) > 1
+        assert usage.source == f"call:{conversation.provider_sid}"
 
-    # After the call the agent wrote its greeting for the next one; the next call opens with it.
-    greeting = await prepared_greeting(sessions, platform.user.id)
-    assert greeting.startswith("You said: The user will call you again later")
-    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
-        await phone.dial(platform.number)
-        await agent_said(platform.agent, greeting[:40])
-        await phone.hangup()
+        # After the call the agent wrote its greeting for the next one; the next call opens with it.
+        greeting = await prepared_greeting(sessions, platform.user.id)
+        assert greeting.startswith("You said: The user will call you again later")
+        async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+            await phone.dial(platform.number)
+            await agent_said(platform.agent, greeting[:40])
+            await phone.hangup()
 
-    # The gateway's token is derived from the platform secret: the agent's history never holds it.
-    handle = temporal_env.client.get_workflow_handle(workflow_id(platform.user.id))
-    endpoint = await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
-    history = history_text(await handle.fetch_history())
-    assert endpoint.base_url in history, "the history was read, payloads included"
-    assert endpoint.token(platform.settings.keyring) not in history
+        # The gateway's token is derived from the platform secret: the agent's history never holds it.
+        handle = temporal_env.client.get_workflow_handle(workflow_id(platform.user.id))
+        endpoint = await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+        history = history_text(await handle.fetch_history(), platform.settings)
+        assert endpoint.base_url in history, "the history was read, payloads included"
+        assert endpoint.token(platform.settings.keyring) not in history
+        think_token = platform.agent.sessions[-1].settings["agent"]["think"]["endpoint"]["url"].split("/llm/")[1]
+    # Production's log lines (INFO) of the calls: no token, full number or email.
+    assert_nothing_secret(logged, [platform.user.phone_e164, platform.user.phone_e164[1:], platform.number,
+                                   platform.number[1:], endpoint.token(platform.settings.keyring),
+                                   think_token.split("/")[0]])
 
 
 async def test_a_think_url_says_nothing_and_dies_with_its_call(platform: Platform) -> None:

@@ -23,7 +23,7 @@ from activities.integrations.credentials import Credentials
 from activities.reminders import ReminderActivities
 from activities.runtime.activities import RuntimeActivities
 from core.integrations import LOCAL_CLIENTS, Provider
-from core.models import AuditEvent, Conversation, Message, PhoneNumber, Reminder, User, WebSession, utcnow
+from core.models import AuditEvent, Conversation, Message, OutboxEmail, PhoneNumber, Reminder, User, WebSession, utcnow
 from core.ports import AgentSpec, RuntimeState, archive_key
 from core.process import free_port
 from core.serve import serving
@@ -50,7 +50,8 @@ async def test_a_deleted_account_leaves_nothing_and_its_number_returns_only_afte
     queue = f"delete-{uuid.uuid4().hex[:6]}"
     settings = settings.model_copy(update={"providers_port": free_port()})
     google = Providers(settings.api_base_url)
-    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova")
+    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova",
+                email=f"nova.{uuid.uuid4().hex[:6]}@example.com")
     number = f"+1628{uuid.uuid4().int % 10**7:07d}"
     async with sessions() as session, session.begin():
         session.add(user)
@@ -62,6 +63,11 @@ async def test_a_deleted_account_leaves_nothing_and_its_number_returns_only_afte
         await session.flush()
         session.add(Message(conversation_id=call.id, role="user", content="my secret plans"))
         session.add(WebSession(secret_digest="x", user_id=user.id, expires_at=utcnow() + timedelta(days=1)))
+        own = AuditEvent(user_id=user.id, actor="api", action="agent.updated", detail={"name": "Nova"})
+        viewed = AuditEvent(user_id=user.id, actor="operator", action="operator.viewed_user",
+                            detail={"operator": "ops@example.com", "q": user.phone_e164})
+        session.add_all([own, viewed])
+        session.add(OutboxEmail(to_address=user.email, subject="Your DeepClaw code: 123456", body="..."))
         reminder = Reminder(user_id=user.id, due_at=utcnow() + timedelta(days=200), text="renew passport")
         session.add(reminder)
     # Their Google calendar connected: a grant the Google stand-in issued, sealed in their row.
@@ -109,6 +115,11 @@ async def test_a_deleted_account_leaves_nothing_and_its_number_returns_only_afte
             assert (row.state, row.user_id) == ("releasing", None)
             assert (await session.execute(select(Message).where(Message.conversation_id == call.id))).all() == []
             assert (await session.execute(select(WebSession).where(WebSession.user_id == user.id))).all() == []
+            # Their own audit trail goes; operators' actions on them stay, cut to who did what, when.
+            audit = (await session.execute(select(AuditEvent.action, AuditEvent.detail).where(
+                AuditEvent.id.in_([own.id, viewed.id])))).all()  # type: ignore[union-attr]
+            assert audit == [("operator.viewed_user", {"operator": "ops@example.com"})]
+            assert (await session.execute(select(OutboxEmail).where(OutboxEmail.to_address == user.email))).all() == []
         assert runtime.states.get(user.id, RuntimeState.ABSENT) == RuntimeState.ABSENT
         assert google.google_tokens.revoked == ["nova@example.com"], "the calendar access revoked at Google"
         assert not (tmp_path / "archive" / archive_key(user.id)).exists()

@@ -77,7 +77,7 @@ class Hotline:
             OnboardingWorkflow.run,
             OnboardingInput(caller=caller, hotline_number=HOTLINE, pool_workflow_id=self.pool_id, returning=returning,
                             policy=QUICK_HANDOFF),
-            id=workflow_id(caller), task_queue=self.task_queue)
+            id=workflow_id(Keyring.of("test-secret"), caller), task_queue=self.task_queue)
         return handle, await handle.execute_update(OnboardingWorkflow.call_started, CallStarted(call_sid="CAtest"))
 
     async def finished(self, handle: WorkflowHandle) -> Any:

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
@@ -22,7 +21,7 @@ from core.models import Delivery, PhoneNumber, Reminder, User
 from core.process import free_port
 from core.settings import Settings
 from devstack.temporal import TemporalDevServer
-from tests.conftest import LocalCarrier, unique_area_code
+from tests.conftest import PLATFORM_CONVERTER, LocalCarrier, unique_area_code
 from workflows.delivery import DeliveryWorkflow
 from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
 
@@ -59,7 +58,7 @@ async def test_a_reminder_survives_worker_and_temporal_restarts_and_fires_once(
                       activities=activities)
 
     async def connect() -> Client:
-        return await Client.connect(server.address, data_converter=pydantic_data_converter)
+        return await Client.connect(server.address, data_converter=PLATFORM_CONVERTER)
 
     await server.start()
     try:
