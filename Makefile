@@ -60,6 +60,8 @@ lock:
 # needs PyPI's advisory service, so it is not part of .ci/run).
 PIP_AUDIT := pip-audit==2.10.1
 audit:
+	@$(PYTHON) -c "import urllib.request; urllib.request.urlopen('https://pypi.org/pypi/pip/24.0/json', timeout=10)" \
+	  2>/dev/null || { echo "make audit: PyPI's advisory service (https://pypi.org/pypi/<name>/<version>/json) is not reachable from here: nothing audited"; exit 2; }
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(PYTHON) -m venv $$tmp && $$tmp/bin/pip install --quiet --disable-pip-version-check $(PIP_AUDIT) && \
 	$$tmp/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.lock

@@ -76,7 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def errors(request: Request, error: HTTPException) -> Response:
         if error.status_code in pages.ERROR_TITLES and "text/html" in request.headers.get("accept", ""):
             return pages.error_page(request, settings, error.status_code, str(error.detail))
-        return await http_exception_handler(request, error)
+        answer = await http_exception_handler(request, error)
+        if request.url.path.startswith(codec.router.prefix):  # Temporal UI may read why (sign in first)
+            codec.allow_origin(request, settings, answer)
+        return answer
 
     app.add_middleware(BodyLimit, default=DASHBOARD_MAX_BODY_BYTES, limits={
         "/twilio/": twilio.MAX_FORM_BYTES, "/hotline/": MAX_THINK_BODY_BYTES, "/mcp": mcp.MAX_BODY_BYTES,

@@ -1,7 +1,11 @@
 """Every HTTP request body is bounded before anything parses it (ASGI middleware on the API and the
 voice bridge). The body is read up to the limit of its path and then handed on whole; past the
 limit the request is answered 413 with the limit in the reason, whatever Content-Length claimed.
-Streamed request bodies are not used anywhere, so buffering a bounded body costs nothing."""
+Streamed request bodies are not used anywhere, so buffering a bounded body costs nothing.
+
+A NUL character anywhere in the path, the query or the body (raw, %-encoded or as JSON's \\u0000) is
+refused with 400 here too: no input of the platform has one, and PostgreSQL cannot store one in
+text, so it would otherwise fail deep inside a handler."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 KIB = 1024
+_NUL = "\x00"
 MIB = 1024 * KIB
 
 
@@ -29,6 +34,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _NUL in scope["path"] or b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b""):
+            await _refuse(send, 400, "a NUL character is not accepted")
             return
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
@@ -53,7 +61,12 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        body = b"".join(chunks)
+        form = dict(scope["headers"]).get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded")
+        if b"\x00" in body or b"\\u0000" in body or (form and b"%00" in body):
+            await _refuse(send, 400, "a NUL character is not accepted")
+            return
+        whole: Message | None = {"type": "http.request", "body": body, "more_body": False}
 
         async def replay() -> Message:
             nonlocal whole

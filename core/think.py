@@ -19,14 +19,14 @@ from core.tokens import InvalidToken, Keyring, TokenKind
 class ChatBody(BaseModel):
     """The part of an OpenAI chat-completions body the platform reads."""
 
-    messages: list[Any]
+    messages: list[dict[str, Any]]  # anything else is a 400, never a handler tripping over it
     stream: bool | None = False
 
 
 @dataclass
 class ThinkRequest:
     claims: dict[str, Any]
-    messages: list[Any]
+    messages: list[dict[str, Any]]
     streaming: bool
 
     @property

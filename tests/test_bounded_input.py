@@ -51,6 +51,19 @@ async def test_a_body_is_read_up_to_its_paths_limit_and_refused_past_it() -> Non
         assert lying.status_code in (400, 413)
 
 
+async def test_a_nul_character_is_refused_wherever_it_hides() -> None:
+    """PostgreSQL cannot store one in text: refused at the edge, never a 500 deep in a handler."""
+    app = BodyLimit(_echo, default=1000)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        for refused in (http.get("/history", params={"q": "a\x00b"}), http.get("/x%00y"),
+                        http.post("/sms", data={"Body": "a\x00b"}),
+                        http.post("/mcp", content=b'{"text": "a\\u0000b"}'), http.post("/raw", content=b"a\x00b")):
+            answer = await refused
+            assert answer.status_code == 400 and "NUL" in answer.json()["detail"]
+        kept = await http.post("/mcp", content=b'{"text": "100%00 sure"}', headers={"content-type": "application/json"})
+        assert kept.status_code == 200, "'%00' is only an escape in a form"
+
+
 async def test_rates_are_counted_per_token_and_per_address() -> None:
     app = RequestLimit(_echo, per_token="3/minute", per_client="5/minute")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.1", 1)),

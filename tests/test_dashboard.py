@@ -600,6 +600,7 @@ async def test_the_codec_server_decodes_stored_payloads_for_a_signed_in_operator
 
         anonymous = await browser.post("/codec/decode", content=stored, headers=headers)
         assert anonymous.status_code == 401 and secret_text not in anonymous.text
+        assert anonymous.headers["access-control-allow-origin"] == ui, "the UI can show why"
         await _signed_in(dashboard, user_browser, ivy)
         user = await user_browser.post("/codec/decode", content=stored, headers=headers)
         assert user.status_code == 403 and secret_text not in user.text, "a user is not an operator"

@@ -39,7 +39,7 @@ def ui_origins(settings: Settings) -> set[str]:
     return spellings
 
 
-def _cors(request: Request, settings: Settings, response: Response) -> Response:
+def allow_origin(request: Request, settings: Settings, response: Response) -> Response:
     origin = request.headers.get("origin", "")
     if origin in ui_origins(settings):
         response.headers.update({"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
@@ -67,7 +67,7 @@ async def preflight(action: str, request: Request, settings: SettingsDep) -> Res
     response = Response(status_code=204, headers={"Access-Control-Allow-Methods": "POST, OPTIONS",
                                                   "Access-Control-Allow-Headers": ALLOWED_HEADERS,
                                                   "Access-Control-Max-Age": "600"})
-    return _cors(request, settings, response)
+    return allow_origin(request, settings, response)
 
 
 @router.post("/{action}")
@@ -92,4 +92,4 @@ async def transcode(action: str, request: Request, settings: SettingsDep, sessio
                            detail={"operator": viewer.operator, "payloads": len(out), "namespace": namespace}))
     await session.commit()
     body = MessageToJson(Payloads(payloads=out), indent=None)
-    return _cors(request, settings, Response(body, media_type="application/json"))
+    return allow_origin(request, settings, Response(body, media_type="application/json"))

@@ -13,11 +13,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
 
 from api.routes.twilio import HOTLINE_TEXT, TEXT_PASSED_ON
 from core.callbacks import mcp_token, media_link
 from core.models import Conversation, Delivery, Message, Reminder, UsageRecord, User
 from emulators.carrier.handset import Handset, handset
+from workflows.sms_conversation import workflow_id as sms_workflow_id
+from tests.temporal_history import stored_text
 from tests.voice.conftest import UserOnPlatform
 from tests.voice.platform import agent_said
 
@@ -35,7 +38,7 @@ async def _reply(phone: Handset, containing: str, *, after: int = 0, timeout: fl
 
 
 async def test_the_owner_texts_their_agent_and_it_remembers_across_texts_and_calls(
-    texting: Texting, sessions: async_sessionmaker[AsyncSession],
+    texting: Texting, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment,
 ) -> None:
     async with handset(texting.settings.carrier_url, texting.user.phone_e164) as phone:
         await phone.text(texting.number, "remember my locker code is 4471")
@@ -107,6 +110,10 @@ async def test_the_owner_texts_their_agent_and_it_remembers_across_texts_and_cal
     assert len(tokens_out) >= 3 + 2 and all(u.quantity > 0 for u in tokens_out)
     assert len({u.source for u in tokens_out}) == len(tokens_out)
     assert any(u.kind == "model_tokens_in" and u.quantity > 0 for u in usage)
+    # What Temporal stores of the conversation: ciphertext, never a body or the owner's number.
+    stored = await stored_text(temporal_env.client, sms_workflow_id(texting.user.id))
+    for secret in ("locker code", "4471", "gate code", "2580", texting.user.phone_e164):
+        assert secret not in stored, f"{secret!r} is readable in the SMS conversation's history"
 
 
 async def test_strangers_leave_a_message_and_the_hotline_says_to_call(texting: Texting) -> None:
