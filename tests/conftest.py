@@ -38,8 +38,11 @@ from emulators.carrier.carrier import Carrier
 from emulators.llm import ModelScript
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
+from tests import histories
+from workers.registry import WORKFLOWS
 
 TEST_DATABASE = "deepclaw_test"
+WORKFLOW_TYPES = [workflow.__name__ for workflow in WORKFLOWS]
 # The platform's own converter (payloads encrypted under the development key, which every test's
 # Settings derive too): test clients and the platform's clients read each other's payloads.
 PLATFORM_CONVERTER = data_converter(Settings(_env_file=None))
@@ -97,6 +100,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_log_level="error",
     )
     yield env
+    if histories.RECORD:
+        await histories.record_missing(env.client, WORKFLOW_TYPES)
     await env.shutdown()
 
 
@@ -104,15 +109,18 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """One per test module: skipping time fires every pending timer on the server, and workflows an
     earlier module left behind (their workers gone) would stall the skipping."""
+    started = histories.StartedWorkflows()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(binary("temporal-test-server")),
-        data_converter=PLATFORM_CONVERTER,
+        data_converter=PLATFORM_CONVERTER, interceptors=[started] if histories.RECORD else [],
     )
     await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
         namespace=env.client.namespace,
         search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES},
     ))
     yield env
+    if histories.RECORD:
+        await histories.record_missing(env.client, WORKFLOW_TYPES, started)
     await env.shutdown()
 
 

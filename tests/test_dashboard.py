@@ -657,6 +657,8 @@ async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_
         [call] = files["conversations.json"]
         assert [m["content"] for m in call["messages"]] == ["my favourite tea is sencha"]
         assert files["reminders.json"][0]["text"] == "Uma's reminder"
+        assert files["sessions.json"] and all("secret_digest" not in row for row in files["sessions.json"])
+        assert files["statements.json"] == []
         [server] = files["integrations.json"]["mcp_servers"]
         assert (server["name"], server["has_headers"]) == ("notes", True) and "headers_ciphertext" not in server
         assert "olaf" not in json.dumps(files).lower() and other.phone_e164 not in json.dumps(files)

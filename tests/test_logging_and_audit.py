@@ -12,8 +12,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.store import AuditEventInput, StoreActivities
+from api.app import create_app
 from core.logs import ContextFilter, JsonFormatter, TextFormatter, log_context
 from core.models import AuditEvent, User
+from core.settings import Settings
 
 
 def _record(message: str) -> logging.LogRecord:
@@ -60,3 +62,12 @@ async def test_audit_activity_under_time_skipping(
     async with sessions() as session:
         event = (await session.execute(select(AuditEvent).where(AuditEvent.id == row_id))).scalar_one()
     assert (event.action, event.user_id, event.workflow_id) == ("a-day-later", user.id, f"audit-{user.id}")
+
+
+def test_making_the_api_leaves_the_processs_logging_alone() -> None:
+    """The MCP SDK configures the root logger when a server is made (a Rich handler when rich is
+    installed, whose tracebacks once stalled a worker's failing activity): logging is core.logs' to set."""
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    create_app(Settings(_env_file=None))
+    assert (list(root.handlers), root.level) == before

@@ -44,6 +44,7 @@ from api.pages import audit, client_address, own_user, render
 from api.sign_in import SESSION_COOKIE, AddressKind, CodeSender, account_of, change_of_address, parse_address, redeem
 from core.models import (
     AuditEvent,
+    BillingStatement,
     Conversation,
     Delivery,
     McpServer,
@@ -54,6 +55,7 @@ from core.models import (
     Reminder,
     UsageRecord,
     User,
+    WebSession,
     utcnow,
 )
 from core.ports import ArchiveStore
@@ -97,6 +99,12 @@ async def export_data(session: SessionDep, user_id: uuid.UUID) -> dict[str, Any]
                                                         .order_by(Delivery.created_at))).scalars().all()),  # type: ignore[arg-type]
         "usage.json": _rows((await session.execute(select(UsageRecord).where(UsageRecord.user_id == user_id)
                                                    .order_by(UsageRecord.occurred_at))).scalars().all()),  # type: ignore[arg-type]
+        "statements.json": _rows((await session.execute(select(BillingStatement).where(
+            BillingStatement.user_id == user_id).order_by(BillingStatement.month))).scalars().all()),  # type: ignore[arg-type]
+        # Where they are signed in (the secret's digest is not theirs to need, nor anyone's to read).
+        "sessions.json": _rows((await session.execute(select(WebSession).where(WebSession.user_id == user_id)
+                                                      .order_by(WebSession.created_at))).scalars().all(),  # type: ignore[arg-type]
+                               {"secret_digest"}),
         "activity.json": _rows((await session.execute(select(AuditEvent).where(AuditEvent.user_id == user_id)
                                                       .order_by(AuditEvent.created_at))).scalars().all()),  # type: ignore[arg-type]
         # What is connected, without the sealed tokens and header values (never shown, even to their owner).

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -107,16 +108,31 @@ def _some(names: Iterable[str], room: int = 120) -> str:
     return ", ".join(shown) + (f" and {len(rest)} more (tools/list)" if rest else "")
 
 
+@contextmanager
+def logging_left_alone() -> Iterator[None]:
+    """The SDK configures the root logger when a server is made (basicConfig, with a Rich handler if
+    rich is installed). Logging is the process's to configure (core.logs): with a handler in place,
+    basicConfig does nothing."""
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    try:
+        yield
+    finally:
+        root.removeHandler(placeholder)
+
+
 def create_server(settings: Settings, platform: Callable[[], Platform]) -> MCPServer:
     """The server; `platform` gives the API's parts once its lifespan has built them."""
-    server = PlatformServer(
-        PLATFORM_MCP_NAME, version="2", instructions="Your user's platform: reminders, texts and calls to your "
-        "user, web search, and the calendar and mail the user connected (sending mail and cancelling events "
-        "need the user's confirmation by text).", token_verifier=AgentTokens(platform),
-        # The platform mints these tokens itself; no OAuth flow (and so no audience check by the SDK:
-        # user_of_token checks the token's audience).
-        auth=AuthSettings(issuer_url=settings.api_base_url, resource_server_url=f"{settings.api_base_url}{PATH}",
-                          validate_token_resource=False))
+    with logging_left_alone():
+        server = PlatformServer(
+            PLATFORM_MCP_NAME, version="2", instructions="Your user's platform: reminders, texts and calls to your "
+            "user, web search, and the calendar and mail the user connected (sending mail and cancelling events "
+            "need the user's confirmation by text).", token_verifier=AgentTokens(platform),
+            # The platform mints these tokens itself; no OAuth flow (and so no audience check by the SDK:
+            # user_of_token checks the token's audience).
+            auth=AuthSettings(issuer_url=settings.api_base_url, resource_server_url=f"{settings.api_base_url}{PATH}",
+                              validate_token_resource=False))
 
     def tools() -> Tools:
         token = get_access_token()

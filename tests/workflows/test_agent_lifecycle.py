@@ -220,8 +220,12 @@ async def test_removal_waits_for_the_step_in_flight_then_deletes_the_agent(
     handle = await _start(worker, user)
     waiting = await handle.start_update(AgentLifecycleWorkflow.ensure_awake,
                                         wait_for_stage=WorkflowUpdateStage.ACCEPTED)
-    while runtime.calls["wake"] == 0:
+    for _ in range(1500):  # the wake has begun (30 s at most)
+        if runtime.calls["wake"]:
+            break
         await asyncio.sleep(0.02)
+    else:
+        raise AssertionError(f"the wake never began: {runtime.calls}, {await handle.describe()}")
     await handle.signal(AgentLifecycleWorkflow.remove)
     await handle.result()  # the workflow ends once the agent is gone
     assert user.id not in runtime.states, "the wake in flight finished first; nothing was recreated after the delete"
