@@ -4,6 +4,7 @@ Temporal's dev server and its time-skipping test server from the shipped binarie
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -42,6 +43,13 @@ from tests import histories
 from workers.registry import WORKFLOWS
 
 TEST_DATABASE = "deepclaw_test"
+
+# As in every platform process (core.logs configures logging first), the root logger has a handler
+# before any library runs, so a library's logging.basicConfig does nothing. The MCP SDK calls it
+# whenever a server is made, with a Rich handler when rich is installed, and that handler's rendering
+# of a failing activity's traceback stalled a later test.
+if not logging.getLogger().handlers:
+    logging.getLogger().addHandler(logging.NullHandler())
 WORKFLOW_TYPES = [workflow.__name__ for workflow in WORKFLOWS]
 # The platform's own converter (payloads encrypted under the development key, which every test's
 # Settings derive too): test clients and the platform's clients read each other's payloads.
