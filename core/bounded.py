@@ -15,9 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-KIB = 1024
 _NUL = "\x00"
-MIB = 1024 * KIB
 
 
 class BodyLimit:
@@ -36,16 +34,17 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         if _NUL in scope["path"] or b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b""):
-            await _refuse(send, 400, "a NUL character is not accepted")
+            await refuse(send, 400, "a NUL character is not accepted")
             return
         limit = self.limit_for(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _refuse(send, 400, "Content-Length is not a number")
+                await refuse(send, 400, "Content-Length is not a number")
                 return
             if int(declared) > limit:
-                await _refuse(send, 413, f"the body is over this endpoint's limit of {limit} bytes")
+                await refuse(send, 413, f"the body is over this endpoint's limit of {limit} bytes")
                 return
         chunks: list[bytes] = []
         size = 0
@@ -56,15 +55,15 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _refuse(send, 413, f"the body is over this endpoint's limit of {limit} bytes")
+                await refuse(send, 413, f"the body is over this endpoint's limit of {limit} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        form = dict(scope["headers"]).get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded")
+        form = headers.get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded")
         if b"\x00" in body or b"\\u0000" in body or (form and b"%00" in body):
-            await _refuse(send, 400, "a NUL character is not accepted")
+            await refuse(send, 400, "a NUL character is not accepted")
             return
         whole: Message | None = {"type": "http.request", "body": body, "more_body": False}
 
@@ -78,9 +77,11 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send: Send, status: int, reason: str) -> None:
+async def refuse(send: Send, status: int, reason: str, *, close: bool = True,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An ASGI answer {"detail": reason} before the app ran (the body, if any, left unread: `close`)."""
     body = json.dumps({"detail": reason}).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                          (b"connection", b"close")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    sent: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       *(headers or []), *([(b"connection", b"close")] if close else [])]
+    await send({"type": "http.response.start", "status": status, "headers": sent})
     await send({"type": "http.response.body", "body": body})

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from core.redact import install as install_redaction
 from core.redact import redact
@@ -56,7 +57,14 @@ def _temporal_workflow_id() -> str | None:
     return None
 
 
-class JsonFormatter(logging.Formatter):
+class _RedactedTracebacks(logging.Formatter):
+    """Messages are redacted as their records are made (core.redact.install); tracebacks here."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return redact(super().formatException(ei))
+
+
+class JsonFormatter(_RedactedTracebacks):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -68,16 +76,16 @@ class JsonFormatter(logging.Formatter):
             if value := getattr(record, field, None):
                 entry[field] = value
         if record.exc_info:
-            entry["exc"] = redact(self.formatException(record.exc_info))
+            entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_RedactedTracebacks):
     def __init__(self, process_name: str) -> None:
         super().__init__("%(asctime)s %(levelname)-5s " + f"[{process_name}] " + "%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = redact(super().format(record))  # the message is redacted already; a traceback is not
+        line = super().format(record)
         ids = " ".join(f"{f}={v}" for f in CONTEXT_FIELDS if (v := getattr(record, f, None)))
         return f"{line} [{ids}]" if ids else line
 

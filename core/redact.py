@@ -14,7 +14,9 @@ import re
 _PHONE = re.compile(r"\+\d{7,15}\b|(?<![\d.])\d{11,15}(?![\d.])")
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\b")
 _BEARER = re.compile(r"(?i)\b(bearer|token)(\s+|=)[A-Za-z0-9._~+/=-]{8,}")
-_PATH_TOKEN = re.compile(r"/(llm|hotline|message|media)/[A-Za-z0-9._~%=-]{8,}")
+# The platform's routes whose first path segment after them is a token (think, hotline, message, media).
+TOKEN_ROUTES = ("hotline", "llm", "message", "media")
+_PATH_TOKEN = re.compile(rf"/({'|'.join(TOKEN_ROUTES)})/[A-Za-z0-9._~%=-]{{8,}}")
 
 MASK = "•"
 

@@ -15,7 +15,6 @@ wrong PINs) are shared through PostgreSQL (core/limits.py).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import time
@@ -26,7 +25,10 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-_TOKEN_IN_PATH = re.compile(r"^/(?:hotline|llm|message|media)/([^/]+)")
+from core.bounded import refuse
+from core.redact import TOKEN_ROUTES
+
+_TOKEN_IN_PATH = re.compile(rf"^/(?:{'|'.join(TOKEN_ROUTES)})/([^/]+)")
 
 
 def token_of(scope: Scope) -> str | None:
@@ -63,15 +65,9 @@ class RequestLimit:
         for item in items:
             if not await self.strategy.hit(item, "requests", key):
                 reset, _ = await self.strategy.get_window_stats(item, "requests", key)
-                await _too_many(send, f"too many requests from {whose}: at most {item}", reset)
+                retry = str(max(1, math.ceil(reset - time.time())))
+                await refuse(send, 429, f"too many requests from {whose}: at most {item}", close=False,
+                             headers=[(b"retry-after", retry.encode())])
                 return
         await self.app(scope, receive, send)
 
-
-async def _too_many(send: Send, reason: str, reset: float) -> None:
-    body = json.dumps({"detail": reason}).encode()
-    retry = str(max(1, math.ceil(reset - time.time())))
-    await send({"type": "http.response.start", "status": 429,
-                "headers": [(b"content-type", b"application/json"), (b"retry-after", retry.encode()),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
