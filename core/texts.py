@@ -85,7 +85,7 @@ def plain_reminder(text: str, *, agent_name: str, by_call: bool) -> str:
     return f"Hi, it's {agent_name} with your reminder: {text}" if by_call else f"Reminder: {text}"
 
 
-FOLLOW_UP_OPENING = "Your call with your user ended before they heard your answer."
+FOLLOW_UP_OPENING = "Your user did not hear your answer on their call."
 FOLLOW_UP_DONE = "DONE"
 
 

@@ -68,6 +68,10 @@ def validate_settings(message: dict[str, Any]) -> dict[str, Any]:
         for function in think.get("functions", []) or []:
             if not function.get("name"):
                 raise SettingsError("every function needs a name")
+        for item in (agent.get("context") or {}).get("messages", []) or []:
+            if item.get("type") != "History" or item.get("role") not in ("user", "assistant") \
+                    or not isinstance(item.get("content"), str):
+                raise SettingsError("agent.context.messages takes History messages of role user or assistant")
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, SettingsError):
             raise
@@ -91,6 +95,7 @@ class VoiceAgentServer:
     recognizer: Recognizer = field(default_factory=Recognizer)
     api_key: str | None = None  # None: any key is accepted
     sessions: list[AgentSession] = field(default_factory=list)
+    refusing: bool = False  # new sessions refused, as an unreachable service would (for tests)
 
     def app(self) -> Starlette:
         return Starlette(routes=[WebSocketRoute("/v1/agent/converse", self.converse),
@@ -124,6 +129,9 @@ class VoiceAgentServer:
         if self.api_key is not None and websocket.headers.get("authorization") != f"Token {self.api_key}":
             await websocket.close(code=1008, reason="INVALID_AUTH")
             return
+        if self.refusing:
+            await websocket.close(code=1013, reason="UNAVAILABLE")
+            return
         await websocket.accept()
         session = AgentSession(self, websocket)
         self.sessions.append(session)
@@ -146,6 +154,13 @@ class AgentSession:
         self.speaking = False
         self.pending_functions: dict[str, asyncio.Future[str]] = {}
         self.closed = False
+
+    async def drop(self) -> None:
+        """The socket cut from this side mid-conversation, as a failing Deepgram node would (for tests)."""
+        self.closed = True
+        if self.responding:
+            self.responding.cancel()
+        await self.ws.close(code=1011, reason="INTERNAL_SERVER_ERROR")
 
     async def send(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -221,6 +236,8 @@ class AgentSession:
             await self.error("UNPARSABLE_CLIENT_MESSAGE", str(error))
             return
         await self.send({"type": "SettingsApplied"})
+        self.history = [{"role": m["role"], "content": m["content"]}  # a conversation carried over
+                        for m in (message["agent"].get("context") or {}).get("messages", []) or []]
         greeting = message["agent"].get("greeting")
         if greeting:
             self.history.append({"role": "assistant", "content": greeting})

@@ -51,6 +51,10 @@ DTMF_GAP_S = 1.2  # digits typed within this gap travel together
 FAREWELL_WAIT_S = 8.0
 SILENT_GOODBYE = "I haven't heard anything for a while, so I'll hang up now. Talk soon. Goodbye."
 TIME_UP_GOODBYE = "We've reached the maximum call length, so I need to hang up now. Goodbye."
+RECONNECT_APOLOGY = "Sorry, I lost you for a second. I'm back: go on."
+AGENT_RECONNECT_TRIES = 2  # per drop, RECONNECT_BACKOFF_S apart
+RECONNECT_BACKOFF_S = 0.5
+MAX_AGENT_DROPS = 3  # a call whose voice agent keeps dropping ends, with the TwiML's apology
 
 
 HOTLINE_VOICE = "aura-2-thalia-en"
@@ -109,6 +113,8 @@ class CallBridge(MediaRelay):
         self.marks: dict[str, asyncio.Event] = {}  # Twilio echoes a mark once the audio before it has played
         self.finished = asyncio.Event()
         self.clears = 0
+        self.stream: MediaStream | None = None
+        self.agent_drops = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -237,20 +243,9 @@ class CallBridge(MediaRelay):
         return CallerTrust(self.params.get("trust", CallerTrust.OWNER.value))
 
     async def _bridge(self, stream: MediaStream) -> None:
-        headers = {}
-        if self.settings.deepgram_api_key:
-            headers["Authorization"] = f"Token {self.settings.deepgram_api_key.get_secret_value()}"
-        settings = await self._agent_settings(stream)
-        try:
-            self.agent, _ = await ws_connect(lambda: AgentListener(self), self.settings.voice_agent_url,
-                                             extra_headers=headers, websocket_handshake_timeout=10,
-                                             max_frame_size=1 << 22)
-        except (OSError, WSError, TimeoutError) as error:
-            log.error("call %s: the voice agent is unreachable: %s", self.call_sid, error)
-            self._close_twilio(WSCloseCode.INTERNAL_ERROR)
-            return
-        self._to_agent(settings)
-        self.relaying = not self.twilio.is_disconnected
+        self.stream = stream
+        if not await self._connect_agent(await self._agent_settings(stream)):
+            return  # closing the stream: Twilio goes on to the TwiML's apology (api/routes/twilio.py)
         tasks = [asyncio.create_task(coro) for coro in (self._control(), self._keepalive(), self._limits())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -263,6 +258,49 @@ class CallBridge(MediaRelay):
             await asyncio.gather(*tasks, *self._side_tasks, return_exceptions=True)
             await self._close_agent()
         self._close_twilio(WSCloseCode.OK)
+
+    async def _connect_agent(self, settings: dict[str, Any]) -> bool:
+        """A voice-agent socket for this call, configured with `settings`; audio flows once it is open."""
+        headers = {}
+        if self.settings.deepgram_api_key:
+            headers["Authorization"] = f"Token {self.settings.deepgram_api_key.get_secret_value()}"
+        try:
+            self.agent, _ = await ws_connect(lambda: AgentListener(self), self.settings.voice_agent_url,
+                                             extra_headers=headers, websocket_handshake_timeout=10,
+                                             max_frame_size=1 << 22)
+        except (OSError, WSError, TimeoutError) as error:
+            log.error("call %s: the voice agent is unreachable: %s", self.call_sid, error)
+            return False
+        self._to_agent(settings)
+        self.relaying = not self.twilio.is_disconnected
+        return True
+
+    async def _reconnect_agent(self) -> bool:
+        """The voice agent's socket dropped with the caller still on the line: a new one carries on
+        the conversation so far (Deepgram's `agent.context` history), opening with a short apology
+        instead of the greeting. False if it cannot be had (the call then ends with the TwiML's apology)."""
+        self.agent_drops += 1
+        if self.agent_drops > MAX_AGENT_DROPS or self.stream is None or self.finished.is_set():
+            return False
+        self.agent_speaking = False  # what it was saying is cut off; work waiting for its end runs now
+        pending, self.after_speech = self.after_speech, []
+        for work in pending:
+            self._spawn(work())
+        assert self.recorder is not None
+        settings = await self._agent_settings(self.stream)
+        settings["agent"]["greeting"] = RECONNECT_APOLOGY
+        settings["agent"]["context"] = {"messages": [{"type": "History", "role": role, "content": content}
+                                                     for role, content in self.recorder.history]}
+        for attempt in range(AGENT_RECONNECT_TRIES):
+            if attempt:
+                await asyncio.sleep(RECONNECT_BACKOFF_S)
+            if self.twilio.is_disconnected:
+                return False
+            if await self._connect_agent(settings):
+                log.warning("call %s: the voice agent's socket dropped; reconnected with %d turns of history",
+                            self.call_sid, len(self.recorder.history))
+                return True
+        return False
 
     async def _owner_spoke(self, stream: MediaStream) -> bool:
         """The agent's next greeting is written only after a call with its owner."""
@@ -309,6 +347,8 @@ class CallBridge(MediaRelay):
                     return
             else:  # a side closed
                 log.info("call %s: the %s side closed", self.call_sid, message["side"])
+                if message["side"] == "agent" and not self.twilio.is_disconnected and await self._reconnect_agent():
+                    continue
                 return
 
     def _on_digit(self, digit: str) -> None:

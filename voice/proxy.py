@@ -59,7 +59,10 @@ PIN_OK = "Thanks, that's you. What can I do for you?"
 PIN_FAILED = "Sorry, I can't confirm it's you. Goodbye."
 FOLLOW_UP_CHECK_S = 1.0  # after an answer is cut off, is the call still up (or was it a barge-in)?
 TOUCH_EVERY_S = 30.0  # during a call the agent is kept awake this often (its idle timer is minutes)
-UNREACHABLE = "Sorry, I can't reach your assistant right now. Please try again in a minute."
+# Said on the call when the user's OpenClaw cannot answer the turn; the agent then finishes it and
+# texts the answer (FollowUpWorkflow), so the question is not lost.
+UNREACHABLE = "Sorry, I can't reach your assistant right now. I'll text you the answer as soon as I have it."
+TOO_SLOW = "Sorry, this is taking longer than it should. I'll text you the answer as soon as it's ready."
 
 
 def _chunk(content: str) -> bytes:
@@ -111,8 +114,10 @@ def latest_turn(messages: list[dict[str, Any]], recall: dict[str, Any] | None = 
 
 class LlmProxy:
     def __init__(self, *, keyring: Keyring, temporal: Client, http: httpx.AsyncClient, live: LiveStreams,
-                 limiter: UserLimiter, task_queue: str, confirmations: SpokenConfirmations | None = None) -> None:
+                 limiter: UserLimiter, task_queue: str, confirmations: SpokenConfirmations | None = None,
+                 answer_timeout_s: float = 60.0) -> None:
         self.keyring = keyring
+        self.answer_timeout_s = answer_timeout_s  # until the answer's first words, once OpenClaw has the turn
         self.confirmations = confirmations  # the owner's spoken yes/no to what the agent proposed
         self.task_queue = task_queue  # the workers', for follow-ups of answers a call ended before
         self.temporal = temporal
@@ -237,16 +242,19 @@ class LlmProxy:
         if endpoint is None:
             yield _chunk(UNREACHABLE)
             yield chat_format.DONE.encode()
+            self._follow_up(turn, None, call_up_too=True)
             return
         forwarded = time.monotonic()
         first_token = 0.0
         said: list[str] = []
         finished = False
+        failed: str | None = None  # what the caller hears instead of an answer
         marker = MarkerFilter()
         used: dict[str, Any] = {}  # the answer's id and token usage, from its last chunk
         try:
-            async with self.http.stream("POST", f"{endpoint.base_url}/v1/chat/completions", json=turn.forward,
-                                        headers={**turn.headers, **endpoint.authorization(self.keyring)}) as answer:
+            async with asyncio.timeout(self.answer_timeout_s) as deadline, self.http.stream(
+                    "POST", f"{endpoint.base_url}/v1/chat/completions", json=turn.forward,
+                    headers={**turn.headers, **endpoint.authorization(self.keyring)}) as answer:
                 if answer.status_code != 200:
                     raise httpx.HTTPStatusError(f"OpenClaw answered {answer.status_code}", request=answer.request,
                                                 response=answer)
@@ -270,6 +278,7 @@ class LlmProxy:
                         if delta.get("content"):
                             if not first_token:  # the first words, what the caller waits for
                                 first_token = time.monotonic()
+                                deadline.reschedule(None)  # a long answer may take its time to say
                                 log.info("think turn: platform %.1f ms, agent's first token after %.1f ms",
                                          (forwarded - turn.received) * 1000, (first_token - forwarded) * 1000)
                             delta["content"] = marker.feed(delta["content"])
@@ -280,11 +289,17 @@ class LlmProxy:
         except httpx.HTTPError as error:
             log.warning("OpenClaw call failed: %s", error)
             self.live.remembered.pop(turn.stream, None)  # the next turn asks the lifecycle workflow again
-            yield _chunk(UNREACHABLE)
-            yield chat_format.DONE.encode()
+            failed = UNREACHABLE
+        except TimeoutError:
+            log.warning("OpenClaw had not started its answer after %.0f s: given up on the call", self.answer_timeout_s)
+            failed = TOO_SLOW
         finally:
-            if not marker.seen:  # a goodbye is not followed up
-                self._follow_up_if_unheard(turn, "".join(said) if finished else None)
+            if failed is None and not marker.seen:  # a goodbye is not followed up
+                self._follow_up(turn, "".join(said) if finished else None)
+        if failed is not None:
+            yield _chunk(failed)
+            yield chat_format.DONE.encode()
+            self._follow_up(turn, None, call_up_too=True)
 
     async def _record_tokens(self, turn: Turn, completion: dict[str, Any]) -> None:
         """The tokens an answer used, as the user's usage (where OpenClaw reported them)."""
@@ -297,16 +312,20 @@ class LlmProxy:
         except SQLAlchemyError as error:  # the call goes on; usage is not worth a broken answer
             log.warning("could not record the tokens of an answer for %s: %s", turn.user_id, error)
 
-    def _follow_up_if_unheard(self, turn: Turn, answer: str | None) -> None:
-        """The user never heard this answer if the call was over before it was complete: a
-        FollowUpWorkflow texts it, or (cut off) has the agent finish the task first. A finished
-        answer is judged at once (a caller who hangs up while it plays heard it); a cut-off one a
-        moment later, since a barge-in cuts answers off too, but then the call is still up."""
+    def _follow_up(self, turn: Turn, answer: str | None, *, call_up_too: bool = False) -> None:
+        """The user never heard this answer if the call was over before it was complete, or if the
+        agent could not give it (`call_up_too`: the caller was told it would come by text): a
+        FollowUpWorkflow texts it, or (cut off, not given) has the agent finish the task first. A
+        finished answer is judged at once (a caller who hangs up while it plays heard it); a cut-off
+        one a moment later, since a barge-in cuts answers off too, but then the call is still up."""
         async def hand_off() -> None:
-            if answer is None:
-                await asyncio.sleep(FOLLOW_UP_CHECK_S)
-            if not turn.said or (answer is not None and not answer.strip()) or await self._call_is_up(turn.stream):
+            if not turn.said or (answer is not None and not answer.strip()):
                 return
+            if not call_up_too:
+                if answer is None:
+                    await asyncio.sleep(FOLLOW_UP_CHECK_S)
+                if await self._call_is_up(turn.stream):
+                    return
             call_sid = turn.headers["x-openclaw-session-key"].removeprefix("call-")
             unheard = UnheardAnswer(user_id=turn.user_id, call_sid=call_sid,
                                     session_key=turn.headers["x-openclaw-session-key"],
@@ -314,7 +333,7 @@ class LlmProxy:
             try:
                 await self.temporal.start_workflow(FollowUpWorkflow.run, unheard, id=follow_up_id(unheard),
                                                    task_queue=self.task_queue)
-                log.info("the call ended before its answer was heard: following up by text")
+                log.info("the answer was not heard on the call: following up by text")
             except RPCError as error:  # started already, or Temporal unreachable
                 log.warning("could not follow up an unheard answer: %s", error)
 
@@ -336,23 +355,27 @@ class LlmProxy:
     async def _complete(self, turn: Turn) -> dict[str, Any]:
         self.warmth.pause(turn.stream)
         endpoint = await self._endpoint(turn.stream, turn.user_id)
-        if endpoint is None:
-            return _completion(UNREACHABLE)
-        try:
-            answer = await self.http.post(f"{endpoint.base_url}/v1/chat/completions",
-                                          json={**turn.forward, "stream": False, "stream_options": None},
-                                          headers={**turn.headers, **endpoint.authorization(self.keyring)})
-            answer.raise_for_status()
-            completion = answer.json()
-            await self._record_tokens(turn, completion)
-            message = completion["choices"][0]["message"]
-            if END_CALL_MARKER in (message.get("content") or ""):
-                message["content"] = message["content"].replace(END_CALL_MARKER, "").strip()
-                message["tool_calls"] = [chat_format.tool_call("end_call", "{}")]
-                completion["choices"][0]["finish_reason"] = "tool_calls"
-            self._warm_while_quiet(turn.stream, turn.user_id, endpoint)
-            return completion
-        except httpx.HTTPError as error:
-            log.warning("OpenClaw call failed: %s", error)
-            self.live.remembered.pop(turn.stream, None)
-            return _completion(UNREACHABLE)
+        failed = UNREACHABLE
+        if endpoint is not None:
+            try:
+                answer = await asyncio.wait_for(self.http.post(
+                    f"{endpoint.base_url}/v1/chat/completions", json={**turn.forward, "stream": False, "stream_options": None},
+                    headers={**turn.headers, **endpoint.authorization(self.keyring)}), self.answer_timeout_s)
+                answer.raise_for_status()
+                completion = answer.json()
+                await self._record_tokens(turn, completion)
+                message = completion["choices"][0]["message"]
+                if END_CALL_MARKER in (message.get("content") or ""):
+                    message["content"] = message["content"].replace(END_CALL_MARKER, "").strip()
+                    message["tool_calls"] = [chat_format.tool_call("end_call", "{}")]
+                    completion["choices"][0]["finish_reason"] = "tool_calls"
+                self._warm_while_quiet(turn.stream, turn.user_id, endpoint)
+                return completion
+            except httpx.HTTPError as error:
+                log.warning("OpenClaw call failed: %s", error)
+                self.live.remembered.pop(turn.stream, None)
+            except TimeoutError:
+                log.warning("OpenClaw had not answered after %.0f s: given up on the call", self.answer_timeout_s)
+                failed = TOO_SLOW
+        self._follow_up(turn, None, call_up_too=True)
+        return _completion(failed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from typing import Any
 
 from sqlalchemy import func, update
@@ -12,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.db import transaction
 from core.models import Conversation, Message, utcnow
 from core.usage import UsageKind, record_usage, started_seconds
+
+
+MAX_HISTORY_TURNS = 40
 
 
 class CallAlreadyConnected(Exception):
@@ -29,6 +33,9 @@ class CallRecorder:
         self.conversation_id: uuid.UUID | None = None
         self.latencies: list[dict[str, Any]] = []
         self.turns = 0
+        # The conversation so far, as the voice agent spoke and heard it: a new voice-agent socket
+        # is opened with it if the first one drops (voice.bridge). The newest turns, bounded.
+        self.history: deque[tuple[str, str]] = deque(maxlen=MAX_HISTORY_TURNS)
 
     async def start(self) -> None:
         conversation = Conversation(user_id=self.user_id, kind="call", direction=self.direction,
@@ -56,7 +63,10 @@ class CallRecorder:
         return adopted
 
     async def turn(self, role: str, content: str) -> None:
-        if self.conversation_id is None or not content.strip():
+        if not content.strip():
+            return
+        self.history.append((role, content))
+        if self.conversation_id is None:
             return
         self.turns += 1
         async with transaction(self.sessions) as session:

@@ -58,7 +58,8 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
             temporal = await connect(settings)
             confirmations = SpokenConfirmations(PendingActions(Credentials(settings, sessions), sessions))
             proxy = LlmProxy(keyring=settings.keyring, temporal=temporal, http=http, live=live, limiter=limiter,
-                             task_queue=settings.temporal_task_queue, confirmations=confirmations)
+                             task_queue=settings.temporal_task_queue, confirmations=confirmations,
+                             answer_timeout_s=settings.think_timeout_s)
             deps = BridgeDeps(settings=settings, sessions=sessions, telephony=telephony, live=live, temporal=temporal,
                               ask_agent=proxy.ask)
             messages = MessageTaker(keyring=settings.keyring, live=live, telephony=telephony, limiter=limiter)

@@ -260,6 +260,10 @@ class LocalAgentRuntime:
                     os.killpg(running.gateway.child.pid, signal.SIGCONT)
                     running.paused = False
                 return self._endpoint(running.gateway)
+            if running is not None:  # its gateway died (killed, crashed): cleared away, a fresh one instead
+                log.warning("the gateway of user %s on :%s had stopped; starting another", user_id, running.gateway.port)
+                del self._running[user_id]
+                await self._discard(running.gateway, user_id)
             spec = self._spec(user_id)
             started = time.monotonic()
             gateway = await self._claim_spare()

@@ -59,6 +59,9 @@ TEXT_NOT_PASSED_ON = "Sorry, I can't pass on any more messages right now. Please
 DELIVERY_RANK = {"pending": 0, "accepted": 0, "queued": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3,
                  "delivered": 4, "read": 5}
 CALL_FAILED = "Sorry, something went wrong with this call. Goodbye."
+# After the stream: heard only if the bridge ends it with the call still up (it lost its voice
+# agent, or its process died). Every other end hangs up through Twilio's API or is the caller's.
+LINE_LOST = "Sorry, we lost the connection on our side. Please call again in a minute. Goodbye."
 
 
 class TwilioForm(BaseModel):
@@ -147,14 +150,17 @@ def say_and_hang_up(text: str) -> Response:
 
 async def stream_to_bridge(settings: Settings, sessions: async_sessionmaker[AsyncSession], call: CallForm, *,
                            user_id: uuid.UUID | None, **params: str) -> Response:
-    """TwiML streaming this call to the bridge. Twilio carries only a one-time ticket; what the call
-    is (whose, its greeting, why we placed it) stays in the database (core.streams)."""
+    """TwiML streaming this call to the bridge, then an apology (LINE_LOST). Twilio carries only a
+    one-time ticket; what the call is (whose, its greeting, why we placed it) stays in the database
+    (core.streams)."""
     ticket = await issue_ticket(sessions, call_sid=call.call_sid, user_id=user_id, params={
         "from": call.from_, "to": call.to, "direction": "inbound", **params})
     connect = Connect()
     connect.stream(url=settings.media_stream_url).parameter(name="ticket", value=ticket)
     response = VoiceResponse()
     response.append(connect)
+    response.say(LINE_LOST)
+    response.hangup()
     return twiml(response)
 
 

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -26,8 +27,10 @@ from core.streams import STREAM_GRACE_S, issue_ticket, seal_think_token
 from core.tokens import TokenKind
 from core.models import Conversation, Message, UsageRecord
 from emulators.carrier.carrier import Carrier
-from emulators.carrier.handset import handset
-from emulators.llm import ModelScript
+from emulators.carrier.handset import Handset, handset
+from devstack.faults import kill_listener
+from emulators.llm import ModelScript, ScriptedReply
+from voice.proxy import UNREACHABLE
 from tests.voice.conftest import UserOnPlatform
 from tests.log_scan import assert_nothing_secret, platform_logs
 from tests.voice.platform import (
@@ -204,12 +207,25 @@ async def test_keypad_digits_reach_the_agent_and_goodbye_hangs_up(
     assert "FunctionCallRequest" in kinds
 
 
+def caption(role: str, text: str) -> Any:
+    return lambda e: e["role"] == role and text in e["text"]
+
+
+async def asked(phone: Handset, words: str, answer: str, timeout: float = 60) -> None:
+    """The caller says `words` and hears `answer` (in the handset's captions)."""
+    mark = len(phone.events)
+    await phone.say(words)
+    await phone.wait_for("caption", caption("caller", words), after=mark)  # what the caller typed
+    try:
+        await phone.wait_for("caption", caption("agent", answer), after=mark, timeout=timeout)
+    except TimeoutError:
+        said = [(e["role"], e["text"]) for e in phone.events if e["type"] == "caption"]
+        raise AssertionError(f"no caption {answer!r}; the timeline: {said[-6:]}") from None
+
+
 async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(platform: Platform) -> None:
     """No scripting: the local demo model turns plain words into the platform's real tools, through
     the user's real OpenClaw; the handset's timeline shows both sides as the voice agent spoke them."""
-
-    def caption(role: str, text: str) -> Any:
-        return lambda e: e["role"] == role and text in e["text"]
 
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
         call_sid = await phone.dial(platform.number)
@@ -217,14 +233,7 @@ async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(pla
         assert greeting["party"] == platform.number and greeting["call_sid"] == call_sid
 
         async def ask(words: str, answer: str, timeout: float = 60) -> None:
-            mark = len(phone.events)
-            await phone.say(words)
-            await phone.wait_for("caption", caption("caller", words), after=mark)  # what the caller typed
-            try:
-                await phone.wait_for("caption", caption("agent", answer), after=mark, timeout=timeout)
-            except TimeoutError:
-                said = [(e["role"], e["text"]) for e in phone.events if e["type"] == "caption"]
-                raise AssertionError(f"no caption {answer!r}; the timeline: {said[-6:]}") from None
+            await asked(phone, words, answer, timeout)
 
         await ask("remember my locker code is 4471", "Got it, I'll remember that your locker code is 4471.",
                   timeout=180)  # the first turn wakes the agent (a cold gateway on a fresh machine)
@@ -396,3 +405,41 @@ async def test_only_the_owner_reaches_their_agent(platform: Platform, model_serv
         pin_call = (await session.execute(select(Conversation).where(Conversation.provider_sid == call_sid))
                     ).scalar_one()
     assert pin_call.caller_attestation == "No-TN-Validation"
+
+
+async def test_an_agent_killed_mid_answer_is_apologised_for_and_the_call_goes_on(
+    platform: Platform, model_server: tuple[str, ModelScript], temporal_env: WorkflowEnvironment,
+) -> None:
+    """The user's OpenClaw dies (SIGKILL) while it works on an answer: the caller hears an apology,
+    the answer comes by text once the agent is back, and the call goes on with a fresh gateway."""
+    _, script = model_server
+    script.replies.append(ScriptedReply(re.compile("count the stars"), "There are too many stars to count.",
+                                        delay_s=30))
+    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+        call_sid = await phone.dial(platform.number)
+        await phone.wait_for("caption", caption("agent", "Hi, it's Nova"), timeout=60)
+        await asked(phone, "remember my locker code is 4471", "Got it", timeout=180)  # the agent is awake
+        endpoint = await temporal_env.client.get_workflow_handle(workflow_id(platform.user.id)).execute_update(
+            AgentLifecycleWorkflow.ensure_awake)
+        mark = len(phone.events)
+        await phone.say("count the stars")
+        await _model_asked(script, "count the stars")  # the agent is working on it
+        kill_listener(httpx.URL(endpoint.base_url).port)
+        await phone.wait_for("caption", caption("agent", UNREACHABLE), after=mark, timeout=30)
+        texted = await phone.wait_for("sms", lambda e: e["from"] == platform.number, timeout=120)
+        assert texted["body"].strip(), "the unanswered question is answered by text"
+        await asked(phone, "tell me a joke", "I'm the local demo model", timeout=120)  # on a fresh gateway
+        await asked(phone, "goodbye", "Goodbye!")
+        await phone.wait_for("call_state", lambda e: e["call_sid"] == call_sid and e["state"] == "completed", timeout=30)
+    assert not [e for e in phone.events if e["type"] == "say"], "the call never fell back to the TwiML's apology"
+    fresh = await temporal_env.client.get_workflow_handle(workflow_id(platform.user.id)).execute_update(
+        AgentLifecycleWorkflow.ensure_awake)
+    assert fresh.base_url != endpoint.base_url
+
+
+async def _model_asked(script: ModelScript, words: str, timeout: float = 30) -> None:
+    for _ in range(int(timeout * 10)):
+        if any(words in json.dumps(r["messages"]) for r in script.requests):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the model was never asked {words!r}")

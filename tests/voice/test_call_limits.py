@@ -1,4 +1,5 @@
-"""The bridge ends calls on its own: a caller silent for too long, and the maximum call length."""
+"""The bridge ends calls on its own (a caller silent for too long, the maximum call length) and
+carries them on when their voice agent's socket drops."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from emulators.standins import build_carrier
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import unique_area_code
 from voice.server import voice_serving
-from voice.bridge import SILENT_GOODBYE, TIME_UP_GOODBYE
+from api.routes.twilio import LINE_LOST
+from voice.bridge import RECONNECT_APOLOGY, SILENT_GOODBYE, TIME_UP_GOODBYE
 
 
 @asynccontextmanager
@@ -72,3 +74,33 @@ async def test_the_bridge_says_goodbye_and_hangs_up(
             assert ended["call_sid"] == call_sid
         said = [e["content"] for e in agent.sessions[-1].events if e["type"] == "ConversationText"]
         assert goodbye in said, said
+
+
+async def test_a_dropped_voice_agent_is_reopened_or_the_caller_hears_an_apology(
+    database_url: str, temporal_env: WorkflowEnvironment, sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    """The voice agent's socket drops: the bridge opens another with the conversation so far and
+    its apology for a greeting; when no other can be had, the call ends with the TwiML's apology."""
+    settings = _settings(database_url, temporal_env, tmp_path)
+    async with _line(settings, sessions) as (number, caller, agent):
+        async with handset(settings.carrier_url, caller) as phone:
+            call_sid = await phone.dial(number)
+            await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=30)
+            first = agent.sessions[-1]
+            await first.drop()
+            await phone.wait_for("caption", lambda e: e["role"] == "agent" and e["text"] == RECONNECT_APOLOGY,
+                                 timeout=30)
+            second = agent.sessions[-1]
+            assert second is not first
+            carried = second.settings["agent"]["context"]["messages"]
+            assert {"type": "History", "role": "assistant", "content": "Hi, it's Nova. What can I do for you?"} in carried
+            assert second.settings["agent"]["think"]["endpoint"]["url"].startswith(settings.voice_base_url)
+
+            agent.refusing = True  # the service is gone: no third socket
+            await second.drop()
+            said = await phone.wait_for("say", lambda e: e["call_sid"] == call_sid, timeout=30)
+            assert said["text"] == LINE_LOST
+            ended = await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=30)
+            assert ended["call_sid"] == call_sid
+        assert len(agent.sessions) == 2
