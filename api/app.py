@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException
 
 from activities import adapters
@@ -35,6 +36,8 @@ from api.routes import (
 from core.bounded import BodyLimit
 from core.db import create_engine, sessionmaker
 from core.limits import PostgresStorage, UserLimiter
+from core.metrics import metrics_endpoint
+from core.tracing import SERVER_HOOKS, UNTRACED_URLS, setup_tracing
 from core.request_limits import RequestLimit
 from core.settings import Settings, get_settings
 from core.think import MAX_THINK_BODY_BYTES
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="DeepClaw", lifespan=lifespan)
+    app.add_api_route("/metrics", metrics_endpoint(settings), include_in_schema=False)
     for routes in (internal, twilio, hotline, media, mcp_relay, dashboard, reminders_page, agent_page, integrations,
                    account, usage, operator, codec):
         app.include_router(routes.router)
@@ -89,4 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        per_client=settings.client_request_limits)
     app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
     app.mount("/", agent_tools_app)  # last: it serves only POST /mcp, after every route above
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=setup_tracing(settings, "deepclaw-api"),
+                                       excluded_urls=UNTRACED_URLS, **SERVER_HOOKS)
     return app

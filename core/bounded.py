@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.metrics import WEBHOOK_REJECTIONS
+
 _NUL = "\x00"
 
 
@@ -77,9 +79,13 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+REFUSALS = {400: "malformed", 413: "too_large", 429: "rate_limited"}
+
+
 async def refuse(send: Send, status: int, reason: str, *, close: bool = True,
                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """An ASGI answer {"detail": reason} before the app ran (the body, if any, left unread: `close`)."""
+    WEBHOOK_REJECTIONS.labels(reason=REFUSALS.get(status, str(status))).inc()
     body = json.dumps({"detail": reason}).encode()
     sent: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                        *(headers or []), *([(b"connection", b"close")] if close else [])]

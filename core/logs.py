@@ -1,7 +1,7 @@
 """Structured logging: plain text for a terminal, JSON lines by setting.
 
-Every record carries the ids in scope (user, call, workflow) from context variables, and
-inside Temporal activities the workflow id is filled in automatically.
+Every record carries the ids in scope (user, call, workflow) from context variables, inside
+Temporal activities the workflow id, and the trace id of the span in scope (OpenTelemetry).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 
 from core.redact import install as install_redaction
 from core.redact import redact
+from core.tracing import current_trace_id
 
 user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_id", default=None)
 call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
 workflow_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("workflow_id", default=None)
 
-CONTEXT_FIELDS = ("user_id", "call_id", "workflow_id")
+CONTEXT_FIELDS = ("user_id", "call_id", "workflow_id", "trace_id")
 
 
 @contextlib.contextmanager
@@ -46,6 +47,7 @@ class ContextFilter(logging.Filter):
         record.user_id = getattr(record, "user_id", None) or user_id_var.get()
         record.call_id = getattr(record, "call_id", None) or call_id_var.get()
         record.workflow_id = getattr(record, "workflow_id", None) or workflow_id_var.get() or _temporal_workflow_id()
+        record.trace_id = getattr(record, "trace_id", None) or current_trace_id()  # the span in scope (core.tracing)
         return True
 
 

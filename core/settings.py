@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     voice_host: str = "127.0.0.1"
     voice_port: int = 8001  # HTTP: /healthz and the LLM proxy
     voice_media_port: int = 8011  # Twilio Media Streams (websockets only, the hot path)
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 8003  # the worker's /metrics (the API's and the bridge's are on their ports)
+
+    # Observability (core/metrics.py, core/tracing.py). /metrics answers a bearer of this token; unset,
+    # loopback only. Spans go to this OTLP/HTTP collector (e.g. http://otel-collector:4318) when set.
+    metrics_token: SecretStr | None = None
+    otlp_endpoint: str | None = None
     public_base_url: str | None = Field(
         default=None, description="URL Twilio reaches the API at; defaults to http://api_host:api_port"
     )

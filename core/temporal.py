@@ -6,6 +6,8 @@ import dataclasses
 
 from temporalio.client import Client, TLSConfig
 from temporalio.common import SearchAttributeKey
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
@@ -18,6 +20,14 @@ AGENT_NUMBER = SearchAttributeKey.for_keyword("AgentNumber")
 LIFECYCLE_STATE = SearchAttributeKey.for_keyword("LifecycleState")
 
 SEARCH_ATTRIBUTES = (USER_ID, USER_PHONE, AGENT_NUMBER, LIFECYCLE_STATE)
+
+# The workflows' own metrics (recorded with workflow.metric_meter()) and their buckets, in seconds.
+WAKE_SECONDS = "deepclaw_agent_wake_seconds"
+SMS_REPLY_SECONDS = "deepclaw_sms_reply_seconds"
+METRIC_BUCKETS = {
+    WAKE_SECONDS: [0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
+    SMS_REPLY_SECONDS: [0.5, 1, 2, 3, 5, 10, 15, 30, 60, 120, 300],
+}
 
 
 def _tls(settings: Settings) -> TLSConfig | bool:
@@ -37,7 +47,10 @@ def data_converter(settings: Settings) -> DataConverter:
                                failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """A client of the platform: its payloads encrypted, and traced (the context of whatever starts,
+    signals or updates a workflow goes with it into the workflow and its activities, on workers made
+    from this client too). `runtime`: the worker's, which exports the SDK's metrics."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         settings.temporal_address,
@@ -45,4 +58,14 @@ async def connect(settings: Settings) -> Client:
         tls=_tls(settings),
         api_key=api_key,
         data_converter=data_converter(settings),
+        interceptors=[TracingInterceptor()],
+        runtime=runtime,
     )
+
+
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A Temporal runtime exporting the SDK's metrics, and the workflows' own (workflow.metric_meter()),
+    for Prometheus at `bind_address` (core.metrics adds them to the worker's /metrics)."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+        bind_address=bind_address, counters_total_suffix=True, durations_as_seconds=True,
+        histogram_bucket_overrides={name: buckets for name, buckets in METRIC_BUCKETS.items()})))

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from emulators.llm import ModelScript
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
 from tests import histories
+from tests.spans import RecordedSpans, recorder
 from workers.registry import WORKFLOWS
 
 TEST_DATABASE = "deepclaw_test"
@@ -98,6 +99,15 @@ async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
     await engine.dispose()
 
 
+@pytest.fixture
+def spans() -> Iterator[RecordedSpans]:
+    """The spans finished during the test (OpenTelemetry's in-memory exporter)."""
+    recorded = recorder()
+    recorded.start()
+    yield recorded
+    recorded.stop()
+
+
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server with the operators' search attributes."""
@@ -142,6 +152,7 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         database_url=database_url,
         temporal_address=config.target_host,
         temporal_task_queue=f"test-{free_port()}",
+        worker_metrics_port=free_port(),
         worker_heartbeat_interval_s=0.5,
         worker_heartbeat_stale_s=3.0,
         local_agent_spares=0,  # no OpenClaw starts unless a test wakes an agent

@@ -125,6 +125,7 @@ def fuzz_settings(database_url: str, temporal_address: str, data_dir: Path) -> S
     return Settings(_env_file=None, data_dir=data_dir, database_url=database_url, temporal_address=temporal_address,
                     temporal_task_queue=f"fuzz-{uuid.uuid4().hex[:6]}", api_port=free_port(),
                     carrier_port=free_port(), voice_port=free_port(), voice_media_port=free_port(),
+                    worker_metrics_port=free_port(),
                     operators=[OPERATOR], local_agent_spares=0, number_pool_target=0,
                     # The fuzzer is one client sending as fast as it can: limits would only hide handlers.
                     token_request_limits="100000/second", client_request_limits="100000/second",

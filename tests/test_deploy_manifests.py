@@ -1,5 +1,6 @@
 """deploy/kubernetes manifests are valid Kubernetes 1.37 objects (strict: no unknown fields)."""
 
+import json
 import re
 from pathlib import Path
 
@@ -41,3 +42,43 @@ def test_the_production_settings_start_only_with_their_secrets(monkeypatch: pyte
         Settings(_env_file=None).require_deployable()
     monkeypatch.setenv("DEEPCLAW_ENCRYPTION_KEYS", "k1:" + "A" * 43)
     Settings(_env_file=None).require_deployable()
+
+
+MONITORING = Path(__file__).parents[1] / "deploy" / "monitoring"
+# The Temporal SDK's metrics the rules and the dashboard use (docs.temporal.io/references/sdk-metrics,
+# with the worker's counters_total_suffix).
+TEMPORAL_SDK_METRICS = {"temporal_workflow_task_execution_failed_total", "temporal_worker_task_slots_available"}
+HISTOGRAM_SUFFIXES = ("", "_bucket", "_count", "_sum")
+
+
+def _exported_metric_names() -> set[str]:
+    import core.metrics  # noqa: F401 (defines them)
+    from prometheus_client import REGISTRY
+
+    from core.temporal import METRIC_BUCKETS
+
+    names = set(TEMPORAL_SDK_METRICS)
+    for family in REGISTRY.collect():
+        names |= {family.name + suffix for suffix in (*HISTOGRAM_SUFFIXES, "_total")}
+    for workflow_metric in METRIC_BUCKETS:  # recorded by workflows through the SDK's meter
+        names |= {workflow_metric + suffix for suffix in HISTOGRAM_SUFFIXES}
+    return names
+
+
+def test_alerts_and_the_dashboard_use_only_metrics_the_platform_exports() -> None:
+    exported = _exported_metric_names()
+    rules = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
+    alerts = [rule for group in rules["spec"]["groups"] for rule in group["rules"]]
+    assert len(alerts) >= 8 and all(rule["annotations"]["summary"] and rule["labels"]["severity"] for rule in alerts)
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids are unique"
+    expressions = [rule["expr"] for rule in alerts] + [t["expr"] for p in panels for t in p["targets"]]
+    used = {name for expr in expressions for name in re.findall(r"\b(?:deepclaw|temporal)_[a-z_]+", expr)}
+    assert used - exported == set(), "every metric named is one the platform exports"
+    wanted = {"deepclaw_active_calls", "deepclaw_frame_added_seconds_bucket", "deepclaw_think_seconds_bucket",
+              "deepclaw_agent_wake_seconds_bucket", "deepclaw_number_pool_available", "deepclaw_sms_reply_seconds_bucket",
+              "deepclaw_webhook_rejections_total", "temporal_workflow_task_execution_failed_total"}
+    assert wanted <= used, f"the dashboard or the rules miss {wanted - used}"
+    for expr in expressions:  # balanced, at least (no promtool here)
+        assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr

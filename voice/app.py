@@ -7,9 +7,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
 from core.bounded import BodyLimit
+from core.metrics import metrics_endpoint
 from core.request_limits import RequestLimit
 from core.think import MAX_THINK_BODY_BYTES
+from core.tracing import SERVER_HOOKS, UNTRACED_URLS, setup_tracing
 from voice.bridge import BridgeDeps
 from voice.messages import MessageTaker
 from voice.proxy import LlmProxy
@@ -27,10 +31,14 @@ def create_app(deps: BridgeDeps, proxy: LlmProxy, messages: MessageTaker) -> Sta
 
     app = Starlette(routes=[
         Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint(deps.settings)),
         Route("/llm/{token}/v1/chat/completions", think, methods=["POST"]),
         Route("/message/{token}/v1/chat/completions", take_message, methods=["POST"]),
     ])
     app.add_middleware(BodyLimit, default=MAX_THINK_BODY_BYTES)
+    # Each think request continues its call's trace (the traceparent in its URL: core.tracing).
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=setup_tracing(deps.settings, "deepclaw-voice"),
+                       excluded_urls=UNTRACED_URLS, **SERVER_HOOKS)
     # Deepgram calls from shared addresses: only each call's token is counted.
     app.add_middleware(RequestLimit, per_token=deps.settings.token_request_limits, per_client=None)
     app.state.settings = deps.settings

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry.trace import SpanKind
 from picows import WSCloseCode, WSError, WSMsgType, WSTransport, ws_connect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -29,11 +30,13 @@ from temporalio.service import RPCError
 
 from core.callers import CallerTrust
 from core.logs import log_context
+from core.metrics import ACTIVE_CALLS, AGENT_RECONNECTS, CALLS, FRAME_LATENCY, WEBHOOK_REJECTIONS
 from core.models import MediaStream, User
 from core.ports import Telephony
 from core.settings import Settings
 from core.streams import LiveStreams, StreamRefused, end_stream, redeem_ticket, seal_think_token, stream_verified
 from core.tokens import TokenKind
+from core.tracing import TRACEPARENT, context_from, traced, tracer
 from voice import messages
 from voice.agent_settings import END_CALL, HAND_OFF, build_settings, pin_greeting, purpose_prompt
 from voice.records import CallAlreadyConnected, CallRecorder
@@ -115,6 +118,8 @@ class CallBridge(MediaRelay):
         self.clears = 0
         self.stream: MediaStream | None = None
         self.agent_drops = 0
+        self.trace_carrier: dict[str, str] = {}
+        self.end = "caller"  # how the call ended, for the calls metric: the caller hung up unless said otherwise
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -163,13 +168,20 @@ class CallBridge(MediaRelay):
             stream = await asyncio.wait_for(self._await_start(), START_TIMEOUT_S)
         except (TimeoutError, StreamRefused, CallRefused, ValueError, KeyError, TypeError) as error:
             log.warning("media stream refused: %s", error or type(error).__name__)
+            WEBHOOK_REJECTIONS.labels(reason="stream_refused").inc()
             self._close_twilio(WSCloseCode.POLICY_VIOLATION)
             return
         # The hotline's calls have no user yet: their think endpoint is the API's conductor.
         user_id, params = stream.user_id, stream.params
         self.params = params
         self.deps.live.started(stream.id)
-        with log_context(user_id=str(user_id or ""), call_id=self.call_sid):
+        ACTIVE_CALLS.inc()
+        FRAME_LATENCY.live.add(self)
+        # The call's span continues the webhook's trace (its traceparent came as a stream parameter).
+        with log_context(user_id=str(user_id or ""), call_id=self.call_sid), tracer().start_as_current_span(
+                "call", context=context_from(self.trace_carrier), kind=SpanKind.SERVER,
+                attributes={"deepclaw.call.direction": params.get("direction", "inbound"),
+                            "deepclaw.call.hotline": user_id is None}):
             self.recorder = CallRecorder(self.deps.sessions, call_sid=self.call_sid, user_id=user_id,
                                          from_number=params.get("from", ""), to_number=params.get("to", ""),
                                          direction=params.get("direction", "inbound"),
@@ -181,6 +193,9 @@ class CallBridge(MediaRelay):
                 log.warning("a second stream for call %s refused", self.call_sid)
                 self._close_twilio(WSCloseCode.POLICY_VIOLATION)
             finally:
+                ACTIVE_CALLS.dec()
+                FRAME_LATENCY.call_ended(self)
+                CALLS.labels(end=self.end).inc()
                 self.deps.live.stopped(stream.id)
                 await end_stream(self.deps.sessions, stream.id)
                 if self.recorder.conversation_id is not None:
@@ -202,7 +217,9 @@ class CallBridge(MediaRelay):
                     raise ValueError("streamSid must be alphanumeric")
                 self.set_stream(self.stream_sid)
                 self.call_sid = start["callSid"]
-                ticket = str((start.get("customParameters") or {}).get("ticket", ""))
+                custom = start.get("customParameters") or {}
+                self.trace_carrier = {k: str(custom[k]) for k in (TRACEPARENT, "tracestate") if k in custom}
+                ticket = str(custom.get("ticket", ""))
                 return await redeem_ticket(self.deps.sessions, ticket, call_sid=self.call_sid,
                                            stream_sid=self.stream_sid)
             if message.get("event") not in ("connected",):
@@ -217,7 +234,7 @@ class CallBridge(MediaRelay):
         params = stream.params
         if stream.user_id is None:
             token = self._think_token(TokenKind.HOTLINE, stream, caller=params["from"])
-            return build_settings(think_url=f"{self.settings.api_base_url}/hotline/{token}/v1/chat/completions",
+            return build_settings(think_url=traced(f"{self.settings.api_base_url}/hotline/{token}/v1/chat/completions"),
                                   voice=HOTLINE_VOICE, greeting=params["greeting"], prompt=HOTLINE_PROMPT,
                                   functions=[END_CALL, HAND_OFF])
         async with self.deps.sessions() as session:
@@ -226,11 +243,11 @@ class CallBridge(MediaRelay):
         trust = self.trust
         if trust == CallerTrust.MESSAGE:  # not the owner: a message for them, and nothing of theirs
             token = self._think_token(TokenKind.MESSAGE, stream, user=str(stream.user_id), caller=params.get("from", ""))
-            return build_settings(think_url=f"{self.settings.voice_base_url}/message/{token}/v1/chat/completions",
+            return build_settings(think_url=traced(f"{self.settings.voice_base_url}/message/{token}/v1/chat/completions"),
                                   voice=voice, greeting=messages.greeting(name), prompt=MESSAGE_PROMPT)
         token = self._think_token(TokenKind.THINK, stream, user=str(stream.user_id),
                                   **({"pin": "1"} if trust == CallerTrust.PIN else {}))
-        think_url = f"{self.settings.voice_base_url}/llm/{token}/v1/chat/completions"
+        think_url = traced(f"{self.settings.voice_base_url}/llm/{token}/v1/chat/completions")
         if trust == CallerTrust.PIN:  # the personal greeting is the user's memory: not before the PIN
             return build_settings(think_url=think_url, voice=voice, greeting=pin_greeting(name))
         greeting = params.get("greeting") or (user and user.next_greeting) or f"Hi, it's {name}. What can I do for you?"
@@ -245,6 +262,7 @@ class CallBridge(MediaRelay):
     async def _bridge(self, stream: MediaStream) -> None:
         self.stream = stream
         if not await self._connect_agent(await self._agent_settings(stream)):
+            self.end = "voice_agent_unreachable"
             return  # closing the stream: Twilio goes on to the TwiML's apology (api/routes/twilio.py)
         tasks = [asyncio.create_task(coro) for coro in (self._control(), self._keepalive(), self._limits())]
         try:
@@ -280,6 +298,7 @@ class CallBridge(MediaRelay):
         the conversation so far (Deepgram's `agent.context` history), opening with a short apology
         instead of the greeting. False if it cannot be had (the call then ends with the TwiML's apology)."""
         self.agent_drops += 1
+        self.end = "voice_agent_lost"
         if self.agent_drops > MAX_AGENT_DROPS or self.stream is None or self.finished.is_set():
             return False
         self.agent_speaking = False  # what it was saying is cut off; work waiting for its end runs now
@@ -299,7 +318,9 @@ class CallBridge(MediaRelay):
             if await self._connect_agent(settings):
                 log.warning("call %s: the voice agent's socket dropped; reconnected with %d turns of history",
                             self.call_sid, len(self.recorder.history))
+                AGENT_RECONNECTS.labels(outcome="reconnected").inc()
                 return True
+        AGENT_RECONNECTS.labels(outcome="failed").inc()
         return False
 
     async def _owner_spoke(self, stream: MediaStream) -> bool:
@@ -443,6 +464,7 @@ class CallBridge(MediaRelay):
 
     async def _hang_up(self, reason: str) -> None:
         log.info("hanging up call %s (%s)", self.call_sid, reason)
+        self.end = reason.replace(" ", "_")
         try:
             await self.deps.telephony.hang_up(self.call_sid)
         except Exception as error:  # the caller may be gone already
@@ -471,9 +493,11 @@ class CallBridge(MediaRelay):
             now = time.monotonic()
             if now - self.last_from_twilio > STALL_S:
                 log.warning("call %s stalled: no media for %.0fs", self.call_sid, now - self.last_from_twilio)
+                self.end = "stalled"
                 return
             if stalled := self._stalled_peer():
                 log.warning("call %s: %s stopped reading; closing the call", self.call_sid, stalled)
+                self.end = "stalled"
                 return
             if now - self.started > self.settings.max_call_s:
                 await self._say_goodbye_and_hang_up(TIME_UP_GOODBYE, "max call length")

@@ -22,6 +22,7 @@ from picows import (
 )
 from twilio.request_validator import RequestValidator
 
+from core.metrics import WEBHOOK_REJECTIONS
 from voice.bridge import BridgeDeps, CallBridge
 from voice.relay import TwilioListener
 
@@ -52,6 +53,7 @@ async def serve_media(deps: BridgeDeps, host: str, port: int) -> asyncio.Server:
         if path == MEDIA_PATH:
             if not validator.validate(stream_url, {}, request.headers.get("x-twilio-signature", "")):
                 log.warning("refused a Media Stream upgrade without a valid X-Twilio-Signature")
+                WEBHOOK_REJECTIONS.labels(reason="bad_signature").inc()
                 return _refused(HTTPStatus.FORBIDDEN, b"invalid Twilio signature")
             return TwilioListener(start_call)
         if path == b"/healthz":

@@ -35,6 +35,7 @@ from core.ports import AgentEndpoint
 from core.callers import pin_matches
 from voice.confirmations import SpokenConfirmations
 from core.limits import Limit, UserLimiter
+from core.metrics import THINK_SECONDS
 from core.models import User
 from core.spoken import parse_digits
 from core.recall import recall_note
@@ -63,6 +64,7 @@ TOUCH_EVERY_S = 30.0  # during a call the agent is kept awake this often (its id
 # texts the answer (FollowUpWorkflow), so the question is not lost.
 UNREACHABLE = "Sorry, I can't reach your assistant right now. I'll text you the answer as soon as I have it."
 TOO_SLOW = "Sorry, this is taking longer than it should. I'll text you the answer as soon as it's ready."
+OUTCOMES = {UNREACHABLE: "unreachable", TOO_SLOW: "too_slow"}  # a turn's outcome, for the think metric
 
 
 def _chunk(content: str) -> bytes:
@@ -240,6 +242,7 @@ class LlmProxy:
         self.warmth.pause(turn.stream)
         endpoint = await self._endpoint(turn.stream, turn.user_id)
         if endpoint is None:
+            THINK_SECONDS.labels(outcome=OUTCOMES[UNREACHABLE]).observe(time.monotonic() - turn.received)
             yield _chunk(UNREACHABLE)
             yield chat_format.DONE.encode()
             self._follow_up(turn, None, call_up_too=True)
@@ -279,6 +282,7 @@ class LlmProxy:
                             if not first_token:  # the first words, what the caller waits for
                                 first_token = time.monotonic()
                                 deadline.reschedule(None)  # a long answer may take its time to say
+                                THINK_SECONDS.labels(outcome="answered").observe(first_token - turn.received)
                                 log.info("think turn: platform %.1f ms, agent's first token after %.1f ms",
                                          (forwarded - turn.received) * 1000, (first_token - forwarded) * 1000)
                             delta["content"] = marker.feed(delta["content"])
@@ -297,6 +301,7 @@ class LlmProxy:
             if failed is None and not marker.seen:  # a goodbye is not followed up
                 self._follow_up(turn, "".join(said) if finished else None)
         if failed is not None:
+            THINK_SECONDS.labels(outcome=OUTCOMES[failed]).observe(time.monotonic() - turn.received)
             yield _chunk(failed)
             yield chat_format.DONE.encode()
             self._follow_up(turn, None, call_up_too=True)
@@ -362,6 +367,7 @@ class LlmProxy:
                     f"{endpoint.base_url}/v1/chat/completions", json={**turn.forward, "stream": False, "stream_options": None},
                     headers={**turn.headers, **endpoint.authorization(self.keyring)}), self.answer_timeout_s)
                 answer.raise_for_status()
+                THINK_SECONDS.labels(outcome="answered").observe(time.monotonic() - turn.received)
                 completion = answer.json()
                 await self._record_tokens(turn, completion)
                 message = completion["choices"][0]["message"]
@@ -377,5 +383,6 @@ class LlmProxy:
             except TimeoutError:
                 log.warning("OpenClaw had not answered after %.0f s: given up on the call", self.answer_timeout_s)
                 failed = TOO_SLOW
+        THINK_SECONDS.labels(outcome=OUTCOMES[failed]).observe(time.monotonic() - turn.received)
         self._follow_up(turn, None, call_up_too=True)
         return _completion(failed)

@@ -29,6 +29,13 @@ if picows.__version__ != PICOWS_BUILT_AGAINST:
     raise ImportError(f"voice.relay was built against picows {PICOWS_BUILT_AGAINST}, not {picows.__version__}: "
                       "rebuild it with `pip install -e .`")
 
+# The bridge's added latency per frame, counted in C into these buckets (seconds; the last is +Inf);
+# core/metrics.py (FRAME_BUCKETS_S) exports them as one histogram and names the same bounds.
+DEF LATENCY_BUCKETS = 12
+cdef double[11] LATENCY_BOUNDS = [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                  0.005, 0.01]
+LATENCY_BOUNDS_S = tuple(LATENCY_BOUNDS[i] for i in range(LATENCY_BUCKETS - 1))
+
 cdef Py_ssize_t HEADROOM = 14  # picows writes the websocket header in front of the message, in place
 cdef const char* MEDIA_SUFFIX = b'"}}'
 
@@ -269,6 +276,8 @@ cdef class MediaRelay:
     cdef bytearray _to_agent  # [headroom][audio]
     cdef bytearray _to_twilio  # [headroom][{"event":"media","streamSid":"…","media":{"payload":"][base64]["}}]
     cdef Py_ssize_t _prefix_end
+    cdef long[LATENCY_BUCKETS] _latency_counts
+    cdef double _latency_sum
 
     def __init__(self, WSTransport twilio):
         self.twilio = twilio
@@ -278,6 +287,21 @@ cdef class MediaRelay:
         self._to_agent = bytearray(HEADROOM)
         self._to_twilio = bytearray(HEADROOM)
         self._prefix_end = HEADROOM
+        self._latency_sum = 0.0
+        for i in range(LATENCY_BUCKETS):
+            self._latency_counts[i] = 0
+
+    cdef inline void _took(self, double since) noexcept:
+        cdef double took = _monotonic() - since
+        cdef int i = 0
+        while i < LATENCY_BUCKETS - 1 and took > LATENCY_BOUNDS[i]:
+            i += 1
+        self._latency_counts[i] += 1
+        self._latency_sum += took
+
+    def latency_histogram(self):
+        """Frames relayed so far by how long each spent here: (counts per bucket, total seconds)."""
+        return [self._latency_counts[i] for i in range(LATENCY_BUCKETS)], self._latency_sum
 
     def set_stream(self, str stream_sid):
         """Audio to Twilio names the stream; streamSid is alphanumeric (checked), so no escaping."""
@@ -295,6 +319,7 @@ cdef class MediaRelay:
                 self.agent.send_reuse_external_bytearray(WSMsgType.BINARY, self._to_agent, HEADROOM)
                 self.last_to_agent = self.last_from_twilio
                 self.frames_in += 1
+                self._took(self.last_from_twilio)
                 return
         (<object>self).twilio_message(PyBytes_FromStringAndSize(data, size))
 
@@ -308,10 +333,12 @@ cdef class MediaRelay:
     cdef void from_agent(self, const char* audio, Py_ssize_t size) except *:
         if not self.relaying:
             return
+        cdef double received = _monotonic()
         PyByteArray_Resize(self._to_twilio, self._prefix_end + _media_tail_size(size))
         _media_tail(audio, size, PyByteArray_AS_STRING(self._to_twilio) + self._prefix_end)
         self.twilio.send_reuse_external_bytearray(WSMsgType.TEXT, self._to_twilio, HEADROOM)
         self.frames_out += 1
+        self._took(received)
 
 
 cdef void _answer_close(WSTransport transport, WSFrame frame) except *:

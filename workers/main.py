@@ -21,13 +21,19 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from starlette.applications import Starlette
+from starlette.routing import Route
 from temporalio.worker import Worker
 
 from core import heartbeat
 from core.db import create_engine, sessionmaker
 from core.ports import AgentRuntime
 from core.settings import Settings
-from core.temporal import connect
+from core.metrics import metrics_endpoint
+from core.process import free_port
+from core.serve import serving
+from core.temporal import connect, metrics_runtime
+from core.tracing import setup_tracing
 from workers import registry
 from workflows.close_month import CRON as CLOSE_MONTH_CRON
 from workflows.close_month import SCHEDULE_ID as CLOSE_MONTH_SCHEDULE
@@ -45,11 +51,15 @@ log = logging.getLogger(__name__)
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM when no event is given)."""
+    setup_tracing(settings, "deepclaw-worker")
     engine = create_engine(settings.database_url)
     sessions = sessionmaker(engine)
-    client = await connect(settings)
+    sdk_metrics = f"127.0.0.1:{free_port()}"  # the SDK's exporter: read through our /metrics only
+    client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
     instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    async with registry.activities(settings, sessions) as parts:
+    metrics_app = Starlette(routes=[Route("/metrics", metrics_endpoint(settings, extra_from=f"http://{sdk_metrics}/metrics"))])
+    async with registry.activities(settings, sessions) as parts, serving(
+            metrics_app, settings.worker_metrics_host, settings.worker_metrics_port):
         worker = Worker(
             client,
             task_queue=settings.temporal_task_queue,

@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.texts import AgentQuestion, InboundText, OutgoingText, TextActivities, sms_session_key
-    from core.temporal import USER_ID
+    from core.temporal import SMS_REPLY_SECONDS, USER_ID
     from core.texts import split_reply
     from workflows.agent_lifecycle import AgentLifecycleWorkflow
     from workflows.agent_lifecycle import workflow_id as lifecycle_id
@@ -128,6 +128,10 @@ class SmsConversationWorkflow:
             answer = NO_ANSWER
         for number, part in enumerate(split_reply(answer) or [EMPTY_ANSWER], start=1):
             await workflow.execute_activity_method(TextActivities.send_text, reply(number, part), **SEND)
+            if number == 1:  # the answer reached the user: how long after their text (not recorded on replay)
+                workflow.metric_meter().create_histogram_float(
+                    SMS_REPLY_SECONDS, "From a text reaching the platform to the first part of its answer sent.", "s",
+                ).record((workflow.now() - last.received_at).total_seconds())
         if together:
             await workflow.execute_activity_method(TextActivities.mark_texts_answered,
                                                    [record.message_id for _, record in fresh], **RECORD)

@@ -11,6 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.db import transaction
+from core.metrics import POOL_AVAILABLE
 from core.models import PhoneNumber
 from core.ports import NumberNotFound, OwnedNumber, Telephony
 
@@ -50,7 +51,9 @@ class NumberPoolActivities:
             query = select(func.count()).where(PhoneNumber.state == "available")
             if area_code:
                 query = query.where(PhoneNumber.area_code == area_code)
-            return int((await session.execute(query)).scalar_one())
+            available = int((await session.execute(query)).scalar_one())
+        POOL_AVAILABLE.labels(area_code=area_code or "any").set(available)  # the pool workflow counts often
+        return available
 
     @activity.defn
     async def buy_pool_number(self, request: BuyRequest) -> PoolNumber:

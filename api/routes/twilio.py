@@ -30,6 +30,7 @@ from core.callers import CallerTrust, classify
 from core.db import transaction
 from core.limits import Limit, Refusal
 from core.logs import log_context
+from core.metrics import WEBHOOK_REJECTIONS
 from core.message_taking import Taken, pass_message_on
 from core.models import BlockedNumber, Conversation, Message, PhoneNumber, User, utcnow
 from core.ports import MAX_MEDIA
@@ -37,6 +38,7 @@ from core.settings import Settings
 from core.streams import issue_ticket
 from core.texts import MAX_TEXT_CHARS, Keyword, keyword
 from core.tokens import InvalidToken, TokenKind
+from core.tracing import current_traceparent
 from core.usage import UsageKind, record_usage, sms_segments
 from workflows.agent_lifecycle import AgentLifecycleWorkflow, workflow_id
 from workflows.delivery import DeliveryWorkflow
@@ -114,6 +116,7 @@ async def signed_form(request: Request, settings: SettingsDep) -> dict[str, str]
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     if not validator.validate(public_url(request, settings), form, request.headers.get("x-twilio-signature", "")):
         log.warning("rejected unsigned or mis-signed Twilio request to %s", request.url.path)
+        WEBHOOK_REJECTIONS.labels(reason="bad_signature").inc()
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
     return form
 
@@ -127,6 +130,7 @@ def parsed(model: type[FormT], form: dict[str, str]) -> FormT:
         return model.model_validate(form)
     except ValidationError as error:
         fields = sorted({".".join(str(part) for part in e["loc"]) for e in error.errors()})
+        WEBHOOK_REJECTIONS.labels(reason="malformed").inc()
         raise HTTPException(status_code=400, detail=f"bad fields: {', '.join(fields)}") from None
 
 
@@ -156,7 +160,10 @@ async def stream_to_bridge(settings: Settings, sessions: async_sessionmaker[Asyn
     ticket = await issue_ticket(sessions, call_sid=call.call_sid, user_id=user_id, params={
         "from": call.from_, "to": call.to, "direction": "inbound", **params})
     connect = Connect()
-    connect.stream(url=settings.media_stream_url).parameter(name="ticket", value=ticket)
+    stream = connect.stream(url=settings.media_stream_url)
+    stream.parameter(name="ticket", value=ticket)
+    for name, value in current_traceparent().items():  # the bridge continues this request's trace
+        stream.parameter(name=name, value=value)
     response = VoiceResponse()
     response.append(connect)
     response.say(LINE_LOST)
@@ -190,9 +197,11 @@ async def voice(call: SignedCall, settings: SettingsDep, sessions: SessionsDep, 
     with log_context(call_id=call.call_sid):
         if refusal := await limiter.acquire(Limit.INBOUND_CALL, call.from_):
             log.warning("call %s from %s not taken: %s", call.call_sid, call.from_, refusal)
+            WEBHOOK_REJECTIONS.labels(reason="sender_limit").inc()
             return say_and_hang_up(TOO_MANY_CALLS)
         if await is_blocked(sessions, call.from_):
             log.warning("call %s from blocked %s rejected", call.call_sid, call.from_)
+            WEBHOOK_REJECTIONS.labels(reason="blocked").inc()
             return rejected()
         if call.to == settings.hotline_number:
             line = await hotline.answer_call(settings, sessions, temporal, caller=call.from_, call_sid=call.call_sid)
@@ -309,11 +318,13 @@ async def sms(signed: SignedSms, settings: SettingsDep, sessions: SessionsDep, t
     text, media = signed
     if refusal := await limiter.acquire(Limit.INBOUND_TEXT, text.from_):
         log.warning("text %s from %s not taken: %s", text.message_sid, text.from_, refusal)
+        WEBHOOK_REJECTIONS.labels(reason="sender_limit").inc()
         # One polite reply per window, never silence; then nothing more until the window passes.
         noticed = await limiter.acquire(Limit.OVER_LIMIT_NOTICE, f"text:{text.from_}")
         return message_twiml(None if noticed else too_many_texts(refusal))
     if await is_blocked(sessions, text.from_):
         log.warning("text %s from blocked %s dropped", text.message_sid, text.from_)
+        WEBHOOK_REJECTIONS.labels(reason="blocked").inc()
         return message_twiml()
     if text.to == settings.hotline_number:
         return message_twiml(HOTLINE_TEXT)

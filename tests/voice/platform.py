@@ -52,11 +52,12 @@ def platform_settings(*, database_url: str, temporal_env: WorkflowEnvironment, m
 def platform_settings_for(*, database_url: str, temporal_address: str, data_dir: Path,
                           model_base_url: str | None = None, **overrides: Any) -> Settings:
     """Every port free; no model URL: start_platform serves the model stand-in too."""
-    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search", "llm", "providers")}
+    ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search", "llm", "providers",
+                                                 "metrics")}
     return Settings(
         _env_file=None, data_dir=data_dir, database_url=database_url, temporal_address=temporal_address,
         temporal_task_queue=f"e2e-{uuid.uuid4().hex[:6]}", api_port=ports["api"], voice_port=ports["voice"],
-        voice_media_port=ports["media"],
+        voice_media_port=ports["media"], worker_metrics_port=ports["metrics"],
         carrier_port=ports["carrier"], voice_agent_port=ports["agent"], search_port=ports["search"],
         llm_port=ports["llm"], providers_port=ports["providers"], llm_base_url=model_base_url,
         worker_heartbeat_interval_s=1, **{"number_pool_target": 0, "local_agent_spares": 1, "quiet_hours": "off",

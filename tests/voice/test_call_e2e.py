@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.trace import SpanKind
 import websockets
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +32,7 @@ from emulators.carrier.handset import Handset, handset
 from devstack.faults import kill_listener
 from emulators.llm import ModelScript, ScriptedReply
 from voice.proxy import UNREACHABLE
+from tests.spans import RecordedSpans, text_of
 from tests.voice.conftest import UserOnPlatform
 from tests.log_scan import assert_nothing_secret, platform_logs
 from tests.voice.platform import (
@@ -443,3 +445,35 @@ async def _model_asked(script: ModelScript, words: str, timeout: float = 30) -> 
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"the model was never asked {words!r}")
+
+
+async def test_one_trace_follows_a_call_from_the_webhook_to_openclaw(
+    platform: Platform, spans: RecordedSpans, temporal_env: WorkflowEnvironment,
+) -> None:
+    """Twilio's webhook, the bridge's call, the think request Deepgram makes and the request to the
+    user's OpenClaw are one trace (the context rides the stream's parameters and the think URL), and
+    no span shows a token."""
+    async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
+        await phone.dial(platform.number)
+        await phone.wait_for("caption", caption("agent", "Hi, it's Nova"), timeout=60)
+        await asked(phone, "remember my bike is blue", "Got it", timeout=180)
+        await phone.hangup()
+    endpoint = await temporal_env.client.get_workflow_handle(workflow_id(platform.user.id)).execute_update(
+        AgentLifecycleWorkflow.ensure_awake)
+    call = await spans.wait_for(lambda s: s.name == "call")  # ends with the call
+    webhook = next(s for s in spans.get_finished_spans()
+                   if s.kind == SpanKind.SERVER and "/twilio/voice" in text_of(s))
+    trace = [s for s in spans.get_finished_spans() if s.context.trace_id == webhook.context.trace_id]
+    assert call in trace, "the bridge's call continues the webhook's trace"
+    think = [s for s in trace if s.kind == SpanKind.SERVER and "/llm/" in text_of(s)]
+    assert think, "the think request Deepgram made is in the call's trace"
+    token = re.compile(r"/(llm|hotline|message)/(?!<token>)[A-Za-z0-9._~%=-]{8,}")
+    assert not [text_of(s) for s in spans.get_finished_spans() if token.search(text_of(s))], "no span shows a token"
+    to_openclaw = [s for s in trace if s.kind == SpanKind.CLIENT and f"{endpoint.base_url}/v1/chat/completions" in text_of(s)]
+    assert to_openclaw, f"the request to the user's OpenClaw is in the trace: {[text_of(s)[:120] for s in trace]}"
+    assert any(s.name.startswith(("StartWorkflowUpdate", "HandleUpdate")) for s in trace), "the wake went through Temporal"
+    async with httpx.AsyncClient() as http:  # the worker's /metrics: the SDK's and the workflows' own
+        scraped = (await http.get(f"http://127.0.0.1:{platform.settings.worker_metrics_port}/metrics")).text
+    assert "temporal_workflow_completed_total" in scraped or "temporal_request_total" in scraped
+    wakes = [line for line in scraped.splitlines() if line.startswith("deepclaw_agent_wake_seconds_count{")]
+    assert wakes and all('from_state="' in line for line in wakes), scraped[-2000:]

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
@@ -104,3 +106,45 @@ async def test_a_dropped_voice_agent_is_reopened_or_the_caller_hears_an_apology(
             ended = await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=30)
             assert ended["call_sid"] == call_sid
         assert len(agent.sessions) == 2
+
+
+def _samples(exposition: str) -> dict[str, float]:
+    """name{labels} -> value of every sample (labels sorted, as Prometheus shows them)."""
+    found = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
+async def test_metrics_count_the_call_and_its_frames_latency(
+    database_url: str, temporal_env: WorkflowEnvironment, sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    """/metrics during a call: the bridge counts it and has observed its frames' added latency; only
+    a bearer of the metrics token may scrape."""
+    settings = _settings(database_url, temporal_env, tmp_path, metrics_token="scrape-me")
+    bridge_metrics = f"{settings.voice_base_url}/metrics"
+    async with _line(settings, sessions) as (number, caller, agent), httpx.AsyncClient() as http:
+        assert (await http.get(bridge_metrics)).status_code == 403
+        assert (await http.get(f"{settings.api_base_url}/metrics")).status_code == 403
+        async with handset(settings.carrier_url, caller) as phone:
+            await phone.dial(number)
+            await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=30)
+            scraped = await http.get(bridge_metrics, headers={"Authorization": "Bearer scrape-me"})
+            assert scraped.status_code == 200
+            during = _samples(scraped.text)
+            assert during["deepclaw_active_calls"] >= 1
+            assert during["deepclaw_frame_added_seconds_count"] > 0, "the greeting's frames were timed"
+            assert 0 < during["deepclaw_frame_added_seconds_sum"] / during["deepclaw_frame_added_seconds_count"] < 0.01
+            await phone.hangup()
+        before = _samples((await http.get(f"{settings.api_base_url}/metrics",
+                                          headers={"Authorization": "Bearer scrape-me"})).text)
+        forged = await http.post(f"{settings.api_base_url}/twilio/voice", data={"CallSid": "CA1", "From": caller},
+                                 headers={"X-Twilio-Signature": "forged"})
+        assert forged.status_code == 403
+        after = _samples((await http.get(f"{settings.api_base_url}/metrics",
+                                         headers={"Authorization": "Bearer scrape-me"})).text)
+        rejected = 'deepclaw_webhook_rejections_total{reason="bad_signature"}'
+        assert after[rejected] == before.get(rejected, 0) + 1

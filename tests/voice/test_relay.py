@@ -96,3 +96,10 @@ def test_audio_to_twilio_is_a_media_message_of_the_stream() -> None:
         audio = bytes(random.Random(size).randbytes(size))
         message = orjson.loads(media_message(prefix, audio))
         assert message == {"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(audio).decode()}}
+
+
+def test_the_relay_times_frames_into_the_buckets_the_metric_names() -> None:
+    from core.metrics import FRAME_BUCKETS_S
+    from voice import relay
+
+    assert relay.LATENCY_BOUNDS_S == FRAME_BUCKETS_S

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
@@ -20,6 +21,7 @@ from core.callbacks import mcp_token, media_link
 from core.models import Conversation, Delivery, Message, Reminder, UsageRecord, User
 from emulators.carrier.handset import Handset, handset
 from workflows.sms_conversation import workflow_id as sms_workflow_id
+from tests.spans import RecordedSpans, text_of
 from tests.temporal_history import stored_text
 from tests.voice.conftest import UserOnPlatform
 from tests.voice.platform import agent_said
@@ -39,11 +41,18 @@ async def _reply(phone: Handset, containing: str, *, after: int = 0, timeout: fl
 
 async def test_the_owner_texts_their_agent_and_it_remembers_across_texts_and_calls(
     texting: Texting, sessions: async_sessionmaker[AsyncSession], temporal_env: WorkflowEnvironment,
+    spans: RecordedSpans,
 ) -> None:
     async with handset(texting.settings.carrier_url, texting.user.phone_e164) as phone:
         await phone.text(texting.number, "remember my locker code is 4471")
         answer = await _reply(phone, "I'll remember that your locker code is 4471")
         assert answer["from"] == texting.number
+        # One trace: the webhook, the conversation's workflow and its activity, the agent's answer.
+        webhook = await spans.wait_for(lambda s: s.kind == SpanKind.SERVER and "/twilio/sms" in text_of(s))
+        trace = [s for s in spans.get_finished_spans() if s.context.trace_id == webhook.context.trace_id]
+        assert any(s.name == "RunActivity:ask_agent" for s in trace), sorted({s.name for s in trace})
+        assert any(s.kind == SpanKind.CLIENT and "/v1/chat/completions" in text_of(s) for s in trace), \
+            "the request to the user's OpenClaw is in the text's trace"
 
         # Twilio retries the webhook (same MessageSid): taken once, so no second answer. The next text's
         # answer comes after the retry would have been answered (one conversation, in order).
