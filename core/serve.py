@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,12 +37,23 @@ def server_options(forwarded_allow_ips: list[str]) -> dict[str, Any]:
                 forwarded_allow_ips=forwarded_allow_ips or None)
 
 
+def shared_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT: a second process on the same port shares its new
+    connections (the local twin of two replicas behind a load balancer, during a rolling update)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 @asynccontextmanager
-async def serving(app: Any, host: str, port: int, *, forwarded_allow_ips: list[str] | None = None
-                  ) -> AsyncIterator[uvicorn.Server]:
+async def serving(app: Any, host: str, port: int, *, forwarded_allow_ips: list[str] | None = None,
+                  reuse_port: bool = False) -> AsyncIterator[uvicorn.Server]:
     config = uvicorn.Config(app, host=host, port=port, **server_options(forwarded_allow_ips or []))
     server = EmbeddedServer(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[shared_port_socket(host, port)] if reuse_port else None))
     while not server.started:
         if task.done():
             task.result()  # start-up failed (port taken, ...): raise it

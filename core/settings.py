@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     voice_host: str = "127.0.0.1"
     voice_port: int = 8001  # HTTP: /healthz and the LLM proxy
     voice_media_port: int = 8011  # Twilio Media Streams (websockets only, the hot path)
+    # Both bridge ports with SO_REUSEPORT: a second bridge on this machine takes new calls while a
+    # draining one finishes its own (the local twin of a rolling update; bench/chaos.py).
+    voice_reuse_port: bool = False
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 8003  # the worker's /metrics (the API's and the bridge's are on their ports)
 
@@ -350,6 +353,23 @@ class Settings(BaseSettings):
         if self.encryption_keys:
             return DataKeyring.of(parse_key(key.get_secret_value()) for key in self.encryption_keys)
         return DataKeyring.of([derived_key_entry(self.platform_secret.get_secret_value())])
+
+    def as_env(self) -> dict[str, str]:
+        """The settings given explicitly, as the DEEPCLAW_* variables a child process reads them from
+        (the chaos bench and the fault tests start the platform's processes with them)."""
+        env = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value)
+            elif isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"DEEPCLAW_{name.upper()}"] = str(value)
+        return env
 
     @property
     def local_mode(self) -> bool:

@@ -99,7 +99,14 @@ class VoiceAgentServer:
 
     def app(self) -> Starlette:
         return Starlette(routes=[WebSocketRoute("/v1/agent/converse", self.converse),
-                                 Route("/v1/speak", self.speak, methods=["POST"])])
+                                 Route("/v1/speak", self.speak, methods=["POST"]),
+                                 Route("/control/drop", self.drop_all, methods=["POST"])])
+
+    async def drop_all(self, request: Request) -> JSONResponse:
+        """Cuts every live session's socket, as a failing Deepgram node would (the chaos bench's fault)."""
+        live = [session for session in self.sessions if not session.closed]
+        await asyncio.gather(*(session.drop() for session in live), return_exceptions=True)
+        return JSONResponse({"dropped": len(live)})
 
     async def speak(self, request: Request) -> Response:
         """Deepgram's TTS REST API, as far as the platform uses it: POST /v1/speak?model=<voice>

@@ -36,7 +36,7 @@ def _refused(status: HTTPStatus, reason: bytes) -> WSUpgradeResponseWithListener
     return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, reason), None)
 
 
-async def serve_media(deps: BridgeDeps, host: str, port: int) -> asyncio.Server:
+async def serve_media(deps: BridgeDeps, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
     """Accepts Media Streams on `/twilio/media`; a plain GET `/healthz` answers for load balancers."""
 
     def start_call(transport: WSTransport) -> CallBridge:
@@ -63,4 +63,4 @@ async def serve_media(deps: BridgeDeps, host: str, port: int) -> asyncio.Server:
         return None  # 404
 
     return await ws_create_server(route, host, port, websocket_handshake_timeout=10,
-                                  max_frame_size=MAX_MESSAGE_BYTES, logger_name="media")
+                                  max_frame_size=MAX_MESSAGE_BYTES, logger_name="media", reuse_port=reuse_port)

@@ -64,8 +64,9 @@ async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
                               ask_agent=proxy.ask)
             messages = MessageTaker(keyring=settings.keyring, live=live, telephony=telephony, limiter=limiter)
             async with serving(create_app(deps, proxy, messages), settings.voice_host, settings.voice_port,
-                               forwarded_allow_ips=settings.forwarded_allow_ips):
-                media = await serve_media(deps, settings.voice_host, settings.voice_media_port)
+                               forwarded_allow_ips=settings.forwarded_allow_ips, reuse_port=settings.voice_reuse_port):
+                media = await serve_media(deps, settings.voice_host, settings.voice_media_port,
+                                          reuse_port=settings.voice_reuse_port)
                 try:
                     yield VoiceBridge(deps, media)
                 finally:
