@@ -6,12 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+
+# What a database that is down, restarting or unreachable raises (a connection refused, a connection
+# lost mid-query): callers that can carry on without it for a while catch these.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (OSError, TimeoutError, OperationalError, InterfaceError)
 
 
 def create_engine(database_url: str, **kwargs: object) -> AsyncEngine:

@@ -4,6 +4,7 @@ an OpenAI-shaped body (400 otherwise), and the platform's own whole answers, str
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from core import chat_format
+from core.db import DATABASE_DOWN
 from core.streams import LiveStreams, open_think_token
 from core.tokens import InvalidToken, Keyring, TokenKind
+
+
+log = logging.getLogger(__name__)
 
 
 class ChatBody(BaseModel):
@@ -39,6 +44,9 @@ class ThinkRequest:
         return chat_format.latest_user_text(self.messages)
 
 
+SAY_AGAIN = "Sorry, I missed that. Could you say it again?"
+PLATFORM_MODEL = "deepclaw"  # the model name the platform's own answers give
+
 # A think body is the whole conversation so far: a long call's is tens of kilobytes.
 MAX_THINK_BODY_BYTES = 1024 * 1024
 
@@ -50,11 +58,24 @@ async def read_think_request(request: Request, keyring: Keyring, kind: TokenKind
         claims = await open_think_token(keyring, kind, token, live)
     except InvalidToken as error:
         return JSONResponse({"error": {"message": f"unauthorised: {error}", "type": "invalid_token"}}, status_code=401)
+    except DATABASE_DOWN as error:
+        log.error("a think request could not be checked, the database is unreachable: %s", error)
+        return await say_again(request)
     try:
         body = ChatBody.model_validate_json(await request.body())
     except ValidationError:
         return JSONResponse({"error": {"message": "body must be JSON with a 'messages' list"}}, status_code=400)
     return ThinkRequest(claims, body.messages, bool(body.stream))
+
+
+async def say_again(request: Request) -> Response:
+    """The caller's turn could not be heard (the database was unreachable): they are asked to say it
+    again, rather than met with silence."""
+    try:
+        streaming = bool(ChatBody.model_validate_json(await request.body()).stream)
+    except ValidationError:
+        streaming = False
+    return whole_answer(SAY_AGAIN, model=PLATFORM_MODEL, streaming=streaming)
 
 
 def whole_answer(text: str, *, model: str, streaming: bool, end_call: bool = False, then: str | None = None) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -12,11 +14,15 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from core.bounded import BodyLimit
 from core.metrics import metrics_endpoint
 from core.request_limits import RequestLimit
-from core.think import MAX_THINK_BODY_BYTES
+from core.db import DATABASE_DOWN
+from core.think import MAX_THINK_BODY_BYTES, say_again
 from core.tracing import SERVER_HOOKS, UNTRACED_URLS, setup_tracing
 from voice.bridge import BridgeDeps
 from voice.messages import MessageTaker
 from voice.proxy import LlmProxy
+
+
+log = logging.getLogger(__name__)
 
 
 def create_app(deps: BridgeDeps, proxy: LlmProxy, messages: MessageTaker) -> Starlette:
@@ -24,10 +30,18 @@ def create_app(deps: BridgeDeps, proxy: LlmProxy, messages: MessageTaker) -> Sta
         return JSONResponse({"status": "ok", "components": {"bridge": {"state": "up", "calls": len(deps.calls)}}})
 
     async def think(request: Request) -> Response:
-        return await proxy(request)
+        try:
+            return await proxy(request)
+        except DATABASE_DOWN as error:  # the caller is asked again, not met with silence
+            log.error("a think request failed, the database is unreachable: %s", error)
+            return await say_again(request)
 
     async def take_message(request: Request) -> Response:
-        return await messages(request)
+        try:
+            return await messages(request)
+        except DATABASE_DOWN as error:
+            log.error("a message could not be taken, the database is unreachable: %s", error)
+            return await say_again(request)
 
     app = Starlette(routes=[
         Route("/healthz", healthz),

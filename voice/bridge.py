@@ -29,6 +29,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from core.callers import CallerTrust
+from core.db import DATABASE_DOWN
 from core.logs import log_context
 from core.metrics import ACTIVE_CALLS, AGENT_RECONNECTS, CALLS, FRAME_LATENCY, WEBHOOK_REJECTIONS
 from core.models import MediaStream, User
@@ -171,6 +172,10 @@ class CallBridge(MediaRelay):
             WEBHOOK_REJECTIONS.labels(reason="stream_refused").inc()
             self._close_twilio(WSCloseCode.POLICY_VIOLATION)
             return
+        except DATABASE_DOWN as error:  # the ticket cannot be checked: the TwiML's apology, not silence
+            log.error("call %s could not be set up, the database is unreachable: %s", self.call_sid, error)
+            self._close_twilio(WSCloseCode.INTERNAL_ERROR)
+            return
         # The hotline's calls have no user yet: their think endpoint is the API's conductor.
         user_id, params = stream.user_id, stream.params
         self.params = params
@@ -192,18 +197,33 @@ class CallBridge(MediaRelay):
             except CallAlreadyConnected:
                 log.warning("a second stream for call %s refused", self.call_sid)
                 self._close_twilio(WSCloseCode.POLICY_VIOLATION)
+            except DATABASE_DOWN as error:  # setting the call up needs it; a call under way does not
+                log.error("call %s: the database is unreachable: %s", self.call_sid, error)
+                self.end = "database_unreachable"
+                self._close_twilio(WSCloseCode.INTERNAL_ERROR)
             finally:
                 ACTIVE_CALLS.dec()
                 FRAME_LATENCY.call_ended(self)
                 CALLS.labels(end=self.end).inc()
                 self.deps.live.stopped(stream.id)
-                await end_stream(self.deps.sessions, stream.id)
-                if self.recorder.conversation_id is not None:
-                    await self.recorder.finish(time.monotonic() - self.started)
-                log.info("call %s ended after %.1fs: %d frames in, %d out, %d clears, %d malformed", self.call_sid,
-                         time.monotonic() - self.started, self.frames_in, self.frames_out, self.clears, self.malformed)
-                if user_id is not None and await self._owner_spoke(stream):
-                    self._prepare_next_greeting(user_id)
+                await self._after_the_call(stream, user_id)
+
+    async def _after_the_call(self, stream: MediaStream, user_id: uuid.UUID | None) -> None:
+        """The stream ended and the call recorded (waiting for a database that is down), then the
+        agent writes its next greeting."""
+        assert self.recorder is not None
+        try:
+            await end_stream(self.deps.sessions, stream.id)
+        except DATABASE_DOWN as error:  # its think tokens still expire; this process knows it ended
+            log.warning("call %s: its stream could not be marked ended: %s", self.call_sid, error)
+        await self.recorder.finish(time.monotonic() - self.started)
+        log.info("call %s ended after %.1fs: %d frames in, %d out, %d clears, %d malformed", self.call_sid,
+                 time.monotonic() - self.started, self.frames_in, self.frames_out, self.clears, self.malformed)
+        try:
+            if user_id is not None and await self._owner_spoke(stream):
+                self._prepare_next_greeting(user_id)
+        except DATABASE_DOWN as error:
+            log.warning("call %s: no next greeting: %s", self.call_sid, error)
 
     async def _await_start(self) -> MediaStream:
         while True:

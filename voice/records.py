@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections import deque
 from typing import Any
@@ -10,12 +12,16 @@ from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db import transaction
+from core.db import DATABASE_DOWN, transaction
 from core.models import Conversation, Message, utcnow
 from core.usage import UsageKind, record_usage, started_seconds
 
 
 MAX_HISTORY_TURNS = 40
+FINISH_WAIT_S = 60.0  # after the call, how long its record waits for a database that is down
+
+
+log = logging.getLogger(__name__)
 
 
 class CallAlreadyConnected(Exception):
@@ -36,6 +42,7 @@ class CallRecorder:
         # The conversation so far, as the voice agent spoke and heard it: a new voice-agent socket
         # is opened with it if the first one drops (voice.bridge). The newest turns, bounded.
         self.history: deque[tuple[str, str]] = deque(maxlen=MAX_HISTORY_TURNS)
+        self.unsaved: list[Message] = []  # turns the database has not taken yet (it was down)
 
     async def start(self) -> None:
         conversation = Conversation(user_id=self.user_id, kind="call", direction=self.direction,
@@ -69,16 +76,41 @@ class CallRecorder:
         if self.conversation_id is None:
             return
         self.turns += 1
-        async with transaction(self.sessions) as session:
-            session.add(Message(conversation_id=self.conversation_id, role="agent" if role == "assistant" else "user",
-                                content=content))
+        self.unsaved.append(Message(conversation_id=self.conversation_id, role="agent" if role == "assistant" else "user",
+                                    content=content, created_at=utcnow()))
+        try:
+            await self._save_turns()
+        except DATABASE_DOWN as error:  # the call goes on; the turns are saved with the next, or at the end
+            log.warning("call %s: %d transcript turn(s) not saved yet: %s", self.call_sid, len(self.unsaved), error)
+
+    async def _save_turns(self) -> None:
+        if self.unsaved:
+            async with transaction(self.sessions) as session:
+                session.add_all(self.unsaved)
+            self.unsaved = []
 
     def latency(self, figures: dict[str, Any]) -> None:
         self.latencies.append({k: figures[k] for k in ("total_latency", "tts_latency", "ttt_latency") if k in figures})
 
     async def finish(self, duration_s: float) -> None:
+        """What the call leaves, saved; a database that is down is waited for (FINISH_WAIT_S at most)."""
         if self.conversation_id is None:
             return
+        waited = 0.0
+        while True:
+            try:
+                await self._save_turns()
+                await self._finish(duration_s)
+                return
+            except DATABASE_DOWN as error:
+                if waited >= FINISH_WAIT_S:
+                    log.error("call %s: its record could not be saved: %s", self.call_sid, error)
+                    return
+                await asyncio.sleep(2.0)
+                waited += 2.0
+
+    async def _finish(self, duration_s: float) -> None:
+        assert self.conversation_id is not None
         async with transaction(self.sessions) as session:
             await session.execute(update(Conversation).where(Conversation.id == self.conversation_id).values(
                 ended_at=utcnow(), duration_s=func.coalesce(Conversation.duration_s, 0) + round(duration_s, 2),

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from temporalio.worker import Worker
 
 from core import heartbeat
-from core.db import create_engine, sessionmaker
+from core.db import DATABASE_DOWN, create_engine, sessionmaker
 from core.ports import AgentRuntime
 from core.settings import Settings
 from core.metrics import metrics_endpoint
@@ -136,6 +136,8 @@ async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmake
             try:
                 await heartbeat.beat(sessions, instance=instance, service="worker",
                                      task_queue=settings.temporal_task_queue, detail={"agent_pool": runtime.pool()})
+            except DATABASE_DOWN as error:  # it beats again once the database is back
+                log.warning("worker heartbeat failed, the database is unreachable: %s", error)
             except Exception:
                 log.exception("worker heartbeat failed")
             await asyncio.sleep(settings.worker_heartbeat_interval_s)
