@@ -19,7 +19,8 @@ After recovery: users_lost (an onboarding neither finished nor waiting at its st
 without a number and a running agent), numbers_double_assigned, numbers_leaked (on the carrier but
 not in the database, or reserved with no user), sms_unanswered / sms_answered_twice (each text's
 answer names it once), reminders_missed / reminders_doubled, silent_calls (a question on a call
-that got neither an answer nor an apology, or a call that went quiet without the line-lost apology).
+that got neither an answer nor an apology, a call that went quiet without the line-lost apology, or
+an apology that promised the answer by text when no text came).
 
 Last line: {"faults", "users_lost", "numbers_double_assigned", "numbers_leaked", "sms_unanswered",
 "sms_answered_twice", "reminders_missed", "reminders_doubled", "silent_calls"}.
@@ -84,6 +85,7 @@ class Ledger:
     reminders_asked: set[str] = field(default_factory=set)
     questions: int = 0
     heard: Counter[str] = field(default_factory=Counter)  # what each question on a call got
+    owed: list[tuple[Handset, int, str, str]] = field(default_factory=list)  # answers promised by text
     silent: list[str] = field(default_factory=list)
 
 
@@ -277,6 +279,8 @@ async def question(phone: Handset, ledger: Ledger, words: str, answer: str, what
             return
         if apology := next((a for a in APOLOGIES if any(a in text for text in heard)), None):
             ledger.heard[f"apology: {apology[:40]}"] += 1
+            if apology in (UNREACHABLE, TOO_SLOW):  # the answer is owed by text
+                ledger.owed.append((phone, mark, answer, what))
             return
         if any(e["type"] == "say" and e["text"] == LINE_LOST for e in phone.events[mark:]):
             ledger.heard["line lost"] += 1
@@ -362,6 +366,10 @@ async def run(p: Platform, ledger: Ledger, onboardings: int) -> None:
         await asyncio.gather(*(call(p, ledger, phone, number, u, client, ids[caller], [])
                                for u, (phone, (caller, number)) in lines))
         await asyncio.sleep(REMINDER_IN_S + 30)  # the reminders fall due; late duplicates would show
+        for phone, mark, answer, what in ledger.owed:  # an apology that promised a text: it came
+            if not any(e["type"] == "sms" and answer in e["body"] for e in phone.events[mark:]):
+                log.error("silent: %s was promised a text that never came", what)
+                ledger.silent.append(f"{what}: no text")
 
 
 async def tally(p: Platform, ledger: Ledger) -> dict[str, int]:

@@ -34,6 +34,18 @@ def test_json_and_text_logs_carry_user_call_and_workflow_ids() -> None:
     assert "user_id" not in json.loads(JsonFormatter().format(_record("outside")))
 
 
+def test_log_lines_name_the_trace_of_the_span_in_scope() -> None:
+    from core.tracing import setup_tracing, tracer
+
+    setup_tracing(Settings(_env_file=None), "deepclaw-tests")
+    with tracer().start_as_current_span("a call") as span:
+        record = _record("answered")
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert json.loads(JsonFormatter().format(record))["trace_id"] == trace_id
+    assert f"trace_id={trace_id}" in TextFormatter("voice").format(record)
+    assert "trace_id" not in json.loads(JsonFormatter().format(_record("outside any span")))
+
+
 @workflow.defn(sandboxed=False)
 class AuditAfterADay:
     @workflow.run
