@@ -318,8 +318,8 @@ class CallBridge(MediaRelay):
         the conversation so far (Deepgram's `agent.context` history), opening with a short apology
         instead of the greeting. False if it cannot be had (the call then ends with the TwiML's apology)."""
         self.agent_drops += 1
-        self.end = "voice_agent_lost"
         if self.agent_drops > MAX_AGENT_DROPS or self.stream is None or self.finished.is_set():
+            self.end = "voice_agent_lost"
             return False
         self.agent_speaking = False  # what it was saying is cut off; work waiting for its end runs now
         pending, self.after_speech = self.after_speech, []
@@ -341,6 +341,7 @@ class CallBridge(MediaRelay):
                 AGENT_RECONNECTS.labels(outcome="reconnected").inc()
                 return True
         AGENT_RECONNECTS.labels(outcome="failed").inc()
+        self.end = "voice_agent_lost"
         return False
 
     async def _owner_spoke(self, stream: MediaStream) -> bool:

@@ -242,10 +242,9 @@ class LlmProxy:
         self.warmth.pause(turn.stream)
         endpoint = await self._endpoint(turn.stream, turn.user_id)
         if endpoint is None:
-            THINK_SECONDS.labels(outcome=OUTCOMES[UNREACHABLE]).observe(time.monotonic() - turn.received)
+            self._given_up(turn, UNREACHABLE)
             yield _chunk(UNREACHABLE)
             yield chat_format.DONE.encode()
-            self._follow_up(turn, None, call_up_too=True)
             return
         forwarded = time.monotonic()
         first_token = 0.0
@@ -301,10 +300,14 @@ class LlmProxy:
             if failed is None and not marker.seen:  # a goodbye is not followed up
                 self._follow_up(turn, "".join(said) if finished else None)
         if failed is not None:
-            THINK_SECONDS.labels(outcome=OUTCOMES[failed]).observe(time.monotonic() - turn.received)
+            self._given_up(turn, failed)
             yield _chunk(failed)
             yield chat_format.DONE.encode()
-            self._follow_up(turn, None, call_up_too=True)
+
+    def _given_up(self, turn: Turn, apology: str) -> None:
+        """The turn could not be answered on the call: counted, and the agent finishes it by text."""
+        THINK_SECONDS.labels(outcome=OUTCOMES[apology]).observe(time.monotonic() - turn.received)
+        self._follow_up(turn, None, call_up_too=True)
 
     async def _record_tokens(self, turn: Turn, completion: dict[str, Any]) -> None:
         """The tokens an answer used, as the user's usage (where OpenClaw reported them)."""
@@ -383,6 +386,5 @@ class LlmProxy:
             except TimeoutError:
                 log.warning("OpenClaw had not answered after %.0f s: given up on the call", self.answer_timeout_s)
                 failed = TOO_SLOW
-        THINK_SECONDS.labels(outcome=OUTCOMES[failed]).observe(time.monotonic() - turn.received)
-        self._follow_up(turn, None, call_up_too=True)
+        self._given_up(turn, failed)
         return _completion(failed)

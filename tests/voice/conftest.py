@@ -1,14 +1,16 @@
-"""One whole platform per test module for the end-to-end modules (starting one, with its warm spare
-OpenClaw, is most of such a test's time); each test brings its own user, number and agent."""
+"""One whole platform for the end-to-end modules, shared for the session by the modules with the same
+settings (starting one, with its warm spare OpenClaws, is most of such a test's time); each test
+brings its own user, number and agent."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
@@ -31,20 +33,44 @@ class SharedPlatform:
     agent: VoiceAgentServer
 
 
+class Platforms:
+    """Platforms started for the session, one per distinct PLATFORM_SETTINGS: modules with the same
+    settings share one (starting one, with its warm spares, is most of such a module's time)."""
+
+    def __init__(self, stack: AsyncExitStack, settings_for: Callable[[dict[str, Any]], Settings]) -> None:
+        self.stack = stack
+        self.settings_for = settings_for
+        self.started: dict[str, SharedPlatform] = {}
+
+    async def get(self, overrides: dict[str, Any]) -> SharedPlatform:
+        key = repr(sorted(overrides.items()))
+        if key not in self.started:
+            settings = self.settings_for(overrides)
+            carrier, agent = await start_platform(self.stack, settings)
+            self.started[key] = SharedPlatform(settings, carrier, agent)
+        return self.started[key]
+
+
+@pytest.fixture(scope="session")
+async def platforms(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
+                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platforms]:
+    base_url, _ = model_server
+
+    def settings_for(overrides: dict[str, Any]) -> Settings:
+        # Two warm spares: each test's user takes one, and the next test need not wait for a boot.
+        return platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
+                                 data_dir=tmp_path_factory.mktemp("platform") / "data",
+                                 **{"local_agent_spares": 2, **overrides})
+
+    async with AsyncExitStack() as stack:
+        yield Platforms(stack, settings_for)
+
+
 @pytest.fixture(scope="module")
-async def shared_platform(request: pytest.FixtureRequest, database_url: str, temporal_env: WorkflowEnvironment,
-                          model_server: tuple[str, ModelScript],
-                          tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedPlatform]:
+async def shared_platform(request: pytest.FixtureRequest, platforms: Platforms) -> SharedPlatform:
     """The model stand-in answers scripted words as scripted and everything else as the demo model.
     A module's PLATFORM_SETTINGS (a dict) overrides settings of its platform."""
-    base_url, _ = model_server
-    # Two warm spares: each test's user takes one, and the next test need not wait for a boot.
-    settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                 data_dir=tmp_path_factory.mktemp("platform") / "data",
-                                 **{"local_agent_spares": 2, **getattr(request.module, "PLATFORM_SETTINGS", {})})
-    async with AsyncExitStack() as stack:
-        carrier, agent = await start_platform(stack, settings)
-        yield SharedPlatform(settings, carrier, agent)
+    return await platforms.get(getattr(request.module, "PLATFORM_SETTINGS", {}))
 
 
 @dataclass
