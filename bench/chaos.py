@@ -254,7 +254,7 @@ async def email_code(api_base_url: str, address: str, timeout: float = 120) -> s
     raise SystemExit(f"no email code reached {address}")
 
 
-async def text_and_remind(p: Platform, ledger: Ledger, phone: Handset, number: str, u: int) -> None:
+async def text_and_remind(ledger: Ledger, phone: Handset, number: str, u: int) -> None:
     for n in range(TEXTS_PER_USER):
         tag = f"chaos {u}-{n}"
         ledger.texts_sent.add(tag)
@@ -354,7 +354,7 @@ async def run(p: Platform, ledger: Ledger, onboardings: int) -> None:
     async with AsyncExitStack() as stack:
         phones = [await stack.enter_async_context(handset(s.carrier_url, caller)) for caller, _ in users]
         lines = list(enumerate(zip(phones, users, strict=True)))
-        texting = [asyncio.create_task(text_and_remind(p, ledger, phone, number, u))
+        texting = [asyncio.create_task(text_and_remind(ledger, phone, number, u))
                    for u, (phone, (_, number)) in lines]
         first_calls = [asyncio.create_task(call(p, ledger, phone, number, u, client, ids[caller],
                                                 ["voice_agent_drop", "agent_kill"] if u == 0 else []))

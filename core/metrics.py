@@ -103,15 +103,15 @@ def may_scrape(request: Request, settings: Settings) -> bool:
 
 def metrics_endpoint(settings: Settings, *, extra_from: str | None = None):  # noqa: ANN201 (a Starlette endpoint)
     """`GET /metrics`: this process's metrics, and `extra_from`'s (the Temporal SDK's exporter)."""
-    http = httpx.AsyncClient(timeout=2.0) if extra_from else None
 
     async def metrics(request: Request) -> Response:
         if not may_scrape(request, settings):
             return PlainTextResponse("metrics are for the platform's monitoring only", status_code=403)
         body = generate_latest(REGISTRY)
-        if http is not None:
+        if extra_from:  # a loopback read per scrape (every 15 s or so): no client kept open for it
             try:
-                body += (await http.get(extra_from)).content  # type: ignore[arg-type]
+                async with httpx.AsyncClient(timeout=2.0) as http:
+                    body += (await http.get(extra_from)).content
             except httpx.HTTPError as error:
                 log.warning("the Temporal SDK's metrics could not be read: %s", error)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -7,9 +7,9 @@ import dataclasses
 from temporalio.client import Client, TLSConfig
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from core.payload_codec import EncryptionCodec
 from core.settings import Settings
@@ -68,4 +68,4 @@ def metrics_runtime(bind_address: str) -> Runtime:
     for Prometheus at `bind_address` (core.metrics adds them to the worker's /metrics)."""
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
         bind_address=bind_address, counters_total_suffix=True, durations_as_seconds=True,
-        histogram_bucket_overrides={name: buckets for name, buckets in METRIC_BUCKETS.items()})))
+        histogram_bucket_overrides=METRIC_BUCKETS)))

@@ -11,6 +11,8 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
+from starlette.routing import Route
 from temporalio.client import (
     Client,
     Schedule,
@@ -21,17 +23,15 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from starlette.applications import Starlette
-from starlette.routing import Route
 from temporalio.worker import Worker
 
 from core import heartbeat
 from core.db import DATABASE_DOWN, create_engine, sessionmaker
-from core.ports import AgentRuntime
-from core.settings import Settings
 from core.metrics import metrics_endpoint
+from core.ports import AgentRuntime
 from core.process import free_port
 from core.serve import serving
+from core.settings import Settings
 from core.temporal import connect, metrics_runtime
 from core.tracing import setup_tracing
 from workers import registry
