@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,9 @@ from core.settings import Settings
 
 # Indexed by Temporal itself, readable by design (core/payload_codec.py says which and why).
 SEARCHABLE = "searchAttributes"
+# Random identifiers (run and request ids, trace ids): hex, so a short digit secret can turn up in
+# one by chance (it did: "2580" inside a traceparent). They carry nothing of the user's, so masked.
+RANDOM_HEX = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{16,}", re.IGNORECASE)
 
 
 def _payloads(node: Any, *, skip_searchable: bool) -> Iterator[dict[str, Any]]:
@@ -32,7 +36,11 @@ def _payloads(node: Any, *, skip_searchable: bool) -> Iterator[dict[str, Any]]:
 
 
 def _strip_searchable(node: Any) -> Any:
+    """The events without search attributes, and each payload's base64 data left out: the same bytes
+    are listed decoded, and base64 of ciphertext could spell a short secret by chance."""
     if isinstance(node, dict):
+        if "data" in node and "metadata" in node:
+            node = {**node, "data": "<listed decoded>"}
         return {k: _strip_searchable(v) for k, v in node.items() if k != SEARCHABLE}
     if isinstance(node, list):
         return [_strip_searchable(v) for v in node]
@@ -55,7 +63,7 @@ async def stored_text(client: Client, workflow_id: str) -> str:
     found here is readable by anyone with access to Temporal's database or UI."""
     events = await raw_events(client, workflow_id)
     datas = [_payload(p).data.decode(errors="replace") for p in _payloads(events, skip_searchable=True)]
-    return "\n".join([json.dumps(_strip_searchable(events)), *datas])
+    return RANDOM_HEX.sub("<id>", "\n".join([json.dumps(_strip_searchable(events)), *datas]))
 
 
 def decoded_text(history_json: str, settings: Settings) -> str:
