@@ -43,7 +43,6 @@ from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import func, select, text
@@ -55,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from api.routes.twilio import LINE_LOST  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402
 from core.models import PhoneNumber, User  # noqa: E402
-from core.process import ChildProcess, free_port  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from bench.driving import caption, onboard, quiet, scratch_settings, start_supervised  # noqa: E402
+from core.process import ChildProcess  # noqa: E402
 from core.temporal import connect  # noqa: E402
 from devstack.faults import kill_listener  # noqa: E402
 from devstack.supervisor import Supervisor  # noqa: E402
@@ -93,28 +92,15 @@ class Platform:
     """The supervised platform, and the faults."""
 
     def __init__(self, root: Path) -> None:
-        ports = {name: free_port() for name in ("api", "voice", "media", "carrier", "agent", "search", "llm",
-                                                "providers", "metrics", "pg", "temporal", "ui")}
-        self.settings = Settings(
-            _env_file=None, data_dir=root / "data", api_port=ports["api"], voice_port=ports["voice"],
-            voice_media_port=ports["media"], carrier_port=ports["carrier"], voice_agent_port=ports["agent"],
-            search_port=ports["search"], llm_port=ports["llm"], providers_port=ports["providers"],
-            worker_metrics_port=ports["metrics"], temporal_ui_port=ports["ui"],
-            temporal_address=f"127.0.0.1:{ports['temporal']}",
-            database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{ports['pg']}/deepclaw",
-            voice_reuse_port=True, local_agent_spares=1, number_pool_target=2, quiet_hours="off",
-            think_timeout_s=20, inbound_text_limits="1000/minute", inbound_call_limits="1000/minute",
-            agent_sms_limits="1000/hour", voice_drain_s=120)
-        os.environ.update(self.settings.as_env())
+        self.settings = scratch_settings(
+            root, voice_reuse_port=True, local_agent_spares=1, number_pool_target=2, think_timeout_s=20,
+            inbound_text_limits="1000/minute", inbound_call_limits="1000/minute", agent_sms_limits="1000/hour",
+            voice_drain_s=120)
         self.supervisor = Supervisor(self.settings)
         self.twin: ChildProcess | None = None
 
     async def start(self) -> None:
-        await self.supervisor.start_infrastructure()
-        await self.supervisor.start_services()
-        if not await self.supervisor.wait_healthy(timeout=300):
-            raise SystemExit(f"the platform did not become healthy; see {self.supervisor.logs_dir}")
-        self.settings = self.settings.model_copy(update={"database_url": self.supervisor.env["DEEPCLAW_DATABASE_URL"]})
+        self.supervisor, self.settings = await start_supervised(self.settings)
 
     async def stop(self) -> None:
         if self.twin:
@@ -172,86 +158,9 @@ class Platform:
 
 # ---- what callers do ----------------------------------------------------------------------------
 
-async def caption(phone: Handset, containing: str, *, after: int, timeout: float = 60) -> dict[str, Any] | None:
-    try:
-        return await phone.wait_for("caption", lambda e: e["role"] == "agent" and containing in e["text"],
-                                    after=after, timeout=timeout)
-    except TimeoutError:
-        return None
-
-
-async def quiet(phone: Handset, gap_s: float = 0.8, timeout: float = 60) -> None:
-    """Until the line has been quiet for `gap_s` (what the agent was saying has been heard)."""
-    deadline = time.monotonic() + timeout
-    seen, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = sum(1 for e in phone.events if e["type"] == "audio")
-        if count != seen:
-            seen, since = count, time.monotonic()
-        elif time.monotonic() - since >= gap_s:
-            return
-        await asyncio.sleep(0.1)
-
-
-def call_ended(phone: Handset, after: int) -> bool:
-    return any(e["type"] == "call_state" and e["state"] == "completed" for e in phone.events[after:])
-
-
-async def onboard(p: Platform, ledger: Ledger, caller: str) -> None:
-    """The hotline's steps, as a person takes them: a turn not understood is said again; a call the
-    platform could not carry is made again, and the hotline picks up at the step it was on."""
-    s = p.settings
-    ledger.onboardings[caller] = None
-    address = f"chaos.{uuid.uuid4().hex[:6]}@example.com"
-    async with handset(s.carrier_url, caller) as phone:
-        call_mark = len(phone.events)
-        await phone.dial(s.hotline_number)
-        code = re.findall(r"\d{6}", (await phone.wait_for(
-            "sms", lambda e: "Your DeepClaw code" in e["body"], timeout=120))["body"])[0]
-        steps: list[tuple[str, str, str]] = [  # (how, what, the answer that moves on)
-            ("dtmf", code + "#", "your phone is verified"),
-            ("say", address.replace(".", " dot ").replace("@", " at "), "Is that right?"),
-            ("say", "yes", "I've emailed you a six-digit code"),
-            ("say", "<email code>", "Your email is verified"),
-            ("say", "Luna", "Luna it is"), ("say", "formal please", "Formal, got it"),
-            ("say", "call it Nova", "Nova, lovely"), ("dtmf", "2468#", "All set!")]
-        step, tries = 0, 0
-        while step < len(steps):
-            how, what, expect = steps[step]
-            if tries >= 6:
-                log.error("%s: stuck at %r", caller, expect)
-                return
-            tries += 1
-            if call_ended(phone, call_mark):
-                log.warning("%s: the call ended at %r; calling again", caller, expect)
-                call_mark = len(phone.events)
-                await phone.dial(s.hotline_number)
-                await caption(phone, "Welcome", after=call_mark, timeout=90)
-            if what == "<email code>":
-                what = " ".join(await email_code(s.api_base_url, address))
-            await quiet(phone)
-            mark = len(phone.events)
-            await (phone.dtmf(what) if how == "dtmf" else phone.say(what))
-            if await caption(phone, expect, after=mark, timeout=45):
-                step, tries = step + 1, 0
-        welcome = await phone.wait_for("sms", lambda e: "Nova" in e["body"] and e["from"] != s.hotline_number,
-                                       timeout=300)
-        ledger.onboardings[caller] = welcome["from"]
-        await phone.hangup()
-    log.info("%s onboarded: %s", caller, ledger.onboardings[caller])
-
-
-async def email_code(api_base_url: str, address: str, timeout: float = 120) -> str:
-    async with httpx.AsyncClient() as http:
-        for _ in range(int(timeout * 5)):
-            try:
-                page = await http.get(f"{api_base_url}/dev/outbox", params={"to": address})
-                if found := re.findall(r"Your DeepClaw code: (\d{6})", page.text):
-                    return found[0]
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"no email code reached {address}")
+async def _onboard(p: Platform, ledger: Ledger, caller: str) -> None:
+    ledger.onboardings[caller] = None  # started: counted as lost unless it finishes or waits at a step
+    ledger.onboardings[caller] = await onboard(p.settings, caller)
 
 
 async def text_and_remind(ledger: Ledger, phone: Handset, number: str, u: int) -> None:
@@ -328,7 +237,7 @@ async def run(p: Platform, ledger: Ledger, onboardings: int) -> None:
     s = p.settings
     callers = [f"+1555{uuid.uuid4().int % 10**7:07d}" for _ in range(onboardings)]
     # Phase 1: onboardings in flight while the worker is killed, Temporal restarts, PostgreSQL pauses.
-    onboarding = asyncio.gather(*(onboard(p, ledger, caller) for caller in callers))
+    onboarding = asyncio.gather(*(_onboard(p, ledger, caller) for caller in callers))
     await asyncio.sleep(20)
     await p.kill_worker()
     ledger.faults.append("worker_kill")
@@ -430,6 +339,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--onboardings", type=int, default=ONBOARDINGS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     summary = asyncio.run(main(args.onboardings))
     print(json.dumps(summary), flush=True)

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import re
 import statistics
@@ -36,6 +35,7 @@ from temporalio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.driving import percentile  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402
 from core.temporal import connect  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
@@ -92,11 +92,6 @@ async def where_the_time_went(client: Client, workflow_ids: list[str]) -> None:
         print(f"{name:>18}: n={len(runs[name])} wait p50 {statistics.median(waits[name]):.0f} max "
               f"{max(waits[name]):.0f} ms; run p50 {statistics.median(runs[name]):.0f} max {max(runs[name]):.0f} ms",
               flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 class Inbox:

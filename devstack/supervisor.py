@@ -44,8 +44,9 @@ def _command(name: str) -> list[str]:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, commands: dict[str, list[str]] | None = None) -> None:
         self.settings = settings
+        self.commands = commands or {}  # a service run by another command (the load bench's worker)
         self.data_dir = settings.data_dir.resolve()
         self.logs_dir = self.data_dir / "logs"
         self.env = {**os.environ, "DEEPCLAW_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
@@ -91,7 +92,7 @@ class Supervisor:
     async def start_services(self) -> None:
         names = ("standins", *SERVICES) if self.settings.local_standins else SERVICES
         for name in names:
-            child = ChildProcess(name, _command(name), env=self.env)
+            child = ChildProcess(name, self.commands.get(name) or _command(name), env=self.env)
             self.services[name] = child
             await child.start()
             self._watchers.append(asyncio.create_task(self._keep_alive(child)))

@@ -76,9 +76,9 @@ class SpeechRegistry:
     the call, so captions are the voice agent's own account of the call, not the platform's.
     """
 
-    _frames: dict[bytes, int] = field(default_factory=dict)
+    _frames: dict[bytes, set[int]] = field(default_factory=dict)  # frame -> the typed turns it is in
     _texts: dict[int, tuple[str, int, list[bytes]]] = field(default_factory=dict)
-    _spoken: dict[bytes, int] = field(default_factory=dict)
+    _spoken: dict[bytes, set[int]] = field(default_factory=dict)  # frame -> the agent utterances it is in
     _spoken_texts: dict[int, tuple[str, list[bytes]]] = field(default_factory=dict)
     _count: int = 0
     _listeners: list[Callable[[set[bytes], str], None]] = field(default_factory=list)
@@ -93,38 +93,48 @@ class SpeechRegistry:
         spoken = [frame_digest(f) for f in frames(audio) if is_speech(f)]
         self._texts[utterance] = (text, len(spoken), spoken)
         for digest in spoken:
-            self._frames.setdefault(digest, utterance)
+            self._frames.setdefault(digest, set()).add(utterance)
         if len(self._texts) > MAX_UTTERANCES:
             oldest = next(iter(self._texts))
             for digest in self._texts.pop(oldest)[2]:
-                if self._frames.get(digest) == oldest:
-                    del self._frames[digest]
+                if (owners := self._frames.get(digest)) is not None:
+                    owners.discard(oldest)
+                    if not owners:
+                        del self._frames[digest]
 
     def recognise(self, audio_frames: list[bytes]) -> str | None:
-        votes = Counter(u for f in audio_frames if (u := self._frames.get(frame_digest(f))) is not None)
+        """The typed turn these frames carried. Turns that begin alike share their first frames (the
+        same TTS says the same words the same way), so every turn a frame belongs to gets its vote:
+        the one that explains the most frames wins, then the one they cover best, then the latest."""
+        votes = Counter(u for f in audio_frames for u in self._frames.get(frame_digest(f), ()))
         if not votes:
             return None
-        utterance, hits = votes.most_common(1)[0]
+        utterance, hits = max(votes.items(), key=lambda uh: (uh[1], uh[1] / max(1, self._texts[uh[0]][1]), uh[0]))
         text, total, _ = self._texts[utterance]
         return text if hits >= max(1, total // 2) else None
 
     def spoke(self, text: str, audio: bytes) -> None:
-        """The voice agent is about to say `text` as `audio` (the latest utterance owns shared frames)."""
+        """The voice agent is about to say `text` as `audio`."""
         utterance = self._next()
         digests = [frame_digest(f) for f in frames(audio) if is_speech(f)]
         self._spoken_texts[utterance] = (text, digests)
         for digest in digests:
-            self._spoken[digest] = utterance
+            self._spoken.setdefault(digest, set()).add(utterance)
         if len(self._spoken_texts) > MAX_UTTERANCES:
             oldest = next(iter(self._spoken_texts))
             for digest in self._spoken_texts.pop(oldest)[1]:
-                if self._spoken.get(digest) == oldest:
-                    del self._spoken[digest]
+                if (owners := self._spoken.get(digest)) is not None:
+                    owners.discard(oldest)
+                    if not owners:
+                        del self._spoken[digest]
 
-    def spoken_in(self, frame: bytes) -> tuple[int, str] | None:
-        """(utterance, text) when this frame of audio is part of something the voice agent said."""
-        if (utterance := self._spoken.get(frame_digest(frame))) is None:
+    def spoken_in(self, frame: bytes, current: int | None = None) -> tuple[int, str] | None:
+        """(utterance, text) when this frame of audio is part of something the voice agent said.
+        Replies that say the same words share frames: a frame that fits `current` (the utterance
+        the call is hearing) stays with it, else it is the latest utterance that has it."""
+        if not (owners := self._spoken.get(frame_digest(frame))):
             return None
+        utterance = current if current in owners else max(owners)
         return utterance, self._spoken_texts[utterance][0]
 
     def heard(self, audio_frames: list[bytes], text: str) -> None:

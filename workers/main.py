@@ -49,8 +49,10 @@ from workflows.number_pool import NumberPoolWorkflow, PoolInput
 log = logging.getLogger(__name__)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (or SIGINT/SIGTERM when no event is given)."""
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None, *,
+                     runtime: AgentRuntime | None = None) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM when no event is given). `runtime`: agents from
+    this instead of the configured adapter (the load bench mixes real gateways with stand-ins)."""
     setup_tracing(settings, "deepclaw-worker")
     engine = create_engine(settings.database_url)
     sessions = sessionmaker(engine)
@@ -58,7 +60,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
     instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     metrics_app = Starlette(routes=[Route("/metrics", metrics_endpoint(settings, extra_from=f"http://{sdk_metrics}/metrics"))])
-    async with registry.activities(settings, sessions) as parts, serving(
+    async with registry.activities(settings, sessions, runtime=runtime) as parts, serving(
             metrics_app, settings.worker_metrics_host, settings.worker_metrics_port):
         worker = Worker(
             client,

@@ -53,9 +53,10 @@ class WorkerParts:
 
 
 @asynccontextmanager
-async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[WorkerParts]:
+async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
+                     runtime: AgentRuntime | None = None) -> AsyncIterator[WorkerParts]:
     """The activities with their adapters, started and, on exit, closed (gateways stopped)."""
-    runtime = adapters.agent_runtime(settings)
+    runtime = runtime or adapters.agent_runtime(settings)
     telephony = adapters.telephony(settings)
     agent = AgentChat(settings, sessions)
     await runtime.start()

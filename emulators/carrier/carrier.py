@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from core.audio import frames
+from core.audio import SAMPLE_RATE, frames
 from core.callers import FULL_ATTESTATION
 from core.ports import MAX_MEDIA, MAX_MEDIA_BYTES
 from core.texts import Keyword, keyword
@@ -40,6 +41,7 @@ UNATTENDED_RING_S = 2.0  # no phone attached to the number: nobody can answer
 VOICEMAIL_PICKUP_S = 1.0  # a voicemail box answers after a ring or so
 VOICEMAIL_MAX_S = 30.0  # and records at most this long
 HEARD_WINDOW_FRAMES = 1500  # the caller's last 30 s of speech, to know whose words the voice agent heard
+UTTERANCE_GAP_S = 0.5  # silence on the line longer than this separates two things the agent said
 SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tests stay quick
 # Twilio's default replies to the opt-out words (Advanced Opt-Out off), sent from the number texted.
 OPT_OUT_REPLIES = {
@@ -113,6 +115,7 @@ class Call:
     attestation: str | None = None  # STIR/SHAKEN verdict on the caller ID (inbound calls)
     redirected: bool = False  # its TwiML was replaced through the REST API mid-call
     captioned: int | None = None  # the voice agent's utterance whose caption the handset last got
+    played_at: float = 0.0  # time.monotonic() of the last frame of platform audio played to the caller
     caller_speech: deque[bytes] = field(default_factory=lambda: deque(maxlen=HEARD_WINDOW_FRAMES))
 
     @property
@@ -488,7 +491,10 @@ class Carrier:
         parameters = {p.attrs["name"]: p.attrs.get("value", "") for p in verb.children if p.name == "Parameter"}
 
         async def play(frame: bytes) -> None:
-            if (said := self.speech.spoken_in(frame)) is not None and said[0] != call.captioned:
+            # A pause in what the caller hears ends an utterance: the next frame may begin another.
+            hearing = call.captioned if time.monotonic() - call.played_at < UTTERANCE_GAP_S else None
+            call.played_at = time.monotonic()
+            if (said := self.speech.spoken_in(frame, hearing)) is not None and said[0] != call.captioned:
                 call.captioned = said[0]  # the voice agent's words, as their audio reaches the caller
                 await self._caption(call, "agent", said[1])
             await self._notify(call.handset, {"type": "audio", "call_sid": call.sid,
@@ -565,8 +571,8 @@ class Carrier:
         """A typed turn: spoken into the call with TTS, and noted so the voice agent knows the words."""
         audio = await synthesize(text)
         self.speech.register(text, audio)
-        if handset.call:
-            await self._caption(handset.call, "caller", text, typed=True)
+        if handset.call:  # `seconds`: how long the words take to say (they are played in real time)
+            await self._caption(handset.call, "caller", text, typed=True, seconds=len(audio) / SAMPLE_RATE)
         for frame in frames(audio):
             await self.handset_audio(handset, frame)
 

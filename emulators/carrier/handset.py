@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ class Handset:
         self.ws = ws
         self.number = number
         self.events: list[Event] = []
+        self.received_at: list[float] = []  # time.monotonic() each event arrived, by its index
         self.heard = bytearray()  # platform audio played to this phone
         self.call_sid: str | None = None
         self._changed = asyncio.Condition()
@@ -32,6 +34,7 @@ class Handset:
             elif event["type"] in ("dialing", "incoming_call"):
                 self.call_sid = event["call_sid"]
             self.events.append(event)
+            self.received_at.append(time.monotonic())
             async with self._changed:
                 self._changed.notify_all()
 

@@ -17,7 +17,7 @@ from core.ports import SpeechUnavailable
 from core.serve import serving
 from emulators.demo_model import DEMO_NOTICE
 from emulators.llm import ModelScript
-from emulators.speech import synthesize
+from emulators.speech import SpeechRegistry, synthesize
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import free_port
 
@@ -214,3 +214,32 @@ async def test_speak_answers_deepgram_tts_requests_with_a_wav_and_checks_the_key
             await wrong.speak("Hello", voice="aura-2-orion-en")
     finally:
         await wrong.close()
+
+
+async def test_typed_turns_that_begin_alike_are_told_apart() -> None:
+    """The same TTS says the same opening words the same way: a turn is recognised as itself, not as
+    an earlier one that shares most of its frames (a caller saying "note 1 x 0" then "note 1 x 1")."""
+    registry = SpeechRegistry()
+    said = ["note load one x zero", "note load one x one", "note load one x"]
+    audio = {text: await synthesize(text) for text in said}
+    for text in said:
+        registry.register(text, audio[text])
+    for text in said:
+        assert registry.recognise(frames(audio[text])) == text
+
+
+async def test_a_reply_is_captioned_as_itself_while_other_calls_say_much_the_same() -> None:
+    """Two calls' agents say replies that share most words: each call's frames keep to the reply it
+    is hearing, so its caption does not flip to the other call's reply and back."""
+    registry = SpeechRegistry()
+    mine, theirs = "you said note load one x zero", "you said note load two x zero"
+    audio = {text: await synthesize(text) for text in (mine, theirs)}
+    registry.spoke(mine, audio[mine])
+    registry.spoke(theirs, audio[theirs])  # the other call's agent spoke last
+    hearing: int | None = None
+    captions = []
+    for frame in frames(audio[mine]):
+        if (said := registry.spoken_in(frame, hearing)) is not None and said[0] != hearing:
+            hearing = said[0]
+            captions.append(said[1])
+    assert captions[-1] == mine and captions.count(mine) == 1, captions

@@ -1,0 +1,464 @@
+"""Load: the platform as `make run` starts it (supervised processes, embedded PostgreSQL, Temporal
+dev server, the stand-ins), driven through the local carrier by many people at once:
+
+  CALLS      owners call their own numbers at once (over the first RAMP_S), each saying TURNS typed
+             turns (spoken into the call as audio by the carrier) and waiting for each answer
+  TEXTS      texts from those owners to their numbers, spread over the first TEXT_SPREAD_S
+  ONBOARDINGS strangers onboard on the hotline meanwhile (every step spoken or keyed)
+
+Real OpenClaw gateways cost ~1.4 GB each, so the first REAL_AGENTS users' agents are real and the
+rest are an OpenClaw-protocol stand-in (`--standin-gateway`, its own process): the same local demo
+model the real gateways sit in front of, its first token after a delay drawn from the real
+gateway's measured profile (bench/first_answer.py on this machine: request to first token p50
+546 ms, p99 1,277 ms; log-normal). The worker is this script's `--worker`, the platform's worker
+with an agent runtime that hands out one or the other (`workers.main.run_worker(runtime=)`).
+
+Figures, as the callers see them:
+  turn_ms            end of the caller's words -> the answer's first words reaching them
+  sms_reply_s        a text sent -> the answer naming it reaching the owner's phone
+  onboarding_step_ms end of the caller's words (or keys) -> the hotline's next line reaching them
+  lost               calls never greeted, turns never answered, texts never answered, onboardings
+                     that did not finish
+  duplicated         turns or texts answered more than once, users with more than one number
+and, for "what saturates first", each process's share of the 2 cores while the load ran.
+
+Last line: {"calls", "sms", "onboardings", "real_agents", "p50_turn_ms", "p99_turn_ms",
+"p99_sms_reply_s", "p99_onboarding_step_ms", "lost", "duplicated"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, text
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.driving import (  # noqa: E402
+    arrived,
+    onboard,
+    percentile,
+    quiet,
+    scratch_settings,
+    start_supervised,
+    words_done,
+)
+from core.db import create_engine, sessionmaker  # noqa: E402
+from core.models import PhoneNumber  # noqa: E402
+from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, RuntimeState  # noqa: E402
+from core.process import ChildProcess, free_port  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.temporal import connect  # noqa: E402
+from emulators import llm  # noqa: E402
+from emulators.carrier.handset import Handset, handset  # noqa: E402
+from tests.voice.platform import provisioned_user  # noqa: E402
+from workflows.agent_lifecycle import AgentLifecycleWorkflow  # noqa: E402
+from workflows.agent_lifecycle import workflow_id as lifecycle_id  # noqa: E402
+
+log = logging.getLogger("load")
+
+CALLS, TEXTS, ONBOARDINGS, REAL_AGENTS = 200, 1000, 50, 8
+TURNS = 3
+RAMP_S = 10.0  # calls are placed over this long, as a crowd would
+TEXT_SPREAD_S = 90.0
+ANSWER_TIMEOUT_S = 240.0  # a turn or text not answered by then is lost
+FIRST_TOKEN_P50_S, FIRST_TOKEN_P99_S = 0.546, 1.277  # the real gateway's, measured (module docstring)
+FIRST_TOKEN_SIGMA = math.log(FIRST_TOKEN_P99_S / FIRST_TOKEN_P50_S) / 2.326  # z of the 99th percentile
+STANDIN_URL, REAL_LIMIT = "BENCH_STANDIN_URL", "BENCH_REAL_AGENTS"  # how the driver tells its worker
+TEXT_TAG = re.compile(r"\bsms (\d+) y (\d+)\b")
+
+
+# ---- the OpenClaw-protocol stand-in -------------------------------------------------------------
+
+def standin_gateway() -> Starlette:
+    """Every stand-in user's gateway at /u/<user>/v1/...: the local demo model (what the real
+    gateways put their agent in front of), each answer started after the real gateway's delay."""
+    model = llm.create_app()
+
+    async def like_openclaw(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            await asyncio.sleep(random.lognormvariate(math.log(FIRST_TOKEN_P50_S), FIRST_TOKEN_SIGMA))
+        await model(scope, receive, send)
+
+    return Starlette(routes=[Mount("/u/{user}", app=like_openclaw)])
+
+
+class MixedRuntime:
+    """The configured runtime for the first `real_agents` agents created, the stand-in for the rest.
+    Which is which is kept in memory: the load bench does not restart its worker."""
+
+    def __init__(self, real: AgentRuntime, standin_url: str, real_agents: int) -> None:
+        self.real = real
+        self.standin_url = standin_url.rstrip("/")
+        self.real_agents = real_agents
+        self.reals: set[uuid.UUID] = set()
+        self.standins: dict[uuid.UUID, RuntimeState] = {}
+
+    def _real(self, user_id: uuid.UUID) -> bool:
+        return user_id not in self.standins
+
+    async def start(self) -> None:
+        await self.real.start()
+
+    async def close(self) -> None:
+        await self.real.close()
+
+    def pool(self) -> dict[str, int]:
+        return self.real.pool()
+
+    async def create(self, spec: AgentSpec) -> None:
+        if spec.user_id in self.reals or (spec.user_id not in self.standins and len(self.reals) < self.real_agents):
+            self.reals.add(spec.user_id)
+            await self.real.create(spec)
+        else:
+            self.standins[spec.user_id] = RuntimeState.STOPPED
+
+    async def apply(self, spec: AgentSpec) -> None:
+        if self._real(spec.user_id):
+            await self.real.apply(spec)
+
+    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
+        if self._real(user_id):
+            return await self.real.wake(user_id)
+        self.standins[user_id] = RuntimeState.RUNNING
+        return AgentEndpoint(base_url=f"{self.standin_url}/u/{user_id.hex}", instance="standin")
+
+    async def _set(self, user_id: uuid.UUID, state: RuntimeState) -> None:
+        self.standins[user_id] = state
+
+    async def pause(self, user_id: uuid.UUID) -> None:
+        await (self.real.pause(user_id) if self._real(user_id) else self._set(user_id, RuntimeState.PAUSED))
+
+    async def sleep(self, user_id: uuid.UUID) -> None:
+        await (self.real.sleep(user_id) if self._real(user_id) else self._set(user_id, RuntimeState.STOPPED))
+
+    async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str:
+        if self._real(user_id):
+            return await self.real.archive(user_id, store)
+        raise NotImplementedError("the load bench does not archive stand-in agents")
+
+    async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None:
+        if self._real(user_id):
+            await self.real.restore(user_id, store, key)
+        else:
+            raise NotImplementedError("the load bench does not restore stand-in agents")
+
+    async def delete(self, user_id: uuid.UUID) -> None:
+        if self._real(user_id):
+            await self.real.delete(user_id)
+        else:
+            self.standins.pop(user_id, None)
+
+    async def status(self, user_id: uuid.UUID) -> RuntimeState:
+        return await self.real.status(user_id) if self._real(user_id) else self.standins[user_id]
+
+    async def export_memory(self, user_id: uuid.UUID, store: ArchiveStore) -> bool:
+        return await self.real.export_memory(user_id, store) if self._real(user_id) else False
+
+
+def run_bench_worker() -> None:
+    from activities import adapters
+    from core.logs import configure_logging
+    from workers.main import run_worker
+
+    settings = Settings()
+    configure_logging("worker", fmt=settings.log_format, level=settings.log_level)
+    runtime = MixedRuntime(adapters.agent_runtime(settings), os.environ[STANDIN_URL], int(os.environ[REAL_LIMIT]))
+    asyncio.run(run_worker(settings, runtime=runtime))
+
+
+def run_standin_gateway(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(standin_gateway(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# ---- the load -----------------------------------------------------------------------------------
+
+@dataclass
+class Tally:
+    turn_ms: list[float] = field(default_factory=list)
+    answer_caption_ms: list[float] = field(default_factory=list)  # until the words naming the turn
+    onboarding_step_ms: list[float] = field(default_factory=list)
+    sms_sent: dict[str, float] = field(default_factory=dict)  # tag -> when sent
+    sms_reply_s: list[float] = field(default_factory=list)
+    lost: Counter[str] = field(default_factory=Counter)
+    duplicated: Counter[str] = field(default_factory=Counter)
+    onboarded: int = 0
+    calls_peak: int = 0
+
+
+def answer_to(tag: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(tag)}\b")
+
+
+async def call(phone: Handset, number: str, u: int, tally: Tally) -> None:
+    """An owner calls their number, says TURNS things and waits for each answer, then hangs up."""
+    await asyncio.sleep(random.uniform(0, RAMP_S))
+    mark = len(phone.events)
+    await phone.dial(number)
+    try:
+        await phone.wait_for("caption", lambda e: e["role"] == "agent", after=mark, timeout=ANSWER_TIMEOUT_S)
+    except TimeoutError:
+        log.error("user %s: no greeting", u)
+        tally.lost["calls never greeted"] += 1
+        return
+    for k in range(TURNS):
+        tag = f"load {u} x {k}"
+        await quiet(phone, timeout=ANSWER_TIMEOUT_S)
+        turn = len(phone.events)
+        await phone.say(f"note {tag}")
+        try:
+            done = await words_done(phone, turn, timeout=ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            log.error("user %s: the carrier never played turn %s into the call: %s", u, k,
+                      [(e["type"], e.get("role"), e.get("text"), e.get("state")) for e in phone.events[mark:]
+                       if e["type"] != "audio"])
+            tally.lost["turns never said"] += 1
+            continue
+        pattern = answer_to(tag)
+        try:
+            heard = await phone.wait_for("caption", lambda e: e["role"] == "agent" and bool(pattern.search(e["text"])),
+                                         after=turn, timeout=ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            log.error("user %s: turn %s not answered", u, k)
+            tally.lost["turns never answered"] += 1
+            continue
+        # The voice agent speaks a reply whole once it has it: its first frame is the answer's start.
+        voice = await phone.wait_for("audio", after=turn)  # its caption comes just ahead of it
+        tally.turn_ms.append((arrived(phone, voice, turn) - done) * 1000)
+        tally.answer_caption_ms.append((arrived(phone, heard, turn) - done) * 1000)
+    await quiet(phone, timeout=ANSWER_TIMEOUT_S)
+    for k in range(TURNS):  # an answer spoken twice (a retried think, a replayed stream)
+        pattern = answer_to(f"load {u} x {k}")
+        if sum(1 for e in phone.events[mark:] if e["type"] == "caption" and e["role"] == "agent"
+               and pattern.search(e["text"])) > 1:
+            tally.duplicated["turns answered twice"] += 1
+            log.error("user %s: turn %s answered twice: %s", u, k, [
+                (e["role"], e["text"]) for e in phone.events[mark:] if e["type"] == "caption"])
+    await phone.hangup()
+
+
+async def texts(phone: Handset, number: str, u: int, count: int, tally: Tally) -> None:
+    """`count` texts at random moments over TEXT_SPREAD_S; each answer must name its text."""
+    moments = sorted(random.uniform(0, TEXT_SPREAD_S) for _ in range(count))
+    started = time.monotonic()
+    for k, at in enumerate(moments):
+        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        tag = f"sms {u} y {k}"
+        tally.sms_sent[tag] = time.monotonic()
+        await phone.text(number, f"note {tag}")
+
+
+def text_answers(phones: list[Handset], tally: Tally) -> None:
+    """Each text's answer: when it first reached the phone, and whether another answer named it too."""
+    seen: Counter[str] = Counter()
+    for phone in phones:
+        for index, event in enumerate(phone.events):
+            if event["type"] != "sms":
+                continue
+            for u, k in set(TEXT_TAG.findall(event["body"])):
+                tag = f"sms {u} y {k}"
+                if tag in tally.sms_sent and not seen[tag]:
+                    tally.sms_reply_s.append(phone.received_at[index] - tally.sms_sent[tag])
+                seen[tag] += 1
+    tally.lost["texts never answered"] = sum(1 for tag in tally.sms_sent if not seen[tag])
+    tally.duplicated["texts answered twice"] = sum(1 for tag in tally.sms_sent if seen[tag] > 1)
+
+
+async def texts_settled(phones: list[Handset], tally: Tally, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answered = {f"sms {u} y {k}" for p in phones for e in p.events if e["type"] == "sms"
+                    for u, k in TEXT_TAG.findall(e["body"])}
+        if answered >= set(tally.sms_sent):
+            return
+        await asyncio.sleep(2)
+
+
+# ---- where the CPU went -------------------------------------------------------------------------
+
+ROLES = (("openclaw gateways", ("openclaw",)), ("postgres", ("postgres",)), ("temporal", ("temporal",)),
+         ("stand-ins (carrier, voice agent, model)", ("core.cli standins",)), ("api", ("core.cli api",)),
+         ("voice bridge", ("core.cli voice",)), ("worker", ("load.py --worker",)),
+         ("agent stand-in", ("load.py --standin-gateway",)))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role() -> Counter[str]:
+    """CPU seconds so far of every process on the machine, by what it is in the platform."""
+    used: Counter[str] = Counter()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / TICKS
+        if int(entry.name) == os.getpid():
+            used["bench driver (handsets)"] += seconds
+            continue
+        for role, marks in ROLES:
+            if any(m in cmdline for m in marks):
+                used[role] += seconds
+                break
+    return used
+
+
+async def sample_calls(settings: Settings, tally: Tally, stop: asyncio.Event) -> None:
+    """The bridge's own count of calls in progress (its /metrics), for the peak."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        while not stop.is_set():
+            try:
+                page = (await http.get(f"http://127.0.0.1:{settings.voice_port}/metrics")).text
+                if found := re.search(r"^deepclaw_active_calls(?:\{[^}]*\})? (\S+)$", page, re.M):
+                    tally.calls_peak = max(tally.calls_peak, int(float(found[1])))
+            except httpx.HTTPError:
+                pass
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+async def main(calls: int, sms: int, onboardings: int, real_agents: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="deepclaw-load-") as tmp:
+        root = Path(tmp)
+        gateway_port = free_port()
+        os.environ[STANDIN_URL] = f"http://127.0.0.1:{gateway_port}"
+        os.environ[REAL_LIMIT] = str(real_agents)
+        settings = scratch_settings(
+            root, local_agent_spares=1, number_pool_target=onboardings + 5,
+            inbound_text_limits="100000/minute", inbound_call_limits="100000/minute",
+            agent_sms_limits="100000/minute", client_request_limits="100000/second")
+        async with AsyncExitStack() as stack:
+            (root / "data" / "logs").mkdir(parents=True, exist_ok=True)
+            gateway = ChildProcess("agent-standin", [sys.executable, __file__, "--standin-gateway", str(gateway_port)],
+                                   env={**os.environ}, log_path=str(root / "data" / "logs" / "agent-standin.log"))
+            await gateway.start()
+            stack.push_async_callback(gateway.stop)
+            started = time.monotonic()
+            supervisor, settings = await start_supervised(
+                settings, commands={"worker": [sys.executable, __file__, "--worker"]})
+            stack.push_async_callback(supervisor.stop)
+            print(f"platform ready in {time.monotonic() - started:.0f} s", flush=True)
+            return await run(stack, settings, calls, sms, onboardings, real_agents)
+    raise AssertionError("unreachable")
+
+
+async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, onboardings: int,
+              real_agents: int) -> dict[str, Any]:
+    client = await connect(settings)
+    engine = create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
+    sessions = sessionmaker(engine)
+    started = time.monotonic()
+    # The callers' users, as provisioning leaves them; their agents woken (real ones two at a time:
+    # cold boots at once on 2 cores outlast the wake's timeout).
+    users = [await provisioned_user(stack, settings, sessions, client) for _ in range(calls)]
+    real = asyncio.Semaphore(2)
+
+    async def wake(user_id: uuid.UUID) -> bool:
+        async with real:
+            endpoint = await client.get_workflow_handle(lifecycle_id(user_id)).execute_update(
+                AgentLifecycleWorkflow.ensure_awake)
+        return endpoint.instance != "standin"
+
+    woken = await asyncio.gather(*(wake(user.id) for user, _ in users))
+    print(f"{calls} users provisioned and awake ({sum(woken)} real OpenClaw) in {time.monotonic() - started:.0f} s",
+          flush=True)
+    deadline = time.monotonic() + 300
+    while True:  # the hotline's callers take numbers from the pool: it is full first
+        async with sessions() as session:
+            available = (await session.execute(select(func.count()).where(PhoneNumber.state == "available"))).scalar_one()
+        if available >= onboardings or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    print(f"number pool: {available} available", flush=True)
+
+    tally = Tally()
+    phones = [await stack.enter_async_context(handset(settings.carrier_url, user.phone_e164)) for user, _ in users]
+    strangers = [f"+1555{uuid.uuid4().int % 10**7:07d}" for _ in range(onboardings)]
+    per_user = [sms // calls + (1 if u < sms % calls else 0) for u in range(calls)]
+    stop_sampling = asyncio.Event()
+    sampler = asyncio.create_task(sample_calls(settings, tally, stop_sampling))
+    cpu_before, window_start = cpu_by_role(), time.monotonic()
+    print(f"load: {calls} calls, {sms} texts, {onboardings} onboardings at once", flush=True)
+
+    async def stranger(caller: str) -> None:
+        if await onboard(settings, caller, steps_ms=tally.onboarding_step_ms):
+            tally.onboarded += 1
+
+    await asyncio.gather(
+        *(call(phone, number, u, tally) for u, (phone, (_, number)) in enumerate(zip(phones, users, strict=True))),
+        *(texts(phone, number, u, per_user[u], tally) for u, (phone, (_, number)) in enumerate(zip(phones, users, strict=True))),
+        *(stranger(caller) for caller in strangers))
+    await texts_settled(phones, tally, ANSWER_TIMEOUT_S)
+    window = time.monotonic() - window_start
+    cpu_after = cpu_by_role()
+    stop_sampling.set()
+    await sampler
+    text_answers(phones, tally)
+    tally.lost["onboardings not finished"] = onboardings - tally.onboarded
+    async with sessions() as session:
+        tally.duplicated["users with two numbers"] = (await session.execute(text(
+            "SELECT count(*) FROM (SELECT user_id FROM phone_numbers WHERE user_id IS NOT NULL "
+            "GROUP BY user_id HAVING count(*) > 1) AS d"))).scalar_one()
+    print(f"window {window:.0f} s; calls in progress at the peak (the bridge's count): {tally.calls_peak}", flush=True)
+    print("CPU while the load ran, in cores (2 on this machine):", flush=True)
+    for role, seconds in sorted(((r, cpu_after[r] - cpu_before[r]) for r in cpu_after), key=lambda x: -x[1]):
+        print(f"  {role:>40}: {seconds / window:.2f}", flush=True)
+    print(f"turns {len(tally.turn_ms)}: p50 {percentile(tally.turn_ms, 0.5):.0f} ms, p99 "
+          f"{percentile(tally.turn_ms, 0.99):.0f} ms (until the words naming the turn: p50 "
+          f"{percentile(tally.answer_caption_ms, 0.5):.0f} ms); texts {len(tally.sms_reply_s)} answered: p50 "
+          f"{percentile(tally.sms_reply_s, 0.5):.1f} s, p99 {percentile(tally.sms_reply_s, 0.99):.1f} s; onboarding "
+          f"steps {len(tally.onboarding_step_ms)}: p50 {percentile(tally.onboarding_step_ms, 0.5):.0f} ms; "
+          f"lost {dict(+tally.lost)}; duplicated {dict(+tally.duplicated)}", flush=True)
+    return {"calls": calls, "sms": sms, "onboardings": onboardings, "real_agents": sum(woken),
+            "p50_turn_ms": round(percentile(tally.turn_ms, 0.5)), "p99_turn_ms": round(percentile(tally.turn_ms, 0.99)),
+            "p99_sms_reply_s": round(percentile(tally.sms_reply_s, 0.99), 1),
+            "p99_onboarding_step_ms": round(percentile(tally.onboarding_step_ms, 0.99)),
+            "lost": sum(tally.lost.values()), "duplicated": sum(tally.duplicated.values())}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--sms", type=int, default=TEXTS)
+    parser.add_argument("--onboardings", type=int, default=ONBOARDINGS)
+    parser.add_argument("--real-agents", type=int, default=REAL_AGENTS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the supervised worker
+    parser.add_argument("--standin-gateway", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_bench_worker()
+    elif args.standin_gateway:
+        run_standin_gateway(args.standin_gateway)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+        summary = asyncio.run(main(args.calls, args.sms, args.onboardings, args.real_agents))
+        print(json.dumps(summary), flush=True)
