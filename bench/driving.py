@@ -131,7 +131,10 @@ async def onboard(settings: Settings, caller: str, *, steps_ms: list[float] | No
                 done = time.monotonic()
             else:
                 await phone.say(what)
-                done = await words_done(phone, mark)
+                try:
+                    done = await words_done(phone, mark)
+                except TimeoutError:  # the call had ended: the words went nowhere (it is called again)
+                    continue
             if heard := await caption(phone, expect, after=mark, timeout=60):
                 if steps_ms is not None:
                     steps_ms.append((arrived(phone, heard, mark) - done) * 1000)

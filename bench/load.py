@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 from sqlalchemy import func, select, text
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -69,9 +70,12 @@ from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, Run
 from core.process import ChildProcess, free_port  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.temporal import connect  # noqa: E402
+from api.routes.twilio import LINE_LOST  # noqa: E402
 from emulators import llm  # noqa: E402
 from emulators.carrier.handset import Handset, handset  # noqa: E402
 from tests.voice.platform import provisioned_user  # noqa: E402
+from voice.bridge import RECONNECT_APOLOGY  # noqa: E402
+from voice.proxy import TOO_SLOW, UNREACHABLE  # noqa: E402
 from workflows.agent_lifecycle import AgentLifecycleWorkflow  # noqa: E402
 from workflows.agent_lifecycle import workflow_id as lifecycle_id  # noqa: E402
 
@@ -81,7 +85,7 @@ CALLS, TEXTS, ONBOARDINGS, REAL_AGENTS = 200, 1000, 50, 8
 TURNS = 3
 RAMP_S = 10.0  # calls are placed over this long, as a crowd would
 TEXT_SPREAD_S = 90.0
-ANSWER_TIMEOUT_S = 240.0  # a turn or text not answered by then is lost
+ANSWER_TIMEOUT_S = 120.0  # a turn or text not answered by then is lost
 FIRST_TOKEN_P50_S, FIRST_TOKEN_P99_S = 0.546, 1.277  # the real gateway's, measured (module docstring)
 FIRST_TOKEN_SIGMA = math.log(FIRST_TOKEN_P99_S / FIRST_TOKEN_P50_S) / 2.326  # z of the 99th percentile
 STANDIN_URL, REAL_LIMIT = "BENCH_STANDIN_URL", "BENCH_REAL_AGENTS"  # how the driver tells its worker
@@ -205,11 +209,70 @@ class Tally:
     lost: Counter[str] = field(default_factory=Counter)
     duplicated: Counter[str] = field(default_factory=Counter)
     onboarded: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)  # what each turn said on a call heard back
+    owed: list[tuple[Handset, int, str]] = field(default_factory=list)  # turns whose answer was promised by text
     calls_peak: int = 0
 
 
 def answer_to(tag: str) -> re.Pattern[str]:
     return re.compile(rf"\b{re.escape(tag)}\b")
+
+
+async def heard_back(phone: Handset, start: int, answer: re.Pattern[str], timeout: float) -> tuple[str, int]:
+    """What the caller heard after their words: the answer, a reconnect apology (they say it again),
+    an apology that the answer comes by text, the call ending, or nothing (after `timeout`)."""
+    deadline, seen = time.monotonic() + timeout, start
+    while time.monotonic() < deadline:
+        for index in range(seen, len(phone.events)):
+            event = phone.events[index]
+            if event["type"] == "caption" and event["role"] == "agent":
+                if answer.search(event["text"]):
+                    return "answer", index
+                if RECONNECT_APOLOGY in event["text"]:
+                    return "reconnect", index
+                if UNREACHABLE in event["text"] or TOO_SLOW in event["text"]:
+                    return "by text", index
+            elif (event["type"] == "say" and event["text"] == LINE_LOST) or (
+                    event["type"] == "call_state" and event["state"] == "completed"):
+                return "ended", index
+        seen = len(phone.events)
+        await asyncio.sleep(0.2)
+    return "nothing", seen
+
+
+async def ask(phone: Handset, u: int, k: int, tally: Tally) -> bool:
+    """One turn, said again after a reconnect apology as a person would; False once the call is over."""
+    tag = f"load {u} x {k}"
+    answer = answer_to(tag)
+    for _ in range(3):
+        await quiet(phone, timeout=60)
+        start = len(phone.events)
+        await phone.say(f"note {tag}")
+        try:
+            done = await words_done(phone, start, timeout=60)
+        except TimeoutError:  # the carrier plays typed words only into a call that is up
+            tally.lost["turns on calls that had ended"] += 1
+            return False
+        outcome, index = await heard_back(phone, start, answer, ANSWER_TIMEOUT_S)
+        tally.outcomes[outcome] += 1
+        if outcome == "answer":
+            # The voice agent speaks a reply whole once it has it: its first frame is the answer's start.
+            voice = await phone.wait_for("audio", after=start)  # its caption comes just ahead of it
+            tally.turn_ms.append((arrived(phone, voice, start) - done) * 1000)
+            tally.answer_caption_ms.append((phone.received_at[index] - done) * 1000)
+            return True
+        if outcome == "by text":
+            tally.owed.append((phone, start, tag))
+            return True
+        if outcome == "ended":
+            tally.lost["turns on calls that ended"] += 1
+            return False
+        if outcome == "nothing":
+            log.error("user %s: turn %s not answered", u, k)
+            tally.lost["turns never answered"] += 1
+            return True
+    tally.lost["turns never answered"] += 1
+    return True
 
 
 async def call(phone: Handset, number: str, u: int, tally: Tally) -> None:
@@ -224,31 +287,10 @@ async def call(phone: Handset, number: str, u: int, tally: Tally) -> None:
         tally.lost["calls never greeted"] += 1
         return
     for k in range(TURNS):
-        tag = f"load {u} x {k}"
-        await quiet(phone, timeout=ANSWER_TIMEOUT_S)
-        turn = len(phone.events)
-        await phone.say(f"note {tag}")
-        try:
-            done = await words_done(phone, turn, timeout=ANSWER_TIMEOUT_S)
-        except TimeoutError:
-            log.error("user %s: the carrier never played turn %s into the call: %s", u, k,
-                      [(e["type"], e.get("role"), e.get("text"), e.get("state")) for e in phone.events[mark:]
-                       if e["type"] != "audio"])
-            tally.lost["turns never said"] += 1
-            continue
-        pattern = answer_to(tag)
-        try:
-            heard = await phone.wait_for("caption", lambda e: e["role"] == "agent" and bool(pattern.search(e["text"])),
-                                         after=turn, timeout=ANSWER_TIMEOUT_S)
-        except TimeoutError:
-            log.error("user %s: turn %s not answered", u, k)
-            tally.lost["turns never answered"] += 1
-            continue
-        # The voice agent speaks a reply whole once it has it: its first frame is the answer's start.
-        voice = await phone.wait_for("audio", after=turn)  # its caption comes just ahead of it
-        tally.turn_ms.append((arrived(phone, voice, turn) - done) * 1000)
-        tally.answer_caption_ms.append((arrived(phone, heard, turn) - done) * 1000)
-    await quiet(phone, timeout=ANSWER_TIMEOUT_S)
+        if not await ask(phone, u, k, tally):
+            tally.lost["turns on calls that had ended"] += TURNS - k - 1
+            return
+    await quiet(phone, timeout=60)
     for k in range(TURNS):  # an answer spoken twice (a retried think, a replayed stream)
         pattern = answer_to(f"load {u} x {k}")
         if sum(1 for e in phone.events[mark:] if e["type"] == "caption" and e["role"] == "agent"
@@ -266,8 +308,12 @@ async def texts(phone: Handset, number: str, u: int, count: int, tally: Tally) -
     for k, at in enumerate(moments):
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
         tag = f"sms {u} y {k}"
+        try:
+            await phone.text(number, f"note {tag}")
+        except websockets.ConnectionClosed:  # the carrier stopped answering the phone's own pings
+            tally.lost["texts the phone could not send"] += count - k
+            return
         tally.sms_sent[tag] = time.monotonic()
-        await phone.text(number, f"note {tag}")
 
 
 def text_answers(phones: list[Handset], tally: Tally) -> None:
@@ -343,6 +389,19 @@ async def sample_calls(settings: Settings, tally: Tally, stop: asyncio.Event) ->
                 pass
 
 
+async def temporal_waits(settings: Settings) -> dict[str, str]:
+    """From the worker's /metrics (the Temporal SDK's own): mean time tasks waited to be picked up,
+    and ran, per kind; a queue that grows shows as waits growing while CPU stays idle."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        page = (await http.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics")).text
+    totals: dict[str, list[float]] = {}
+    for name, part, value in re.findall(
+            r"^(\w*(?:schedule_to_start|execution)_latency\w*?)_(sum|count)(?:\{[^}]*\})? (\S+)$", page, re.M):
+        totals.setdefault(name, [0.0, 0.0])[part == "count"] += float(value)
+    return {name: f"mean {total / count * (1000 if 'seconds' in name else 1):.0f} ms over {count:.0f}"
+            for name, (total, count) in sorted(totals.items()) if count}
+
+
 # ---- the run ------------------------------------------------------------------------------------
 
 async def main(calls: int, sms: int, onboardings: int, real_agents: int) -> dict[str, Any]:
@@ -410,11 +469,24 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
     print(f"load: {calls} calls, {sms} texts, {onboardings} onboardings at once", flush=True)
 
     async def stranger(caller: str) -> None:
-        if await onboard(settings, caller, steps_ms=tally.onboarding_step_ms):
-            tally.onboarded += 1
+        try:
+            if await onboard(settings, caller, steps_ms=tally.onboarding_step_ms):
+                tally.onboarded += 1
+        except (TimeoutError, websockets.ConnectionClosed):  # a code, a welcome or the call never came
+            log.exception("%s: onboarding gave up", caller)
+
+    async def owner_calls(phone: Handset, number: str, u: int) -> None:
+        try:
+            await call(phone, number, u, tally)
+        except TimeoutError:  # the carrier did not place the call in time
+            log.exception("user %s: the call could not be placed", u)
+            tally.lost["calls never placed"] += 1
+        except websockets.ConnectionClosed:  # the carrier stopped answering the phone's own pings
+            log.exception("user %s: the phone lost the carrier", u)
+            tally.lost["calls cut off by the carrier"] += 1
 
     await asyncio.gather(
-        *(call(phone, number, u, tally) for u, (phone, (_, number)) in enumerate(zip(phones, users, strict=True))),
+        *(owner_calls(phone, number, u) for u, (phone, (_, number)) in enumerate(zip(phones, users, strict=True))),
         *(texts(phone, number, u, per_user[u], tally) for u, (phone, (_, number)) in enumerate(zip(phones, users, strict=True))),
         *(stranger(caller) for caller in strangers))
     await texts_settled(phones, tally, ANSWER_TIMEOUT_S)
@@ -423,11 +495,16 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
     stop_sampling.set()
     await sampler
     text_answers(phones, tally)
+    tally.lost["answers promised by text that never came"] = sum(
+        1 for phone, start, tag in tally.owed
+        if not any(e["type"] == "sms" and answer_to(tag).search(e["body"]) for e in phone.events[start:]))
     tally.lost["onboardings not finished"] = onboardings - tally.onboarded
     async with sessions() as session:
         tally.duplicated["users with two numbers"] = (await session.execute(text(
             "SELECT count(*) FROM (SELECT user_id FROM phone_numbers WHERE user_id IS NOT NULL "
             "GROUP BY user_id HAVING count(*) > 1) AS d"))).scalar_one()
+    for name, figure in (await temporal_waits(settings)).items():
+        print(f"  {name}: {figure}", flush=True)
     print(f"window {window:.0f} s; calls in progress at the peak (the bridge's count): {tally.calls_peak}", flush=True)
     print("CPU while the load ran, in cores (2 on this machine):", flush=True)
     for role, seconds in sorted(((r, cpu_after[r] - cpu_before[r]) for r in cpu_after), key=lambda x: -x[1]):
@@ -437,7 +514,8 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
           f"{percentile(tally.answer_caption_ms, 0.5):.0f} ms); texts {len(tally.sms_reply_s)} answered: p50 "
           f"{percentile(tally.sms_reply_s, 0.5):.1f} s, p99 {percentile(tally.sms_reply_s, 0.99):.1f} s; onboarding "
           f"steps {len(tally.onboarding_step_ms)}: p50 {percentile(tally.onboarding_step_ms, 0.5):.0f} ms; "
-          f"lost {dict(+tally.lost)}; duplicated {dict(+tally.duplicated)}", flush=True)
+          f"lost {dict(+tally.lost)}; duplicated {dict(+tally.duplicated)}; what turns heard back "
+          f"{dict(tally.outcomes)}", flush=True)
     return {"calls": calls, "sms": sms, "onboardings": onboardings, "real_agents": sum(woken),
             "p50_turn_ms": round(percentile(tally.turn_ms, 0.5)), "p99_turn_ms": round(percentile(tally.turn_ms, 0.99)),
             "p99_sms_reply_s": round(percentile(tally.sms_reply_s, 0.99), 1),
@@ -460,5 +538,7 @@ if __name__ == "__main__":
         run_standin_gateway(args.standin_gateway)
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+        for chatty in ("httpx", "twilio"):  # a line per request from hundreds of phones
+            logging.getLogger(chatty).setLevel(logging.WARNING)
         summary = asyncio.run(main(args.calls, args.sms, args.onboardings, args.real_agents))
         print(json.dumps(summary), flush=True)

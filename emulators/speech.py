@@ -128,13 +128,16 @@ class SpeechRegistry:
                     if not owners:
                         del self._spoken[digest]
 
-    def spoken_in(self, frame: bytes, current: int | None = None) -> tuple[int, str] | None:
+    def spoken_in(self, frame: bytes, current: int | None = None, *, heard: int = 0) -> tuple[int, str] | None:
         """(utterance, text) when this frame of audio is part of something the voice agent said.
-        Replies that say the same words share frames: a frame that fits `current` (the utterance
-        the call is hearing) stays with it, else it is the latest utterance that has it."""
+        Replies share frames where they say the same words: while the call has `heard` fewer frames
+        of `current` (what it is hearing) than it has, a frame that fits it stays with it, whatever
+        other calls' agents said since; otherwise it is the latest utterance that has the frame."""
         if not (owners := self._spoken.get(frame_digest(frame))):
             return None
-        utterance = current if current in owners else max(owners)
+        if current in owners and heard < len(self._spoken_texts[current][1]):
+            return current, self._spoken_texts[current][0]
+        utterance = max(owners)
         return utterance, self._spoken_texts[utterance][0]
 
     def heard(self, audio_frames: list[bytes], text: str) -> None:

@@ -188,6 +188,7 @@ class AgentSession:
                     await self.error("CLIENT_MESSAGE_TIMEOUT", "no audio or KeepAlive received in time")
                     break
                 if message["type"] == "websocket.disconnect":
+                    log.info("voice agent session closed by its client or the server (code %s)", message.get("code"))
                     break
                 if message.get("bytes") is not None:
                     await self.on_audio(message["bytes"])

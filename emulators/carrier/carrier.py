@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ UNATTENDED_RING_S = 2.0  # no phone attached to the number: nobody can answer
 VOICEMAIL_PICKUP_S = 1.0  # a voicemail box answers after a ring or so
 VOICEMAIL_MAX_S = 30.0  # and records at most this long
 HEARD_WINDOW_FRAMES = 1500  # the caller's last 30 s of speech, to know whose words the voice agent heard
-UTTERANCE_GAP_S = 0.5  # silence on the line longer than this separates two things the agent said
 SAY_SECONDS_PER_WORD = 0.02  # <Say> blocks while it "speaks"; kept short so tests stay quick
 # Twilio's default replies to the opt-out words (Advanced Opt-Out off), sent from the number texted.
 OPT_OUT_REPLIES = {
@@ -115,7 +113,7 @@ class Call:
     attestation: str | None = None  # STIR/SHAKEN verdict on the caller ID (inbound calls)
     redirected: bool = False  # its TwiML was replaced through the REST API mid-call
     captioned: int | None = None  # the voice agent's utterance whose caption the handset last got
-    played_at: float = 0.0  # time.monotonic() of the last frame of platform audio played to the caller
+    heard_of_captioned: int = 0  # how many of that utterance's frames the caller has heard
     caller_speech: deque[bytes] = field(default_factory=lambda: deque(maxlen=HEARD_WINDOW_FRAMES))
 
     @property
@@ -491,12 +489,11 @@ class Carrier:
         parameters = {p.attrs["name"]: p.attrs.get("value", "") for p in verb.children if p.name == "Parameter"}
 
         async def play(frame: bytes) -> None:
-            # A pause in what the caller hears ends an utterance: the next frame may begin another.
-            hearing = call.captioned if time.monotonic() - call.played_at < UTTERANCE_GAP_S else None
-            call.played_at = time.monotonic()
-            if (said := self.speech.spoken_in(frame, hearing)) is not None and said[0] != call.captioned:
-                call.captioned = said[0]  # the voice agent's words, as their audio reaches the caller
-                await self._caption(call, "agent", said[1])
+            if (said := self.speech.spoken_in(frame, call.captioned, heard=call.heard_of_captioned)) is not None:
+                if said[0] != call.captioned:
+                    call.captioned, call.heard_of_captioned = said[0], 0  # the agent's words, as they reach the caller
+                    await self._caption(call, "agent", said[1])
+                call.heard_of_captioned += 1
             await self._notify(call.handset, {"type": "audio", "call_sid": call.sid,
                                               "payload": base64.b64encode(frame).decode()})
 

@@ -236,10 +236,19 @@ async def test_a_reply_is_captioned_as_itself_while_other_calls_say_much_the_sam
     audio = {text: await synthesize(text) for text in (mine, theirs)}
     registry.spoke(mine, audio[mine])
     registry.spoke(theirs, audio[theirs])  # the other call's agent spoke last
-    hearing: int | None = None
-    captions = []
-    for frame in frames(audio[mine]):
-        if (said := registry.spoken_in(frame, hearing)) is not None and said[0] != hearing:
-            hearing = said[0]
-            captions.append(said[1])
+    captions: list[str] = []
+    hearing: list[int | None] = [None, 0]  # what the call hears, and how many of its frames so far
+
+    def play(audio_frames: list[bytes]) -> None:  # as the carrier plays them to the caller
+        for frame in audio_frames:
+            if (said := registry.spoken_in(frame, hearing[0], heard=int(hearing[1] or 0))) is not None:
+                if said[0] != hearing[0]:
+                    hearing[:] = [said[0], 0]
+                    captions.append(said[1])
+                hearing[1] = int(hearing[1] or 0) + 1
+
+    play(frames(audio[mine]))
     assert captions[-1] == mine and captions.count(mine) == 1, captions
+    registry.spoke(mine, audio[mine])  # the same words said again: a new utterance, a new caption
+    play(frames(audio[mine]))
+    assert captions.count(mine) == 2 and captions[-1] == mine, captions
