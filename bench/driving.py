@@ -84,11 +84,13 @@ async def words_done(phone: Handset, after: int, timeout: float = 30) -> float:
     """When the caller's typed words (said after event `after`) finished playing into the call."""
     said = await phone.wait_for("caption", lambda e: e["role"] == "caller" and e.get("typed"), after=after,
                                 timeout=timeout)
-    return phone.received_at[phone.events.index(said, after)] + float(said.get("seconds", 0))
+    return arrived(phone, said, after) + float(said.get("seconds", 0))
 
 
 def arrived(phone: Handset, event: dict[str, Any], after: int = 0) -> float:
-    return phone.received_at[phone.events.index(event, after)]
+    """When `event` (found from index `after` on) reached the phone. Found by identity: a line said
+    again makes an event equal to an earlier one."""
+    return phone.received_at[next(i for i in range(after, len(phone.events)) if phone.events[i] is event)]
 
 
 async def onboard(settings: Settings, caller: str, *, steps_ms: list[float] | None = None) -> str | None:

@@ -41,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,28 +317,32 @@ async def texts(phone: Handset, number: str, u: int, count: int, tally: Tally) -
         tally.sms_sent[tag] = time.monotonic()
 
 
+def text_answers_heard(phones: list[Handset]) -> Iterator[tuple[str, float]]:
+    """(the text it answers, when it reached the phone) for every answer the owners got so far; an
+    answer to texts that came in together names each."""
+    for phone in phones:
+        for index, event in enumerate(phone.events):
+            if event["type"] == "sms":
+                for u, k in set(TEXT_TAG.findall(event["body"])):
+                    yield f"sms {u} y {k}", phone.received_at[index]
+
+
 def text_answers(phones: list[Handset], tally: Tally) -> None:
     """Each text's answer: when it first reached the phone, and whether another answer named it too."""
     seen: Counter[str] = Counter()
-    for phone in phones:
-        for index, event in enumerate(phone.events):
-            if event["type"] != "sms":
-                continue
-            for u, k in set(TEXT_TAG.findall(event["body"])):
-                tag = f"sms {u} y {k}"
-                if tag in tally.sms_sent and not seen[tag]:
-                    tally.sms_reply_s.append(phone.received_at[index] - tally.sms_sent[tag])
-                seen[tag] += 1
+    for tag, when in text_answers_heard(phones):
+        if tag in tally.sms_sent and not seen[tag]:
+            tally.sms_reply_s.append(when - tally.sms_sent[tag])
+        seen[tag] += 1
     tally.lost["texts never answered"] = sum(1 for tag in tally.sms_sent if not seen[tag])
     tally.duplicated["texts answered twice"] = sum(1 for tag in tally.sms_sent if seen[tag] > 1)
 
 
 async def texts_settled(phones: list[Handset], tally: Tally, timeout: float) -> None:
+    """Until every text sent has an answer, or `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        answered = {f"sms {u} y {k}" for p in phones for e in p.events if e["type"] == "sms"
-                    for u, k in TEXT_TAG.findall(e["body"])}
-        if answered >= set(tally.sms_sent):
+        if {tag for tag, _ in text_answers_heard(phones)} >= set(tally.sms_sent):
             return
         await asyncio.sleep(2)
 
