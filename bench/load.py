@@ -403,13 +403,66 @@ async def temporal_waits(settings: Settings) -> dict[str, str]:
     for name, part, value in re.findall(
             r"^(\w*(?:schedule_to_start|execution)_latency\w*?)_(sum|count)(?:\{[^}]*\})? (\S+)$", page, re.M):
         totals.setdefault(name, [0.0, 0.0])[part == "count"] += float(value)
-    return {name: f"mean {total / count * (1000 if 'seconds' in name else 1):.0f} ms over {count:.0f}"
+    # In seconds (core.temporal's exporter has durations_as_seconds), whatever the names say.
+    return {name: f"mean {total / count * 1000:.0f} ms over {count:.0f}"
             for name, (total, count) in sorted(totals.items()) if count}
+
+
+async def bridge_frame_latency(settings: Settings) -> str:
+    """The bridge's own account of the time audio frames spent in it (its /metrics histogram): if
+    turns are slow while this is small, the wait is outside the bridge."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        page = (await http.get(f"http://127.0.0.1:{settings.voice_port}/metrics")).text
+    buckets = [(float(le), float(n)) for le, n in re.findall(
+        r'^deepclaw_frame_added_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$', page, re.M)]
+    total = re.search(r"^deepclaw_frame_added_seconds_sum(?:\{[^}]*\})? (\S+)$", page, re.M)
+    if not buckets or not buckets[-1][1] or total is None:
+        return "no frames counted"
+    count = buckets[-1][1]
+
+    def bound(q: float) -> str:
+        return next(f"<= {le * 1000:g} ms" for le, n in sorted(buckets) if n >= q * count)
+
+    return f"{count:.0f} frames, mean {float(total[1]) / count * 1000:.2f} ms, p50 {bound(0.5)}, p99 {bound(0.99)}"
 
 
 # ---- the run ------------------------------------------------------------------------------------
 
-async def main(calls: int, sms: int, onboardings: int, real_agents: int) -> dict[str, Any]:
+def profiled(name: str, folder: Path) -> list[str]:
+    """The platform's `name` service under cProfile, its profile written to `folder` when it stops
+    (`deepclaw` itself leaves with os._exit, before cProfile would write it). The command line still
+    names `core.cli <name>`, for cpu_by_role."""
+    return [sys.executable, __file__, "--profiled", str(folder / f"{name}.prof"), "core.cli", name]
+
+
+def run_profiled(out: str, name: str) -> None:
+    import cProfile
+
+    from core import cli
+    from core.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(name, fmt=settings.log_format, level=settings.log_level)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        cli.COMMANDS[name][0](argparse.Namespace())
+    finally:
+        profiler.disable()
+        profiler.dump_stats(out)
+
+
+def print_profiles(folder: Path, top: int = 25) -> None:
+    import pstats
+
+    for path in sorted(folder.glob("*.prof")):
+        print(f"---- {path.stem}: where its CPU went, by own time ----", flush=True)
+        stats = pstats.Stats(str(path), stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(top)
+
+
+async def main(calls: int, sms: int, onboardings: int, real_agents: int,
+               profile: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="deepclaw-load-") as tmp:
         root = Path(tmp)
         gateway_port = free_port()
@@ -426,8 +479,11 @@ async def main(calls: int, sms: int, onboardings: int, real_agents: int) -> dict
             await gateway.start()
             stack.push_async_callback(gateway.stop)
             started = time.monotonic()
-            supervisor, settings = await start_supervised(
-                settings, commands={"worker": [sys.executable, __file__, "--worker"]})
+            commands = {"worker": [sys.executable, __file__, "--worker"]}
+            if profile is not None:
+                profile.mkdir(parents=True, exist_ok=True)
+                commands |= {name: profiled(name, profile) for name in ("standins", "voice")}
+            supervisor, settings = await start_supervised(settings, commands=commands)
             stack.push_async_callback(supervisor.stop)
             print(f"platform ready in {time.monotonic() - started:.0f} s", flush=True)
             return await run(stack, settings, calls, sms, onboardings, real_agents)
@@ -511,6 +567,7 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
     for name, figure in (await temporal_waits(settings)).items():
         print(f"  {name}: {figure}", flush=True)
     print(f"window {window:.0f} s; calls in progress at the peak (the bridge's count): {tally.calls_peak}", flush=True)
+    print(f"time audio frames spent in the bridge: {await bridge_frame_latency(settings)}", flush=True)
     print("CPU while the load ran, in cores (2 on this machine):", flush=True)
     for role, seconds in sorted(((r, cpu_after[r] - cpu_before[r]) for r in cpu_after), key=lambda x: -x[1]):
         print(f"  {role:>40}: {seconds / window:.2f}", flush=True)
@@ -534,16 +591,23 @@ if __name__ == "__main__":
     parser.add_argument("--sms", type=int, default=TEXTS)
     parser.add_argument("--onboardings", type=int, default=ONBOARDINGS)
     parser.add_argument("--real-agents", type=int, default=REAL_AGENTS)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the supervised worker
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run the stand-ins and the voice bridge under cProfile; print where their CPU went")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profiled", nargs=3, help=argparse.SUPPRESS)  # OUT core.cli NAME  # the supervised worker
     parser.add_argument("--standin-gateway", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_bench_worker()
+    elif args.profiled:
+        run_profiled(args.profiled[0], args.profiled[2])
     elif args.standin_gateway:
         run_standin_gateway(args.standin_gateway)
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
         for chatty in ("httpx", "twilio"):  # a line per request from hundreds of phones
             logging.getLogger(chatty).setLevel(logging.WARNING)
-        summary = asyncio.run(main(args.calls, args.sms, args.onboardings, args.real_agents))
+        summary = asyncio.run(main(args.calls, args.sms, args.onboardings, args.real_agents, args.profile))
+        if args.profile is not None:
+            print_profiles(args.profile)
         print(json.dumps(summary), flush=True)

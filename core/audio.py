@@ -6,6 +6,7 @@ Exact table codecs (audioop is gone from Python 3.13); the voice bridge itself n
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 
 BIAS = 0x84
@@ -35,6 +36,7 @@ def _decode_byte(byte: int) -> int:
 
 _ENCODE = bytes(_encode_sample(s - 65536 if s >= 32768 else s) for s in range(65536))
 _DECODE = array("h", (_decode_byte(b) for b in range(256)))
+_SQUARE = tuple(s * s for s in _DECODE)  # each mu-law byte's energy: loudness without decoding a frame
 
 
 def ulaw_encode(samples: array) -> bytes:
@@ -67,7 +69,15 @@ def resample(samples: array, src_rate: int, dst_rate: int) -> array:
 def rms(samples: array) -> float:
     if not samples:
         return 0.0
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
+    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples))
+
+
+def mulaw_rms(data: bytes) -> float:
+    """The RMS of mu-law audio as linear samples (what rms(ulaw_decode(data)) gives), without decoding:
+    the voice-agent stand-in asks it of every frame of every call."""
+    if not data:
+        return 0.0
+    return math.sqrt(sum(map(_SQUARE.__getitem__, data)) / len(data))
 
 
 def frames(data: bytes, size: int = FRAME_BYTES) -> list[bytes]:

@@ -55,9 +55,12 @@ def _dev(_: argparse.Namespace) -> int:
 
 
 def _standins(_: argparse.Namespace) -> None:
+    import uvloop
+
     from emulators.standins import run_standins
 
-    asyncio.run(run_standins(get_settings()))
+    # uvloop, as the bridge: every call's media passes through the carrier and the voice agent here.
+    uvloop.run(run_standins(get_settings()))
 
 
 def _tools(_: argparse.Namespace) -> None:

@@ -9,17 +9,20 @@ instead of guessing with free dictation (which is poor over the phone path).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import logging
 import shutil
+import subprocess
+import threading
 import wave
 from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.audio import SAMPLE_RATE, frames, resample, rms, ulaw_decode, ulaw_encode
+from core.audio import SAMPLE_RATE, frames, mulaw_rms, resample, rms, ulaw_decode, ulaw_encode
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +33,26 @@ class SpeechUnavailable(RuntimeError):
     pass
 
 
+SYNTHESIZED_KEPT = 512  # lines said again and again (greetings, the hotline's lines, apologies) are made once
+
+
 async def synthesize(text: str, *, voice: str = "en-us", words_per_minute: int = 190) -> bytes:
-    """Text -> 8 kHz mu-law, trimmed of leading and trailing silence."""
+    """Text -> 8 kHz mu-law, trimmed of leading and trailing silence. Made in a worker thread: with
+    many calls at once the event loop carries their audio, and spawning espeak-ng from the loop (a fork
+    of a big process under uvloop) and resampling in Python would stall every call for tens of ms."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise SpeechUnavailable("espeak-ng is not installed (apt-get install espeak-ng)")
-    process = await asyncio.create_subprocess_exec(
-        espeak, "-v", voice, "-s", str(words_per_minute), "--stdout", text,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    wav_bytes, error = await process.communicate()
-    if process.returncode != 0:
-        raise SpeechUnavailable(f"espeak-ng failed: {error.decode(errors='replace').strip()}")
-    with wave.open(io.BytesIO(wav_bytes)) as wav:
+    return await asyncio.to_thread(_synthesized, espeak, text, voice, words_per_minute)
+
+
+@functools.lru_cache(maxsize=SYNTHESIZED_KEPT)
+def _synthesized(espeak: str, text: str, voice: str, words_per_minute: int) -> bytes:
+    done = subprocess.run([espeak, "-v", voice, "-s", str(words_per_minute), "--stdout", text],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SpeechUnavailable(f"espeak-ng failed: {done.stderr.decode(errors='replace').strip()}")
+    with wave.open(io.BytesIO(done.stdout)) as wav:
         rate = wav.getframerate()
         samples = array("h", wav.readframes(wav.getnframes()))
     return ulaw_encode(resample(_trim(samples), rate, SAMPLE_RATE))
@@ -56,7 +66,7 @@ def _trim(samples: array, window: int = 256) -> array:
 
 
 def is_speech(frame: bytes) -> bool:
-    return rms(ulaw_decode(frame)) > SPEECH_RMS
+    return mulaw_rms(frame) > SPEECH_RMS
 
 
 def frame_digest(frame: bytes) -> bytes:
@@ -155,6 +165,9 @@ class Recognizer:
 
     def __init__(self) -> None:
         self._decoder = None
+        # One decoder for every call, and calls transcribe in worker threads at once: pocketsphinx's
+        # decoder holds one utterance at a time (a second start_utt fails), so they take turns.
+        self._turn = threading.Lock()
 
     def _load(self):  # type: ignore[no-untyped-def]
         if self._decoder is None:
@@ -164,10 +177,11 @@ class Recognizer:
         return self._decoder
 
     def transcribe(self, mulaw: bytes) -> str:
-        decoder = self._load()
         pcm16k = resample(ulaw_decode(mulaw), SAMPLE_RATE, 16000)
-        decoder.start_utt()
-        decoder.process_raw(pcm16k.tobytes(), full_utt=True)
-        decoder.end_utt()
-        hypothesis = decoder.hyp()
-        return hypothesis.hypstr if hypothesis else ""
+        with self._turn:
+            decoder = self._load()
+            decoder.start_utt()
+            decoder.process_raw(pcm16k.tobytes(), full_utt=True)
+            decoder.end_utt()
+            hypothesis = decoder.hyp()
+            return hypothesis.hypstr if hypothesis else ""

@@ -49,6 +49,26 @@ def softphone_routes(settings: Settings) -> list[Route]:
     return [Route("/phone", page), Route("/phone/info", info)]
 
 
+LAG_REPORT_S = 10.0  # at most one line per this long
+LAG_WARN_MS = 200.0
+
+
+async def report_loop_lag(every_s: float = 0.5) -> None:
+    """A line when this process's event loop runs late: every call's audio passes through here, so
+    a late loop is late audio (and, past 20 s, sockets whose keepalive pings went unanswered)."""
+    loop = asyncio.get_running_loop()
+    worst, since = 0.0, loop.time()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(every_s)
+        worst = max(worst, (loop.time() - before - every_s) * 1000)
+        if loop.time() - since >= LAG_REPORT_S:
+            if worst >= LAG_WARN_MS:
+                log.warning("the stand-ins' event loop ran up to %.0f ms late in the last %.0f s (saturated)",
+                            worst, loop.time() - since)
+            worst, since = 0.0, loop.time()
+
+
 async def run_standins(settings: Settings) -> None:
     speech = SpeechRegistry()
     carrier = build_carrier(settings, speech)
@@ -67,4 +87,6 @@ async def run_standins(settings: Settings) -> None:
         await stack.enter_async_context(serving(providers.create_app(providers.Providers(settings.api_base_url)),
                                                 host, settings.providers_port))
         log.info("softphone at %s/phone; hotline %s", settings.carrier_url, settings.hotline_number)
+        lag = asyncio.create_task(report_loop_lag())
         await stop.wait()
+        lag.cancel()

@@ -16,9 +16,12 @@ import logging
 import time
 import uuid
 import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -96,11 +99,27 @@ class VoiceAgentServer:
     api_key: str | None = None  # None: any key is accepted
     sessions: list[AgentSession] = field(default_factory=list)
     refusing: bool = False  # new sessions refused, as an unreachable service would (for tests)
+    # Think requests of every session: one client, not one per call (each new client loads the CA
+    # store, tens of ms on the event loop every call carries).
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = http_client(60.0)
+        return self._http
 
     def app(self) -> Starlette:
+        @asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            yield
+            if self._http is not None:
+                await self._http.aclose()
+                self._http = None
+
         return Starlette(routes=[WebSocketRoute("/v1/agent/converse", self.converse),
                                  Route("/v1/speak", self.speak, methods=["POST"]),
-                                 Route("/control/drop", self.drop_all, methods=["POST"])])
+                                 Route("/control/drop", self.drop_all, methods=["POST"])], lifespan=lifespan)
 
     async def drop_all(self, request: Request) -> JSONResponse:
         """Cuts every live session's socket, as a failing Deepgram node would (the chaos bench's fault)."""
@@ -152,7 +171,7 @@ class AgentSession:
         self.settings: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []  # everything sent as JSON, for tests
-        self.http = http_client(60.0)
+        self.http = server.http
         self.utterance: list[bytes] = []
         self.speech_run = 0
         self.quiet_run = 0
@@ -171,7 +190,10 @@ class AgentSession:
 
     async def send(self, event: dict[str, Any]) -> None:
         self.events.append(event)
-        await self.ws.send_text(json.dumps(event))
+        try:
+            await self.ws.send_text(json.dumps(event))
+        except (RuntimeError, WebSocketDisconnect):  # closed under it (the client gone, a keepalive timeout)
+            self.closed = True
 
     async def error(self, code: str, description: str) -> None:
         await self.send({"type": "Error", "description": description, "code": code})
@@ -200,7 +222,6 @@ class AgentSession:
             self.closed = True
             if self.responding:
                 self.responding.cancel()
-            await self.http.aclose()
 
     # ---- client messages ------------------------------------------------------------------
 

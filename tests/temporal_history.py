@@ -21,6 +21,9 @@ SEARCHABLE = "searchAttributes"
 # Random identifiers (run and request ids, trace ids): hex, so a short digit secret can turn up in
 # one by chance (it did: "2580" inside a traceparent). They carry nothing of the user's, so masked.
 RANDOM_HEX = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{16,}", re.IGNORECASE)
+# Temporal's own numbers: event and task ids, times ("...T16:05:12.258012Z"), durations ("2.580s").
+# Digits by chance too ("2580" turned up again, in one of them); the user's words are in payloads.
+TEMPORALS_OWN = re.compile(r"\d+|\d{4}-\d\d-\d\dT[\d:.]+Z|\d+(?:\.\d+)?s")
 
 
 def _payloads(node: Any, *, skip_searchable: bool) -> Iterator[dict[str, Any]]:
@@ -36,14 +39,18 @@ def _payloads(node: Any, *, skip_searchable: bool) -> Iterator[dict[str, Any]]:
 
 
 def _strip_searchable(node: Any) -> Any:
-    """The events without search attributes, and each payload's base64 data left out: the same bytes
-    are listed decoded, and base64 of ciphertext could spell a short secret by chance."""
+    """The events without search attributes, each payload's base64 data left out (the same bytes are
+    listed decoded, and base64 of ciphertext could spell a short secret by chance), Temporal's own
+    numbers masked."""
     if isinstance(node, dict):
         if "data" in node and "metadata" in node:
             node = {**node, "data": "<listed decoded>"}
         return {k: _strip_searchable(v) for k, v in node.items() if k != SEARCHABLE}
     if isinstance(node, list):
         return [_strip_searchable(v) for v in node]
+    if isinstance(node, int | float) and not isinstance(node, bool) or (
+            isinstance(node, str) and TEMPORALS_OWN.fullmatch(node)):
+        return "<n>"
     return node
 
 

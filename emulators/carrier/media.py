@@ -48,6 +48,7 @@ class MediaStream:
         self.stream_sid = new_sid("MZ")
         self.caller_audio: deque[bytes | str] = deque()  # frames and DTMF digits, kept in order
         self.playback: deque[bytes | str] = deque()  # audio frames and mark names, in order
+        self.queued = asyncio.Event()  # playback has something: an idle call does not poll every 20 ms
         self.ws: Any = None
         self.sequence = 0
         self.marks_echoed: list[str] = []
@@ -71,7 +72,8 @@ class MediaStream:
         """Until the platform closes the socket; cancel to end it from the carrier's side (sends `stop`)."""
         # Twilio signs the upgrade request: X-Twilio-Signature over the stream URL, no parameters.
         signed = {"X-Twilio-Signature": twiml.signature(self.auth_token, self.url, {})}
-        async with websockets.connect(self.url, open_timeout=10, max_size=2**20, additional_headers=signed) as ws:
+        async with websockets.connect(self.url, open_timeout=10, max_size=2**20, additional_headers=signed,
+                                      compression=None) as ws:  # Twilio's Media Streams are not deflated
             self.ws = ws
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             await self._send({
@@ -114,8 +116,10 @@ class MediaStream:
                     payload = base64.b64decode(message["media"]["payload"])
                     for start in range(0, len(payload), FRAME_BYTES):
                         self.playback.append(payload[start:start + FRAME_BYTES])
+                    self.queued.set()
                 elif event == "mark":
                     self.playback.append(str(message["mark"]["name"]))
+                    self.queued.set()
                 elif event == "clear":
                     self.clears += 1
                     dropped = [item for item in self.playback if isinstance(item, str)]
@@ -158,7 +162,8 @@ class MediaStream:
                 await self._echo_mark(item)
                 continue
             if item is None:
-                await asyncio.sleep(FRAME_S)
+                self.queued.clear()
+                await self.queued.wait()
                 start, played = time.monotonic(), 0  # idle: restart the clock
                 continue
             await self.play(item)

@@ -7,16 +7,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
+from core.db import create_engine, sessionmaker
 from core.models import User
 from core.settings import Settings
 from emulators.carrier.carrier import Carrier
@@ -82,18 +82,43 @@ class UserOnPlatform:
     user: User
 
 
+@asynccontextmanager
+async def _user_on(request: pytest.FixtureRequest, platform: SharedPlatform,
+                   temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[UserOnPlatform]:
+    await spare_ready(platform.settings)  # a first wake within the test's own waits
+    engine = create_engine(database_url)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        user, number = await provisioned_user(stack, platform.settings, sessionmaker(engine), temporal_env.client,
+                                              thresholds=getattr(request.module, "AGENT_THRESHOLDS", Thresholds()))
+        yield UserOnPlatform(platform.settings, platform.carrier, platform.agent, number, user)
+
+
 @pytest.fixture
 async def user_on_platform(request: pytest.FixtureRequest, shared_platform: SharedPlatform,
-                           temporal_env: WorkflowEnvironment,
-                           sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[UserOnPlatform]:
-    """A provisioned user of the module's platform (their agent removed after the test); a module's
-    AGENT_THRESHOLDS set when their agent idles and sleeps."""
+                           temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[UserOnPlatform]:
+    """A provisioned user of the module's platform, the test's own (their agent removed after it); a
+    module's AGENT_THRESHOLDS set when their agent idles and sleeps."""
     shared_platform.agent.sessions.clear()
-    await spare_ready(shared_platform.settings)  # a first wake within the test's own waits
-    async with AsyncExitStack() as stack:
-        user, number = await provisioned_user(stack, shared_platform.settings, sessions, temporal_env.client,
-                                              thresholds=getattr(request.module, "AGENT_THRESHOLDS", Thresholds()))
-        yield UserOnPlatform(shared_platform.settings, shared_platform.carrier, shared_platform.agent, number, user)
+    async with _user_on(request, shared_platform, temporal_env, database_url) as user:
+        yield user
+
+
+@pytest.fixture(scope="module")
+async def _module_user(request: pytest.FixtureRequest, shared_platform: SharedPlatform,
+                       temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[UserOnPlatform]:
+    async with _user_on(request, shared_platform, temporal_env, database_url) as user:
+        yield user
+
+
+@pytest.fixture
+def module_user(_module_user: UserOnPlatform) -> UserOnPlatform:
+    """One user for the module's tests that only need someone with a number and an agent: each of
+    those would otherwise take a warm OpenClaw and have another booted, most of such a test's cost.
+    Their calls open with whatever greeting the agent prepared last; tests that look at a first
+    call, or change the user (a PIN, a killed agent, opting out), take `user_on_platform`."""
+    _module_user.agent.sessions.clear()
+    return _module_user
 
 
 # ---- browser tests: real headless Chromium (Debian's), screenshots kept with the test run -------

@@ -37,7 +37,8 @@ from workflows.delete_user import workflow_id as delete_workflow_id
 WAIT_S = 120.0
 INSTRUCTIONS = "Always address me as Captain."
 QUARANTINE_S = 3.0
-PLATFORM_SETTINGS = {"number_release_after_days": QUARANTINE_S / 86_400}
+# Its own platform (the quarantine): one warm spare is enough for the module's one user.
+PLATFORM_SETTINGS = {"number_release_after_days": QUARANTINE_S / 86_400, "local_agent_spares": 1}
 AGENT_THRESHOLDS = Thresholds(idle_after=timedelta(seconds=4))  # the home page sees it idle, then wakes it
 
 
