@@ -177,6 +177,7 @@ class AgentSession:
         self.quiet_run = 0
         self.in_speech = False
         self.responding: asyncio.Task[None] | None = None
+        self.hearing: asyncio.Task[None] | None = None  # the latest utterance being recognised
         self.speaking = False
         self.pending_functions: dict[str, asyncio.Future[str]] = {}
         self.closed = False
@@ -202,10 +203,15 @@ class AgentSession:
 
     async def run(self) -> None:
         await self.send({"type": "Welcome", "request_id": str(uuid.uuid4())})
+        # The socket is read apart from the work on what it brings, as a real server's transport
+        # answers keepalive pings whatever its speech pipeline is doing: a reply waiting to be sent
+        # (the client slow to read) must not leave pings unread until the socket is dropped.
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(inbox))
         try:
             while not self.closed:
                 try:
-                    message = await asyncio.wait_for(self.ws.receive(), CLIENT_TIMEOUT_S)
+                    message = await asyncio.wait_for(inbox.get(), CLIENT_TIMEOUT_S)
                 except TimeoutError:
                     await self.error("CLIENT_MESSAGE_TIMEOUT", "no audio or KeepAlive received in time")
                     break
@@ -220,8 +226,19 @@ class AgentSession:
             pass
         finally:
             self.closed = True
-            if self.responding:
-                self.responding.cancel()
+            for task in (self.responding, self.hearing, reader):
+                if task:
+                    task.cancel()
+
+    async def _read(self, inbox: asyncio.Queue[Any]) -> None:
+        try:
+            while True:
+                message = await self.ws.receive()
+                inbox.put_nowait(message)
+                if message["type"] == "websocket.disconnect":
+                    return
+        except (RuntimeError, WebSocketDisconnect):  # closed from this side
+            inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
 
     # ---- client messages ------------------------------------------------------------------
 
@@ -308,13 +325,22 @@ class AgentSession:
         self.quiet_run = 0 if speech else self.quiet_run + 1
         if self.quiet_run >= SPEECH_END_FRAMES:
             heard, self.utterance, self.in_speech, self.speech_run = self.utterance, [], False, 0
-            text = self.server.registry.recognise(heard)
-            if text is None:
-                text = await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard))
-                if text.strip():
-                    self.server.registry.heard(heard, text.strip())  # the caller's caption
+            # Apart from the audio that follows: free dictation takes a second or more (and one call's
+            # at a time), and barge-in and the next words go on meanwhile. Utterances keep their order.
+            self.hearing = asyncio.create_task(self._hear(heard, after=self.hearing))
+
+    async def _hear(self, heard: list[bytes], *, after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        text = self.server.registry.recognise(heard)
+        if text is None:
+            started = time.monotonic()
+            text = await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard))
+            log.info("speech nobody typed (%d frames) transcribed in %.1f s", len(heard), time.monotonic() - started)
             if text.strip():
-                await self.user_turn(text.strip())
+                self.server.registry.heard(heard, text.strip())  # the caller's caption
+        if text.strip() and not self.closed:
+            await self.user_turn(text.strip())
 
     # ---- thinking and speaking ------------------------------------------------------------
 

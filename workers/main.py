@@ -23,7 +23,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from core import heartbeat
 from core.db import DATABASE_DOWN, create_engine, sessionmaker
@@ -69,6 +69,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None, *,
             activities=parts.activities,
             identity=instance,
             graceful_shutdown_timeout=timedelta(seconds=3),
+            # Temporal's recommended poller setting (server 1.28+): the fixed 5 polls left workflow
+            # tasks waiting over a second to be picked up with 50 calls, texts and onboardings at once
+            # (bench/load.py), while the worker's CPU sat idle.
+            workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+            activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         )
         await ensure_number_pool(client, settings)
         await configure_hotline(client, settings)

@@ -16,6 +16,7 @@ import httpx
 
 from core.audio import SAMPLE_RATE, frames
 from core.callers import FULL_ATTESTATION
+from core.http import client as http_client
 from core.ports import MAX_MEDIA, MAX_MEDIA_BYTES
 from core.texts import Keyword, keyword
 from emulators.carrier import twiml
@@ -155,7 +156,9 @@ class Carrier:
         self.speech = speech or SpeechRegistry()
         self.speech.on_heard(self._heard)
         self.auth_token = auth_token
-        self.http = http or httpx.AsyncClient(timeout=15.0)
+        # Twilio's webhook timeout; no cap on connections at once (httpx's default pool of 100 is not
+        # Twilio's: with hundreds of calls and texts at once, webhooks waited for a connection and failed).
+        self.http = http or http_client(15.0)
         self.numbers = NumberBook()
         self.messages: dict[str, MessageRecord] = {}
         # Twilio's default opt-out management: (our number, their phone) pairs that texted STOP.

@@ -32,7 +32,14 @@ Texting = UserOnPlatform
 
 @pytest.fixture
 def texting(user_on_platform: UserOnPlatform) -> UserOnPlatform:
+    """The test's own user: tests that count what the user has, or opt them out."""
     return user_on_platform
+
+
+@pytest.fixture
+def someone(module_user: UserOnPlatform) -> UserOnPlatform:
+    """A user the module's other tests share (each would otherwise cost an OpenClaw boot)."""
+    return module_user
 
 
 async def _reply(phone: Handset, containing: str, *, after: int = 0, timeout: float = 120) -> dict[str, Any]:
@@ -125,25 +132,25 @@ async def test_the_owner_texts_their_agent_and_it_remembers_across_texts_and_cal
         assert secret not in stored, f"{secret!r} is readable in the SMS conversation's history"
 
 
-async def test_strangers_leave_a_message_and_the_hotline_says_to_call(texting: Texting) -> None:
+async def test_strangers_leave_a_message_and_the_hotline_says_to_call(someone: Texting) -> None:
     stranger = f"+1555{uuid.uuid4().int % 10**7:07d}"
-    async with handset(texting.settings.carrier_url, texting.user.phone_e164) as owner, \
-            handset(texting.settings.carrier_url, stranger) as phone:
-        await phone.text(texting.number, "hi, it's Sam from the book club")
+    async with handset(someone.settings.carrier_url, someone.user.phone_e164) as owner, \
+            handset(someone.settings.carrier_url, stranger) as phone:
+        await phone.text(someone.number, "hi, it's Sam from the book club")
         assert (await _reply(phone, "passed"))["body"] == TEXT_PASSED_ON
         passed_on = await _reply(owner, "book club")
         assert passed_on["body"] == f"Text from {stranger}: hi, it's Sam from the book club"
-        assert passed_on["from"] == texting.number, "from the user's own number; no agent was asked"
-        await phone.text(texting.settings.hotline_number, "hello?")
+        assert passed_on["from"] == someone.number, "from the user's own number; no agent was asked"
+        await phone.text(someone.settings.hotline_number, "hello?")
         assert (await _reply(phone, "setup line"))["body"] == HOTLINE_TEXT
 
 
 async def test_an_mms_attachment_reaches_the_agent_as_a_link_it_fetches(
-    texting: Texting, sessions: async_sessionmaker[AsyncSession],
+    someone: Texting, sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    settings = texting.settings
-    async with handset(settings.carrier_url, texting.user.phone_e164) as phone:
-        await phone.text(texting.number, "what does this say?", media=[("text/plain", b"locker 4471, top row")])
+    settings = someone.settings
+    async with handset(settings.carrier_url, someone.user.phone_e164) as phone:
+        await phone.text(someone.number, "what does this say?", media=[("text/plain", b"locker 4471, top row")])
         # The carrier serves media only with the account's credentials: the agent got the
         # platform's link, and the platform fetched the attachment for it.
         answer = await _reply(phone, "The attachment says")
@@ -152,16 +159,16 @@ async def test_an_mms_attachment_reaches_the_agent_as_a_link_it_fetches(
         # A MediaUrl that is not an attachment on the provider's account is dropped, never fetched.
         sms_url = f"{settings.api_base_url}/twilio/sms"
         forged = {"MessageSid": "MM" + uuid.uuid4().hex, "AccountSid": settings.twilio_account_sid,
-                  "From": texting.user.phone_e164, "To": texting.number, "Body": "and this one?", "NumMedia": "1",
+                  "From": someone.user.phone_e164, "To": someone.number, "Body": "and this one?", "NumMedia": "1",
                   "MediaUrl0": "http://169.254.169.254/latest/meta-data/", "MediaContentType0": "text/plain"}
         mark = len(phone.events)
-        assert (await texting.carrier.post_webhook(sms_url, forged)).status_code == 200
+        assert (await someone.carrier.post_webhook(sms_url, forged)).status_code == 200
         await _reply(phone, "You said: and this one?", after=mark)
 
     async with sessions() as session:
         media = dict((await session.execute(
             select(Message.content, Message.media).join(Conversation, Message.conversation_id == Conversation.id)
-            .where(Conversation.user_id == texting.user.id, Message.role == "user"))).all())
+            .where(Conversation.user_id == someone.user.id, Message.role == "user"))).all())
     assert media["and this one?"] is None, "the foreign URL was not recorded"
     [provider_url] = media["what does this say?"]
     assert provider_url.startswith(settings.carrier_url + "/2010-04-01/Accounts/")
@@ -170,13 +177,13 @@ async def test_an_mms_attachment_reaches_the_agent_as_a_link_it_fetches(
     # from anywhere but the provider's account.
     async with httpx.AsyncClient(base_url=settings.api_base_url) as http:
         assert (await http.get("/media/not-a-token")).status_code == 401
-        mcp = mcp_token(settings, texting.user.id, 0)
+        mcp = mcp_token(settings, someone.user.id, 0)
         assert (await http.get(f"/media/{mcp}")).status_code == 401
-        good = media_link(settings, texting.user.id, provider_url).removeprefix(settings.api_base_url)
+        good = media_link(settings, someone.user.id, provider_url).removeprefix(settings.api_base_url)
         fetched = await http.get(good)
         assert fetched.status_code == 200 and fetched.content == b"locker 4471, top row"
         assert "sandbox" in fetched.headers["content-security-policy"]
-        stray = media_link(settings, texting.user.id, "http://169.254.169.254/latest/meta-data/")
+        stray = media_link(settings, someone.user.id, "http://169.254.169.254/latest/meta-data/")
         assert (await http.get(stray.removeprefix(settings.api_base_url))).status_code == 404
 
 
@@ -237,29 +244,29 @@ async def _delivered(sessions: async_sessionmaker[AsyncSession], user_id: uuid.U
 
 
 async def test_the_agent_calls_with_a_reminder_texts_when_unanswered_and_follows_up_an_unheard_answer(
-    texting: Texting, sessions: async_sessionmaker[AsyncSession], model_server: tuple[str, Any],
+    someone: Texting, sessions: async_sessionmaker[AsyncSession], model_server: tuple[str, Any],
 ) -> None:
     base_url, script = model_server
-    async with handset(texting.settings.carrier_url, texting.user.phone_e164, auto_answer=True) as phone:
+    async with handset(someone.settings.carrier_url, someone.user.phone_e164, auto_answer=True) as phone:
         # A reminder by call: the phone rings from the user's number and the agent opens with it, in
         # its own words (the agent was asked a lead time ahead).
-        await phone.text(texting.number, "remind me in 3 seconds to water the plants by call")
+        await phone.text(someone.number, "remind me in 3 seconds to water the plants by call")
         await _reply(phone, "I'll call you in 3 seconds: water the plants")
         ringing = await phone.wait_for("incoming_call", timeout=60)
-        assert ringing["from"] == texting.number
-        await agent_said(texting.agent, "Here's your reminder: water the plants")
+        assert ringing["from"] == someone.number
+        await agent_said(someone.agent, "Here's your reminder: water the plants")
         await phone.hangup()
-        [called] = await _delivered(sessions, texting.user.id, 1)
+        [called] = await _delivered(sessions, someone.user.id, 1)
         assert (called.requested, called.outcome, called.channel) == ("call", "called", "call")
 
         # Nobody picks up the next one: it ends as a text.
         await phone.when_called("no-answer")
         mark = len(phone.events)
-        await phone.text(texting.number, "remind me in 3 seconds to stretch by call")
+        await phone.text(someone.number, "remind me in 3 seconds to stretch by call")
         await _reply(phone, "I'll call you in 3 seconds: stretch", after=mark)
         fallback = await _reply(phone, "(I tried to call.)", after=mark, timeout=60)
-        assert "your reminder: stretch" in fallback["body"] and fallback["from"] == texting.number
-        unanswered = (await _delivered(sessions, texting.user.id, 2))[1]
+        assert "your reminder: stretch" in fallback["body"] and fallback["from"] == someone.number
+        unanswered = (await _delivered(sessions, someone.user.id, 2))[1]
         assert (unanswered.outcome, unanswered.fallback_reason) == ("texted", "no-answer")
 
         # A long task the caller hangs up on: the answer comes by text.
@@ -268,7 +275,7 @@ async def test_the_agent_calls_with_a_reminder_texts_when_unanswered_and_follows
             await http.post(base_url[:-3] + "/control/replies", json={
                 "match": "long task", "reply": "The long task is done: 42 widgets counted.", "times": 2,
                 "delay_s": 6})
-        call_sid = await phone.dial(texting.number)
+        call_sid = await phone.dial(someone.number)
         # Its greeting (the one the agent prepared at the end of the last call).
         await phone.wait_for("caption", lambda e: e["call_sid"] == call_sid and e["role"] == "agent", timeout=60)
         await phone.say("please do the long task")
@@ -279,5 +286,5 @@ async def test_the_agent_calls_with_a_reminder_texts_when_unanswered_and_follows
         mark = len(phone.events)
         await phone.hangup()
         done = await _reply(phone, "42 widgets counted", after=mark, timeout=90)
-        assert done["from"] == texting.number
+        assert done["from"] == someone.number
         assert len([t for t in phone.texts() if "42 widgets" in t["body"]]) == 1
