@@ -593,8 +593,8 @@ if __name__ == "__main__":
     parser.add_argument("--real-agents", type=int, default=REAL_AGENTS)
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the stand-ins and the voice bridge under cProfile; print where their CPU went")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--profiled", nargs=3, help=argparse.SUPPRESS)  # OUT core.cli NAME  # the supervised worker
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the supervised worker
+    parser.add_argument("--profiled", nargs=3, help=argparse.SUPPRESS)  # OUT core.cli NAME: a profiled service
     parser.add_argument("--standin-gateway", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
