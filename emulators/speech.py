@@ -160,6 +160,26 @@ class SpeechRegistry:
         self._listeners.append(listener)
 
 
+@dataclass
+class Listener:
+    """What one caller hears of the voice agent, frame by frame, as captions: the carrier keeps one
+    per call. A reply that shares frames with what another call's agent said keeps its caption."""
+
+    registry: SpeechRegistry
+    hearing: int | None = None  # the utterance whose caption the caller last got
+    heard: int = 0  # how many of its frames they have heard
+
+    def caption(self, frame: bytes) -> str | None:
+        """The words of the utterance this frame begins (a caption to show), else None."""
+        if (said := self.registry.spoken_in(frame, self.hearing, heard=self.heard)) is None:
+            return None
+        if said[0] != self.hearing:
+            self.hearing, self.heard = said[0], 1
+            return said[1]
+        self.heard += 1
+        return None
+
+
 class Recognizer:
     """Free dictation with pocketsphinx's bundled en-us model, for audio nobody typed."""
 

@@ -69,9 +69,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None, *,
             activities=parts.activities,
             identity=instance,
             graceful_shutdown_timeout=timedelta(seconds=3),
-            # Temporal's recommended poller setting (server 1.28+): the fixed 5 polls left workflow
-            # tasks waiting over a second to be picked up with 50 calls, texts and onboardings at once
-            # (bench/load.py), while the worker's CPU sat idle.
+            # Temporal's recommended poller setting (server 1.28+): polls scale with the task queue's
+            # backlog instead of a fixed 5. bench/load.py prints the tasks' waits to be picked up.
             workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
             activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         )

@@ -30,7 +30,7 @@ from emulators.carrier.store import (
     now,
     rfc2822,
 )
-from emulators.speech import SpeechRegistry, frame_digest, is_speech, synthesize
+from emulators.speech import Listener, SpeechRegistry, frame_digest, is_speech, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ class Call:
     peer_left: asyncio.Event = field(default_factory=asyncio.Event)
     attestation: str | None = None  # STIR/SHAKEN verdict on the caller ID (inbound calls)
     redirected: bool = False  # its TwiML was replaced through the REST API mid-call
-    captioned: int | None = None  # the voice agent's utterance whose caption the handset last got
-    heard_of_captioned: int = 0  # how many of that utterance's frames the caller has heard
+    listener: Listener | None = None  # the voice agent's words as the caller hears them, for captions
     caller_speech: deque[bytes] = field(default_factory=lambda: deque(maxlen=HEARD_WINDOW_FRAMES))
 
     @property
@@ -491,12 +490,11 @@ class Carrier:
             raise twiml.TwimlError(f"<Stream url> must be a websocket URL, got {url!r}")
         parameters = {p.attrs["name"]: p.attrs.get("value", "") for p in verb.children if p.name == "Parameter"}
 
+        listener = call.listener = call.listener or Listener(self.speech)
+
         async def play(frame: bytes) -> None:
-            if (said := self.speech.spoken_in(frame, call.captioned, heard=call.heard_of_captioned)) is not None:
-                if said[0] != call.captioned:
-                    call.captioned, call.heard_of_captioned = said[0], 0  # the agent's words, as they reach the caller
-                    await self._caption(call, "agent", said[1])
-                call.heard_of_captioned += 1
+            if (words := listener.caption(frame)) is not None:  # the agent's words, as they reach the caller
+                await self._caption(call, "agent", words)
             await self._notify(call.handset, {"type": "audio", "call_sid": call.sid,
                                               "payload": base64.b64encode(frame).decode()})
 

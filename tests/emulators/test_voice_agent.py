@@ -17,7 +17,7 @@ from core.ports import SpeechUnavailable
 from core.serve import serving
 from emulators.demo_model import DEMO_NOTICE
 from emulators.llm import ModelScript
-from emulators.speech import SpeechRegistry, synthesize
+from emulators.speech import Listener, SpeechRegistry, synthesize
 from emulators.voice_agent import VoiceAgentServer
 from tests.conftest import free_port
 
@@ -236,16 +236,11 @@ async def test_a_reply_is_captioned_as_itself_while_other_calls_say_much_the_sam
     audio = {text: await synthesize(text) for text in (mine, theirs)}
     registry.spoke(mine, audio[mine])
     registry.spoke(theirs, audio[theirs])  # the other call's agent spoke last
+    listener = Listener(registry)  # the carrier's, for the call
     captions: list[str] = []
-    hearing: list[int | None] = [None, 0]  # what the call hears, and how many of its frames so far
 
     def play(audio_frames: list[bytes]) -> None:  # as the carrier plays them to the caller
-        for frame in audio_frames:
-            if (said := registry.spoken_in(frame, hearing[0], heard=int(hearing[1] or 0))) is not None:
-                if said[0] != hearing[0]:
-                    hearing[:] = [said[0], 0]
-                    captions.append(said[1])
-                hearing[1] = int(hearing[1] or 0) + 1
+        captions.extend(words for frame in audio_frames if (words := listener.caption(frame)) is not None)
 
     play(frames(audio[mine]))
     assert captions[-1] == mine and captions.count(mine) == 1, captions
