@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 import websockets
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
@@ -66,7 +67,7 @@ from bench.driving import (  # noqa: E402
     words_done,
 )
 from core.db import create_engine, sessionmaker  # noqa: E402
-from core.models import PhoneNumber  # noqa: E402
+from core.models import Conversation, PhoneNumber  # noqa: E402
 from core.ports import AgentEndpoint, AgentRuntime, AgentSpec, ArchiveStore, RuntimeState  # noqa: E402
 from core.process import ChildProcess, free_port  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -428,6 +429,22 @@ async def bridge_frame_latency(settings: Settings) -> str:
 
 # ---- the run ------------------------------------------------------------------------------------
 
+async def agent_latencies(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """What the voice agent reported as it started each answer (AgentStartedSpeaking, kept with the
+    call): from the end of the caller's speech, its think request and its speech synthesis."""
+    async with sessions() as session:
+        records = (await session.execute(select(Conversation.latency).where(
+            Conversation.kind == "call", Conversation.latency.is_not(None)))).scalars().all()
+    turns = [turn for record in records for turn in record.get("turns", []) if turn.get("ttt_latency")]
+    if not turns:
+        return "none recorded"
+    figures = []
+    for key, name in (("total_latency", "speech end to answer"), ("ttt_latency", "think"), ("tts_latency", "speech")):
+        values = [turn[key] * 1000 for turn in turns if key in turn]
+        figures.append(f"{name} p50 {percentile(values, 0.5):.0f} ms / p99 {percentile(values, 0.99):.0f} ms")
+    return f"{len(turns)} answers: " + ", ".join(figures)
+
+
 def profiled(name: str, folder: Path) -> list[str]:
     """The platform's `name` service under cProfile, its profile written to `folder` when it stops
     (`deepclaw` itself leaves with os._exit, before cProfile would write it). The command line still
@@ -497,18 +514,23 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
     stack.push_async_callback(engine.dispose)
     sessions = sessionmaker(engine)
     started = time.monotonic()
-    # The callers' users, as provisioning leaves them; their agents woken (real ones two at a time:
-    # cold boots at once on 2 cores outlast the wake's timeout).
-    users = [await provisioned_user(stack, settings, sessions, client) for _ in range(calls)]
-    real = asyncio.Semaphore(2)
-
+    # The callers' users, as provisioning leaves them, their agents woken. The real ones first and one
+    # at a time: a gateway's cold boot takes both cores for ~15 s, and boots at once, or beside a
+    # hundred other wakes, outlast the wake's timeout. Then the stand-ins' users, a few at a time.
     async def wake(user_id: uuid.UUID) -> bool:
-        async with real:
-            endpoint = await client.get_workflow_handle(lifecycle_id(user_id)).execute_update(
-                AgentLifecycleWorkflow.ensure_awake)
+        endpoint = await client.get_workflow_handle(lifecycle_id(user_id)).execute_update(
+            AgentLifecycleWorkflow.ensure_awake)
         return endpoint.instance != "standin"
 
-    woken = await asyncio.gather(*(wake(user.id) for user, _ in users))
+    users, woken = [], []
+    for _ in range(min(real_agents, calls)):
+        users.append(await provisioned_user(stack, settings, sessions, client))
+        woken.append(await wake(users[-1][0].id))
+    batch = 20
+    while len(users) < calls:
+        more = [await provisioned_user(stack, settings, sessions, client) for _ in range(min(batch, calls - len(users)))]
+        woken += await asyncio.gather(*(wake(user.id) for user, _ in more))
+        users += more
     print(f"{calls} users provisioned and awake ({sum(woken)} real OpenClaw) in {time.monotonic() - started:.0f} s",
           flush=True)
     deadline = time.monotonic() + 300
@@ -568,6 +590,7 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
         print(f"  {name}: {figure}", flush=True)
     print(f"window {window:.0f} s; calls in progress at the peak (the bridge's count): {tally.calls_peak}", flush=True)
     print(f"time audio frames spent in the bridge: {await bridge_frame_latency(settings)}", flush=True)
+    print(f"the voice agent's own figures per answer: {await agent_latencies(sessions)}", flush=True)
     print("CPU while the load ran, in cores (2 on this machine):", flush=True)
     for role, seconds in sorted(((r, cpu_after[r] - cpu_before[r]) for r in cpu_after), key=lambda x: -x[1]):
         print(f"  {role:>40}: {seconds / window:.2f}", flush=True)

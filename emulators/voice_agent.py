@@ -327,9 +327,9 @@ class AgentSession:
             heard, self.utterance, self.in_speech, self.speech_run = self.utterance, [], False, 0
             # Apart from the audio that follows: free dictation takes a second or more (and one call's
             # at a time), and barge-in and the next words go on meanwhile. Utterances keep their order.
-            self.hearing = asyncio.create_task(self._hear(heard, after=self.hearing))
+            self.hearing = asyncio.create_task(self._hear(heard, after=self.hearing, ended=time.monotonic()))
 
-    async def _hear(self, heard: list[bytes], *, after: asyncio.Task[None] | None) -> None:
+    async def _hear(self, heard: list[bytes], *, after: asyncio.Task[None] | None, ended: float) -> None:
         if after is not None:
             await asyncio.gather(after, return_exceptions=True)
         text = self.server.registry.recognise(heard)
@@ -340,19 +340,22 @@ class AgentSession:
             if text.strip():
                 self.server.registry.heard(heard, text.strip())  # the caller's caption
         if text.strip() and not self.closed:
-            await self.user_turn(text.strip())
+            await self.user_turn(text.strip(), speech_ended=ended)
 
     # ---- thinking and speaking ------------------------------------------------------------
 
-    async def user_turn(self, text: str) -> None:
+    async def user_turn(self, text: str, *, speech_ended: float | None = None) -> None:
+        """`speech_ended`: when the caller stopped talking (none for an injected message)."""
         await self.send({"type": "ConversationText", "role": "user", "content": text})
         self.history.append({"role": "user", "content": text})
         if self.responding and not self.responding.done():
             self.responding.cancel()
-        self.responding = asyncio.create_task(self.respond())
+        self.responding = asyncio.create_task(self.respond(speech_ended))
 
-    async def respond(self) -> None:
-        started = time.monotonic()
+    async def respond(self, speech_ended: float | None = None) -> None:
+        # Deepgram's total_latency runs from the end of the caller's speech: recognition included.
+        started = speech_ended or time.monotonic()
+        thinking = time.monotonic()
         await self.send({"type": "AgentThinking", "content": ""})
         try:
             reply = await self.think()
@@ -364,7 +367,7 @@ class AgentSession:
             return
         if reply:
             self.history.append({"role": "assistant", "content": reply})
-            await self.speak(reply, started=started, think_s=time.monotonic() - started)
+            await self.speak(reply, started=started, think_s=time.monotonic() - thinking)
 
     async def think(self) -> str:
         assert self.settings is not None

@@ -35,6 +35,7 @@ class ProvisionInput(BaseModel):
     claim_timeout: timedelta = timedelta(minutes=10)  # how long to wait for the pool to refill
     claim_retry_every: timedelta = timedelta(seconds=2)
     step_attempts: int = 10  # per step, before the saga gives up and undoes
+    step_timeout: timedelta = timedelta(seconds=30)  # per attempt: a worker that died mid-step is noticed after it
     thresholds: Thresholds = Thresholds()  # for the agent's lifecycle
     archived_numbers: str = "pool"
 
@@ -53,8 +54,8 @@ UNDO = {"start_to_close_timeout": timedelta(minutes=2),
         "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1))}
 
 
-def _step(attempts: int) -> dict[str, object]:
-    return {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RetryPolicy(
+def _step(attempts: int, timeout: timedelta) -> dict[str, object]:
+    return {"start_to_close_timeout": timeout, "retry_policy": RetryPolicy(
         maximum_attempts=attempts, maximum_interval=timedelta(seconds=30), non_retryable_error_types=["PhoneTaken"])}
 
 
@@ -72,7 +73,7 @@ class ProvisionUserWorkflow:
     @workflow.run
     async def run(self, input: ProvisionInput) -> Provisioned:
         user = input.user
-        self.options = _step(input.step_attempts)
+        self.options = _step(input.step_attempts, input.step_timeout)
         workflow.upsert_search_attributes([USER_ID.value_set(str(user.user_id)), USER_PHONE.value_set(user.phone)])
         try:
             self.step = "create user"

@@ -126,7 +126,7 @@ class LocalAgentRuntime:
         return config
 
     async def _start_spare(self) -> None:
-        self._starting += 1
+        """Counted in `_starting` by whoever launched it."""
         try:
             port = free_port()
             home = self.root / "gateways" / f"{port}-{secrets.token_hex(4)}"
@@ -164,27 +164,39 @@ class LocalAgentRuntime:
         return {"spares_ready": self._spares.qsize(), "spares_starting": self._starting + self._scheduled,
                 "spares_target": self.spare_target}
 
-    def replenish(self, delay: float = 0.0, *, at_least: int = 0) -> None:
-        missing = max(self.spare_target, at_least) - self._spares.qsize() - self._starting - self._scheduled
+    def replenish(self, delay: float = 0.0) -> None:
+        missing = self.spare_target - self._spares.qsize() - self._starting - self._scheduled
         for _ in range(max(0, missing)):
+            self._launch(delay)
+
+    def _launch(self, delay: float) -> None:
+        if delay > 0:
             self._scheduled += 1
             task = asyncio.create_task(self._start_spare_after(delay))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        else:
+            self._starting += 1
+            task = asyncio.create_task(self._start_spare())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _start_spare_after(self, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
         finally:
             self._scheduled -= 1
+        if self._spares.qsize() + self._starting >= self.spare_target:
+            return  # wakes meanwhile started what was missing
+        self._starting += 1
         await self._start_spare()
 
     async def _claim_spare(self) -> GatewayProcess:
         self._claiming += 1
         try:
-            # Every wake waiting has a gateway on its way: with nothing warm (or no spares kept at
-            # all) each pays a cold start, rather than queueing behind another wake's.
-            self.replenish(at_least=self._claiming)
+            # Every wake waiting has a gateway on its way now: with nothing warm (or no spares kept
+            # at all) each pays a cold start, rather than queueing behind another wake's or waiting
+            # out a replacement's delay.
+            for _ in range(self._claiming - self._spares.qsize() - self._starting):
+                self._launch(0.0)
             gateway = await asyncio.wait_for(self._spares.get(), 120)
         finally:
             self._claiming -= 1

@@ -37,6 +37,11 @@ async def _chat(endpoint: AgentEndpoint, user_id: uuid.UUID, text: str) -> str:
     return response.json()["choices"][0]["message"]["content"]
 
 
+# No spare is replaced while a test runs: each wake boots what it takes (a gateway's boot is ~10 s of
+# both cores here), and none boots only to be stopped at the end.
+NO_REPLACEMENT_S = 3600.0
+
+
 def _checksums(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -51,7 +56,7 @@ async def test_sleep_wake_pause_archive_restore(
 ) -> None:
     base_url, _ = model_server
     runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID),
-                                 keyring=KEYRING, replenish_delay_s=0)
+                                 keyring=KEYRING, replenish_delay_s=NO_REPLACEMENT_S)
     user = uuid.uuid4()
     before = {p.pid for p in _gateways()}
     try:
@@ -72,7 +77,8 @@ async def test_sleep_wake_pause_archive_restore(
         assert await runtime.wake(user) == endpoint  # the same process, resumed (bench/wake.py times it)
         assert (await _chat(endpoint, user, "still there?")).startswith("You said: still there?")
 
-        # Sleep frees the process; the next wake is another gateway, and the memory came along.
+        # Sleep frees the process; the next wake is another gateway, and the memory came along. It
+        # starts one at once: the replacement scheduled after the first wake is an hour away.
         await runtime.sleep(user)
         assert await runtime.status(user) == RuntimeState.STOPPED
         woken = await runtime.wake(user)
@@ -147,7 +153,7 @@ async def test_each_agent_executes_code_as_its_own_unix_user(
 
     base_url, script = model_server
     runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID),
-                                keyring=KEYRING, spares=2, replenish_delay_s=0)
+                                keyring=KEYRING, spares=2, replenish_delay_s=NO_REPLACEMENT_S)
     alice, bob = uuid.uuid4(), uuid.uuid4()
     secret_file = tmp_path / "platform-secret.txt"
     secret_file.write_text("platform secret\n")

@@ -22,7 +22,14 @@ from core.settings import Settings
 from emulators.carrier.carrier import Carrier
 from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
-from tests.voice.platform import platform_settings, provisioned_user, spare_ready, start_platform
+from tests.voice.platform import (
+    own_number_pool,
+    platform_settings,
+    platform_settings_for,
+    provisioned_user,
+    spare_ready,
+    start_platform,
+)
 from workflows.agent_lifecycle import Thresholds
 
 
@@ -71,6 +78,23 @@ async def shared_platform(request: pytest.FixtureRequest, platforms: Platforms) 
     """The model stand-in answers scripted words as scripted and everything else as the demo model.
     A module's PLATFORM_SETTINGS (a dict) overrides settings of its platform."""
     return await platforms.get(getattr(request.module, "PLATFORM_SETTINGS", {}))
+
+
+@pytest.fixture(scope="session")
+async def hotline_platform(database_url: str, temporal_env: WorkflowEnvironment,
+                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedPlatform]:
+    """The platform as `make run` has it, for the modules that onboard a caller: a number pool (the
+    session's only one on this Temporal server) and its own demo model. One for the session: each
+    start costs a warm OpenClaw booted and the pool filled."""
+    engine = create_engine(database_url)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        settings = platform_settings_for(
+            database_url=database_url, data_dir=tmp_path_factory.mktemp("hotline") / "data",
+            temporal_address=temporal_env.client.service_client.config.target_host, number_pool_target=2,
+            number_pool_area_codes=await own_number_pool(stack, sessionmaker(engine), temporal_env.client))
+        carrier, agent = await start_platform(stack, settings)
+        yield SharedPlatform(settings, carrier, agent)
 
 
 @dataclass

@@ -8,9 +8,6 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,8 +20,8 @@ from core.settings import Settings
 from core.streams import seal_think_token
 from core.tokens import TokenKind
 from core.models import PhoneNumber, User
+from emulators.carrier.carrier import Carrier
 from emulators.carrier.handset import Handset, handset
-from emulators.llm import ModelScript
 from emulators.voice_agent import VoiceAgentServer
 from tests.voice.platform import (
     email_code,
@@ -32,11 +29,9 @@ from tests.voice.platform import (
     agent_said,
     audio_done,
     next_session,
-    own_number_pool,
-    platform_settings,
     prepared_greeting,
-    start_platform,
 )
+from tests.voice.conftest import SharedPlatform
 from tests.log_scan import assert_nothing_secret, platform_logs
 from tests.temporal_history import stored_text
 from workflows import onboarding_lines as lines
@@ -46,15 +41,9 @@ from workflows.onboarding import workflow_id as onboarding_id
 
 
 @pytest.fixture
-async def platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
-                   sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> AsyncIterator[tuple]:
-    base_url, _ = model_server
-    async with AsyncExitStack() as stack:
-        settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                     data_dir=tmp_path / "data", number_pool_target=2,
-                                     number_pool_area_codes=await own_number_pool(stack, sessions, temporal_env.client))
-        carrier, agent = await start_platform(stack, settings)
-        yield settings, carrier, agent
+def platform(hotline_platform: SharedPlatform) -> tuple[Settings, Carrier, VoiceAgentServer]:
+    hotline_platform.agent.sessions.clear()  # this test's calls are the only ones on record
+    return hotline_platform.settings, hotline_platform.carrier, hotline_platform.agent
 
 
 async def _text(phone: Handset, containing: str, after: int = 0) -> str:

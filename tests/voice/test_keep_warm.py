@@ -12,9 +12,12 @@ from emulators.llm import ModelScript, message_text
 from voice.keep_warm import KeepWarm
 
 
-def _warm_ups(script: ModelScript) -> int:
+def _warm_ups(script: ModelScript, gateway: GatewayProcess) -> int:
+    """Warm-up runs of this gateway (its workspace is in the system prompt): the model stand-in is the
+    session's, and other tests' spare gateways warm up too."""
     return sum(1 for request in script.requests
-               if any(WARM_UP_PROMPT in message_text(m) for m in request["messages"] if m.get("role") == "user"))
+               if any(WARM_UP_PROMPT in message_text(m) for m in request["messages"] if m.get("role") == "user")
+               and any(str(gateway.home) in message_text(m) for m in request["messages"] if m.get("role") == "system"))
 
 
 async def _until(test, what: str, timeout: float = 60) -> None:
@@ -35,13 +38,13 @@ async def test_a_quiet_call_keeps_its_agent_warm_until_it_ends(
     async def call_is_up(candidate: uuid.UUID) -> bool:
         return up.get(candidate, False)
 
-    before = _warm_ups(script)
+    before = _warm_ups(script, openclaw_gateway)
     auth = {"Authorization": f"Bearer {openclaw_gateway.token}"}
     async with httpx.AsyncClient(timeout=60) as http:
         warmth = KeepWarm(http=http, call_is_up=call_is_up, after_s=0.2, max_runs=2)
         warmth.arm(stream, openclaw_gateway.base_url, auth, "default")
         await _until(lambda: stream not in warmth.waiting, "the quiet call's warm-ups")
-        assert _warm_ups(script) - before == 2, "each quiet stretch ran one warm-up, up to the cap"
+        assert _warm_ups(script, openclaw_gateway) - before == 2, "each quiet stretch ran one warm-up, up to the cap"
 
         # The caller talks (pause), then the call ends while quiet: no further warm-up.
         warmth.runs.clear()
@@ -51,5 +54,5 @@ async def test_a_quiet_call_keeps_its_agent_warm_until_it_ends(
         up[stream] = False
         warmth.arm(stream, openclaw_gateway.base_url, auth, "default")
         await _until(lambda: stream not in warmth.waiting, "the ended call's check")
-    assert _warm_ups(script) - before == 2, "a paused or ended call is not warmed"
+    assert _warm_ups(script, openclaw_gateway) - before == 2, "a paused or ended call is not warmed"
     assert stream not in warmth.runs, "an ended call is forgotten"

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from playwright.async_api import Browser, Page, expect
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emulators.voice_agent import VoiceAgentServer
-from tests.voice.conftest import DESKTOP, PHONE
-from tests.voice.platform import email_code, own_number_pool, platform_settings_for, start_platform
+from tests.voice.conftest import DESKTOP, PHONE, SharedPlatform
+from tests.voice.platform import email_code, spare_ready
 
 LINE_S = 120.0  # longest wait for one line (the first agent's wake on a fresh machine is the slowest)
 
@@ -61,69 +59,64 @@ class Softphone:
 
 
 async def test_a_new_user_tries_deepclaw_from_the_softphone(
-    browser: Browser, database_url: str, temporal_env: Any, sessions: async_sessionmaker[AsyncSession],
-    tmp_path: Path, screenshots: Path
+    browser: Browser, hotline_platform: SharedPlatform, screenshots: Path
 ) -> None:
     caller = f"+1555{uuid.uuid4().int % 10**7:07d}"
     address = f"new.{uuid.uuid4().hex[:6]}@example.com"
-    async with AsyncExitStack() as stack:
-        settings = platform_settings_for(
-            database_url=database_url, data_dir=tmp_path / "data",
-            temporal_address=temporal_env.client.service_client.config.target_host, number_pool_target=1,
-            number_pool_area_codes=await own_number_pool(stack, sessions, temporal_env.client))
-        _, agent = await start_platform(stack, settings, wait_for_spare=True)
-        context = await browser.new_context(viewport=PHONE)
-        page = await context.new_page()
-        problems: list[str] = []  # the page's own errors fail the test
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-        phone = Softphone(page, agent)
-        await page.goto(f"{settings.carrier_url}/phone?number={quote(caller)}")
-        await expect(page.locator("#status")).to_have_text(f"online as {caller}"), problems
-        await expect(page.locator("#hotline-number")).to_have_text(settings.hotline_number)
-        await expect(page.locator("#model")).to_contain_text("the local demo model")
-        await page.screenshot(path=screenshots / "softphone-phone-idle.png", full_page=True)
+    settings, agent = hotline_platform.settings, hotline_platform.agent
+    await spare_ready(settings)  # as `make run` shows its URLs once a warm agent is ready
+    context = await browser.new_context(viewport=PHONE)
+    page = await context.new_page()
+    problems: list[str] = []  # the page's own errors fail the test
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    phone = Softphone(page, agent)
+    await page.goto(f"{settings.carrier_url}/phone?number={quote(caller)}")
+    await expect(page.locator("#status")).to_have_text(f"online as {caller}"), problems
+    await expect(page.locator("#hotline-number")).to_have_text(settings.hotline_number)
+    await expect(page.locator("#model")).to_contain_text("the local demo model")
+    await page.screenshot(path=screenshots / "softphone-phone-idle.png", full_page=True)
 
-        # The hotline, one tap away; its lines are captions; the SMS code arrives in the timeline.
-        await page.click("#call-hotline")
-        await phone.sees("hotline", "Welcome to DeepClaw!")
-        sms = await phone.sees("sms-in", "Your DeepClaw code")
-        code = re.findall(r"\b\d{6}\b", sms)[0]
-        await phone.line_played()
-        await phone.key(code + "#")
-        await phone.sees("keypad", "#")
-        await phone.sees("hotline", "your phone is verified")
-        await phone.say(address.replace(".", " dot ").replace("@", " at "), "Is that right?")
-        await phone.say("yes", "emailed you a six-digit code")
-        await phone.say(" ".join(await email_code(settings.api_base_url, address)), "Your email is verified")
-        await phone.say("Luna", "Luna it is")
-        await phone.say("casual", "Casual, got it")
-        await phone.say("call it Nova", "Nova, lovely")
-        all_set = await phone.say("skip", "All set!")
-        assert "Nova's number is" in all_set
-        await phone.sees("agent", "Hi, I'm Nova")  # the hand-off: the new agent on the same call
-        welcome = await phone.sees("sms-in", "Save this number")
-        number = re.findall(r"\+\d{11}", welcome)[0]
-        await page.screenshot(path=screenshots / "softphone-phone-onboarded.png", full_page=True)
-        await phone.line_played()
-        await page.click("#hangup")
-        await phone.sees("event", "call completed")
+    # The hotline, one tap away; its lines are captions; the SMS code arrives in the timeline.
+    await page.click("#call-hotline")
+    await phone.sees("hotline", "Welcome to DeepClaw!")
+    sms = await phone.sees("sms-in", "Your DeepClaw code")
+    code = re.findall(r"\b\d{6}\b", sms)[0]
+    await phone.line_played()
+    await phone.key(code + "#")
+    await phone.sees("keypad", "#")
+    await phone.sees("hotline", "your phone is verified")
+    await phone.say(address.replace(".", " dot ").replace("@", " at "), "Is that right?")
+    await phone.say("yes", "emailed you a six-digit code")
+    await phone.say(" ".join(await email_code(settings.api_base_url, address)), "Your email is verified")
+    await phone.say("Luna", "Luna it is")
+    await phone.say("casual", "Casual, got it")
+    await phone.say("call it Nova", "Nova, lovely")
+    all_set = await phone.say("skip", "All set!")
+    assert "Nova's number is" in all_set
+    await phone.sees("agent", "Hi, I'm Nova")  # the hand-off: the new agent on the same call
+    welcome = await phone.sees("sms-in", "Save this number")
+    number = re.findall(r"\+\d{11}", welcome)[0]
+    await page.screenshot(path=screenshots / "softphone-phone-onboarded.png", full_page=True)
+    await phone.line_played()
+    await page.click("#hangup")
+    await phone.sees("event", "call completed")
 
-        # The new number: the demo model texts a word and sets a reminder, and both arrive here.
-        await page.fill("#to", number)
-        await page.click("#call")
-        await phone.sees("agent", "Hi, it's Nova")  # its greeting on the new call (the hand-off's was "Hi, I'm")
-        await phone.say("text me pineapple", "Done, I've texted you.", kind="agent")
-        await phone.sees("sms-in", "pineapple")
-        await phone.say("remind me in 15 seconds to stretch", "Okay, I'll text you in 15 seconds: stretch.", kind="agent")
-        await phone.say("goodbye", "Goodbye!", kind="agent")
-        await phone.sees("event", "call completed")
-        # The agent phrases it ("Hi! Here's your reminder: stretch."), woken for it.
-        await phone.sees("sms-in", "Here's your reminder: stretch")
-        await page.screenshot(path=screenshots / "softphone-phone-after-calls.png", full_page=True)
-        await page.set_viewport_size(DESKTOP)
-        await page.screenshot(path=screenshots / "softphone-desktop-after-calls.png", full_page=True)
-        await context.close()
+    # The new number: the demo model texts a word and sets a reminder, and both arrive here.
+    await page.fill("#to", number)
+    await page.click("#call")
+    await phone.sees("agent", "Hi, it's Nova")  # its greeting on the new call (the hand-off's was "Hi, I'm")
+    await phone.say("text me pineapple", "Done, I've texted you.", kind="agent")
+    await phone.sees("sms-in", "pineapple")
+    await phone.say("remind me in 6 seconds to stretch", "Okay, I'll text you in 6 seconds: stretch.", kind="agent")
+    await phone.say("goodbye", "Goodbye!", kind="agent")
+    await phone.sees("event", "call completed")
+    # The agent phrases it ("Hi! Here's your reminder: stretch.").
+    await phone.sees("sms-in", "Here's your reminder: stretch")
+    await page.screenshot(path=screenshots / "softphone-phone-after-calls.png", full_page=True)
+    await page.set_viewport_size(DESKTOP)
+    await page.screenshot(path=screenshots / "softphone-desktop-after-calls.png", full_page=True)
+    await context.close()
     assert problems == [], f"the page reported errors: {problems}"
     for shot in ("phone-idle", "phone-onboarded", "phone-after-calls", "desktop-after-calls"):
         assert (screenshots / f"softphone-{shot}.png").stat().st_size > 10_000, f"{shot} screenshot is empty"

@@ -382,9 +382,12 @@ async def test_a_worker_restart_mid_provisioning_loses_and_doubles_nothing(
     stuck = {**parts, "carrier": LocalCarrier(hotline.carrier.carrier, FaultyWebhooks(hotline.carrier.telephony, _hang), hotline.carrier.port)}  # type: ignore[arg-type]
     user = _new_user(hotline.area)
     # No workflow cache: the replacement worker replays the history, like a fresh process would.
+    # A dead worker's step is retried after the step's timeout (the test server can also hand the
+    # retry to the dead worker's last poll, Temporal's known shutdown race): a short one here.
     async with _worker(time_skipping_env, stuck, queue, max_cached_workflows=0):
         handle = await hotline.client.start_workflow(
-            ProvisionUserWorkflow.run, ProvisionInput(user=user, area_code=hotline.area, pool_workflow_id=hotline.pool_id),
+            ProvisionUserWorkflow.run, ProvisionInput(user=user, area_code=hotline.area, pool_workflow_id=hotline.pool_id,
+                                                      step_timeout=timedelta(seconds=3)),
             id=provision_id(user.user_id), task_queue=queue)
         for _ in range(200):  # the number is claimed; the last step hangs; the worker dies
             if await handle.query(ProvisionUserWorkflow.current_step) == "point number at platform":
