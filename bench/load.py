@@ -259,8 +259,9 @@ async def ask(phone: Handset, u: int, k: int, tally: Tally) -> bool:
         tally.outcomes[outcome] += 1
         if outcome == "answer":
             # The voice agent speaks a reply whole once it has it: its first frame is the answer's start.
-            voice = await phone.wait_for("audio", after=start)  # its caption comes just ahead of it
-            tally.turn_ms.append((arrived(phone, voice, start) - done) * 1000)
+            # Its caption comes just ahead of it (audio before that may be an earlier line still playing).
+            voice = await phone.wait_for("audio", after=index)
+            tally.turn_ms.append((arrived(phone, voice, index) - done) * 1000)
             tally.answer_caption_ms.append((phone.received_at[index] - done) * 1000)
             return True
         if outcome == "by text":

@@ -40,12 +40,15 @@ def _worker(_: argparse.Namespace) -> None:
     asyncio.run(run_worker(get_settings()))
 
 
-def _migrate(_: argparse.Namespace) -> None:
-    from core.migrate import upgrade_to_head
+def _migrate(args: argparse.Namespace) -> int:
+    from core.migrate import upgrade_to_head, wait_for_head
 
     settings = get_settings()
+    if args.wait is not None:  # a new version's pods, while the migration Job runs
+        return 0 if wait_for_head(settings.database_url, timeout_s=args.wait) else 1
     upgrade_to_head(settings.database_url)
     log.info("database migrated to head")
+    return 0
 
 
 def _dev(_: argparse.Namespace) -> int:
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         command = sub.add_parser(name, help=help_text)
         if name == "new-key":
             command.add_argument("key_id", nargs="?", default="k1", help="the new key's id (default k1)")
+        if name == "migrate":
+            command.add_argument("--wait", type=float, metavar="SECONDS", help=(
+                "migrate nothing: wait until the schema is at this version's head (exit 1 after SECONDS)"))
     args = parser.parse_args(argv)
 
     if args.command != "tools":

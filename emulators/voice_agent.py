@@ -446,7 +446,11 @@ class AgentSession:
             await self.send({"type": "AgentStartedSpeaking", "total_latency": round(time.monotonic() - started, 4),
                              "tts_latency": round(tts_s, 4), "ttt_latency": round(think_s, 4)})
             for frame in frames(audio):
-                await self.ws.send_bytes(frame)
+                try:
+                    await self.ws.send_bytes(frame)
+                except (RuntimeError, WebSocketDisconnect):  # the client gone mid-line
+                    self.closed = True
+                    return
                 await asyncio.sleep(0.02 / PLAYOUT_SPEEDUP)
             await self.send({"type": "AgentAudioDone"})
         finally:

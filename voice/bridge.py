@@ -185,7 +185,8 @@ class CallBridge(MediaRelay):
         # The call's span continues the webhook's trace (its traceparent came as a stream parameter).
         with log_context(user_id=str(user_id or ""), call_id=self.call_sid), tracer().start_as_current_span(
                 "call", context=context_from(self.trace_carrier), kind=SpanKind.SERVER,
-                attributes={"deepclaw.call.direction": params.get("direction", "inbound"),
+                attributes={"deepclaw.call.sid": self.call_sid,  # Twilio's id of the call: no one's number
+                            "deepclaw.call.direction": params.get("direction", "inbound"),
                             "deepclaw.call.hotline": user_id is None}):
             self.recorder = CallRecorder(self.deps.sessions, call_sid=self.call_sid, user_id=user_id,
                                          from_number=params.get("from", ""), to_number=params.get("to", ""),

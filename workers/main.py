@@ -12,6 +12,8 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import (
     Client,
@@ -59,7 +61,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None, *,
     sdk_metrics = f"127.0.0.1:{free_port()}"  # the SDK's exporter: read through our /metrics only
     client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
     instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    metrics_app = Starlette(routes=[Route("/metrics", metrics_endpoint(settings, extra_from=f"http://{sdk_metrics}/metrics"))])
+    polling: list[asyncio.Task[None]] = []  # the worker's run, once it polls
+
+    async def healthz(_: Request) -> JSONResponse:
+        """For Kubernetes' probes: up while the worker polls its task queue."""
+        up = bool(polling) and not polling[0].done()
+        return JSONResponse({"state": "up" if up else "starting"}, status_code=200 if up else 503)
+
+    metrics_app = Starlette(routes=[Route("/metrics", metrics_endpoint(settings, extra_from=f"http://{sdk_metrics}/metrics")),
+                                    Route("/healthz", healthz)])
     async with registry.activities(settings, sessions, runtime=runtime) as parts, serving(
             metrics_app, settings.worker_metrics_host, settings.worker_metrics_port):
         worker = Worker(
@@ -78,7 +88,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None, *,
         await configure_hotline(client, settings)
         await ensure_statement_schedule(client, settings)
         await ensure_retention_schedule(client, settings)
-        await _serve(worker, settings, sessions, instance, stop, parts.runtime)
+        await _serve(worker, settings, sessions, instance, stop, parts.runtime, polling)
     await engine.dispose()
 
 
@@ -130,7 +140,7 @@ async def configure_hotline(client: Client, settings: Settings) -> None:
 
 
 async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmaker[AsyncSession], instance: str,
-                 stop: asyncio.Event | None, runtime: AgentRuntime) -> None:
+                 stop: asyncio.Event | None, runtime: AgentRuntime, polling: list[asyncio.Task[None]]) -> None:
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -150,6 +160,7 @@ async def _serve(worker: Worker, settings: Settings, sessions: async_sessionmake
 
     log.info("worker %s polling task queue %r on %s", instance, settings.temporal_task_queue, settings.temporal_address)
     worker_task = asyncio.create_task(worker.run())
+    polling.append(worker_task)
     beat_task = asyncio.create_task(keep_heartbeat())
     stop_task = asyncio.create_task(stop.wait())
     try:
