@@ -24,6 +24,10 @@ DEPLOY = Path(__file__).parents[1] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 OVERLAYS = [KUBERNETES / "base", KUBERNETES / "overlays" / "digitalocean"]
 SCHEMAS = {path.name.rsplit(".", 2)[0]: json.loads(path.read_text()) for path in (KUBERNETES / "schemas").glob("*.json")}
+# The agent runtime's settings for the objects it renders per user (activities/runtime/k8s_manifests.py).
+CLUSTER = ClusterSettings(namespace="users", platform_namespace="deepclaw", image="agent", archiver_image=None,
+                          storage_class=None, storage_size="1Gi", archive_secret="s", archive_bucket="b",
+                          archive_endpoint=None)
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|API_KEY|ENCRYPTION_KEYS|DATABASE_URL")
 
 
@@ -149,10 +153,7 @@ def test_every_namespace_denies_by_default_and_the_allows_fit_the_agents(objects
                    and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
                    and not p["spec"].get("ingress") and not p["spec"].get("egress") for p in policies), namespace
     # What the platform may send to an agent is what the runtime's policy for each agent lets in.
-    cluster = ClusterSettings(namespace="users", platform_namespace="deepclaw", image="openclaw", archiver_image=None,
-                              storage_class=None, storage_size="1Gi", archive_secret="s", archive_bucket="b",
-                              archive_endpoint=None)
-    agent = network_policy(AgentNames(uuid.uuid4()), cluster)
+    agent = network_policy(AgentNames(uuid.uuid4()), CLUSTER)
     allowed_in = agent["spec"]["ingress"][0]
     sources = set(allowed_in["from"][0]["podSelector"]["matchExpressions"][0]["values"])
     to_agents = [p for p in policies for rule in p["spec"].get("egress", []) for peer in rule.get("to", [])
@@ -290,9 +291,7 @@ def test_the_agent_image_pins_openclaw_and_runs_it_unprivileged_behind_an_init()
     assert instructions["FROM"].startswith(f"node:{NODE_VERSION}-"), "the Node the local runtime runs"
     assert any("npm ci" in line for line in lines) and not any("npm install" in line for line in lines)
     user = instructions["USER"].split(":")
-    pod = stateful_set(AgentNames(uuid.uuid4()), ClusterSettings(
-        namespace="users", platform_namespace="deepclaw", image="agent", archiver_image=None, storage_class=None,
-        storage_size="1Gi", archive_secret="s", archive_bucket="b", archive_endpoint=None), replicas=1)["spec"]["template"]["spec"]
+    pod = stateful_set(AgentNames(uuid.uuid4()), CLUSTER, replicas=1)["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert int(user[0]) == container["securityContext"]["runAsUser"] != 0
     entrypoint, command = json.loads(instructions["ENTRYPOINT"]), json.loads(instructions["CMD"])
