@@ -191,10 +191,19 @@ class AgentSession:
 
     async def send(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+        await self._transmit(json.dumps(event))
+
+    async def _transmit(self, data: str | bytes) -> bool:
+        """False once the socket is gone under it (the client left, a keepalive timeout): the session ends."""
         try:
-            await self.ws.send_text(json.dumps(event))
-        except (RuntimeError, WebSocketDisconnect):  # closed under it (the client gone, a keepalive timeout)
+            if isinstance(data, str):
+                await self.ws.send_text(data)
+            else:
+                await self.ws.send_bytes(data)
+        except (RuntimeError, WebSocketDisconnect):
             self.closed = True
+            return False
+        return True
 
     async def error(self, code: str, description: str) -> None:
         await self.send({"type": "Error", "description": description, "code": code})
@@ -446,10 +455,7 @@ class AgentSession:
             await self.send({"type": "AgentStartedSpeaking", "total_latency": round(time.monotonic() - started, 4),
                              "tts_latency": round(tts_s, 4), "ttt_latency": round(think_s, 4)})
             for frame in frames(audio):
-                try:
-                    await self.ws.send_bytes(frame)
-                except (RuntimeError, WebSocketDisconnect):  # the client gone mid-line
-                    self.closed = True
+                if not await self._transmit(frame):  # the client gone mid-line
                     return
                 await asyncio.sleep(0.02 / PLAYOUT_SPEEDUP)
             await self.send({"type": "AgentAudioDone"})
