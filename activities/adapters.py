@@ -61,9 +61,9 @@ def archive_store(settings: Settings) -> ArchiveStore:
     return FolderArchiveStore(settings.data_dir.resolve() / "archive")
 
 
-def agent_runtime(settings: Settings) -> AgentRuntime:
+def agent_runtime(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> AgentRuntime:
     if settings.agent_runtime == AgentRuntimeAdapter.KUBERNETES:
-        return kubernetes_runtime(settings)
+        return kubernetes_runtime(settings, sessions)
     from activities.runtime.local import LocalAgentRuntime
     from activities.runtime.openclaw_config import ModelProvider
     from activities.runtime.tools import Tools
@@ -73,7 +73,7 @@ def agent_runtime(settings: Settings) -> AgentRuntime:
                              spares=settings.local_agent_spares, reachable=[settings.api_base_url])  # MCP server
 
 
-def kubernetes_runtime(settings: Settings) -> AgentRuntime:
+def kubernetes_runtime(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> AgentRuntime:
     from kubernetes import client, config
 
     from activities.runtime.k8s_manifests import ClusterSettings
@@ -82,16 +82,18 @@ def kubernetes_runtime(settings: Settings) -> AgentRuntime:
 
     image = settings.kubernetes_agent_image
     if not image or "@sha256:" not in image:
-        raise ValueError("DEEPCLAW_KUBERNETES_AGENT_IMAGE must name the OpenClaw image pinned by digest (…@sha256:…)")
+        raise ValueError("DEEPCLAW_KUBERNETES_AGENT_IMAGE must name the agent image pinned by digest (…@sha256:…)")
+    store = archive_store(settings)
+    if not isinstance(store, S3ArchiveStore):
+        raise ValueError("DEEPCLAW_AGENT_RUNTIME=kubernetes keeps sleeping agents' state in the archive store: "
+                         "set DEEPCLAW_ARCHIVE_STORE=s3")
     configuration = client.Configuration()
     if settings.kubeconfig:
         config.load_kube_config(config_file=str(settings.kubeconfig.expanduser()), client_configuration=configuration)
     else:
         config.load_incluster_config(client_configuration=configuration)
-    cluster = ClusterSettings(
-        namespace=settings.kubernetes_namespace, platform_namespace=settings.kubernetes_platform_namespace,
-        image=image, archiver_image=settings.kubernetes_archiver_image, storage_class=settings.kubernetes_storage_class,
-        storage_size=settings.kubernetes_storage_size, archive_secret=settings.kubernetes_archive_secret,
-        archive_bucket=settings.s3_bucket, archive_endpoint=settings.s3_endpoint_url)
+    cluster = ClusterSettings(namespace=settings.kubernetes_namespace,
+                              platform_namespace=settings.kubernetes_platform_namespace, image=image,
+                              pool=settings.kubernetes_agent_pool, spares=settings.kubernetes_agent_spares)
     return KubernetesAgentRuntime(client.ApiClient(configuration), cluster, ModelProvider.from_settings(settings),
-                                  keyring=settings.keyring)
+                                  keyring=settings.keyring, sessions=sessions, urls=store)

@@ -189,7 +189,7 @@ def run_bench_worker() -> None:
 
     settings = Settings()
     configure_logging("worker", fmt=settings.log_format, level=settings.log_level)
-    runtime = MixedRuntime(adapters.agent_runtime(settings), os.environ[STANDIN_URL], int(os.environ[REAL_LIMIT]))
+    runtime = MixedRuntime(adapters.agent_runtime(settings, sessions), os.environ[STANDIN_URL], int(os.environ[REAL_LIMIT]))
     asyncio.run(run_worker(settings, runtime=runtime))
 
 

@@ -150,7 +150,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("activities.runtime.local").setLevel(logging.INFO)  # each wake's breakdown
+    logging.getLogger("activities.runtime.wake").setLevel(logging.INFO)  # each wake's breakdown
     figures = asyncio.run(main(parser.parse_args().rounds))
     print(json.dumps(figures), flush=True)
     os._exit(0)  # temporalio may abort at interpreter exit in short scripts

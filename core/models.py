@@ -35,6 +35,7 @@ PERSONALITIES = ("casual", "formal")
 NUMBER_STATES = ("available", "assigned", "releasing")
 AGENT_STATES = ("provisioning", "running", "idle", "sleeping", "archived")
 RUNTIMES = ("local", "kubernetes")
+POD_STATES = ("starting", "ready", "loading", "serving")
 CONVERSATION_KINDS = ("call", "sms")
 DIRECTIONS = ("inbound", "outbound")
 MESSAGE_ROLES = ("user", "agent", "system")
@@ -164,6 +165,29 @@ class AgentInstance(SQLModel, table=True):
     token_ref: str | None = Field(default=None, max_length=256)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class AgentPod(SQLModel, table=True):
+    """A warm OpenClaw pod of the Kubernetes runtime (activities/runtime/kubernetes.py): booted with no
+    user (starting, ready), then claimed by one user (loading, serving). A claim takes a ready row
+    nobody else holds (FOR UPDATE SKIP LOCKED); a claimed row is deleted with its pod and never goes
+    back to ready, so no pod ever serves a second user. One pod per user at most (unique user_id).
+    No foreign key to users: the row lives and dies with the pod, which the runtime removes."""
+
+    __tablename__ = "agent_pods"
+    __table_args__ = (
+        _one_of("state", POD_STATES, "ck_agent_pods_state"),
+        sa.CheckConstraint("(state IN ('loading', 'serving')) = (user_id IS NOT NULL)",
+                           name="ck_agent_pods_claimed_has_user"),
+    )
+
+    name: str = Field(primary_key=True, max_length=63)
+    pool: str = Field(max_length=63, index=True)
+    state: str = Field(default="starting", max_length=16)
+    user_id: uuid.UUID | None = Field(default=None, sa_column_kwargs={"unique": True})
+    key_id: str | None = Field(default=None, max_length=32)  # the platform secret its gateway token derives from
+    created_at: datetime = _created()
+    claimed_at: datetime | None = _timestamp()
 
 
 class Conversation(SQLModel, table=True):

@@ -247,15 +247,14 @@ class Settings(BaseSettings):
     duckduckgo_url: str = "https://html.duckduckgo.com/html/"
     web_search_region: str = "us-en"
 
-    # Kubernetes agent runtime (agent_runtime=kubernetes): one StatefulSet + PVC per user.
+    # Kubernetes agent runtime (agent_runtime=kubernetes): warm spare pods claimed by users on wake,
+    # their state in the archive store (archive_store=s3) while they sleep.
     kubeconfig: Path | None = None  # None: in-cluster service account
     kubernetes_namespace: str = "users"
-    kubernetes_platform_namespace: str = "deepclaw"  # where api/voice pods run (ingress allowed from them)
-    kubernetes_agent_image: str | None = None  # pinned by digest: ghcr.io/openclaw/openclaw@sha256:...
-    kubernetes_archiver_image: str | None = None  # pinned by digest; has sh, tar and the aws CLI
-    kubernetes_storage_class: str | None = None  # None: the cluster default (do-block-storage on DOKS)
-    kubernetes_storage_size: str = "2Gi"
-    kubernetes_archive_secret: str = "archive-credentials"  # S3 keys for archive/restore Jobs
+    kubernetes_platform_namespace: str = "deepclaw"  # where api/voice/worker pods run (ingress allowed from them)
+    kubernetes_agent_image: str | None = None  # pinned by digest: registry.../deepclaw/agent@sha256:...
+    kubernetes_agent_pool: str = "agents"  # the node pool agent pods run on
+    kubernetes_agent_spares: int = Field(default=2, ge=0)  # warm pods kept in that pool
 
     # Warm pool of phone numbers kept available for new users (0 turns the pool off).
     number_pool_target: int = 5

@@ -19,6 +19,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from activities import adapters
+from activities.archive.stores import S3ArchiveStore
 from activities.runtime.gateway import GatewayProcess
 from activities.runtime.openclaw_config import ModelProvider, render_config
 from activities.telephony.twilio import TwilioTelephony
@@ -186,6 +187,26 @@ async def local_carrier() -> AsyncIterator[LocalCarrier]:
 @pytest.fixture
 async def telephony(local_carrier: LocalCarrier) -> TwilioTelephony:
     return local_carrier.telephony
+
+
+@pytest.fixture(scope="session")
+def s3_emulator() -> Iterator[str]:
+    """An S3-compatible server (moto) on loopback; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_store(endpoint: str) -> S3ArchiveStore:
+    """A store on a bucket of its own in the S3 emulator."""
+    bucket = f"deepclaw-{secrets.token_hex(4)}"
+    store = S3ArchiveStore(bucket=bucket, endpoint_url=endpoint, region="us-east-1", access_key="test", secret_key="test")
+    store.client.create_bucket(Bucket=bucket)
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from activities.runtime.k8s_manifests import AgentNames, ClusterSettings, network_policy
+from activities.runtime.k8s_manifests import LOADER, LOADER_PORT, ClusterSettings, spare_pod, user_policy
 from activities.runtime.openclaw_config import GATEWAY_PORT
 from core.settings import Settings
 
@@ -25,9 +25,7 @@ KUBERNETES = DEPLOY / "kubernetes"
 OVERLAYS = [KUBERNETES / "base", KUBERNETES / "overlays" / "digitalocean"]
 SCHEMAS = {path.name.rsplit(".", 2)[0]: json.loads(path.read_text()) for path in (KUBERNETES / "schemas").glob("*.json")}
 # The agent runtime's settings for the objects it renders per user (activities/runtime/k8s_manifests.py).
-CLUSTER = ClusterSettings(namespace="users", platform_namespace="deepclaw", image="agent", archiver_image=None,
-                          storage_class=None, storage_size="1Gi", archive_secret="s", archive_bucket="b",
-                          archive_endpoint=None)
+CLUSTER = ClusterSettings(namespace="users", platform_namespace="deepclaw", image="agent")
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|API_KEY|ENCRYPTION_KEYS|DATABASE_URL")
 
 
@@ -140,6 +138,12 @@ def test_only_the_worker_manages_the_users_namespace(objects: list[dict[str, Any
     assert roles and all(o["metadata"]["namespace"] == "users" for o in roles)
     subjects = [s for o in roles if o["kind"] == "RoleBinding" for s in o["subjects"]]
     assert subjects == [{"kind": "ServiceAccount", "name": "deepclaw-worker", "namespace": "deepclaw"}]
+    # Exactly the kinds the runtime's client manages (activities/runtime/kubernetes.py, KubeApi).
+    from activities.runtime.kubernetes import KubeApi
+
+    granted = {r for o in roles if o["kind"] == "Role" for rule in o["rules"] for r in rule["resources"]}
+    managed = {f"{kind.lower()}s".replace("policys", "policies") for kind in KubeApi.KINDS}
+    assert granted == managed
     for name, spec in _pod_specs(objects):
         if spec.get("serviceAccountName") != "deepclaw-worker":
             account = _one(objects, "ServiceAccount", spec["serviceAccountName"])
@@ -153,17 +157,23 @@ def test_every_namespace_denies_by_default_and_the_allows_fit_the_agents(objects
                    and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
                    and not p["spec"].get("ingress") and not p["spec"].get("egress") for p in policies), namespace
     # What the platform may send to an agent is what the runtime's policy for each agent lets in.
-    agent = network_policy(AgentNames(uuid.uuid4()), CLUSTER)
-    allowed_in = agent["spec"]["ingress"][0]
-    sources = set(allowed_in["from"][0]["podSelector"]["matchExpressions"][0]["values"])
-    to_agents = [p for p in policies for rule in p["spec"].get("egress", []) for peer in rule.get("to", [])
-                 if peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "users"]
-    assert to_agents
-    for policy in to_agents:
-        senders = set(policy["spec"]["podSelector"]["matchExpressions"][0]["values"])
-        assert senders - {"worker"} <= sources
-        ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
-        assert GATEWAY_PORT in ports and allowed_in["ports"] == [{"protocol": "TCP", "port": GATEWAY_PORT}]
+    # What the platform sends to an agent's ports is what the runtime's policy for the agent lets in
+    # (the gateway's port from api, voice and worker; the loader's from the worker alone).
+    agent = user_policy(uuid.uuid4(), CLUSTER)
+    let_in = {rule["ports"][0]["port"]: set(rule["from"][0]["podSelector"]["matchExpressions"][0]["values"])
+              for rule in agent["spec"]["ingress"]}
+    assert let_in == {GATEWAY_PORT: {"api", "voice", "worker"}, LOADER_PORT: {"worker"}}
+    sent: dict[int, set[str]] = {}
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            if any(peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "users"
+                   for peer in rule.get("to", [])):
+                selector = policy["spec"]["podSelector"]
+                senders = (set(selector["matchExpressions"][0]["values"]) if "matchExpressions" in selector
+                           else {selector["matchLabels"]["app.kubernetes.io/component"]})
+                for port in rule["ports"]:
+                    sent.setdefault(port["port"], set()).update(senders)
+    assert sent == let_in
 
 
 def test_no_secret_is_written_in_the_manifests(objects: list[dict[str, Any]]) -> None:
@@ -271,7 +281,7 @@ def test_temporal_gets_its_namespace_and_the_search_attributes_the_platform_uses
 def test_the_agent_image_pins_openclaw_and_runs_it_unprivileged_behind_an_init() -> None:
     """deploy/agent cannot be built here (no registry): its contents are checked against what the
     runtime's pods expect."""
-    from activities.runtime.k8s_manifests import STATE_DIR, stateful_set
+    from activities.runtime.k8s_manifests import CONFIG_DIR, STATE_DIR
     from activities.runtime.tools import NODE_VERSION, OPENCLAW_VERSION
 
     folder = DEPLOY / "agent"
@@ -291,13 +301,16 @@ def test_the_agent_image_pins_openclaw_and_runs_it_unprivileged_behind_an_init()
     assert instructions["FROM"].startswith(f"node:{NODE_VERSION}-"), "the Node the local runtime runs"
     assert any("npm ci" in line for line in lines) and not any("npm install" in line for line in lines)
     user = instructions["USER"].split(":")
-    pod = stateful_set(AgentNames(uuid.uuid4()), CLUSTER, replicas=1)["spec"]["template"]["spec"]
-    [container] = pod["containers"]
-    assert int(user[0]) == container["securityContext"]["runAsUser"] != 0
+    pod = spare_pod("agent-0123456789ab", CLUSTER)["spec"]
+    container, loader = pod["containers"]
+    assert int(user[0]) == container["securityContext"]["runAsUser"] == loader["securityContext"]["runAsUser"] != 0
     entrypoint, command = json.loads(instructions["ENTRYPOINT"]), json.loads(instructions["CMD"])
     assert entrypoint[:2] == ["/usr/bin/tini", "--"], "an init forwards signals to the gateway"
-    assert command == container["args"] and int(instructions["EXPOSE"]) == GATEWAY_PORT
-    assert STATE_DIR in instructions["VOLUME"] and "/tmp" in instructions["VOLUME"]
+    assert command == container["args"] and instructions["EXPOSE"].split() == [str(GATEWAY_PORT), str(LOADER_PORT)]
+    assert all(folder in instructions["VOLUME"] for folder in (STATE_DIR, CONFIG_DIR, "/tmp"))
+    # The loader sidecar runs the repository's loader.mjs, put where its container's command looks.
+    assert f"COPY deploy/agent/loader.mjs {LOADER}" in lines
+    assert loader["command"][-2:] == ["node", LOADER] and loader["command"][:2] == entrypoint[:2]
     # What the image cannot carry, the runtime's pod does.
     assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -56,7 +56,7 @@ class WorkerParts:
 async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
                      runtime: AgentRuntime | None = None) -> AsyncIterator[WorkerParts]:
     """The activities with their adapters, started and, on exit, closed (gateways stopped)."""
-    runtime = runtime or adapters.agent_runtime(settings)
+    runtime = runtime or adapters.agent_runtime(settings, sessions)
     telephony = adapters.telephony(settings)
     agent = AgentChat(settings, sessions)
     await runtime.start()

@@ -60,6 +60,12 @@ class S3ArchiveStore:
     async def put(self, key: str, source: Path) -> None:
         await asyncio.to_thread(self.client.upload_file, str(source), self.bucket, _checked(key))
 
+    def state_url(self, key: str, *, upload: bool, expires_s: int = 300) -> str:
+        """A presigned URL for one object (GET, or PUT if `upload`): what an agent pod's loader may
+        reach of the store, for a few minutes, with no credentials of its own. Signed locally."""
+        return self.client.generate_presigned_url("put_object" if upload else "get_object", ExpiresIn=expires_s,
+                                                  Params={"Bucket": self.bucket, "Key": _checked(key)})
+
     async def get(self, key: str, destination: Path) -> None:
         from botocore.exceptions import ClientError
 

@@ -1,9 +1,15 @@
-"""Kubernetes manifests for one user's agent, as plain dicts (validated against the 1.37 schemas in tests).
+"""Kubernetes objects of the agent runtime, as plain dicts (validated against the 1.37 schemas in tests).
 
-Per user, in the `users` namespace: a StatefulSet (1 replica when awake, 0 asleep), its PVC for
-/home/node/.openclaw, a Secret (gateway token, provider key), a ConfigMap (rendered openclaw.json),
-a headless Service and a NetworkPolicy (ingress only from the platform's api/voice pods; egress to
-the internet but not to cluster-internal ranges).
+In the `users` namespace:
+- shared by all agents: a headless Service `agents` (each pod's stable DNS name,
+  <pod>.agents.<namespace>.svc), the base ConfigMap (OpenClaw's config with no user, the warmth
+  preload), the provider key's Secret, and the spares' NetworkPolicy;
+- per warm pod: the Pod (an init container copies the base config into a writable folder; the
+  `openclaw` container runs the gateway; the `loader` sidecar loads and saves the user's state,
+  deploy/agent/loader.mjs) and a Secret with its gateway token, owned by the Pod;
+- per user: a Secret with their agent's spec (it names their MCP servers' headers) and their
+  NetworkPolicy, which selects pods labelled as theirs: a claimed pod is relabelled to it.
+Pods keep their state on emptyDir: a sleeping user holds no pod and no volume.
 """
 
 from __future__ import annotations
@@ -11,43 +17,27 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from activities.runtime.openclaw_config import GATEWAY_PORT, SLIM_ENV, WARMTH_PRELOAD, node_options
 
+LOADER_PORT = 18790
 STATE_DIR = "/home/node/.openclaw"
-CONFIG_DIR = "/etc/openclaw"
+CONFIG_DIR = "/etc/openclaw"  # an emptyDir: the loader writes the user's config there
+BASE_DIR = "/etc/deepclaw-base"  # the base ConfigMap, read by the init container only
+LOADER = "/opt/deepclaw/loader.mjs"  # deploy/agent/Containerfile puts it there
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]
+PROVIDER_KEY_ENV = "DEEPCLAW_LLM_API_KEY"
 
-
-@dataclass(frozen=True)
-class AgentNames:
-    user_id: uuid.UUID
-
-    @property
-    def base(self) -> str:
-        return f"agent-{self.user_id.hex[:20]}"
-
-    @property
-    def pvc(self) -> str:
-        return f"{self.base}-state"
-
-    @property
-    def pod(self) -> str:
-        return f"{self.base}-0"  # the StatefulSet's one replica
-
-    @property
-    def secret(self) -> str:
-        return f"{self.base}-secrets"
-
-    @property
-    def config(self) -> str:
-        return f"{self.base}-config"
-
-    def job(self, action: str) -> str:
-        return f"{self.base}-{action}"
+SERVICE = "agents"
+BASE_CONFIG = "agent-base"
+PROVIDER_SECRET = "agent-provider"
+SPARES_POLICY = "agent-spares"
+ROLE = "deepclaw.io/role"
+POOL = "deepclaw.io/pool"
+USER = "deepclaw.io/user"
+COMMON = {"app.kubernetes.io/name": "openclaw", "app.kubernetes.io/part-of": "deepclaw"}
 
 
 @dataclass(frozen=True)
@@ -55,70 +45,75 @@ class ClusterSettings:
     namespace: str
     platform_namespace: str
     image: str
-    archiver_image: str | None
-    storage_class: str | None
-    storage_size: str
-    archive_secret: str
-    archive_bucket: str
-    archive_endpoint: str | None
+    pool: str = "agents"  # the node pool spares run on (DOKS labels nodes doks.digitalocean.com/node-pool)
+    spares: int = 2  # warm pods kept in that pool
+    node_selector: bool = True  # False where nodes carry no pool label (a test cluster)
 
 
-def _labels(names: AgentNames) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "openclaw", "app.kubernetes.io/part-of": "deepclaw",
-            "deepclaw.io/user": names.user_id.hex}
+@dataclass(frozen=True)
+class UserNames:
+    user_id: uuid.UUID
+
+    @property
+    def base(self) -> str:
+        return f"agent-{self.user_id.hex[:20]}"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.base}-spec"
 
 
-def _meta(name: str, names: AgentNames, cluster: ClusterSettings) -> dict[str, Any]:
-    return {"name": name, "namespace": cluster.namespace, "labels": _labels(names)}
+def token_secret_name(pod: str) -> str:
+    return f"{pod}-token"
 
 
-def secret_key(env_name: str) -> str:
-    """The Secret key an env var's value is kept under (DEEPCLAW_MCP_HEADER_0 -> deepclaw-mcp-header-0)."""
-    return env_name.lower().replace("_", "-")
+def pod_host(pod: str, cluster: ClusterSettings) -> str:
+    """A pod's DNS name through the headless Service: known before the pod runs (its token derives from it)."""
+    return f"{pod}.{SERVICE}.{cluster.namespace}.svc.cluster.local"
 
 
-def secret(names: AgentNames, cluster: ClusterSettings, *, gateway_token: str, provider_key: str,
-           extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """`extra_env`: more values the container gets as env vars (OpenClaw substitutes ${VAR} in its config)."""
-    encode = lambda value: base64.b64encode(value.encode()).decode()  # noqa: E731
-    data = {"gateway-token": encode(gateway_token), "provider-key": encode(provider_key)}
-    data |= {secret_key(name): encode(value) for name, value in (extra_env or {}).items()}
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(names.secret, names, cluster), "type": "Opaque",
-            "data": data}
+def _encode(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
 
 
-def config_map(names: AgentNames, cluster: ClusterSettings, config: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(names.config, names, cluster),
+def _meta(name: str, cluster: ClusterSettings, **labels: str) -> dict[str, Any]:
+    return {"name": name, "namespace": cluster.namespace, "labels": {**COMMON, **labels}}
+
+
+# ---- shared by every agent -------------------------------------------------------------------
+
+def service(cluster: ClusterSettings) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(SERVICE, cluster),
+            "spec": {"clusterIP": "None", "selector": dict(COMMON),
+                     "ports": [{"name": "gateway", "port": GATEWAY_PORT, "targetPort": GATEWAY_PORT, "protocol": "TCP"},
+                               {"name": "loader", "port": LOADER_PORT, "targetPort": LOADER_PORT, "protocol": "TCP"}]}}
+
+
+def base_config(cluster: ClusterSettings, config: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(BASE_CONFIG, cluster),
             "data": {"openclaw.json": json.dumps(config, indent=2), WARMTH_PRELOAD.name: WARMTH_PRELOAD.read_text()}}
 
 
-def pvc(names: AgentNames, cluster: ClusterSettings) -> dict[str, Any]:
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": cluster.storage_size}}}
-    if cluster.storage_class:
-        spec["storageClassName"] = cluster.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(names.pvc, names, cluster), "spec": spec}
+def provider_secret(cluster: ClusterSettings, provider_key: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(PROVIDER_SECRET, cluster), "type": "Opaque",
+            "data": {"provider-key": _encode(provider_key)}}
 
 
-def service(names: AgentNames, cluster: ClusterSettings) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(names.base, names, cluster),
-            "spec": {"clusterIP": "None", "selector": _labels(names),
-                     "ports": [{"name": "gateway", "port": GATEWAY_PORT, "targetPort": GATEWAY_PORT, "protocol": "TCP"}]}}
-
-
-def network_policy(names: AgentNames, cluster: ClusterSettings) -> dict[str, Any]:
+def _policy(name: str, cluster: ClusterSettings, selector: dict[str, str], **labels: str) -> dict[str, Any]:
+    """In: the gateway from api, voice and worker (think turns, warm-ups), the loader from the
+    worker only. Out: DNS, then the internet (model, store, users' MCP servers) but no private range."""
+    platform = lambda *components: {  # noqa: E731
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cluster.platform_namespace}},
+        "podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                              "values": list(components)}]}}
     return {
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(names.base, names, cluster),
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(name, cluster, **labels),
         "spec": {
-            "podSelector": {"matchLabels": _labels(names)},
+            "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{
-                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cluster.platform_namespace}},
-                          "podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
-                                                                "values": ["api", "voice"]}]}}],
-                "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
-            }],
+            "ingress": [{"from": [platform("api", "voice", "worker")], "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]},
+                        {"from": [platform("worker")], "ports": [{"protocol": "TCP", "port": LOADER_PORT}]}],
             "egress": [
-                # DNS from the cluster resolver, then the internet but no cluster-internal range.
                 {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                  "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
@@ -128,104 +123,110 @@ def network_policy(names: AgentNames, cluster: ClusterSettings) -> dict[str, Any
     }
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": GATEWAY_PORT}, "periodSeconds": period, "failureThreshold": failures,
+def spares_policy(cluster: ClusterSettings) -> dict[str, Any]:
+    return _policy(SPARES_POLICY, cluster, {ROLE: "spare"})
+
+
+def shared_objects(cluster: ClusterSettings, config: dict[str, Any], provider_key: str) -> list[dict[str, Any]]:
+    return [service(cluster), base_config(cluster, config), provider_secret(cluster, provider_key), spares_policy(cluster)]
+
+
+# ---- per user ----------------------------------------------------------------------------------
+
+def user_policy(user_id: uuid.UUID, cluster: ClusterSettings) -> dict[str, Any]:
+    """Applies to the user's pod once it is labelled theirs (and to nothing while they sleep)."""
+    return _policy(UserNames(user_id).base, cluster, {USER: user_id.hex}, **{USER: user_id.hex})
+
+
+def user_spec(user_id: uuid.UUID, cluster: ClusterSettings, spec_json: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(UserNames(user_id).spec, cluster, **{USER: user_id.hex}),
+            "type": "Opaque", "data": {"spec.json": _encode(spec_json)}}
+
+
+def claimed_labels(user_id: uuid.UUID) -> dict[str, Any]:
+    """The patch that makes a spare the user's: their NetworkPolicy selects it, the spares' no longer does."""
+    return {"metadata": {"labels": {ROLE: "agent", USER: user_id.hex}}}
+
+
+# ---- per warm pod --------------------------------------------------------------------------------
+
+def token_secret(pod: str, cluster: ClusterSettings, token: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(token_secret_name(pod), cluster, **{POOL: cluster.pool}),
+            "type": "Opaque", "data": {"gateway-token": _encode(token)}}
+
+
+def owned_by(pod: str, uid: str) -> dict[str, Any]:
+    """The patch that lets the garbage collector delete a pod's Secret with it."""
+    return {"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}]}}
+
+
+_HARDENED = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "readOnlyRootFilesystem": True,
+             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures,
             "timeoutSeconds": 3}
 
 
-def stateful_set(names: AgentNames, cluster: ClusterSettings, *, replicas: int,
-                 extra_env: Sequence[str] = ()) -> dict[str, Any]:
-    secret_env = lambda key: {"secretKeyRef": {"name": names.secret, "key": key}}  # noqa: E731
-    env = [{"name": k, "value": v} for k, v in SLIM_ENV.items()] + [
-        {"name": "OPENCLAW_STATE_DIR", "value": STATE_DIR},
-        {"name": "OPENCLAW_CONFIG_PATH", "value": f"{CONFIG_DIR}/openclaw.json"},
-        {"name": "NODE_OPTIONS",
-         "value": node_options(f"{CONFIG_DIR}/{WARMTH_PRELOAD.name}", "--max-old-space-size=1536")},
-        {"name": "TMPDIR", "value": "/tmp"},
-        {"name": "OPENCLAW_GATEWAY_TOKEN", "valueFrom": secret_env("gateway-token")},
-        {"name": "DEEPCLAW_LLM_API_KEY", "valueFrom": secret_env("provider-key")},
-        *({"name": name, "valueFrom": secret_env(secret_key(name))} for name in extra_env),
-    ]
-    container = {
-        "name": "openclaw",
-        "image": cluster.image,
-        "imagePullPolicy": "IfNotPresent",
-        "args": ["gateway", "run"],
-        "ports": [{"name": "gateway", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
-        "env": env,
-        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
-                            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}},
-        "startupProbe": _probe("/startupz", 2, 60),
-        "livenessProbe": _probe("/healthz", 15, 4),
-        "readinessProbe": _probe("/readyz", 2, 3),
-        "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
-    }
-    return {
-        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(names.base, names, cluster),
-        "spec": {
-            "replicas": replicas,
-            "serviceName": names.base,
-            "selector": {"matchLabels": _labels(names)},
-            "template": {
-                "metadata": {"labels": _labels(names)},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "terminationGracePeriodSeconds": 20,
-                    "containers": [container],
-                    "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": names.pvc}},
-                                {"name": "config", "configMap": {"name": names.config}},
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
-                },
-            },
-        },
-    }
+def _container(name: str, cluster: ClusterSettings, resources: tuple[str, str, str, str],
+               mounts: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A container of the agent image, hardened; `resources`: cpu and memory requested, then limits."""
+    cpu, memory, cpu_limit, memory_limit = resources
+    return {"name": name, "image": cluster.image, "imagePullPolicy": "IfNotPresent", **fields,
+            "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}},
+            "securityContext": _HARDENED, "volumeMounts": mounts}
 
 
-def archive_job(names: AgentNames, cluster: ClusterSettings, *, action: str, key: str,
-                node: str | None = None) -> dict[str, Any]:
-    """A Job that tars the PVC into the archive bucket (archive) or unpacks it back (restore), or
-    copies the agent's workspace there for a data export (export: read-only, and on `node`, where a
-    running agent's ReadWriteOnce volume is attached, which pods on that node may share)."""
-    if not cluster.archiver_image:
-        raise ValueError("kubernetes_archiver_image must be set to archive or restore agents")
-    url = f"s3://{cluster.archive_bucket}/{key}"
-    endpoint = f" --endpoint-url {cluster.archive_endpoint}" if cluster.archive_endpoint else ""
-    script = {
-        "archive": f"set -eu; tar -C /data -czf - . | aws s3 cp - {url}{endpoint}",
-        "restore": f"set -eu; aws s3 cp {url} -{endpoint} | tar -C /data -xzf -",
-        "export": f"set -eu; tar -C /data/workspace -czf - . | aws s3 cp - {url}{endpoint}",
-    }[action]
-    placement = {"nodeName": node} if node else {}
-    secret_env = lambda key_name: {"secretKeyRef": {"name": cluster.archive_secret, "key": key_name}}  # noqa: E731
+def spare_pod(pod: str, cluster: ClusterSettings) -> dict[str, Any]:
+    token = {"name": "OPENCLAW_GATEWAY_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret_name(pod),
+                                                                               "key": "gateway-token"}}}
+    paths = [{"name": "OPENCLAW_STATE_DIR", "value": STATE_DIR},
+             {"name": "OPENCLAW_CONFIG_PATH", "value": f"{CONFIG_DIR}/openclaw.json"}]
+    mounts = [{"name": "state", "mountPath": STATE_DIR}, {"name": "config", "mountPath": CONFIG_DIR},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    gateway = _container(
+        "openclaw", cluster, ("250m", "512Mi", "1", "2Gi"), mounts,
+        args=["gateway", "run"],
+        ports=[{"name": "gateway", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        env=[{"name": k, "value": v} for k, v in SLIM_ENV.items()] + paths + [
+            {"name": "NODE_OPTIONS",
+             "value": node_options(f"{CONFIG_DIR}/{WARMTH_PRELOAD.name}", "--max-old-space-size=1536")},
+            {"name": "TMPDIR", "value": "/tmp"},
+            token,
+            {"name": PROVIDER_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": PROVIDER_SECRET, "key": "provider-key"}}},
+        ],
+        startupProbe=_probe("/startupz", GATEWAY_PORT, 2, 60),
+        livenessProbe=_probe("/healthz", GATEWAY_PORT, 15, 4),
+        readinessProbe=_probe("/readyz", GATEWAY_PORT, 2, 3))
+    loader = _container(
+        "loader", cluster, ("50m", "64Mi", "500m", "256Mi"), mounts,
+        command=["/usr/bin/tini", "--", "node", LOADER],
+        ports=[{"name": "loader", "containerPort": LOADER_PORT, "protocol": "TCP"}],
+        env=[*paths, {"name": "DEEPCLAW_LOADER_PORT", "value": str(LOADER_PORT)}, token],
+        livenessProbe=_probe("/healthz", LOADER_PORT, 15, 4),
+        readinessProbe=_probe("/healthz", LOADER_PORT, 2, 3))
+    copy_base = _container(
+        "base-config", cluster, ("10m", "16Mi", "100m", "64Mi"),
+        [{"name": "base", "mountPath": BASE_DIR, "readOnly": True}, {"name": "config", "mountPath": CONFIG_DIR}],
+        command=["cp", f"{BASE_DIR}/openclaw.json", f"{BASE_DIR}/{WARMTH_PRELOAD.name}", CONFIG_DIR])
+    placement = {"nodeSelector": {"doks.digitalocean.com/node-pool": cluster.pool}} if cluster.node_selector else {}
     return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(names.job(action), names, cluster),
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": _meta(pod, cluster, **{ROLE: "spare", POOL: cluster.pool}),
         "spec": {
-            "backoffLimit": 3,
-            "ttlSecondsAfterFinished": 600,
-            "template": {
-                "metadata": {"labels": _labels(names)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    **placement,
-                    "automountServiceAccountToken": False,
-                    "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": action, "image": cluster.archiver_image, "command": ["sh", "-c", script],
-                        "env": [{"name": "AWS_ACCESS_KEY_ID", "valueFrom": secret_env("access-key")},
-                                {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": secret_env("secret-key")},
-                                {"name": "HOME", "value": "/tmp"}],
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "state", "mountPath": "/data", "readOnly": action == "export"}],
-                    }],
-                    "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": names.pvc}}],
-                },
-            },
+            "hostname": pod,
+            "subdomain": SERVICE,
+            **placement,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "terminationGracePeriodSeconds": 20,
+            "initContainers": [copy_base],
+            "containers": [gateway, loader],
+            "volumes": [{"name": "state", "emptyDir": {"sizeLimit": "2Gi"}},
+                        {"name": "config", "emptyDir": {"sizeLimit": "1Mi"}},
+                        {"name": "base", "configMap": {"name": BASE_CONFIG}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
         },
     }

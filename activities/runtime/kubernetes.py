@@ -1,276 +1,458 @@
-"""The Kubernetes AgentRuntime: per user, a StatefulSet scaled 1 (awake) or 0 (asleep) over its own PVC.
+"""The Kubernetes AgentRuntime: warm spare pods, claimed in PostgreSQL, loaded with the user's state.
 
-Sleep keeps the PVC; wake scales up and waits for readiness; archive tars the volume into the
-archive bucket with a Job, then deletes workload and PVC; restore recreates the PVC and unpacks it.
-Every call is idempotent under retries: 409 on create updates in place, 404 on delete is success.
-Kubernetes cannot freeze a pod, so Idle (pause) keeps it running until Sleep.
+The wake follows the design both runtimes share (activities/runtime/wake.py). Here:
+- Spares: pods booted with OpenClaw and no user (k8s_manifests.spare_pod), `spares` of them kept
+  per node pool by every worker's replenisher, each with a gateway token of its own. A row per pod in
+  `agent_pods` says what it is (pod_claims.py).
+- Wake: claim a ready spare in PostgreSQL (FOR UPDATE SKIP LOCKED, one user per pod, once), label
+  the pod as the user's (their NetworkPolicy now applies), then its loader sidecar fetches the
+  user's state from the archive store by a presigned URL, writes their agent's config, and OpenClaw
+  hot-reloads it. A spare that fails on the way is deleted and the next one tried.
+- Idle: pods cannot be frozen; the agent's state is checkpointed to the store (a pod lost while
+  Idle loses nothing) and the pod keeps running until Sleep.
+- Sleep: the loader saves the state to the store, then the pod is deleted. A sleeping user holds no
+  pod and no volume: their state is one object, `archive_key(user)`.
+- Archive: the state is already in the store; the user's spec Secret and policy go. Restore checks
+  the archive is there; the next apply(spec) recreates them.
+Every call is idempotent under retries: 409 on create patches in place, 404 on delete is success.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import secrets
+import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.runtime import k8s_manifests as manifests
-from activities.runtime.k8s_manifests import AgentNames, ClusterSettings
-from activities.runtime.openclaw_config import (
-    GATEWAY_PORT,
-    ModelProvider,
-    hide_mcp_headers,
-    render_config,
-    with_agent,
-    with_mcp_servers,
-)
-from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key, export_key
+from activities.runtime.k8s_manifests import ClusterSettings, UserNames
+from activities.runtime.openclaw_config import GATEWAY_PORT, ModelProvider, agent_id, render_config, with_agent, with_mcp_servers
+from activities.runtime.pod_claims import Claim, PodClaims, PodState
+from activities.runtime.wake import Gateway, SpareFailed, SpareWake, personality_prompt, wait_listed, warm_up
+from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
 from core.tokens import Keyring
 
 log = logging.getLogger(__name__)
 
-PROVIDER_KEY_ENV = "DEEPCLAW_LLM_API_KEY"
+LOAD_TIMEOUT_S = 60.0  # a claim still loading after this is a wake that died (its worker went away)
+CLAIM_TIMEOUT_S = 120.0  # how long a wake waits for a spare when none is ready
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    """Where a pod's gateway and loader are reached, and how its gateway binds (a cluster gives every
+    pod its own IP: the same ports, all interfaces; a simulation on one host gives it ports of its own)."""
+
+    host: str
+    gateway_port: int = GATEWAY_PORT
+    loader_port: int = manifests.LOADER_PORT
+    bind: str = "lan"
 
 
 class ClusterStatus(Protocol):
-    """How the runtime learns what controllers did (pods ready, Jobs finished)."""
+    """Where pods are reached and whether they are ready (what the kubelet reports)."""
 
-    async def workload_ready(self, names: AgentNames) -> bool: ...
-    async def job_finished(self, names: AgentNames, action: str) -> bool | None: ...  # None: still running
+    def address(self, pod: str) -> PodAddress: ...
+    async def pod_ready(self, pod: str) -> bool | None: ...  # None: not yet; False: gone or failed
+
+
+class StateUrls(Protocol):
+    """Presigned URLs into the archive store: a pod reaches its user's state object, nothing else."""
+
+    def state_url(self, key: str, *, upload: bool) -> str: ...
 
 
 class KubeApi:
     """The official client's blocking calls, run in threads, with Kubernetes' idempotency rules."""
 
+    KINDS = ("Secret", "ConfigMap", "Service", "NetworkPolicy", "Pod")  # the worker's Role grants these
+
     def __init__(self, api_client: k8s.ApiClient, namespace: str) -> None:
         self.api_client = api_client
         self.namespace = namespace
         self.core = k8s.CoreV1Api(api_client)
-        self.apps = k8s.AppsV1Api(api_client)
         self.net = k8s.NetworkingV1Api(api_client)
-        self.batch = k8s.BatchV1Api(api_client)
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def _ops(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-        table = {
-            "Secret": (self.core.create_namespaced_secret, self.core.patch_namespaced_secret,
-                       self.core.delete_namespaced_secret, self.core.read_namespaced_secret),
-            "ConfigMap": (self.core.create_namespaced_config_map, self.core.patch_namespaced_config_map,
-                          self.core.delete_namespaced_config_map, self.core.read_namespaced_config_map),
-            "PersistentVolumeClaim": (self.core.create_namespaced_persistent_volume_claim, None,
-                                      self.core.delete_namespaced_persistent_volume_claim,
-                                      self.core.read_namespaced_persistent_volume_claim),
-            "Service": (self.core.create_namespaced_service, self.core.patch_namespaced_service,
-                        self.core.delete_namespaced_service, self.core.read_namespaced_service),
-            "NetworkPolicy": (self.net.create_namespaced_network_policy, self.net.patch_namespaced_network_policy,
-                              self.net.delete_namespaced_network_policy, self.net.read_namespaced_network_policy),
-            "StatefulSet": (self.apps.create_namespaced_stateful_set, self.apps.patch_namespaced_stateful_set,
-                            self.apps.delete_namespaced_stateful_set, self.apps.read_namespaced_stateful_set),
-            "Job": (self.batch.create_namespaced_job, None, self.batch.delete_namespaced_job,
-                    self.batch.read_namespaced_job),
-            "Pod": (None, None, None, self.core.read_namespaced_pod),  # read only: where an agent runs
-        }
-        return table[kind]  # type: ignore[return-value]
+    def _ops(self, kind: str) -> tuple[Callable[..., Any], ...]:
+        core, net = self.core, self.net
+        return {
+            "Secret": (core.create_namespaced_secret, core.patch_namespaced_secret, core.delete_namespaced_secret,
+                       core.read_namespaced_secret),
+            "ConfigMap": (core.create_namespaced_config_map, core.patch_namespaced_config_map,
+                          core.delete_namespaced_config_map, core.read_namespaced_config_map),
+            "Service": (core.create_namespaced_service, core.patch_namespaced_service, core.delete_namespaced_service,
+                        core.read_namespaced_service),
+            "NetworkPolicy": (net.create_namespaced_network_policy, net.patch_namespaced_network_policy,
+                              net.delete_namespaced_network_policy, net.read_namespaced_network_policy),
+            "Pod": (core.create_namespaced_pod, core.patch_namespaced_pod, core.delete_namespaced_pod,
+                    core.read_namespaced_pod),
+        }[kind]
 
-    async def apply(self, manifest: dict[str, Any], *, replace: bool = True) -> None:
-        """Create, or on 409 patch in place (PVCs and Jobs are immutable and stay as they are)."""
-        create, update, _, _ = self._ops(manifest["kind"])
+    async def apply(self, manifest: dict[str, Any]) -> Any:
+        """Create, or on 409 patch in place."""
+        create, patch, _, _ = self._ops(manifest["kind"])
         try:
-            await self.call(create, self.namespace, manifest)
+            return await self.call(create, self.namespace, manifest)
         except ApiException as error:
             if error.status != 409:
                 raise
-            if replace and update is not None:
-                await self.call(update, manifest["metadata"]["name"], self.namespace, manifest)
+            return await self.call(patch, manifest["metadata"]["name"], self.namespace, manifest)
 
-    async def delete(self, kind: str, name: str) -> None:
-        _, _, delete, _ = self._ops(kind)
+    async def patch(self, kind: str, name: str, body: dict[str, Any]) -> bool:
+        """False if the object does not exist."""
         try:
-            await self.call(delete, name, self.namespace, propagation_policy="Background")
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-    async def read(self, kind: str, name: str) -> Any | None:
-        _, _, _, read = self._ops(kind)
-        try:
-            return await self.call(read, name, self.namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
-    async def scale(self, name: str, replicas: int) -> bool:
-        """False if the StatefulSet does not exist."""
-        try:
-            await self.call(self.apps.patch_namespaced_stateful_set, name, self.namespace,
-                            {"spec": {"replicas": replicas}})
+            await self.call(self._ops(kind)[1], name, self.namespace, body)
             return True
         except ApiException as error:
             if error.status == 404:
                 return False
             raise
 
+    async def delete(self, kind: str, name: str) -> None:
+        try:
+            await self.call(self._ops(kind)[2], name, self.namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def read(self, kind: str, name: str) -> Any | None:
+        try:
+            return await self.call(self._ops(kind)[3], name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
 
 class ApiStatus:
-    """Reads the status that the StatefulSet and Job controllers write."""
+    """The pod's Ready condition as the kubelet writes it; its DNS name through the headless Service."""
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: KubeApi, cluster: ClusterSettings) -> None:
         self.api = api
+        self.cluster = cluster
 
-    async def workload_ready(self, names: AgentNames) -> bool:
-        workload = await self.api.read("StatefulSet", names.base)
-        return bool(workload and workload.status and (workload.status.ready_replicas or 0) >= 1)
+    def address(self, pod: str) -> PodAddress:
+        return PodAddress(manifests.pod_host(pod, self.cluster))
 
-    async def job_finished(self, names: AgentNames, action: str) -> bool | None:
-        job = await self.api.read("Job", names.job(action))
-        if job is None or job.status is None:
-            return None
-        if job.status.succeeded:
-            return True
-        if job.status.failed and job.status.failed > (job.spec.backoff_limit or 0):
+    async def pod_ready(self, pod: str) -> bool | None:
+        found = await self.api.read("Pod", pod)
+        if found is None or found.metadata.deletion_timestamp is not None:
             return False
-        return None
+        status = found.status
+        if status is None:
+            return None
+        if status.phase in ("Failed", "Succeeded"):
+            return False
+        return True if any(c.type == "Ready" and c.status == "True" for c in status.conditions or []) else None
 
 
 class KubernetesAgentRuntime:
     def __init__(self, api_client: k8s.ApiClient, cluster: ClusterSettings, model: ModelProvider, *, keyring: Keyring,
-                 status: ClusterStatus | None = None, poll_s: float = 1.0, ready_timeout_s: float = 300.0) -> None:
+                 sessions: async_sessionmaker[AsyncSession], urls: StateUrls, status: ClusterStatus | None = None,
+                 poll_s: float = 1.0, claim_timeout_s: float = CLAIM_TIMEOUT_S, load_timeout_s: float = LOAD_TIMEOUT_S) -> None:
         self.keyring = keyring  # gateway tokens are derived from it (AgentEndpoint.token)
         self.api = KubeApi(api_client, cluster.namespace)
         self.cluster = cluster
         self.model = model
-        self.status_reader = status or ApiStatus(self.api)
+        self.urls = urls
+        self.claims = PodClaims(sessions, cluster.pool)
+        self.status_reader = status or ApiStatus(self.api, cluster)
         self.poll_s = poll_s
-        self.ready_timeout_s = ready_timeout_s
+        self.claim_timeout_s = claim_timeout_s
+        self.load_timeout_s = load_timeout_s
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._warming: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._keeper: asyncio.Task[None] | None = None
+        self._pool_counts: dict[str, int] = {}
+
+    # ---- spares -----------------------------------------------------------------------------
+
+    def _config(self, address: PodAddress) -> dict[str, Any]:
+        return render_config(port=address.gateway_port, bind=address.bind, model=self.model,
+                             api_key_env=manifests.PROVIDER_KEY_ENV)
 
     async def start(self) -> None:
-        pass
+        base = self._config(PodAddress("any"))  # every pod's own network: the ports and bind of a cluster
+        for manifest in manifests.shared_objects(self.cluster, base, self.model.api_key):
+            await self.api.apply(manifest)
+        self._keeper = asyncio.create_task(self._keep_spares())
 
-    def pool(self) -> dict[str, int]:
-        return {}  # no warm spares yet: each wake scales the user's StatefulSet up
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.api.api_client.close)
-
-    def _config(self, spec: AgentSpec) -> tuple[dict[str, Any], dict[str, str]]:
-        """The rendered config, and the secret values it refers to by env var (kept in the Secret)."""
-        config = render_config(port=GATEWAY_PORT, bind="lan", model=self.model, api_key_env=PROVIDER_KEY_ENV)
-        config = with_agent(config, spec.user_id, spec.agent_name, f"{manifests.STATE_DIR}/workspace")
-        config = with_mcp_servers(config, spec.mcp_servers)
-        return config, hide_mcp_headers(config)
-
-    def manifests(self, spec: AgentSpec, *, gateway_token: str, replicas: int = 0) -> list[dict[str, Any]]:
-        names, cluster = AgentNames(spec.user_id), self.cluster
-        config, hidden = self._config(spec)
-        return [
-            manifests.secret(names, cluster, gateway_token=gateway_token, provider_key=self.model.api_key,
-                             extra_env=hidden),
-            manifests.config_map(names, cluster, config),
-            manifests.pvc(names, cluster),
-            manifests.service(names, cluster),
-            manifests.network_policy(names, cluster),
-            manifests.stateful_set(names, cluster, replicas=replicas, extra_env=list(hidden)),
-        ]
-
-    def _endpoint(self, user_id: uuid.UUID) -> AgentEndpoint:
-        """One gateway per user at a stable in-cluster URL; the user is the instance."""
-        names = AgentNames(user_id)
-        return AgentEndpoint(base_url=f"http://{names.base}.{self.cluster.namespace}.svc.cluster.local:{GATEWAY_PORT}",
-                             instance=user_id.hex)
-
-    async def create(self, spec: AgentSpec) -> None:
-        names = AgentNames(spec.user_id)
-        workload = await self.api.read("StatefulSet", names.base)
-        replicas = workload.spec.replicas if workload and workload.spec else 0
-        # The token is derived, so it is the same on every retry and settings change.
-        token = self._endpoint(spec.user_id).token(self.keyring)
-        for manifest in self.manifests(spec, gateway_token=token, replicas=replicas):
-            await self.api.apply(manifest, replace=True)
-
-    async def apply(self, spec: AgentSpec) -> None:
-        await self.create(spec)  # ConfigMap replaced in place; OpenClaw hot-reloads it
-
-    async def _wait(self, check: Callable[[], Any], what: str) -> Any:
-        deadline = time.monotonic() + self.ready_timeout_s
+    async def _keep_spares(self) -> None:
         while True:
-            result = await check()
-            if result is not None and result is not False:
-                return result
-            if result is False and what.startswith("job"):
-                raise RuntimeError(f"{what} failed")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not done after {self.ready_timeout_s:.0f}s")
+            try:
+                await self.replenish()
+            except Exception:  # the API or the database away for a moment: the next round tries again
+                log.exception("keeping the spare agent pods failed")
             await asyncio.sleep(self.poll_s)
 
-    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
-        names = AgentNames(user_id)
-        if not await self.api.scale(names.base, 1):
-            raise LookupError(f"no agent workload for user {user_id}")
-        await self._wait(lambda: self._ready_or_none(names), f"agent {names.base} readiness")
-        return self._endpoint(user_id)
+    async def replenish(self) -> None:
+        """Spares that became ready are warmed up and offered; failed ones go; missing ones are created."""
+        for name, key_id in await self.claims.starting():
+            if name in self._warming:
+                continue
+            ready = await self.status_reader.pod_ready(name)
+            if ready:
+                self._warming.add(name)
+                self._spawn(self._offer(name, key_id))
+            elif ready is False:
+                log.warning("spare agent pod %s failed before it was ready; replacing it", name)
+                await self._remove(name)
+        new_name = lambda: f"agent-{secrets.token_hex(6)}"  # noqa: E731
+        for name in await self.claims.add_spares(self.cluster.spares, new_name, self.keyring.kid):
+            await self._create_pod(name)
+        self._pool_counts = {state.value: count for state, count in (await self.claims.counts()).items()}
 
-    async def _ready_or_none(self, names: AgentNames) -> bool | None:
-        return True if await self.status_reader.workload_ready(names) else None
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _offer(self, name: str, key_id: str | None) -> None:
+        """A ready pod's first turn is paid before anyone waits on it; then it can be claimed."""
+        try:
+            await warm_up(self._gateway(name, key_id))
+            await self.claims.mark_ready(name)
+        except httpx.HTTPError as error:
+            log.warning("spare agent pod %s did not answer its warm-up (%s); replacing it", name, error)
+            await self._remove(name)
+        finally:
+            self._warming.discard(name)
+
+    async def _create_pod(self, name: str) -> None:
+        token = self._endpoint(name, self.keyring.kid).token(self.keyring)
+        try:
+            await self.api.apply(manifests.token_secret(name, self.cluster, token))
+            pod = await self.api.apply(manifests.spare_pod(name, self.cluster))
+            if pod.metadata.uid:  # (an API server sets it; an emulator may not, and _remove deletes both anyway)
+                await self.api.patch("Secret", manifests.token_secret_name(name), manifests.owned_by(name, pod.metadata.uid))
+        except Exception:
+            await self._remove(name)
+            raise
+
+    async def _remove(self, name: str) -> None:
+        """A pod leaves for good: the pod, its token and its row."""
+        await self.api.delete("Pod", name)
+        await self.api.delete("Secret", manifests.token_secret_name(name))  # the garbage collector would too
+        await self.claims.drop(name)
+
+    def pool(self) -> dict[str, int]:
+        counts = self._pool_counts
+        return {"spares_ready": counts.get("ready", 0), "spares_starting": counts.get("starting", 0),
+                "spares_target": self.cluster.spares}
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._keeper, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.api.api_client.close)
+
+    # ---- addresses ------------------------------------------------------------------------------
+
+    def _endpoint(self, pod: str, key_id: str | None) -> AgentEndpoint:
+        """The pod's stable DNS name; the pod is the instance (a user's next pod has another token)."""
+        address = self.status_reader.address(pod)
+        return AgentEndpoint(base_url=f"http://{address.host}:{address.gateway_port}", instance=pod, key_id=key_id)
+
+    def _gateway(self, pod: str, key_id: str | None) -> Gateway:
+        endpoint = self._endpoint(pod, key_id)
+        return Gateway(endpoint.base_url, endpoint.token(self.keyring))
+
+    async def _loader(self, pod: str, key_id: str | None, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        gateway = self._gateway(pod, key_id)
+        address = self.status_reader.address(pod)
+        url = f"http://{address.host}:{address.loader_port}{path}"
+        async with httpx.AsyncClient(timeout=90) as http:
+            response = await http.post(url, headers=gateway.headers(), json=body)
+        if response.status_code != 200:
+            raise SpareFailed(f"loader of {pod} answered {response.status_code} to {path}: {response.text[:200]}")
+        return response.json()
+
+    # ---- the user's agent -------------------------------------------------------------------------
+
+    def _lock(self, user_id: uuid.UUID) -> asyncio.Lock:
+        return self._locks.setdefault(user_id, asyncio.Lock())
+
+    async def _spec(self, user_id: uuid.UUID) -> AgentSpec:
+        secret = await self.api.read("Secret", UserNames(user_id).spec)
+        if secret is None:
+            raise LookupError(f"no agent for user {user_id}")
+        return AgentSpec.model_validate_json(base64.b64decode(secret.data["spec.json"]))
+
+    def _agent_config(self, spec: AgentSpec, pod: str) -> dict[str, Any]:
+        ident = agent_id(spec.user_id)
+        config = with_agent(self._config(self.status_reader.address(pod)), spec.user_id, spec.agent_name, f"{manifests.STATE_DIR}/agents/{ident}/workspace")
+        # Its MCP servers' headers are written into the pod's config: the pod is this user's alone.
+        return with_mcp_servers(config, spec.mcp_servers)
+
+    def _agent_files(self, spec: AgentSpec) -> dict[str, str]:
+        return {"workspace/SOUL.md": personality_prompt(spec)}
+
+    async def create(self, spec: AgentSpec) -> None:
+        await self.api.apply(manifests.user_spec(spec.user_id, self.cluster, spec.model_dump_json()))
+        await self.api.apply(manifests.user_policy(spec.user_id, self.cluster))
+
+    async def apply(self, spec: AgentSpec) -> None:
+        await self.create(spec)
+        async with self._lock(spec.user_id):
+            held = await self.claims.held_by(spec.user_id)
+            if held is None or held.state is not PodState.SERVING:
+                return  # the next wake loads it
+            await self._loader(held.name, held.key_id, "/config", {
+                "agent": agent_id(spec.user_id), "config": self._agent_config(spec, held.name),
+                "files": self._agent_files(spec)})
+            await wait_listed(self._gateway(held.name, held.key_id), agent_id(spec.user_id))
+
+    async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
+        spec = await self._spec(user_id)
+        async with self._lock(user_id):
+            deadline = time.monotonic() + self.claim_timeout_s
+            while True:
+                held = await self.claims.held_by(user_id)
+                if held is None:
+                    woken = await self._wake_on_spare(spec, deadline)
+                    if woken is not None:
+                        return self._endpoint(woken.name, woken.key_id)
+                elif held.state is PodState.SERVING:
+                    if await self.status_reader.pod_ready(held.name):
+                        return self._endpoint(held.name, held.key_id)
+                    log.warning("the pod %s of user %s is gone; waking the agent on another", held.name, user_id)
+                    await self._remove(held.name)
+                elif _age(held) > self.load_timeout_s:  # loading, by a wake that died on the way
+                    await self._remove(held.name)
+                elif time.monotonic() > deadline:
+                    raise TimeoutError(f"user {user_id}'s agent still loading on {held.name}")
+                else:  # another wake (another worker's) is loading it: its pod will be ours too
+                    await asyncio.sleep(0.05)
+
+    async def _wake_on_spare(self, spec: AgentSpec, deadline: float) -> Claim | None:
+        """The user's agent on a spare; None if another wake claimed one for them meanwhile."""
+        user_id = spec.user_id
+
+        async def claim() -> Claim:
+            while True:
+                got = await self.claims.claim(user_id)
+                if got is not None:
+                    if not got.new:
+                        raise _ClaimedElsewhere
+                    return got
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no spare agent pod became ready in {self.claim_timeout_s:.0f} s")
+                self._spawn(self.replenish())  # nothing ready: make sure one is on its way
+                await asyncio.sleep(0.2)
+
+        async def load(got: Claim) -> None:
+            if not await self.api.patch("Pod", got.name, manifests.claimed_labels(user_id)):
+                raise SpareFailed(f"pod {got.name} is gone")
+            result = await self._loader(got.name, got.key_id, "/load", {
+                "agent": agent_id(user_id), "config": self._agent_config(spec, got.name), "files": self._agent_files(spec),
+                "state_url": self.urls.state_url(archive_key(user_id), upload=False)})
+            log.info("pod %s loaded user %s's state (%s bytes) in %s ms", got.name, user_id, result.get("bytes"),
+                     result.get("state_ms"))
+
+        wake = SpareWake(claim=claim, load=load, gateway=lambda got: self._gateway(got.name, got.key_id),
+                         discard=lambda got: self._remove(got.name))
+        try:
+            woken = await wake.wake(user_id)
+        except _ClaimedElsewhere:
+            return None
+        await self.claims.mark_serving(woken.name, user_id)
+        self._spawn(self.replenish())
+        return woken
+
+    async def _save(self, held: Claim, user_id: uuid.UUID) -> bool:
+        try:
+            await self._loader(held.name, held.key_id, "/save", {
+                "agent": agent_id(user_id), "url": self.urls.state_url(archive_key(user_id), upload=True)})
+            return True
+        except (SpareFailed, httpx.HTTPError) as error:
+            log.warning("could not save user %s's state from %s (changes since the last save are lost): %s",
+                        user_id, held.name, error)
+            return False
 
     async def pause(self, user_id: uuid.UUID) -> None:
-        """Kubernetes cannot freeze a pod; an Idle agent keeps running until it sleeps."""
+        """Pods cannot be frozen: a checkpoint of the state, and the pod runs on until Sleep."""
+        async with self._lock(user_id):
+            held = await self.claims.held_by(user_id)
+            if held is not None and held.state is PodState.SERVING:
+                await self._save(held, user_id)
 
     async def sleep(self, user_id: uuid.UUID) -> None:
-        await self.api.scale(AgentNames(user_id).base, 0)
-
-    async def _run_job(self, names: AgentNames, action: str, key: str, node: str | None = None) -> None:
-        await self.api.apply(manifests.archive_job(names, self.cluster, action=action, key=key, node=node),
-                             replace=False)
-        await self._wait(lambda: self.status_reader.job_finished(names, action), f"job {names.job(action)}")
-        await self.api.delete("Job", names.job(action))
+        async with self._lock(user_id):
+            held = await self.claims.held_by(user_id)
+            if held is None:
+                return
+            if held.state is PodState.SERVING:
+                await self._save(held, user_id)
+            await self._remove(held.name)
 
     async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str:
-        """The Job writes straight to the archive bucket, at the key the S3 ArchiveStore reads."""
-        names = AgentNames(user_id)
-        if await self.api.read("PersistentVolumeClaim", names.pvc) is None:
-            raise LookupError(f"no agent volume for user {user_id}")
+        """The state is in the store already (saved at Sleep); an agent that never woke gets an empty one."""
+        await self._spec(user_id)  # LookupError: no such agent
+        await self.sleep(user_id)
         key = archive_key(user_id)
-        await self.api.delete("StatefulSet", names.base)  # the volume must be free for the Job
-        await self._run_job(names, "archive", key)
-        for kind, name in (("Service", names.base), ("NetworkPolicy", names.base), ("ConfigMap", names.config),
-                           ("PersistentVolumeClaim", names.pvc)):
-            await self.api.delete(kind, name)
+        if not await store.exists(key):
+            with tempfile.TemporaryDirectory() as tmp:
+                empty = Path(tmp) / "state.tar.gz"
+                with tarfile.open(empty, "w:gz"):
+                    pass
+                await store.put(key, empty)
+        await self.api.delete("NetworkPolicy", UserNames(user_id).base)
+        await self.api.delete("Secret", UserNames(user_id).spec)
         return key
 
     async def restore(self, user_id: uuid.UUID, store: ArchiveStore, key: str) -> None:
-        """Recreates the volume and unpacks the archive; apply(spec) then recreates the workload."""
+        """The archive is where the next wake fetches it from; apply(spec) then recreates the user's objects."""
         if not await store.exists(key):
             raise FileNotFoundError(f"no archive {key!r}")
-        names = AgentNames(user_id)
-        await self.api.apply(manifests.pvc(names, self.cluster), replace=False)
-        await self._run_job(names, "restore", key)
+        if key != archive_key(user_id):
+            with tempfile.TemporaryDirectory() as tmp:
+                await store.get(key, Path(tmp) / "state.tar.gz")
+                await store.put(archive_key(user_id), Path(tmp) / "state.tar.gz")
 
     async def export_memory(self, user_id: uuid.UUID, store: ArchiveStore) -> bool:
-        """A Job copies the workspace from the user's volume to the bucket, at the key the S3
-        ArchiveStore reads; while the agent runs, on its pod's node (the volume is attached there)."""
-        names = AgentNames(user_id)
-        if await self.api.read("PersistentVolumeClaim", names.pvc) is None:
-            return False  # archived (its archive holds the files) or gone
-        pod = await self.api.read("Pod", names.pod)
-        node = pod.spec.node_name if pod is not None and pod.spec is not None else None
-        await self._run_job(names, "export", export_key(user_id), node)
-        return True
+        """The state in the store is the export's source (whole_state); an awake agent's is saved first."""
+        await self.pause(user_id)
+        return False
 
     async def delete(self, user_id: uuid.UUID) -> None:
-        names = AgentNames(user_id)
-        for kind, name in (("StatefulSet", names.base), ("Service", names.base), ("NetworkPolicy", names.base),
-                           ("ConfigMap", names.config), ("Secret", names.secret), ("PersistentVolumeClaim", names.pvc)):
-            await self.api.delete(kind, name)
+        async with self._lock(user_id):
+            held = await self.claims.held_by(user_id)
+            if held is not None:
+                await self._remove(held.name)
+        await self.api.delete("NetworkPolicy", UserNames(user_id).base)
+        await self.api.delete("Secret", UserNames(user_id).spec)
 
     async def status(self, user_id: uuid.UUID) -> RuntimeState:
-        workload = await self.api.read("StatefulSet", AgentNames(user_id).base)
-        if workload is None:
-            return RuntimeState.ABSENT
-        return RuntimeState.RUNNING if (workload.spec.replicas or 0) > 0 else RuntimeState.STOPPED
+        held = await self.claims.held_by(user_id)
+        if held is not None and held.state is PodState.SERVING:
+            return RuntimeState.RUNNING  # an Idle pod runs on (it cannot be frozen)
+        if await self.api.read("Secret", UserNames(user_id).spec) is not None:
+            return RuntimeState.STOPPED
+        return RuntimeState.ABSENT
+
+
+class _ClaimedElsewhere(Exception):
+    """Another wake took a spare for this user first."""
+
+
+def _age(claim: Claim) -> float:
+    return (datetime.now(UTC) - claim.claimed_at).total_seconds() if claim.claimed_at else 0.0

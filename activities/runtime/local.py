@@ -1,10 +1,9 @@
 """The local AgentRuntime: one real OpenClaw gateway process per user, woken fast.
 
-A cold OpenClaw start takes ~10 s to healthy and ~10 s more to a first answer on this hardware
-(docs/platform-facts.md), so waking never starts a process on the caller's time:
-- Warm spares: gateways started in advance with nothing user-specific (and warmed up with one
-  request). Waking a Sleeping user claims a spare and hands it that user's agent by hot-reloading
-  its config; the spare then belongs to that user alone until it sleeps (one user per process).
+Waking follows the design both runtimes share (activities/runtime/wake.py):
+- Warm spares: gateway processes started in advance with nothing user-specific (and warmed up with
+  one request). Waking a Sleeping user claims a spare and hands it that user's agent by
+  hot-reloading its config; the spare then belongs to that user alone until it sleeps.
 - Idle = SIGSTOP (memory kept, ~0.3 s back); Sleeping = no process; the user's state (workspace,
   sessions) lives in the user's own folder and follows them from process to process.
 - Archive = a tar.gz of that folder in the ArchiveStore; restore unpacks it byte for byte.
@@ -24,26 +23,17 @@ import shutil
 import signal
 import tarfile
 import tempfile
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 
 from activities.runtime.agent_users import AgentUsers
 from activities.runtime.gateway import GatewayProcess
-from activities.runtime.openclaw_config import (
-    ModelProvider,
-    WARM_UP_SESSION,
-    agent_id,
-    render_config,
-    warm_up_turn,
-    with_agent,
-    with_mcp_servers,
-)
+from activities.runtime.openclaw_config import ModelProvider, agent_id, render_config, with_agent, with_mcp_servers
+from activities.runtime.wake import Gateway, SpareWake, personality_prompt, wait_listed, warm_up
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key, export_key
 from core.tokens import Keyring
 from core.process import free_port, grant_traverse
@@ -51,21 +41,11 @@ from activities.runtime.tools import Tools
 
 log = logging.getLogger(__name__)
 
-RELOAD_TIMEOUT_S = 20.0
 # Spares start at low CPU priority, and only a while after a claim, so that on two cores they
 # never slow the user whose wake is in progress.
 SPARE_NICE = 15
 REPLENISH_DELAY_S = 15.0
 CLEANUP_TIMEOUT_S = 60.0
-
-
-def _personality_prompt(spec: AgentSpec) -> str:
-    tone = "relaxed and friendly" if spec.personality == "casual" else "polite and precise"
-    prompt = (f"# {spec.agent_name}\n\nYou are {spec.agent_name}, a personal assistant people mostly reach by phone.\n"
-              f"Tone: {tone}. Keep spoken answers short; no markdown, lists or emoji in voice calls.\n")
-    if spec.instructions.strip():
-        prompt += f"\n## Your user's own instructions\n\n{spec.instructions.strip()}\n"
-    return prompt
 
 
 class _Running:
@@ -140,22 +120,13 @@ class LocalAgentRuntime:
             try:
                 await gateway.start(nice=SPARE_NICE)
                 await gateway.wait_ready()
-                await self._warm_up(gateway)
+                await warm_up(_address(gateway))
             except BaseException:  # cancelled by close() too: never leave a half-started gateway
                 await asyncio.shield(self._discard(gateway))
                 raise
             await self._spares.put(gateway)
         finally:
             self._starting -= 1
-
-    async def _warm_up(self, gateway: GatewayProcess, agent: str = "default") -> None:
-        """The first chat after start, and an agent's first chat, carry one-time setup (seconds): pay it
-        before anyone waits. Its own session, so no conversation of the user's holds it."""
-        async with httpx.AsyncClient(timeout=120) as http:
-            await http.post(f"{gateway.base_url}/v1/chat/completions",
-                            headers={"Authorization": f"Bearer {gateway.token}",
-                                     "x-openclaw-session-key": WARM_UP_SESSION},
-                            json=warm_up_turn(agent))
 
     async def start(self) -> None:
         self.replenish()
@@ -214,11 +185,11 @@ class LocalAgentRuntime:
         (folder / "spec.json").write_text(spec.model_dump_json(indent=2))
         soul = folder / "workspace" / "SOUL.md"
         if not soul.exists():
-            soul.write_text(_personality_prompt(spec))
+            soul.write_text(personality_prompt(spec))
 
     async def apply(self, spec: AgentSpec) -> None:
         await self.create(spec)
-        (self.user_dir(spec.user_id) / "workspace" / "SOUL.md").write_text(_personality_prompt(spec))
+        (self.user_dir(spec.user_id) / "workspace" / "SOUL.md").write_text(personality_prompt(spec))
         async with self._lock(spec.user_id):
             running = self._running.get(spec.user_id)
             if not running:
@@ -228,12 +199,13 @@ class LocalAgentRuntime:
             if paused:
                 os.killpg(running.gateway.child.pid, signal.SIGCONT)  # type: ignore[union-attr]
             try:
-                await self._assign(running.gateway, spec)
+                await self._load(running.gateway, spec)
+                await wait_listed(_address(running.gateway), agent_id(spec.user_id))
             finally:
                 if paused:
                     os.killpg(running.gateway.child.pid, signal.SIGSTOP)  # type: ignore[union-attr]
 
-    async def _assign(self, gateway: GatewayProcess, spec: AgentSpec) -> None:
+    async def _load(self, gateway: GatewayProcess, spec: AgentSpec) -> None:
         """Give a gateway this user's agent: their folder behind the agent's paths, then hot reload."""
         folder = self.user_dir(spec.user_id)
         self.users.hand_over(folder, gateway.user)
@@ -248,18 +220,6 @@ class LocalAgentRuntime:
         config = with_agent(self._base_config(gateway.port), spec.user_id, spec.agent_name, str(folder / "workspace"))
         gateway.config = with_mcp_servers(config, spec.mcp_servers)
         gateway.write_config()
-        await self._wait_listed(gateway, ident)
-
-    async def _wait_listed(self, gateway: GatewayProcess, ident: str) -> None:
-        deadline = time.monotonic() + RELOAD_TIMEOUT_S
-        async with httpx.AsyncClient(timeout=5) as http:
-            while time.monotonic() < deadline:
-                response = await http.get(f"{gateway.base_url}/v1/models",
-                                          headers={"Authorization": f"Bearer {gateway.token}"})
-                if response.status_code == 200 and any(m["id"] == f"openclaw/{ident}" for m in response.json()["data"]):
-                    return
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"gateway on :{gateway.port} did not load agent {ident}")
 
     def _endpoint(self, gateway: GatewayProcess) -> AgentEndpoint:
         return AgentEndpoint(base_url=gateway.base_url, instance=gateway.instance, key_id=gateway.key_id)
@@ -277,20 +237,10 @@ class LocalAgentRuntime:
                 del self._running[user_id]
                 await self._discard(running.gateway, user_id)
             spec = self._spec(user_id)
-            started = time.monotonic()
-            gateway = await self._claim_spare()
-            claimed = time.monotonic()
-            try:
-                await self._assign(gateway, spec)
-                loaded = time.monotonic()
-                await self._warm_up(gateway, agent_id(user_id))  # the caller's first question will not pay it
-            except Exception:
-                await self._discard(gateway, user_id)
-                raise
+            wake = SpareWake(claim=self._claim_spare, load=lambda gateway: self._load(gateway, spec), gateway=_address,
+                             discard=lambda gateway: self._discard(gateway, user_id))
+            gateway = await wake.wake(user_id)
             self._running[user_id] = _Running(gateway)
-            log.info("woke user %s on :%s in %.2f s (spare %.2f s, agent loaded %.2f s, first turn %.2f s)", user_id,
-                     gateway.port, time.monotonic() - started, claimed - started, loaded - claimed,
-                     time.monotonic() - loaded)
             return self._endpoint(gateway)
 
     async def pause(self, user_id: uuid.UUID) -> None:
@@ -394,6 +344,10 @@ class LocalAgentRuntime:
 
 
 LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def _address(gateway: GatewayProcess) -> Gateway:
+    return Gateway(gateway.base_url, gateway.token)
 
 
 def _loopback_ports(urls: Sequence[str]) -> set[int]:

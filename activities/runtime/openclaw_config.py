@@ -62,18 +62,6 @@ def with_agent(config: dict[str, Any], user_id: uuid.UUID, name: str, workspace:
     return config
 
 
-def hide_mcp_headers(config: dict[str, Any], prefix: str = "DEEPCLAW_MCP_HEADER_") -> dict[str, str]:
-    """Moves MCP header values (bearer tokens) out of the config into env vars OpenClaw substitutes
-    at load (`${VAR}`); returns {env var: value} for a Secret."""
-    hidden: dict[str, str] = {}
-    for server in config.get("mcp", {}).get("servers", {}).values():
-        for header, value in server.get("headers", {}).items():
-            name = f"{prefix}{len(hidden)}"
-            hidden[name] = value
-            server["headers"][header] = f"${{{name}}}"
-    return hidden
-
-
 def with_mcp_servers(config: dict[str, Any], servers: list[McpServerSpec]) -> dict[str, Any]:
     """`mcp.servers.<name> = {url, transport, headers}` (the platform's own first, then the user's)."""
     if servers:

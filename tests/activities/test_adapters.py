@@ -17,6 +17,7 @@ from activities import adapters
 from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
 from activities.email.mailers import OutboxMailer, SmtpMailer
 from activities.telephony.twilio import TwilioTelephony
+from core.db import create_engine, sessionmaker
 from core.models import OutboxEmail
 from core.ports import MediaUnavailable
 from core.serve import serving
@@ -24,7 +25,7 @@ from core.settings import Settings
 from emulators.carrier.app import create_app
 from emulators.carrier.carrier import Carrier
 from emulators.carrier.handset import handset
-from tests.conftest import free_port
+from tests.conftest import free_port, s3_store
 
 
 async def test_settings_choose_the_adapters(tmp_path: Path) -> None:
@@ -184,19 +185,8 @@ async def test_folder_archive_round_trip(tmp_path: Path) -> None:
     await _round_trip(FolderArchiveStore(tmp_path / "archive"), tmp_path)
 
 
-async def test_s3_archive_round_trip_against_an_emulator(tmp_path: Path) -> None:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        store = S3ArchiveStore(bucket="deepclaw-archive", endpoint_url=f"http://127.0.0.1:{port}",
-                               region="us-east-1", access_key="test", secret_key="test")
-        store.client.create_bucket(Bucket="deepclaw-archive")
-        await _round_trip(store, tmp_path)
-    finally:
-        server.stop()
+async def test_s3_archive_round_trip_against_an_emulator(s3_emulator: str, tmp_path: Path) -> None:
+    await _round_trip(s3_store(s3_emulator), tmp_path)
 
 
 def test_kubernetes_runtime_from_settings(tmp_path: Path) -> None:
@@ -208,11 +198,18 @@ def test_kubernetes_runtime_from_settings(tmp_path: Path) -> None:
         "clusters: [{name: k, cluster: {server: 'https://k8s.example:6443'}}]\n"
         "users: [{name: u, user: {token: abc}}]\n"
         "contexts: [{name: c, context: {cluster: k, user: u}}]\n")
+    sessions = sessionmaker(create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none"))  # not connected here
+    image = "registry.example/deepclaw/agent@sha256:" + "c" * 64
     with pytest.raises(ValueError, match="pinned by digest"):
         adapters.agent_runtime(Settings(_env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
-                                        kubernetes_agent_image="ghcr.io/openclaw/openclaw:latest"))
+                                        kubernetes_agent_image="ghcr.io/openclaw/openclaw:latest"), sessions)
+    with pytest.raises(ValueError, match="ARCHIVE_STORE=s3"):
+        adapters.agent_runtime(Settings(_env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
+                                        kubernetes_agent_image=image), sessions)
     runtime = adapters.agent_runtime(Settings(
-        _env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
-        kubernetes_agent_image="ghcr.io/openclaw/openclaw@sha256:" + "c" * 64))
+        _env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig, kubernetes_agent_image=image,
+        archive_store="s3", s3_bucket="deepclaw-archive", s3_endpoint_url="https://nyc3.digitaloceanspaces.com",
+        kubernetes_agent_spares=3), sessions)
     assert isinstance(runtime, KubernetesAgentRuntime)
     assert runtime.api.api_client.configuration.host == "https://k8s.example:6443"
+    assert runtime.cluster.spares == 3 and runtime.cluster.pool == "agents"

@@ -104,11 +104,8 @@ async def test_sleep_wake_pause_archive_restore(
     assert leftover == [], "every gateway process is gone"
 
 
-async def test_archive_and_restore_through_the_s3_emulator(tools: Tools, tmp_path: Path) -> None:
-    from moto.server import ThreadedMotoServer
-
-    from activities.archive.stores import S3ArchiveStore
-    from tests.conftest import free_port
+async def test_archive_and_restore_through_the_s3_emulator(tools: Tools, s3_emulator: str, tmp_path: Path) -> None:
+    from tests.conftest import s3_store
 
     runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url="http://127.0.0.1:1/v1", api_key="k",
                                                                           model=MODEL_ID), keyring=KEYRING, spares=0)
@@ -120,18 +117,10 @@ async def test_archive_and_restore_through_the_s3_emulator(tools: Tools, tmp_pat
     (folder / "agent" / "openclaw-agent.sqlite").write_bytes(bytes(range(256)) * 400)
     state = _checksums(folder)
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        store = S3ArchiveStore(bucket="deepclaw-archive", endpoint_url=f"http://127.0.0.1:{port}", region="us-east-1",
-                               access_key="test", secret_key="test")
-        store.client.create_bucket(Bucket="deepclaw-archive")
-        key = await runtime.archive(user, store)
-        assert not folder.exists() and await store.exists(key)
-        await runtime.restore(user, store, key)
-    finally:
-        server.stop()
+    store = s3_store(s3_emulator)
+    key = await runtime.archive(user, store)
+    assert not folder.exists() and await store.exists(key)
+    await runtime.restore(user, store, key)
     assert _checksums(folder) == state
     assert await runtime.status(user) == RuntimeState.STOPPED
 
