@@ -15,7 +15,7 @@ TEST_DEPS := chromium
 .PHONY: run test bootstrap tools system-deps test-deps lock audit clean
 
 run: bootstrap tools
-	$(BIN)/deepclaw dev
+	$(BIN)/python -m devstack run
 
 test: bootstrap tools test-deps
 	$(BIN)/pytest
@@ -40,7 +40,7 @@ test-deps:
 
 # Pinned Node 24 + OpenClaw into a cache shared by checkouts; instant once present.
 tools: bootstrap
-	$(BIN)/deepclaw tools
+	$(BIN)/python -m devstack tools
 
 # Re-installs only when the pinned dependencies or the compiled audio path (voice/relay.pyx) change.
 # requirements.lock is what production runs; requirements-dev.lock adds the embedded servers, the

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException
 
-from activities import adapters
+from core import composition
 from api.deps import Platform
 from api import pages
 from api.routes import (
@@ -55,9 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
         sessions = sessionmaker(engine)
-        platform = Platform(settings=settings, sessions=sessions, telephony=adapters.telephony(settings),
-                            web_search=adapters.web_search(settings), mailer=adapters.mailer(settings, sessions),
-                            speech=adapters.speech(settings), archive=adapters.archive_store(settings),
+        platform = Platform(settings=settings, sessions=sessions, telephony=composition.telephony(settings),
+                            web_search=composition.web_search(settings), mailer=composition.mailer(settings, sessions),
+                            speech=composition.speech(settings), archive=composition.archive_store(settings),
                             limiter=UserLimiter(PostgresStorage(sessions), settings.user_limits()))
         app.state.platform = platform
         await platform.temporal.try_connect()  # /healthz reports it and reconnects; serving the rest goes on

@@ -183,13 +183,13 @@ class MixedRuntime:
 
 
 def run_bench_worker() -> None:
-    from activities import adapters
+    from core import composition
     from core.logs import configure_logging
     from workers.main import run_worker
 
     settings = Settings()
     configure_logging("worker", fmt=settings.log_format, level=settings.log_level)
-    runtime = MixedRuntime(adapters.agent_runtime(settings, sessions), os.environ[STANDIN_URL], int(os.environ[REAL_LIMIT]))
+    runtime = MixedRuntime(composition.agent_runtime(settings, sessions), os.environ[STANDIN_URL], int(os.environ[REAL_LIMIT]))
     asyncio.run(run_worker(settings, runtime=runtime))
 
 

@@ -1,5 +1,6 @@
-"""`deepclaw`: one entry point for every process, so production runs each as its own Deployment
-and `deepclaw dev` (behind `make run`) supervises them all locally."""
+"""`deepclaw`: one entry point for every process, so production runs each as its own Deployment.
+Development commands (the local platform behind `make run`, the pinned tools) are `python -m devstack`
+(devstack/__main__.py), which runs through `main` here: no production module imports devstack."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from core.logs import configure_logging
 from core.settings import get_settings
@@ -51,12 +53,6 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dev(_: argparse.Namespace) -> int:
-    from devstack.supervisor import run_dev
-
-    return asyncio.run(run_dev(get_settings()))
-
-
 def _standins(_: argparse.Namespace) -> None:
     import uvloop
 
@@ -64,13 +60,6 @@ def _standins(_: argparse.Namespace) -> None:
 
     # uvloop, as the bridge: every call's media passes through the carrier and the voice agent here.
     uvloop.run(run_standins(get_settings()))
-
-
-def _tools(_: argparse.Namespace) -> None:
-    from devstack.tools import install
-
-    tools = install(get_settings().tools_dir)
-    log.info("node %s, openclaw %s", tools.node, tools.openclaw)
 
 
 def _new_key(args: argparse.Namespace) -> None:
@@ -101,22 +90,24 @@ DEVELOPMENT_PACKAGES = ("devstack", "emulators")
 DEPLOYED = ("api", "voice", "worker")
 
 COMMANDS = {
-    "dev": (_dev, "run the whole platform locally (what `make run` does)"),
     "api": (_api, "serve the API (webhooks, dashboard, internal API)"),
     "voice": (_voice, "serve the voice bridge"),
     "worker": (_worker, "run the Temporal worker"),
     "migrate": (_migrate, "migrate the database to the latest schema"),
     "standins": (_standins, "run the local carrier + softphone, voice agent and model stand-ins"),
-    "tools": (_tools, "install the pinned Node and OpenClaw (once; quick when present)"),
     "new-key": (_new_key, "print a new encryption key for DEEPCLAW_ENCRYPTION_KEYS"),
     "rotate-keys": (_rotate_keys, "re-wrap every sealed record under the first DEEPCLAW_ENCRYPTION_KEYS key"),
 }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="deepclaw", description=__doc__)
+Command = tuple[Callable[[argparse.Namespace], int | None], str]
+
+
+def main(argv: list[str] | None = None, *, commands: dict[str, Command] = COMMANDS, prog: str = "deepclaw",
+         description: str | None = __doc__) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (_, help_text) in commands.items():
         command = sub.add_parser(name, help=help_text)
         if name == "new-key":
             command.add_argument("key_id", nargs="?", default="k1", help="the new key's id (default k1)")
@@ -133,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(args.command, fmt=settings.log_format, level=settings.log_level)
     if args.command in DEPLOYED:
         settings.require_deployable()  # with a real provider, no development secret or missing URL
-    handler, _ = COMMANDS[args.command]
+    handler, _ = commands[args.command]
     code = 0
     try:
         code = handler(args) or 0
@@ -142,8 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] in DEVELOPMENT_PACKAGES:
             # The production wheel carries no embedded servers or stand-ins.
-            log.error("`deepclaw %s` is for development: run it from a checkout (make run), not the production "
-                      "image", args.command)
+            log.error("`%s %s` is for development: run it from a checkout (make run), not the production "
+                      "image", prog, args.command)
             code = 2
         else:
             log.exception("%s failed", args.command)

@@ -1,4 +1,4 @@
-"""Serve an ASGI app inside the current event loop (stand-ins in `deepclaw dev`, and tests)."""
+"""Serve an ASGI app inside the current event loop (stand-ins in `python -m devstack run`, and tests)."""
 
 from __future__ import annotations
 

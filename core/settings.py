@@ -69,7 +69,7 @@ class Settings(BaseSettings):
 
     # Where local state lives: embedded PostgreSQL, Temporal's SQLite file, tools, agents.
     data_dir: Path = Path(".data")
-    # Pinned Node + OpenClaw, shared by every checkout on the machine (`deepclaw tools`).
+    # Pinned Node + OpenClaw, shared by every checkout on the machine (`python -m devstack tools`).
     tools_dir: Path = Path.home() / ".cache" / "deepclaw" / "tools"
 
     # Processes
@@ -174,12 +174,12 @@ class Settings(BaseSettings):
     # Where operators open Temporal UI (links from the operator pages; the codec server's CORS origin).
     # Default: http://<temporal host>:<temporal_ui_port>, the dev server's UI.
     temporal_ui_public_url: str | None = None
-    # `deepclaw dev` starts a Temporal dev server unless this is off (e.g. pointing at a cluster).
+    # `python -m devstack run` starts a Temporal dev server unless this is off (e.g. pointing at a cluster).
     local_temporal: bool = True
 
     # PostgreSQL
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/deepclaw"
-    # `deepclaw dev` starts embedded PostgreSQL on the database_url's port unless this is off.
+    # `python -m devstack run` starts embedded PostgreSQL on the database_url's port unless this is off.
     local_postgres: bool = True
 
     # Telephony: Twilio's credentials, or the local carrier's (which accepts these defaults).

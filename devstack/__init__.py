@@ -1,4 +1,4 @@
 """The local platform: embedded PostgreSQL, a Temporal dev server and the supervisor behind `make run`.
 
-Used by `deepclaw dev` and by the test fixtures, so tests run on the same stack developers do.
+Used by `python -m devstack run` and by the test fixtures, so tests run on the same stack developers do.
 """

@@ -1,4 +1,4 @@
-"""`deepclaw dev`: start the local platform, keep it running, stop all of it on SIGINT/SIGTERM.
+"""`python -m devstack run`: start the local platform, keep it running, stop all of it on SIGINT/SIGTERM.
 
 Order: PostgreSQL -> migrations -> Temporal -> worker, API, voice bridge. A child that dies is
 restarted with backoff; a stop reaches every process group, so nothing is left behind.

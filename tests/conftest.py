@@ -18,7 +18,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from activities import adapters
+from core import composition
 from activities.archive.stores import S3ArchiveStore
 from activities.runtime.gateway import GatewayProcess
 from activities.runtime.openclaw_config import ModelProvider, render_config
@@ -179,7 +179,7 @@ async def local_carrier() -> AsyncIterator[LocalCarrier]:
     settings = Settings(_env_file=None, carrier_port=port)
     carrier = build_carrier(settings, SpeechRegistry())  # with the hotline number, as `make run` has it
     async with serving(create_carrier_app(carrier), "127.0.0.1", port):
-        client = adapters.telephony(settings)
+        client = composition.telephony(settings)
         yield LocalCarrier(carrier, client, port)
         await client.close()
 

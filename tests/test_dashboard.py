@@ -35,7 +35,7 @@ from temporalio.worker import Worker
 from activities.delivery import DeliveryActivities, DeliveryRequest
 from activities.reminders import ReminderActivities
 
-from activities import adapters
+from core import composition
 from activities.runtime.activities import RuntimeActivities
 from activities.runtime.local import LocalAgentRuntime
 from activities.runtime.openclaw_config import ModelProvider
@@ -484,7 +484,7 @@ async def test_the_agent_page_saves_valid_settings_and_explains_invalid_ones(
 
 async def _carrier_number(dash: Dashboard, user: User) -> str:
     """Gives `user` a number the local carrier routes to this API (the fixture's are database-only)."""
-    telephony = adapters.telephony(dash.settings)
+    telephony = composition.telephony(dash.settings)
     try:
         [spare] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
         owned = await telephony.buy_number(spare, voice_url=f"{dash.settings.api_base_url}/twilio/voice",
@@ -640,7 +640,7 @@ async def test_the_export_holds_my_data_only_and_deletion_asks_for_confirmation_
     await runtime.create(AgentSpec(user_id=uma.id, agent_name="Uma"))
     (runtime.user_dir(uma.id) / "workspace" / "memory").mkdir()
     (runtime.user_dir(uma.id) / "workspace" / "memory" / "tea.md").write_text("Uma's favourite tea: sencha\n")
-    store = adapters.archive_store(dashboard.settings)
+    store = composition.archive_store(dashboard.settings)
     worker = Worker(temporal_env.client, task_queue=dashboard.settings.temporal_task_queue,
                     workflows=[ExportMemoryWorkflow],
                     activities=[RuntimeActivities(runtime, store, sessions, "local").export_agent_memory])

@@ -56,6 +56,20 @@ import api.app, voice.server, workers.main, core.cli, core.migrate
     assert ran.returncode == 0, ran.stderr[-2000:]
 
 
+def test_no_production_module_imports_devstack() -> None:
+    """Not even lazily: the embedded servers are reached through `python -m devstack` only."""
+    import ast
+
+    offenders = []
+    for package in ("core", "workflows", "activities", "workers", "api", "voice"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}" for n in names if n.split(".")[0] == "devstack"]
+    assert offenders == []
+
+
 def test_the_wheel_carries_the_runtime_packages_only(tmp_path: Path) -> None:
     """What the production image installs: no tests, stand-ins or embedded servers, and no dev-only
     requirement outside the `dev` extra."""

@@ -219,7 +219,15 @@ def test_the_production_settings_start_only_with_their_secrets(monkeypatch: pyte
     with pytest.raises(SystemExit, match="DEEPCLAW_ENCRYPTION_KEYS"):
         Settings(_env_file=None).require_deployable()
     monkeypatch.setenv("DEEPCLAW_ENCRYPTION_KEYS", "k1:" + "A" * 43)
-    Settings(_env_file=None).require_deployable()
+    settings = Settings(_env_file=None)
+    settings.require_deployable()
+    # The worker's agent runtime can be built from them: the agent image by digest, state in Spaces.
+    from kubernetes.config.config_exception import ConfigException
+
+    from core import composition
+
+    with pytest.raises(ConfigException, match="Service host/port"):  # no cluster here: only that is missing
+        composition.agent_runtime(settings, None)  # type: ignore[arg-type]
 
 
 MONITORING = DEPLOY / "monitoring"

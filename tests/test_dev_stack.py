@@ -1,4 +1,4 @@
-"""`deepclaw dev` (what `make run` runs) end to end: healthy, search attributes registered,
+"""`python -m devstack run` (what `make run` runs) end to end: healthy, search attributes registered,
 SIGTERM stops everything within 10 s, and a second start finds its data again."""
 
 import asyncio
@@ -46,7 +46,7 @@ def _env(data_dir: Path) -> dict[str, str]:
 async def dev_stack(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "core.cli", "dev", env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+            sys.executable, "-m", "devstack", "run", env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
         )
     try:
         yield proc
@@ -61,7 +61,7 @@ async def _wait_healthy(env: dict[str, str], proc: asyncio.subprocess.Process, l
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient(timeout=3) as http:
         while time.monotonic() < deadline:
-            assert proc.returncode is None, f"deepclaw dev exited early:\n{log.read_text()[-3000:]}"
+            assert proc.returncode is None, f"python -m devstack run exited early:\n{log.read_text()[-3000:]}"
             try:
                 response = await http.get(url)
                 if response.status_code == 200:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities import adapters
+from core import composition
 from api.app import create_app as api_app
 from api.routes.twilio import HOTLINE_TEXT, TOO_MANY_CALLS, UNKNOWN_NUMBER
 from core.process import free_port
@@ -33,7 +33,7 @@ async def test_a_sender_over_the_limit_gets_one_polite_reply_and_nothing_more(
     carrier = build_carrier(settings, SpeechRegistry())
     async with serving(carrier_app(carrier), "127.0.0.1", settings.carrier_port), \
             serving(api_app(settings), "127.0.0.1", settings.api_port):
-        telephony = adapters.telephony(settings)
+        telephony = composition.telephony(settings)
         hotline = next(n for n in await telephony.list_numbers() if n.e164 == settings.hotline_number)
         await telephony.configure_number(hotline.sid, voice_url=f"{settings.api_base_url}/twilio/voice",
                                          sms_url=f"{settings.api_base_url}/twilio/sms")

@@ -88,8 +88,8 @@ async def test_twilio_rest_base_url_is_a_setting(monkeypatch: pytest.MonkeyPatch
     assert Settings(_env_file=None).twilio_api_base_url == "https://twilio-proxy.example.com"
     monkeypatch.setenv("DEEPCLAW_TWILIO_EDGE", "dublin")
     monkeypatch.setenv("DEEPCLAW_TWILIO_REGION", "ie1")
-    from activities import adapters
+    from core import composition
 
-    telephony = adapters.telephony(Settings(_env_file=None))
+    telephony = composition.telephony(Settings(_env_file=None))
     assert (telephony.client.edge, telephony.client.region) == ("dublin", "ie1")
     await telephony.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from activities import adapters
+from core import composition
 from activities.integrations.actions import PendingActions
 from activities.integrations.credentials import Credentials
 from core.db import create_engine, sessionmaker
@@ -49,7 +49,7 @@ class VoiceBridge:
 async def voice_serving(settings: Settings) -> AsyncIterator[VoiceBridge]:
     """Serves the bridge until the block exits; calls still in progress are then cut."""
     engine = create_engine(settings.database_url)
-    telephony = adapters.telephony(settings)
+    telephony = composition.telephony(settings)
     try:
         async with http_client(httpx.Timeout(120.0, connect=5.0)) as http:
             sessions = sessionmaker(engine)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities import adapters
+from core import composition
 from activities.accounts import AccountActivities
 from activities.agent_chat import AgentChat
 from activities.integrations.credentials import Credentials
@@ -56,24 +56,24 @@ class WorkerParts:
 async def activities(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
                      runtime: AgentRuntime | None = None) -> AsyncIterator[WorkerParts]:
     """The activities with their adapters, started and, on exit, closed (gateways stopped)."""
-    runtime = runtime or adapters.agent_runtime(settings, sessions)
-    telephony = adapters.telephony(settings)
+    runtime = runtime or composition.agent_runtime(settings, sessions)
+    telephony = composition.telephony(settings)
     agent = AgentChat(settings, sessions)
     await runtime.start()
     try:
         store = StoreActivities(sessions)
-        runtime_activities = RuntimeActivities(runtime, adapters.archive_store(settings), sessions,
+        runtime_activities = RuntimeActivities(runtime, composition.archive_store(settings), sessions,
                                                settings.agent_runtime.value,
                                                mcp_servers=lambda user_id: agent_mcp_servers(settings, sessions, user_id))
         pool = NumberPoolActivities(telephony, sessions, voice_url=f"{settings.api_base_url}/twilio/voice",
                                     sms_url=f"{settings.api_base_url}/twilio/sms")
-        verification = VerificationActivities(telephony, adapters.mailer(settings, sessions), keyring=settings.keyring)
+        verification = VerificationActivities(telephony, composition.mailer(settings, sessions), keyring=settings.keyring)
         yield WorkerParts([store.record_audit_event, *runtime_activities.all(), *pool.all(), *verification.all(),
                            *HotlineCallActivities(telephony, settings).all(), *UserActivities(sessions).all(),
                            *ReminderActivities(sessions, agent).all(), *DeliveryActivities(telephony, sessions, settings).all(),
                            *TextActivities(telephony, sessions, settings, agent).all(),
                            *FollowUpActivities(agent).all(), *AccountActivities(sessions, Credentials(settings, sessions)).all(),
-                           *StatementActivities(sessions, adapters.billing(sessions), settings).all(),
+                           *StatementActivities(sessions, composition.billing(sessions), settings).all(),
                            *RetentionActivities(sessions, settings).all()], runtime)
     finally:
         await runtime.close()

@@ -22,7 +22,8 @@ MAX_PROCESSES = 2048
 
 class GatewayProcess:
     def __init__(self, tools: Tools, home: Path, *, port: int, token: str, config: dict[str, Any],
-                 user: AgentUser | None = None, instance: str = "", key_id: str | None = None) -> None:
+                 user: AgentUser | None = None, instance: str = "", key_id: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.tools = tools.require()
         self.home = home
         self.port = port
@@ -32,6 +33,7 @@ class GatewayProcess:
         self.config = config
         self.user = user  # the Unix user it runs as (None: ours)
         self.child: ChildProcess | None = None
+        self.extra_env = dict(env or {})  # e.g. what its config names as ${VAR} (a pod's Secret env)
 
     @property
     def base_url(self) -> str:
@@ -61,6 +63,7 @@ class GatewayProcess:
             # Node's compile cache lives under TMPDIR: keep it across restarts (one per Unix user).
             "TMPDIR": str(self.user.scratch if self.user else self.tools.root / "tmp"),
             **SLIM_ENV,
+            **self.extra_env,
         }
 
     def write_config(self) -> None:

@@ -181,6 +181,7 @@ def _container(name: str, cluster: ClusterSettings, resources: tuple[str, str, s
 def spare_pod(pod: str, cluster: ClusterSettings) -> dict[str, Any]:
     token = {"name": "OPENCLAW_GATEWAY_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret_name(pod),
                                                                                "key": "gateway-token"}}}
+    provider_key = {"name": PROVIDER_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": PROVIDER_SECRET, "key": "provider-key"}}}
     paths = [{"name": "OPENCLAW_STATE_DIR", "value": STATE_DIR},
              {"name": "OPENCLAW_CONFIG_PATH", "value": f"{CONFIG_DIR}/openclaw.json"}]
     mounts = [{"name": "state", "mountPath": STATE_DIR}, {"name": "config", "mountPath": CONFIG_DIR},
@@ -194,7 +195,7 @@ def spare_pod(pod: str, cluster: ClusterSettings) -> dict[str, Any]:
              "value": node_options(f"{CONFIG_DIR}/{WARMTH_PRELOAD.name}", "--max-old-space-size=1536")},
             {"name": "TMPDIR", "value": "/tmp"},
             token,
-            {"name": PROVIDER_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": PROVIDER_SECRET, "key": "provider-key"}}},
+            provider_key,
         ],
         startupProbe=_probe("/startupz", GATEWAY_PORT, 2, 60),
         livenessProbe=_probe("/healthz", GATEWAY_PORT, 15, 4),
@@ -203,7 +204,8 @@ def spare_pod(pod: str, cluster: ClusterSettings) -> dict[str, Any]:
         "loader", cluster, ("50m", "64Mi", "500m", "256Mi"), mounts,
         command=["/usr/bin/tini", "--", "node", LOADER],
         ports=[{"name": "loader", "containerPort": LOADER_PORT, "protocol": "TCP"}],
-        env=[*paths, {"name": "DEEPCLAW_LOADER_PORT", "value": str(LOADER_PORT)}, token],
+        # The provider key too: OpenClaw's CLI (session cleanup before a save) loads the same config.
+        env=[*paths, {"name": "DEEPCLAW_LOADER_PORT", "value": str(LOADER_PORT)}, token, provider_key],
         livenessProbe=_probe("/healthz", LOADER_PORT, 15, 4),
         readinessProbe=_probe("/healthz", LOADER_PORT, 2, 3))
     copy_base = _container(

@@ -42,7 +42,7 @@ from activities.runtime import k8s_manifests as manifests
 from activities.runtime.k8s_manifests import ClusterSettings, UserNames
 from activities.runtime.openclaw_config import GATEWAY_PORT, ModelProvider, agent_id, render_config, with_agent, with_mcp_servers
 from activities.runtime.pod_claims import Claim, PodClaims, PodState
-from activities.runtime.wake import Gateway, SpareFailed, SpareWake, personality_prompt, wait_listed, warm_up
+from activities.runtime.wake import Gateway, SpareFailed, SpareWake, personality_prompt, spare_config, wait_listed, warm_up
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
 from core.tokens import Keyring
 
@@ -186,8 +186,9 @@ class KubernetesAgentRuntime:
     # ---- spares -----------------------------------------------------------------------------
 
     def _config(self, address: PodAddress) -> dict[str, Any]:
-        return render_config(port=address.gateway_port, bind=address.bind, model=self.model,
-                             api_key_env=manifests.PROVIDER_KEY_ENV)
+        # (Sessions are cleaned up by the loader at Sleep, before it saves the state.)
+        return spare_config(render_config(port=address.gateway_port, bind=address.bind, model=self.model,
+                                          api_key_env=manifests.PROVIDER_KEY_ENV))
 
     async def start(self) -> None:
         base = self._config(PodAddress("any"))  # every pod's own network: the ports and bind of a cluster
@@ -208,9 +209,14 @@ class KubernetesAgentRuntime:
         for name, key_id in await self.claims.starting():
             if name in self._warming:
                 continue
-            ready = await self.status_reader.pod_ready(name)
+            self._warming.add(name)  # (before any await: replenish runs from the loop and from wakes)
+            ready: bool | None = None
+            try:
+                ready = await self.status_reader.pod_ready(name)
+            finally:
+                if not ready:
+                    self._warming.discard(name)
             if ready:
-                self._warming.add(name)
                 self._spawn(self._offer(name, key_id))
             elif ready is False:
                 log.warning("spare agent pod %s failed before it was ready; replacing it", name)
@@ -299,7 +305,8 @@ class KubernetesAgentRuntime:
 
     def _agent_config(self, spec: AgentSpec, pod: str) -> dict[str, Any]:
         ident = agent_id(spec.user_id)
-        config = with_agent(self._config(self.status_reader.address(pod)), spec.user_id, spec.agent_name, f"{manifests.STATE_DIR}/agents/{ident}/workspace")
+        workspace = f"{manifests.STATE_DIR}/agents/{ident}/workspace"
+        config = with_agent(self._config(self.status_reader.address(pod)), spec.user_id, spec.agent_name, workspace)
         # Its MCP servers' headers are written into the pod's config: the pod is this user's alone.
         return with_mcp_servers(config, spec.mcp_servers)
 
@@ -332,10 +339,16 @@ class KubernetesAgentRuntime:
                     if woken is not None:
                         return self._endpoint(woken.name, woken.key_id)
                 elif held.state is PodState.SERVING:
-                    if await self.status_reader.pod_ready(held.name):
+                    ready = await self.status_reader.pod_ready(held.name)
+                    if ready:
                         return self._endpoint(held.name, held.key_id)
-                    log.warning("the pod %s of user %s is gone; waking the agent on another", held.name, user_id)
-                    await self._remove(held.name)
+                    if ready is False:
+                        log.warning("the pod %s of user %s is gone; waking the agent on another", held.name, user_id)
+                        await self._remove(held.name)
+                    elif time.monotonic() > deadline:
+                        raise TimeoutError(f"the pod {held.name} of user {user_id} did not become ready again")
+                    else:  # a container restarting: the user's state and config are on the pod's emptyDirs
+                        await asyncio.sleep(0.2)
                 elif _age(held) > self.load_timeout_s:  # loading, by a wake that died on the way
                     await self._remove(held.name)
                 elif time.monotonic() > deadline:
@@ -378,10 +391,12 @@ class KubernetesAgentRuntime:
         self._spawn(self.replenish())
         return woken
 
-    async def _save(self, held: Claim, user_id: uuid.UUID) -> bool:
+    async def _save(self, held: Claim, user_id: uuid.UUID, *, cleanup: bool = False) -> bool:
+        """`cleanup`: OpenClaw's session retention first (at Sleep; off any wake's path)."""
         try:
             await self._loader(held.name, held.key_id, "/save", {
-                "agent": agent_id(user_id), "url": self.urls.state_url(archive_key(user_id), upload=True)})
+                "agent": agent_id(user_id), "url": self.urls.state_url(archive_key(user_id), upload=True),
+                "cleanup": cleanup})
             return True
         except (SpareFailed, httpx.HTTPError) as error:
             log.warning("could not save user %s's state from %s (changes since the last save are lost): %s",
@@ -401,7 +416,7 @@ class KubernetesAgentRuntime:
             if held is None:
                 return
             if held.state is PodState.SERVING:
-                await self._save(held, user_id)
+                await self._save(held, user_id, cleanup=True)
             await self._remove(held.name)
 
     async def archive(self, user_id: uuid.UUID, store: ArchiveStore) -> str:

@@ -1,5 +1,5 @@
 """Where the pinned Node 24 and OpenClaw are (the local agent runtime runs them from there).
-`deepclaw tools` (devstack/tools.py) installs them; nothing here fetches anything."""
+`python -m devstack tools` (devstack/tools.py) installs them; nothing here fetches anything."""
 
 from __future__ import annotations
 
@@ -37,6 +37,6 @@ class Tools:
     def require(self) -> Tools:
         if not self.installed():
             raise FileNotFoundError(
-                f"Node {NODE_VERSION} / OpenClaw {OPENCLAW_VERSION} are not installed in {self.root}: run `deepclaw tools`"
+                f"Node {NODE_VERSION} / OpenClaw {OPENCLAW_VERSION} are not installed in {self.root}: run `python -m devstack tools`"
             )
         return self

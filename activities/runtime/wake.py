@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -48,6 +48,14 @@ class Gateway:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+
+def spare_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What every runtime changes in a spare's rendered config: session-store maintenance would start
+    a worker thread on a new agent's first turn (~2 s of the wake on two cores), so it only warns,
+    and each runtime runs OpenClaw's `sessions cleanup` while the agent goes to sleep instead."""
+    config["session"] = {"maintenance": {"mode": "warn"}}
+    return config
 
 
 def personality_prompt(spec: AgentSpec) -> str:

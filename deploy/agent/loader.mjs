@@ -20,6 +20,9 @@ const STATE_DIR = required("OPENCLAW_STATE_DIR");
 const CONFIG_PATH = required("OPENCLAW_CONFIG_PATH");
 const TOKEN = required("OPENCLAW_GATEWAY_TOKEN");
 const HOST = process.env.DEEPCLAW_LOADER_HOST || "0.0.0.0";
+// How to run OpenClaw's CLI here (a JSON argv prefix), for session retention before a save at Sleep.
+const OPENCLAW = JSON.parse(process.env.DEEPCLAW_OPENCLAW_COMMAND || '["openclaw"]');
+const CLEANUP_TIMEOUT_MS = 60_000;
 const PORT = Number(process.env.DEEPCLAW_LOADER_PORT || 18790);
 const AGENT = /^user-[0-9a-f]{32}$/;
 const MAX_BODY = 1 << 20; // a config and a few agent files
@@ -64,9 +67,9 @@ async function readJson(request) {
   }
 }
 
-function run(command, args, input) {
+function run(command, args, input, timeoutMs = 0) {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], timeout: timeoutMs });
     const out = [];
     const err = [];
     child.stdout.on("data", (chunk) => out.push(chunk));
@@ -132,11 +135,24 @@ async function load({ agent, config, files, state_url: stateUrl }) {
   return { found, bytes, state_ms: Math.round(fetched - started), total_ms: Math.round(performance.now() - started) };
 }
 
-async function save({ agent, url }) {
+async function cleanSessions(agent) {
+  // OpenClaw's session retention (age, count, disk budget), which the gateway's config leaves to us
+  // so it never runs on a wake's first turn. A failure is logged: the state is saved regardless.
+  const [command, ...prefix] = OPENCLAW;
+  try {
+    await run(command, [...prefix, "sessions", "cleanup", "--enforce", "--agent", agent, "--json"], null,
+      CLEANUP_TIMEOUT_MS);
+  } catch (error) {
+    console.error(`loader: session cleanup for ${agent} failed: ${error.message}`);
+  }
+}
+
+async function save({ agent, url, cleanup }) {
   const dir = agentDir(agent);
   if (loaded !== agent) throw new Refused(409, "this pod does not serve that agent");
   if (typeof url !== "string") throw new Refused(400, "url must be a presigned PUT URL");
   const started = performance.now();
+  if (cleanup === true) await cleanSessions(agent);
   const archive = await run("tar", ["-czf", "-", "-C", dir, "."]);
   const packed = performance.now();
   const response = await fetch(url, { method: "PUT", body: archive, signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });

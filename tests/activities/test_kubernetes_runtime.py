@@ -140,6 +140,9 @@ class GatewayStandIn:
     async def stop(self) -> None:
         await self._stack.aclose()
 
+    def set_priority(self, nice: int) -> None:
+        """(In the test's own process: nothing to renice.)"""
+
 
 class Cluster:
     def __init__(self, api: KubeApi, kubelet: SimulatedKubelet, store: S3ArchiveStore,

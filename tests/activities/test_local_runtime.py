@@ -60,7 +60,7 @@ async def test_sleep_wake_pause_archive_restore(
     user = uuid.uuid4()
     before = {p.pid for p in _gateways()}
     try:
-        runtime.replenish()
+        runtime.spares.replenish()
         await runtime.create(AgentSpec(user_id=user, agent_name="Nova", personality="formal"))
         assert await runtime.status(user) == RuntimeState.STOPPED
         assert "Nova" in (runtime.user_dir(user) / "workspace" / "SOUL.md").read_text()
@@ -148,7 +148,7 @@ async def test_each_agent_executes_code_as_its_own_unix_user(
     secret_file.write_text("platform secret\n")
     secret_file.chmod(0o600)
     try:
-        runtime.replenish()
+        runtime.spares.replenish()
         for user, name in ((alice, "Alice"), (bob, "Bob")):
             await runtime.create(AgentSpec(user_id=user, agent_name=name))
         alice_endpoint, bob_endpoint = await runtime.wake(alice), await runtime.wake(bob)

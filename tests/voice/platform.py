@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities import adapters
+from core import composition
 from api.app import create_app as api_app
 from core.process import free_port
 from core.serve import serving
@@ -97,7 +97,7 @@ async def provisioned_user(stack: AsyncExitStack, settings: Settings, sessions: 
                            thresholds: Thresholds | None = None) -> tuple[User, str]:
     """A user as provisioning leaves them: a number bought on the carrier and assigned, and their agent's
     workflow (ended with `stack`). Returns the user and their number."""
-    telephony = adapters.telephony(settings)
+    telephony = composition.telephony(settings)
     [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
     owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice",
                                        sms_url=f"{settings.api_base_url}/twilio/sms")

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from activities import adapters
+from core import composition
 from core.callers import set_pin
 from core.recall import recall_note
 from core.db import create_engine, sessionmaker
@@ -328,7 +328,7 @@ async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(modul
     from voice.agent_settings import SPEECH_RULES
 
     settings = platform.settings
-    telephony = adapters.telephony(settings)
+    telephony = composition.telephony(settings)
     try:
         async with handset(settings.carrier_url, platform.user.phone_e164, auto_answer=True) as phone:
             url = agent_call_url(settings, user_id=platform.user.id,

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from activities import adapters
+from core import composition
 from api.app import create_app as api_app
 from core.models import PhoneNumber, User
 from core.process import free_port
@@ -41,7 +41,7 @@ async def _line(settings: Settings, sessions: async_sessionmaker[AsyncSession]) 
         await stack.enter_async_context(serving(agent.app(), "127.0.0.1", settings.voice_agent_port))
         await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
         await stack.enter_async_context(voice_serving(settings))
-        telephony = adapters.telephony(settings)
+        telephony = composition.telephony(settings)
         [number] = await telephony.search_numbers(area_code=unique_area_code(), limit=1)
         owned = await telephony.buy_number(number, voice_url=f"{settings.api_base_url}/twilio/voice", sms_url="")
         await telephony.close()

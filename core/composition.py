@@ -1,4 +1,5 @@
-"""Settings -> the adapter behind each port. The only place that knows which adapters exist."""
+"""The composition root: settings -> the adapter behind each port. The only place that knows which
+adapters exist; the API, the voice bridge and the worker build theirs here."""
 
 from __future__ import annotations
 

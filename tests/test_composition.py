@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities import adapters
+from core import composition
 from activities.archive.stores import FolderArchiveStore, S3ArchiveStore
 from activities.email.mailers import OutboxMailer, SmtpMailer
 from activities.telephony.twilio import TwilioTelephony
@@ -30,15 +30,15 @@ from tests.conftest import free_port, s3_store
 
 async def test_settings_choose_the_adapters(tmp_path: Path) -> None:
     local = Settings(_env_file=None, data_dir=tmp_path)
-    assert isinstance(adapters.archive_store(local), FolderArchiveStore)
-    assert isinstance(adapters.mailer(local, sessions=None), OutboxMailer)  # type: ignore[arg-type]
-    local_telephony = adapters.telephony(local)
+    assert isinstance(composition.archive_store(local), FolderArchiveStore)
+    assert isinstance(composition.mailer(local, sessions=None), OutboxMailer)  # type: ignore[arg-type]
+    local_telephony = composition.telephony(local)
     assert local_telephony.client.api.base_url == local.carrier_url
     real = Settings(_env_file=None, archive_store="s3", mailer="smtp", telephony="twilio",
                     s3_endpoint_url="https://nyc3.digitaloceanspaces.com")
-    assert isinstance(adapters.archive_store(real), S3ArchiveStore)
-    assert isinstance(adapters.mailer(real, sessions=None), SmtpMailer)  # type: ignore[arg-type]
-    real_telephony = adapters.telephony(real)
+    assert isinstance(composition.archive_store(real), S3ArchiveStore)
+    assert isinstance(composition.mailer(real, sessions=None), SmtpMailer)  # type: ignore[arg-type]
+    real_telephony = composition.telephony(real)
     assert real_telephony.client.api.base_url == "https://api.twilio.com"
     await local_telephony.close()
     await real_telephony.close()
@@ -48,7 +48,7 @@ async def test_telephony_adapter_against_the_local_carrier() -> None:
     port = free_port()
     settings = Settings(_env_file=None, carrier_port=port)
     async with serving(create_app(Carrier(settings.twilio_account_sid, "local-auth-token")), "127.0.0.1", port):
-        telephony = adapters.telephony(settings)
+        telephony = composition.telephony(settings)
         assert isinstance(telephony, TwilioTelephony)
         try:
             [first, *_] = await telephony.search_numbers(area_code="212", limit=2)
@@ -80,7 +80,7 @@ async def test_mms_attachments_are_fetched_only_from_the_account_with_its_creden
     carrier = Carrier(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
                       public_url=settings.carrier_url)
     async with serving(create_app(carrier), "127.0.0.1", port):
-        telephony = adapters.telephony(settings)
+        telephony = composition.telephony(settings)
         try:
             [number] = await telephony.search_numbers(area_code="213", limit=1)
             await telephony.buy_number(number, voice_url="http://x/voice", sms_url="")
@@ -201,12 +201,12 @@ def test_kubernetes_runtime_from_settings(tmp_path: Path) -> None:
     sessions = sessionmaker(create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none"))  # not connected here
     image = "registry.example/deepclaw/agent@sha256:" + "c" * 64
     with pytest.raises(ValueError, match="pinned by digest"):
-        adapters.agent_runtime(Settings(_env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
+        composition.agent_runtime(Settings(_env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
                                         kubernetes_agent_image="ghcr.io/openclaw/openclaw:latest"), sessions)
     with pytest.raises(ValueError, match="ARCHIVE_STORE=s3"):
-        adapters.agent_runtime(Settings(_env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
+        composition.agent_runtime(Settings(_env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig,
                                         kubernetes_agent_image=image), sessions)
-    runtime = adapters.agent_runtime(Settings(
+    runtime = composition.agent_runtime(Settings(
         _env_file=None, agent_runtime="kubernetes", kubeconfig=kubeconfig, kubernetes_agent_image=image,
         archive_store="s3", s3_bucket="deepclaw-archive", s3_endpoint_url="https://nyc3.digitaloceanspaces.com",
         kubernetes_agent_spares=3), sessions)

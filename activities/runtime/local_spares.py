@@ -1,0 +1,124 @@
+"""The local runtime's warm spares: gateway processes booted ahead with no user, one claimed per wake.
+
+Spares start at low CPU priority, and replacements only a while after a claim, so that on two cores
+they never slow the user whose wake is in progress. A wake that finds none ready starts one at once
+rather than queueing behind another wake's or waiting out a replacement's delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from activities.runtime.agent_users import AgentUsers
+from activities.runtime.gateway import GatewayProcess
+from activities.runtime.tools import Tools
+from activities.runtime.wake import Gateway, warm_up
+from core.ports import AgentEndpoint
+from core.process import free_port
+from core.tokens import Keyring
+
+SPARE_NICE = 15
+REPLENISH_DELAY_S = 15.0
+CLAIM_TIMEOUT_S = 120.0
+
+
+def address(gateway: GatewayProcess) -> Gateway:
+    return Gateway(gateway.base_url, gateway.token)
+
+
+class LocalSpares:
+    def __init__(self, tools: Tools, folder: Path, users: AgentUsers, keyring: Keyring, *, target: int,
+                 config: Callable[[int], dict[str, Any]], discard: Callable[[GatewayProcess], Awaitable[None]],
+                 replenish_delay_s: float = REPLENISH_DELAY_S) -> None:
+        """`folder`: where each spare's home goes; `config(port)`: a spare's config; `discard`: how a
+        spare that failed to start is stopped for good."""
+        self.tools = tools
+        self.folder = folder
+        self.users = users
+        self.keyring = keyring  # gateway tokens are derived from it (AgentEndpoint.token)
+        self.target = target
+        self.config = config
+        self.discard = discard
+        self.replenish_delay_s = replenish_delay_s
+        self._ready: asyncio.Queue[GatewayProcess] = asyncio.Queue()
+        self._starting = 0
+        self._scheduled = 0
+        self._claiming = 0  # wakes waiting for a gateway
+        self._background: set[asyncio.Task[None]] = set()
+
+    def counts(self) -> dict[str, int]:
+        return {"spares_ready": self._ready.qsize(), "spares_starting": self._starting + self._scheduled,
+                "spares_target": self.target}
+
+    def replenish(self, delay: float = 0.0) -> None:
+        missing = self.target - self._ready.qsize() - self._starting - self._scheduled
+        for _ in range(max(0, missing)):
+            self._launch(delay)
+
+    def _launch(self, delay: float) -> None:
+        if delay > 0:
+            self._scheduled += 1
+            task = asyncio.create_task(self._start_after(delay))
+        else:
+            self._starting += 1
+            task = asyncio.create_task(self._start())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _start_after(self, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._scheduled -= 1
+        if self._ready.qsize() + self._starting >= self.target:
+            return  # wakes meanwhile started what was missing
+        self._starting += 1
+        await self._start()
+
+    async def _start(self) -> None:
+        """Counted in `_starting` by whoever launched it."""
+        try:
+            port = free_port()
+            home = self.folder / f"{port}-{secrets.token_hex(4)}"
+            home.mkdir(parents=True)
+            endpoint = AgentEndpoint(base_url=f"http://127.0.0.1:{port}", instance=secrets.token_hex(8),
+                                     key_id=self.keyring.kid)
+            user = await asyncio.to_thread(self.users.acquire)  # may create a Unix user: not on the loop
+            gateway = GatewayProcess(self.tools, home, port=port, token=endpoint.token(self.keyring),
+                                     config=self.config(port), user=user, instance=endpoint.instance,
+                                     key_id=endpoint.key_id)
+            try:
+                await gateway.start(nice=SPARE_NICE)
+                await gateway.wait_ready()
+                await warm_up(address(gateway))
+            except BaseException:  # cancelled by close() too: never leave a half-started gateway
+                await asyncio.shield(self.discard(gateway))
+                raise
+            await self._ready.put(gateway)
+        finally:
+            self._starting -= 1
+
+    async def claim(self) -> GatewayProcess:
+        self._claiming += 1
+        try:
+            # Every wake waiting has a gateway on its way now: with nothing warm (or no spares kept
+            # at all) each pays a cold start.
+            for _ in range(self._claiming - self._ready.qsize() - self._starting):
+                self._launch(0.0)
+            gateway = await asyncio.wait_for(self._ready.get(), CLAIM_TIMEOUT_S)
+        finally:
+            self._claiming -= 1
+        gateway.set_priority(0)
+        self.replenish(delay=self.replenish_delay_s)
+        return gateway
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        while not self._ready.empty():
+            await self.discard(self._ready.get_nowait())
