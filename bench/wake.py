@@ -302,20 +302,19 @@ async def main_kubernetes_sim(rounds: int, wakes: WakeLog) -> dict[str, Any]:
 
 def estimate(figures: dict[str, float], wakes: WakeLog) -> dict[str, Any]:
     """The measured parts of the Sleeping wakes (the first, cold one left out), and the wake on DOKS:
-    the simulation's emulators replaced by the assumed latencies of the real API server and Spaces."""
+    the simulated wake plus the assumed latencies of the real API server's PATCH and of fetching the
+    state from Spaces, on top of what the emulators took on loopback (so an upper bound)."""
     warm = wakes.wakes[1:] or wakes.wakes
     parts = {key: round(statistics.median(w[key] for w in warm), 3) for key in warm[0]} if warm else {}
     state_bytes = max(wakes.state_bytes, default=0)
     spaces = ASSUMPTIONS["spaces_first_byte_s"]["value"] + state_bytes / 2**20 / ASSUMPTIONS["spaces_mb_per_s"]["value"]
-    # The sleeping figure holds the claim (PostgreSQL + the emulator's PATCH) and the state (the
-    # loader's fetch from moto and unpack): on DOKS the PATCH and the fetch take what is assumed.
     doks = figures["wake_from_sleeping_s"] + ASSUMPTIONS["k8s_api_patch_s"]["value"] + spaces
     for line in (f"  {key}: {value:.3f} s (measured)" for key, value in parts.items()):
         print(line)
     print(f"  state per user: {state_bytes} bytes (largest fetched)")
     for key, item in ASSUMPTIONS.items():
         print(f"  {key}: {item['value']} (assumed: {item['source']})")
-    print(f"  estimate on DOKS, Sleeping -> first answer: {doks:.2f} s (measured + API PATCH + Spaces fetch)")
+    print(f"  estimate on DOKS, Sleeping -> first answer: {doks:.2f} s (measured + assumed API PATCH and Spaces fetch)")
     return {"breakdown_s": parts, "state_bytes": state_bytes, "estimate_doks_sleeping_s": round(doks, 2),
             "assumptions": {key: item["value"] for key, item in ASSUMPTIONS.items()}}
 
