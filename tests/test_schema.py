@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel
 
 from core.db import create_engine, transaction
-from core.models import AgentInstance, PhoneNumber, User
+from core.models import AgentInstance, AgentPod, PhoneNumber, User
 
 
 async def test_migrations_match_models(database_url: str) -> None:
@@ -84,3 +84,15 @@ async def test_states_are_checked(sessions: async_sessionmaker[AsyncSession]) ->
     await _insert(sessions, user)
     with pytest.raises(IntegrityError, match="ck_agent_instances_state"):
         await _insert(sessions, AgentInstance(user_id=user.id, runtime="local", state="dancing"))
+
+
+async def test_a_warm_agent_pod_is_one_users_and_a_user_has_one_pod(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = uuid.uuid4()
+    name = lambda: f"agent-{uuid.uuid4().hex[:12]}"  # noqa: E731
+    with pytest.raises(IntegrityError, match="ck_agent_pods_claimed_has_user"):
+        await _insert(sessions, AgentPod(name=name(), pool="p", state="serving"))
+    with pytest.raises(IntegrityError, match="ck_agent_pods_claimed_has_user"):
+        await _insert(sessions, AgentPod(name=name(), pool="p", state="ready", user_id=user))
+    await _insert(sessions, AgentPod(name=name(), pool="p", state="loading", user_id=user))
+    with pytest.raises(IntegrityError, match="agent_pods_user_id"):
+        await _insert(sessions, AgentPod(name=name(), pool="p", state="serving", user_id=user))

@@ -149,12 +149,22 @@ class Cluster:
                  sessions: async_sessionmaker[AsyncSession], gateways: dict[str, GatewayStandIn]) -> None:
         self.api, self.kubelet, self.store, self.sessions, self.gateways = api, kubelet, store, sessions, gateways
         self.runtimes: list[KubernetesAgentRuntime] = []
+        self.sent: list[str] = []  # the kinds of what the runtimes created or replaced, each validated
 
     async def runtime(self, cluster: ClusterSettings) -> KubernetesAgentRuntime:
         """A worker's runtime (several share one cluster, one database and one store)."""
         api_client = k8s.ApiClient(self.api.api_client.configuration)  # a worker's own client
         runtime = KubernetesAgentRuntime(api_client, cluster, MODEL, keyring=KEYRING, sessions=self.sessions,
                                          urls=self.store, status=self.kubelet, poll_s=0.05, claim_timeout_s=30)
+        apply = runtime.api.apply
+
+        async def validated(manifest: dict[str, Any]) -> Any:
+            """Every object the runtime sends is checked against the 1.37 schemas first (strict)."""
+            kubernetes_validate.validate(manifest, "1.37.0", strict=True)
+            self.sent.append(manifest["kind"])
+            return await apply(manifest)
+
+        runtime.api.apply = validated  # type: ignore[method-assign]
         self.runtimes.append(runtime)
         await runtime.start()
         return runtime
