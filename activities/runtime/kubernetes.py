@@ -181,6 +181,7 @@ class KubernetesAgentRuntime:
         self._warming: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
+        self._replenishing: asyncio.Task[None] | None = None
         self._pool_counts: dict[str, int] = {}
 
     # ---- spares -----------------------------------------------------------------------------
@@ -198,11 +199,14 @@ class KubernetesAgentRuntime:
 
     async def _keep_spares(self) -> None:
         while True:
-            try:
-                await self.replenish()
-            except Exception:  # the API or the database away for a moment: the next round tries again
-                log.exception("keeping the spare agent pods failed")
+            await self._replenish_logged()
             await asyncio.sleep(self.poll_s)
+
+    async def _replenish_logged(self) -> None:
+        try:
+            await self.replenish()
+        except Exception:  # the API or the database away for a moment: the next round tries again
+            log.exception("keeping the spare agent pods failed")
 
     async def replenish(self) -> None:
         """Spares that became ready are warmed up and offered; failed ones go; missing ones are created."""
@@ -225,6 +229,13 @@ class KubernetesAgentRuntime:
         for name in await self.claims.add_spares(self.cluster.spares, new_name, self.keyring.kid):
             await self._create_pod(name)
         self._pool_counts = {state.value: count for state, count in (await self.claims.counts()).items()}
+
+    def _replenish_soon(self) -> None:
+        """A round of replenish now (after a claim, or while a wake waits), unless one is running."""
+        if self._replenishing is None or self._replenishing.done():
+            self._replenishing = asyncio.create_task(self._replenish_logged())
+            self._background.add(self._replenishing)
+            self._replenishing.add_done_callback(self._background.discard)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -369,7 +380,7 @@ class KubernetesAgentRuntime:
                     return got
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no spare agent pod became ready in {self.claim_timeout_s:.0f} s")
-                self._spawn(self.replenish())  # nothing ready: make sure one is on its way
+                self._replenish_soon()  # nothing ready: make sure one is on its way
                 await asyncio.sleep(0.2)
 
         async def load(got: Claim) -> None:
@@ -388,7 +399,7 @@ class KubernetesAgentRuntime:
         except _ClaimedElsewhere:
             return None
         await self.claims.mark_serving(woken.name, user_id)
-        self._spawn(self.replenish())
+        self._replenish_soon()
         return woken
 
     async def _save(self, held: Claim, user_id: uuid.UUID, *, cleanup: bool = False) -> bool:
