@@ -10,6 +10,7 @@ import os
 import re
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,75 @@ def percentile(values: list[float], q: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+# What each process is in the platform, by its command line (the first match wins). The load bench's
+# own worker and agent stand-in are named too.
+ROLES = (("openclaw gateways", ("openclaw",)), ("postgres", ("postgres",)), ("temporal", ("temporal",)),
+         ("stand-ins (carrier, voice agent, model)", ("core.cli standins",)), ("api", ("core.cli api",)),
+         ("voice bridge", ("core.cli voice",)), ("worker", ("core.cli worker", "load.py --worker")),
+         ("agent stand-in", ("load.py --standin-gateway",)))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """(role, CPU seconds so far) of every process on the machine that has a role in the platform;
+    this process is the bench driver (its handsets)."""
+    found: dict[int, tuple[str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / TICKS
+        if int(entry.name) == os.getpid():
+            found[int(entry.name)] = ("bench driver (handsets)", seconds)
+            continue
+        for role, marks in ROLES:
+            if any(m in cmdline for m in marks):
+                found[int(entry.name)] = (role, seconds)
+                break
+    return found
+
+
+def cpu_by_role() -> Counter[str]:
+    """CPU seconds so far of every process on the machine, by what it is in the platform."""
+    used: Counter[str] = Counter()
+    for role, seconds in cpu_by_pid().values():
+        used[role] += seconds
+    return used
+
+
+class CpuMeter:
+    """CPU seconds by role over a window, counting processes that start and end inside it (agents'
+    gateways come and go with their wakes): /proc is read every `every_s`, and a process that is gone
+    keeps what it had used when last seen (under `every_s` of its CPU can be missed)."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s = every_s
+        self.baseline = cpu_by_pid()
+        self.last = dict(self.baseline)
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            self._read()
+
+    def _read(self) -> None:
+        for pid, (role, seconds) in cpu_by_pid().items():
+            if pid in self.last and self.last[pid][0] != role:  # the pid was reused by another process
+                self.baseline.pop(pid, None)
+            self.last[pid] = (role, seconds)
+
+    async def stop(self) -> Counter[str]:
+        """CPU seconds used in the window, by role."""
+        self._task.cancel()
+        self._read()
+        used: Counter[str] = Counter()
+        for pid, (role, seconds) in self.last.items():
+            used[role] += seconds - self.baseline.get(pid, (role, 0.0))[1]
+        return used

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.driving import (  # noqa: E402
     arrived,
+    cpu_by_role,
     onboard,
     percentile,
     quiet,
@@ -350,35 +351,6 @@ async def texts_settled(phones: list[Handset], tally: Tally, timeout: float) -> 
 
 
 # ---- where the CPU went -------------------------------------------------------------------------
-
-ROLES = (("openclaw gateways", ("openclaw",)), ("postgres", ("postgres",)), ("temporal", ("temporal",)),
-         ("stand-ins (carrier, voice agent, model)", ("core.cli standins",)), ("api", ("core.cli api",)),
-         ("voice bridge", ("core.cli voice",)), ("worker", ("load.py --worker",)),
-         ("agent stand-in", ("load.py --standin-gateway",)))
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_by_role() -> Counter[str]:
-    """CPU seconds so far of every process on the machine, by what it is in the platform."""
-    used: Counter[str] = Counter()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        seconds = (int(fields[11]) + int(fields[12])) / TICKS
-        if int(entry.name) == os.getpid():
-            used["bench driver (handsets)"] += seconds
-            continue
-        for role, marks in ROLES:
-            if any(m in cmdline for m in marks):
-                used[role] += seconds
-                break
-    return used
-
 
 async def sample_calls(settings: Settings, tally: Tally, stop: asyncio.Event) -> None:
     """The bridge's own count of calls in progress (its /metrics), for the peak."""

@@ -186,8 +186,11 @@ def spare_pod(pod: str, cluster: ClusterSettings) -> dict[str, Any]:
              {"name": "OPENCLAW_CONFIG_PATH", "value": f"{CONFIG_DIR}/openclaw.json"}]
     mounts = [{"name": "state", "mountPath": STATE_DIR}, {"name": "config", "mountPath": CONFIG_DIR},
               {"name": "tmp", "mountPath": "/tmp"}]
+    # Requested as measured: an awake gateway holds ~1.1 GiB of its own (USS; bench/wake.py's
+    # rss_mb_per_agent, ~1.3 GB, counts shared pages too) plus headroom for its sessions; a smaller
+    # request would let the scheduler pack more agents on a node than its memory holds.
     gateway = _container(
-        "openclaw", cluster, ("250m", "512Mi", "1", "2Gi"), mounts,
+        "openclaw", cluster, ("250m", "1536Mi", "1", "2Gi"), mounts,
         args=["gateway", "run"],
         ports=[{"name": "gateway", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         env=[{"name": k, "value": v} for k, v in SLIM_ENV.items()] + paths + [

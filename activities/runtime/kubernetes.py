@@ -340,13 +340,12 @@ class KubernetesAgentRuntime:
             await wait_listed(self._gateway(held.name, held.key_id), agent_id(spec.user_id))
 
     async def wake(self, user_id: uuid.UUID) -> AgentEndpoint:
-        spec = await self._spec(user_id)
         async with self._lock(user_id):
             deadline = time.monotonic() + self.claim_timeout_s
             while True:
                 held = await self.claims.held_by(user_id)
-                if held is None:
-                    woken = await self._wake_on_spare(spec, deadline)
+                if held is None:  # the spec is read only here: a wake from Idle is one database read and one GET
+                    woken = await self._wake_on_spare(await self._spec(user_id), deadline)
                     if woken is not None:
                         return self._endpoint(woken.name, woken.key_id)
                 elif held.state is PodState.SERVING:
