@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 LOAD_TIMEOUT_S = 60.0  # a claim still loading after this is a wake that died (its worker went away)
 CLAIM_TIMEOUT_S = 120.0  # how long a wake waits for a spare when none is ready
+READY_PROBE_TIMEOUT_S = 1.0  # a serving gateway answers /readyz in milliseconds
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ class KubernetesAgentRuntime:
         self._keeper: asyncio.Task[None] | None = None
         self._replenishing: asyncio.Task[None] | None = None
         self._pool_counts: dict[str, int] = {}
+        # One client for the pods' gateways and loaders (plain HTTP inside the cluster): a client per
+        # request would build its connection pool and TLS context every time.
+        self._pods_http = httpx.AsyncClient(timeout=90)
 
     # ---- spares -----------------------------------------------------------------------------
 
@@ -280,6 +284,7 @@ class KubernetesAgentRuntime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._pods_http.aclose()
         await asyncio.to_thread(self.api.api_client.close)
 
     # ---- addresses ------------------------------------------------------------------------------
@@ -297,8 +302,7 @@ class KubernetesAgentRuntime:
         gateway = self._gateway(pod, key_id)
         address = self.status_reader.address(pod)
         url = f"http://{address.host}:{address.loader_port}{path}"
-        async with httpx.AsyncClient(timeout=90) as http:
-            response = await http.post(url, headers=gateway.headers(), json=body)
+        response = await self._pods_http.post(url, headers=gateway.headers(), json=body)
         if response.status_code != 200:
             raise SpareFailed(f"loader of {pod} answered {response.status_code} to {path}: {response.text[:200]}")
         return response.json()
@@ -349,9 +353,12 @@ class KubernetesAgentRuntime:
                     if woken is not None:
                         return self._endpoint(woken.name, woken.key_id)
                 elif held.state is PodState.SERVING:
+                    endpoint = self._endpoint(held.name, held.key_id)
+                    if await self._answers(endpoint):  # from Idle: no API round trip while it serves
+                        return endpoint
                     ready = await self.status_reader.pod_ready(held.name)
                     if ready:
-                        return self._endpoint(held.name, held.key_id)
+                        return endpoint
                     if ready is False:
                         log.warning("the pod %s of user %s is gone; waking the agent on another", held.name, user_id)
                         await self._remove(held.name)
@@ -365,6 +372,15 @@ class KubernetesAgentRuntime:
                     raise TimeoutError(f"user {user_id}'s agent still loading on {held.name}")
                 else:  # another wake (another worker's) is loading it: its pod will be ours too
                     await asyncio.sleep(0.05)
+
+    async def _answers(self, endpoint: AgentEndpoint) -> bool:
+        """Whether the user's gateway says it is ready, asked directly (what its readiness probe asks,
+        without waiting for the kubelet to report it); anything else leaves it to the API's word."""
+        try:
+            response = await self._pods_http.get(f"{endpoint.base_url}/readyz", timeout=READY_PROBE_TIMEOUT_S)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
 
     async def _wake_on_spare(self, spec: AgentSpec, deadline: float) -> Claim | None:
         """The user's agent on a spare; None if another wake claimed one for them meanwhile."""
