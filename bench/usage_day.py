@@ -53,7 +53,7 @@ from temporalio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.driving import CpuMeter, caption, quiet, scratch_settings, start_supervised  # noqa: E402
+from bench.driving import CpuMeter, caption, quiet, scratch_settings, start_supervised, wait_state  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.temporal import connect  # noqa: E402
@@ -143,16 +143,8 @@ async def idle_cpu(seconds: float) -> Counter[str]:
     return Counter({role: used / seconds for role, used in (await meter.stop()).items()})
 
 
-async def state_of(client: Client, user_id: uuid.UUID) -> LifecycleState:
-    return await client.get_workflow_handle(lifecycle_id(user_id)).query(AgentLifecycleWorkflow.current_state)
-
-
-async def asleep(client: Client, user_id: uuid.UUID, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while (state := await state_of(client, user_id)) != LifecycleState.SLEEPING:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the agent of {user_id} never went to sleep (still {state})")
-        await asyncio.sleep(0.5)
+async def asleep(client: Client, user_id: uuid.UUID) -> None:
+    await wait_state(client.get_workflow_handle(lifecycle_id(user_id)), LifecycleState.SLEEPING, timeout=240)
 
 
 async def text_and_answer(phone: Handset, number: str, body: str, answer: str, timeout: float = 120) -> None:

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from temporalio.worker import Worker  # noqa: E402
 
 from activities.runtime.gateway import GatewayProcess  # noqa: E402
+from bench.driving import wait_state  # noqa: E402
 from activities.runtime.local import LocalAgentRuntime  # noqa: E402
 from activities.runtime.openclaw_config import agent_id  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402
@@ -99,14 +100,6 @@ async def chat(endpoint: AgentEndpoint, user_id: uuid.UUID, text: str) -> str:
             json={"model": f"openclaw/{agent_id(user_id)}", "messages": [{"role": "user", "content": text}]})
     response.raise_for_status()
     return response.json()["choices"][0]["message"]["content"]
-
-
-async def wait_state(handle, state: LifecycleState, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while await handle.query(AgentLifecycleWorkflow.current_state) != state:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"agent never reached {state}")
-        await asyncio.sleep(0.1)
 
 
 def process_tree_rss_mb(pid: int | None) -> float:
