@@ -11,6 +11,7 @@ import ctypes
 import logging
 import os
 import pwd
+import random
 import resource
 import signal
 import socket
@@ -149,8 +150,38 @@ class ChildProcess:
             pass
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
+    """A loopback port nobody listens on right now, for a server started a little later.
+
+    Drawn from below the kernel's ephemeral range: a port the kernel hands out for bind(0) is one it
+    also hands to outgoing connections, so on a busy machine a connection can take it as its local
+    port before the server binds it (a Temporal dev server once exited at start-up so in CI)."""
+    low, _ = _ephemeral_range()
+    if low > 11000:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            if port in _handed_out:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            if len(_handed_out) > 2000:  # a long-lived process: old ones are long bound or gone
+                _handed_out.clear()
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

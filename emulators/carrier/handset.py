@@ -44,8 +44,14 @@ class Handset:
         def found() -> Event | None:
             return next((e for e in self.events[after:] if e["type"] == kind and where(e)), None)
 
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: found() is not None), timeout)
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: found() is not None), timeout)
+        except TimeoutError:
+            # What did arrive, without the audio, so a failure says what the phone saw instead.
+            seen = [{k: v for k, v in e.items() if k != "payload"} for e in self.events[after:] if e["type"] != "audio"]
+            raise TimeoutError(f"no {kind!r} event as expected within {timeout:.0f}s; the phone saw: {seen[-20:]}") \
+                from None
         event = found()
         assert event is not None
         return event
