@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import CsrfDep, SessionDep, SettingsDep, SignedInDep, SpeechDep, TemporalDep, UserIdDep
@@ -165,7 +165,8 @@ async def apply_to_agent(temporal: Client | None, user: User) -> bool:
     try:
         await handle.execute_update(AgentLifecycleWorkflow.apply_settings, agent_spec(user),
                                     rpc_timeout=timedelta(seconds=APPLY_TIMEOUT_S))
-    except (RPCError, WorkflowUpdateFailedError) as error:
+    except (RPCError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+        # Timed out: the update is admitted and carries on in the workflow; the page says "later".
         log.warning("settings of %s not applied to the agent yet: %s", user.id, error)
         return False
     return True
