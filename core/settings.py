@@ -211,6 +211,10 @@ class Settings(BaseSettings):
     llm_port: int = 8004
     search_port: int = 8005
     providers_port: int = 8006  # the OAuth server and Calendar / Gmail / Graph stand-ins
+    # The voice-agent stand-in's turns: a pause this short stays in the caller's turn, and this much
+    # silence ends it (Deepgram decides these itself).
+    voice_agent_pause_ms: int = Field(default=400, ge=100, le=2000)
+    voice_agent_turn_end_ms: int = Field(default=700, ge=200, le=5000)
 
     # Integrations (api/routes/integrations.py): OAuth clients registered with Google and Microsoft.
     # Unset: the local stand-ins above, with the same code.

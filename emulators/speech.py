@@ -1,9 +1,9 @@
-"""Offline speech for the stand-ins: espeak-ng speaks, pocketsphinx listens.
+"""Offline speech for the stand-ins: espeak-ng speaks, and which frames carried which words.
 
 Typed turns: a simulated caller may type what they say. The carrier speaks it with the same TTS
 into the call (real audio through the real bridge) and notes the audio's frames here; the voice
-agent stand-in, sharing this registry in the same process, then recognises those frames exactly
-instead of guessing with free dictation (which is poor over the phone path).
+agent stand-in, sharing this registry in the same process, then recognises those frames exactly.
+Speech nobody typed (a microphone, recorded audio) is heard by Whisper (emulators/whisper.py).
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import io
 import logging
 import shutil
 import subprocess
-import threading
 import wave
 from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.audio import SAMPLE_RATE, frames, mulaw_rms, resample, rms, ulaw_decode, ulaw_encode
+from core.audio import SAMPLE_RATE, frames, mulaw_rms, resample, rms, ulaw_encode
 
 log = logging.getLogger(__name__)
 
@@ -178,30 +177,3 @@ class Listener:
             return said[1]
         self.heard += 1
         return None
-
-
-class Recognizer:
-    """Free dictation with pocketsphinx's bundled en-us model, for audio nobody typed."""
-
-    def __init__(self) -> None:
-        self._decoder = None
-        # One decoder for every call, and calls transcribe in worker threads at once: pocketsphinx's
-        # decoder holds one utterance at a time (a second start_utt fails), so they take turns.
-        self._turn = threading.Lock()
-
-    def _load(self):  # type: ignore[no-untyped-def]
-        if self._decoder is None:
-            from pocketsphinx import Decoder
-
-            self._decoder = Decoder(loglevel="FATAL")
-        return self._decoder
-
-    def transcribe(self, mulaw: bytes) -> str:
-        pcm16k = resample(ulaw_decode(mulaw), SAMPLE_RATE, 16000)
-        with self._turn:
-            decoder = self._load()
-            decoder.start_utt()
-            decoder.process_raw(pcm16k.tobytes(), full_utt=True)
-            decoder.end_utt()
-            hypothesis = decoder.hyp()
-            return hypothesis.hypstr if hypothesis else ""

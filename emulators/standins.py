@@ -22,6 +22,7 @@ from emulators.carrier.carrier import Carrier
 from emulators.carrier.store import OwnedNumber, new_sid
 from emulators.speech import SpeechRegistry
 from emulators.voice_agent import VoiceAgentServer
+from emulators.whisper import WhisperRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ async def report_loop_lag(every_s: float = 0.5) -> None:
 async def run_standins(settings: Settings) -> None:
     speech = SpeechRegistry()
     carrier = build_carrier(settings, speech)
-    agent = VoiceAgentServer(registry=speech)
+    agent = VoiceAgentServer(registry=speech, recognizer=WhisperRecognizer(settings.tools_dir),
+                             pause_ms=settings.voice_agent_pause_ms, turn_end_ms=settings.voice_agent_turn_end_ms)
     host = settings.standins_host
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

