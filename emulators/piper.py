@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import random
 import re
 import sys
 import wave
@@ -19,7 +20,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.audio import SAMPLE_RATE, ulaw_encode
+from core.audio import SAMPLE_RATE, ulaw_decode, ulaw_encode
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,17 @@ def to_phone(pcm: bytes, rate: int, pitch: float) -> bytes:
     at = np.arange(count) * (source_rate / SAMPLE_RATE)
     resampled = np.interp(at, np.arange(len(samples)), samples)
     return ulaw_encode(array("h", np.clip(resampled, -32768, 32767).astype(np.int16).tobytes()))
+
+
+# A person calling, for tests and benchmarks: the packaged voice lower than any of the agent's, with
+# line noise. Never one of the agent's voices.
+CALLER = PiperVoice(pitch=0.92, speed=1.0)
+LINE_NOISE = 100  # linear amplitude: a hiss ~30 dB under Piper's speech, as a quiet mobile line has
+
+
+def with_line_noise(mulaw: bytes, rng: random.Random, level: int = LINE_NOISE) -> bytes:
+    samples = ulaw_decode(mulaw)
+    return ulaw_encode(array("h", (max(-32768, min(32767, s + int(rng.gauss(0, level)))) for s in samples)))
 
 
 class PiperSpeech:

@@ -77,6 +77,9 @@ def validate_settings(message: dict[str, Any]) -> dict[str, Any]:
             raise SettingsError("agent.think.endpoint.url must be an http(s) URL")
         if not isinstance(agent.get("speak", {}).get("provider", {}), dict):
             raise SettingsError("agent.speak.provider must be an object")
+        keyterms = agent.get("listen", {}).get("provider", {}).get("keyterms")
+        if keyterms is not None and (not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms)):
+            raise SettingsError("agent.listen.provider.keyterms must be a list of strings")
         for function in think.get("functions", []) or []:
             if not function.get("name"):
                 raise SettingsError("every function needs a name")
@@ -349,6 +352,11 @@ class AgentSession:
         for frame in frames(chunk, FRAME_BYTES) if len(chunk) != FRAME_BYTES else [chunk]:
             await self.on_frame(frame)
 
+    def keyterms(self) -> list[str]:
+        assert self.settings is not None
+        terms = self.settings["agent"].get("listen", {}).get("provider", {}).get("keyterms") or []
+        return [str(term) for term in terms]
+
     def agent_playing(self) -> bool:
         return self.speaking or time.monotonic() < self.playing_until
 
@@ -402,7 +410,7 @@ class AgentSession:
         text = self.server.registry.recognise(heard)
         if text is None:
             started = time.monotonic()
-            text = (await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard))).strip()
+            text = (await asyncio.to_thread(self.server.recognizer.transcribe, b"".join(heard), self.keyterms())).strip()
             log.info("speech nobody typed (%d frames) heard in %.2f s: %r", len(heard), time.monotonic() - started, text)
             if text:
                 self.server.registry.heard(heard, text)  # the caller's caption

@@ -15,7 +15,10 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import threading
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +40,13 @@ WHISPER_RATE = 16000
 MAX_FRAMES = 3000  # 30 s of 10 ms features: Whisper's window
 MIN_FRAMES = 1000
 STEP_FRAMES = 500
-MAX_TOKENS = 224  # a 30 s window's worth of words, and a stop for a model repeating itself
+MAX_TOKENS = 448  # Whisper's context
+TOKENS_PER_S = 8  # speech is ~3 words a second; an address spelled out takes more tokens
+MAX_PROMPT = 200  # keyterms' tokens at most (the newest kept): half of the context, as Whisper's own
 NO_SPEECH = 0.6  # faster-whisper's own thresholds
 LOW_LOGPROB = -1.0
+COMPRESSION_RATIO = 2.4  # faster-whisper's threshold for a repetitive decoding
+REPEATS = 7  # one word this many times in a row: a loop (a code of 6 digits may repeat one 6 times)
 
 
 class ModelUnavailable(RuntimeError):
@@ -84,6 +91,16 @@ def model_dir(cache: Path) -> Path:
     return folder
 
 
+def _repetitive(text: str) -> bool:
+    """A decoding gone round in circles: text that compresses too well (Whisper's own test, for long
+    text), or a word said more times in a row than anyone says one (short text: "6, 6, 6, 6, 6")."""
+    raw = text.encode()
+    if len(raw) > 24 and len(raw) / len(zlib.compress(raw)) > COMPRESSION_RATIO:
+        return True
+    words = re.findall(r"\w+", text.lower())
+    return any(len(set(words[i:i + REPEATS])) == 1 for i in range(len(words) - REPEATS + 1))
+
+
 def phone_audio(mulaw: bytes) -> Any:
     """8 kHz mu-law -> 16 kHz float32 in [-1, 1], as Whisper takes it."""
     import numpy as np
@@ -123,25 +140,42 @@ class WhisperRecognizer:
                 tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language="en")
                 self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
                 self._eot = tokenizer.eot
+                self._sot_prev = tokenizer.sot_prev
                 self._model = model
             return self._model
 
-    def transcribe(self, mulaw: bytes) -> str:
-        import ctranslate2
-        import numpy as np
-        from faster_whisper.audio import pad_or_trim
-
+    def transcribe(self, mulaw: bytes, keyterms: Sequence[str] = ()) -> str:
+        """`keyterms`: words the caller is likely to say (Deepgram's Nova-3 keyterms), given to
+        Whisper as the text before the turn, which makes it write them as they are spelled."""
         if not any(is_speech(frame) for frame in frames(mulaw)):
             return ""  # line noise alone: Whisper would hear "you"
         model = self.load()
         features = model.feature_extractor(phone_audio(mulaw))
+        prompted = self._prompt
+        if keyterms:
+            terms = model.hf_tokenizer.encode(" " + ", ".join(keyterms), add_special_tokens=False).ids[-MAX_PROMPT:]
+            prompted = [self._sot_prev, *terms, *self._prompt]
+        text = self._decode(model, features, prompted)
+        if prompted is not self._prompt and _repetitive(text):
+            # A model looping on its prompt's pattern ("8, 1, 3, 3, 0, 5, 8, 1, ..."): Whisper's own
+            # remedy is to decode again differently; here, without the keyterms.
+            text = self._decode(model, features, self._prompt)
+        return text
+
+    def _decode(self, model: Any, features: Any, prompt: list[int]) -> str:
+        import ctranslate2
+        import numpy as np
+        from faster_whisper.audio import pad_or_trim
+
         words = []
         for start in range(0, max(1, features.shape[-1]), MAX_FRAMES):
             window = features[:, start:start + MAX_FRAMES]
             size = min(MAX_FRAMES, max(MIN_FRAMES, -(-window.shape[-1] // STEP_FRAMES) * STEP_FRAMES))
             encoded = model.model.encode(ctranslate2.StorageView.from_array(
                 np.ascontiguousarray(pad_or_trim(window, size)[None])), to_cpu=False)
-            result = model.model.generate(encoded, [self._prompt], beam_size=1, max_length=MAX_TOKENS,
+            # About as many words as there is time for: a model looping on a short turn stops early.
+            budget = min(MAX_TOKENS, len(prompt) + 12 + int(TOKENS_PER_S * window.shape[-1] / 100))
+            result = model.model.generate(encoded, [prompt], beam_size=1, max_length=budget,
                                           return_no_speech_prob=True, return_scores=True, suppress_blank=True)[0]
             tokens = [t for t in result.sequences_ids[0] if t < self._eot]
             # faster-whisper's rule: no speech if the model says so and is unsure of its words (noise

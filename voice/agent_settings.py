@@ -31,7 +31,10 @@ HAND_OFF = {
 
 
 def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = SPEECH_RULES,
-                   functions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                   functions: list[dict[str, Any]] | None = None, keyterms: list[str] | None = None) -> dict[str, Any]:
+    listen: dict[str, Any] = {"type": "deepgram", "model": "nova-3"}
+    if keyterms:
+        listen["keyterms"] = keyterms  # Nova-3, English only: words it should expect
     return {
         "type": "Settings",
         "audio": {
@@ -40,7 +43,7 @@ def build_settings(*, think_url: str, voice: str, greeting: str, prompt: str = S
         },
         "agent": {
             "language": "en",
-            "listen": {"provider": {"type": "deepgram", "model": "nova-3"}},
+            "listen": {"provider": listen},
             "think": {
                 "provider": {"type": "open_ai", "model": "gpt-4o-mini"},
                 "endpoint": {"url": think_url, "headers": {}},

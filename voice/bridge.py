@@ -44,6 +44,7 @@ from voice.records import CallAlreadyConnected, CallRecorder
 from voice.relay import AgentListener, MediaRelay
 from workflows.onboarding import OnboardingWorkflow
 from workflows.onboarding import workflow_id as onboarding_id
+from workflows.onboarding_lines import HOTLINE_KEYTERMS
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class CallBridge(MediaRelay):
             token = self._think_token(TokenKind.HOTLINE, stream, caller=params["from"])
             return build_settings(think_url=traced(f"{self.settings.api_base_url}/hotline/{token}/v1/chat/completions"),
                                   voice=HOTLINE_VOICE, greeting=params["greeting"], prompt=HOTLINE_PROMPT,
-                                  functions=[END_CALL, HAND_OFF])
+                                  functions=[END_CALL, HAND_OFF], keyterms=HOTLINE_KEYTERMS)
         async with self.deps.sessions() as session:
             user = await session.get(User, stream.user_id)
         name, voice = (user.agent_name, user.voice) if user else ("your assistant", "aura-2-thalia-en")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,13 @@ import pytest
 import websockets
 
 from activities.speech.deepgram import DeepgramSpeech
-from core.audio import SILENCE_BYTE, frames, ulaw_decode, ulaw_encode
+from core.audio import SILENCE_BYTE, frames
 from core.ports import SpeechUnavailable
 from core.serve import serving
 from emulators.demo_model import DEMO_NOTICE
 from emulators.llm import ModelScript
 from emulators.speech import Listener, SpeechRegistry, synthesize
-from emulators.piper import PiperSpeech, PiperVoice
+from emulators.piper import CALLER, PiperSpeech, with_line_noise
 from emulators.voice_agent import VoiceAgentServer
 from emulators.whisper import MODEL_FOLDER, ModelUnavailable, model_dir
 from tests.conftest import free_port
@@ -195,16 +194,10 @@ async def caller_voice(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     rng = random.Random(7)
 
     async def say(text: str) -> bytes:
-        audio = await piper.synthesize(text, PiperVoice(pitch=0.85, speed=1.05))
-        return with_noise(audio, rng)
+        return with_line_noise(await piper.synthesize(text, CALLER), rng)
 
     yield say
     await piper.close()
-
-
-def with_noise(mulaw: bytes, rng: random.Random, level: int = 250) -> bytes:
-    samples = ulaw_decode(mulaw)
-    return ulaw_encode(array("h", (max(-32768, min(32767, s + int(rng.gauss(0, level)))) for s in samples)))
 
 
 async def test_untyped_speech_is_heard_by_whisper_and_a_short_pause_stays_in_the_turn(

@@ -1,0 +1,153 @@
+"""How well the voice-agent stand-in hears people: Whisper base on a packaged set of phone utterances.
+
+bench/asr_set/ holds what callers say to the hotline and to their agent (codes, email addresses,
+choices, free questions; and digits alone, for tests to say any code) as 8 kHz mu-law, made once with `--make`: Piper's packaged voice as a
+caller (lower and quicker than any of the agent's voices, emulators/piper.py CALLER) with line
+noise. Each is transcribed as the stand-in does it in a call (emulators/whisper.py), and compared
+with what was said after both are written alike (digits, "at"/"dot" in addresses, case and
+punctuation aside), word by word.
+
+    .venv/bin/python bench/asr.py            # prints each utterance, then one JSON line
+    .venv/bin/python bench/asr.py --make     # makes what bench/asr_set/ lacks (needs piper-tts)
+
+Last line: {"utterances": N, "wer": ..., "realtime_factor": ..., "by_kind": {...}, "turn_s_p50": ...}
+(realtime_factor: transcription time over audio time, one utterance at a time on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.audio import SAMPLE_RATE  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from workflows.onboarding_lines import HOTLINE_KEYTERMS  # noqa: E402
+
+SET = Path(__file__).resolve().parent / "asr_set"
+SAID = {
+    "code": ["four two seven one one nine", "my code is eight one three three zero five", "the code is 5 5 0 2 9 1",
+             "oh four two seven one one", "it's nine nine one two three four", "six seven eight two two one"],
+    "email": ["jane dot doe at gmail dot com", "bob underscore smith at outlook dot com", "sam at example dot com",
+              "chris plus deepclaw at gmail dot com", "my email is kim lee at company dot com",
+              "alice ninety nine at yahoo dot com", "my email is maria at example dot com"],
+    "choice": ["the second one", "casual please", "the formal one", "the first voice", "yes that's right",
+               "no", "Luna", "number three", "keep the name Nova", "call it Max", "skip"],
+    "question": ["what's the weather like tomorrow", "remind me to call my mother at six",
+                 "text me the address of the nearest pharmacy", "how long does it take to boil an egg",
+                 "set a reminder for my dentist appointment on Friday at three pm",
+                 "can you find a good Italian restaurant near me", "what did I ask you to remember yesterday",
+                 "send me a summary of my day by text"],
+}
+# Digits said one at a time, for codes nobody can record ahead (tests/voice/test_hotline_by_voice.py).
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+NUMBERS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+           "seven": "7", "eight": "8", "nine": "9", "ninety": "9"}  # "ninety nine" vs "99": both 9 9
+
+
+def normalised(text: str) -> list[str]:
+    """Words as both sides should be compared: digits one by one, an address spelled out."""
+    text = text.lower().replace("p.m.", "pm").replace("a.m.", "am").replace("@", " at ").replace("_", " underscore ").replace("+", " plus ")
+    text = re.sub(r"(?<=\w)\.(?=\w)", " dot ", text)
+    text = re.sub(r"(?<=\d)(?=[a-z])|(?<=[a-z])(?=\d)", " ", text)  # 3pm -> 3 pm
+    text = text.replace("'", "")
+    words = re.sub(r"[^a-z0-9 ]", " ", text).split()
+    out: list[str] = []
+    for word in words:
+        word = NUMBERS.get(word, word)
+        out.extend(list(word) if word.isdigit() else [word])
+    return out
+
+
+def word_errors(reference: list[str], hypothesis: list[str]) -> int:
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        current = [i]
+        for j, hyp in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
+        previous = current
+    return previous[-1]
+
+
+async def make() -> None:
+    from emulators.piper import CALLER, PiperSpeech, with_line_noise
+
+    SET.mkdir(exist_ok=True)
+    rng = random.Random(2026)
+    index = []
+    with tempfile.TemporaryDirectory() as scratch:
+        piper = PiperSpeech(Path(scratch))
+
+        async def made(path: Path, said: str) -> None:
+            # Only what is missing: Piper's voice varies a little each time, and the set stays the set.
+            if not path.exists():
+                path.write_bytes(with_line_noise(await piper.synthesize(said, CALLER), rng))
+        try:
+            for kind, lines in SAID.items():
+                for n, said in enumerate(lines, 1):
+                    name = f"{kind}-{n:02d}.ulaw"
+                    await made(SET / name, said)
+                    index.append({"file": name, "kind": kind, "said": said})
+            (SET / "digits").mkdir(exist_ok=True)
+            for digit, word in enumerate(DIGITS):
+                await made(SET / "digits" / f"{digit}.ulaw", word)
+        finally:
+            await piper.close()
+    (SET / "utterances.json").write_text(json.dumps({
+        "about": "What callers say, as 8 kHz mu-law: Piper's packaged voice as a caller (emulators/piper.py CALLER) "
+                 "with line noise; made by bench/asr.py --make.", "utterances": index}, indent=1) + "\n")
+    print(f"made {len(index)} utterances in {SET}")
+
+
+def run() -> dict:
+    from emulators.whisper import WhisperRecognizer
+
+    recognizer = WhisperRecognizer(Settings().tools_dir)
+    started = time.monotonic()
+    recognizer.load()
+    print(f"model loaded in {time.monotonic() - started:.2f} s")
+    utterances = json.loads((SET / "utterances.json").read_text())["utterances"]
+    errors = words = 0
+    audio_s = heard_s = 0.0
+    by_kind: dict[str, list[int]] = {}
+    turns = []
+    for item in utterances:
+        mulaw = (SET / item["file"]).read_bytes()
+        started = time.monotonic()
+        heard = recognizer.transcribe(mulaw, HOTLINE_KEYTERMS)
+        took = time.monotonic() - started
+        reference, hypothesis = normalised(item["said"]), normalised(heard)
+        wrong = word_errors(reference, hypothesis)
+        errors, words = errors + wrong, words + len(reference)
+        audio_s, heard_s = audio_s + len(mulaw) / SAMPLE_RATE, heard_s + took
+        turns.append(took)
+        kind = by_kind.setdefault(item["kind"], [0, 0])
+        kind[0], kind[1] = kind[0] + wrong, kind[1] + len(reference)
+        print(f"{'ok ' if not wrong else f'{wrong}x '} {took:.2f} s  {item['said']!r} -> {heard!r}")
+    return {"utterances": len(utterances), "wer": round(errors / words, 4),
+            "realtime_factor": round(heard_s / audio_s, 3),
+            "by_kind": {k: round(e / w, 4) for k, (e, w) in by_kind.items()},
+            "turn_s_p50": round(statistics.median(turns), 3), "turn_s_max": round(max(turns), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--make", action="store_true", help="make the utterances bench/asr_set/ lacks, with Piper")
+    args = parser.parse_args()
+    if args.make:
+        asyncio.run(make())
+        return
+    print(json.dumps(run()))
+
+
+if __name__ == "__main__":
+    main()
