@@ -45,6 +45,7 @@ from emulators.whisper import WhisperRecognizer
 log = logging.getLogger(__name__)
 
 SPEECH_START_FRAMES = 2  # 40 ms of energy opens an utterance
+PRE_ROLL_FRAMES = 12  # and it begins 240 ms earlier: a soft first sound ("call") is quieter than that
 FRAME_MS = 20
 BACKCHANNEL_MAX_MS = 1200  # speech over the agent this long is no "uh-huh": it interrupts at once
 # What a listener says to show they are listening, not to take the turn: "uh-huh", "yeah", "ok",
@@ -375,7 +376,7 @@ class AgentSession:
         speech = is_speech(frame)
         if not self.in_speech:
             self.speech_run = self.speech_run + 1 if speech else 0
-            self.utterance = (self.utterance + [frame])[-SPEECH_START_FRAMES:]
+            self.utterance = (self.utterance + [frame])[-PRE_ROLL_FRAMES:]
             if self.speech_run >= SPEECH_START_FRAMES:
                 self.in_speech, self.quiet_run, self.early, self.held = True, 0, None, None
                 if self.agent_playing():

@@ -93,12 +93,16 @@ def model_dir(cache: Path) -> Path:
 
 def _repetitive(text: str) -> bool:
     """A decoding gone round in circles: text that compresses too well (Whisper's own test, for long
-    text), or a word said more times in a row than anyone says one (short text: "6, 6, 6, 6, 6")."""
+    text), or, in short text, a word or a phrase said more times in a row than anyone says it."""
     raw = text.encode()
     if len(raw) > 24 and len(raw) / len(zlib.compress(raw)) > COMPRESSION_RATIO:
         return True
     words = re.findall(r"\w+", text.lower())
-    return any(len(set(words[i:i + REPEATS])) == 1 for i in range(len(words) - REPEATS + 1))
+    if any(len(set(words[i:i + REPEATS])) == 1 for i in range(len(words) - REPEATS + 1)):
+        return True
+    # A phrase of 2-4 words three times over ("9 1 8 8, 9 1 8 8, 9 1 8 8").
+    return any(words[i:i + n] == words[i + n:i + 2 * n] == words[i + 2 * n:i + 3 * n]
+               for n in range(2, 5) for i in range(len(words) - 3 * n + 1))
 
 
 def phone_audio(mulaw: bytes) -> Any:
