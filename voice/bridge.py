@@ -44,7 +44,7 @@ from voice.records import CallAlreadyConnected, CallRecorder
 from voice.relay import AgentListener, MediaRelay
 from workflows.onboarding import OnboardingWorkflow
 from workflows.onboarding import workflow_id as onboarding_id
-from workflows.onboarding_lines import HOTLINE_KEYTERMS
+from workflows.onboarding_lines import HOTLINE_KEYTERMS, HOTLINE_VOICE
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ RECONNECT_BACKOFF_S = 0.5
 MAX_AGENT_DROPS = 3  # a call whose voice agent keeps dropping ends, with the TwiML's apology
 
 
-HOTLINE_VOICE = "aura-2-thalia-en"
 HOTLINE_PROMPT = "You are the DeepClaw setup line. Say exactly the text you are given."
 MESSAGE_PROMPT = "You take messages for someone. Say exactly the text you are given."
 

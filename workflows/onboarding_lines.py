@@ -6,6 +6,7 @@ VOICES = {"thalia": "aura-2-thalia-en", "orion": "aura-2-orion-en", "luna": "aur
           "arcas": "aura-2-arcas-en"}
 VOICE_NAMES = list(VOICES)
 DEFAULT_AGENT_NAME = "Claw"
+HOTLINE_VOICE = VOICES["thalia"]  # the hotline's own
 # What callers say to the hotline that a recogniser may not expect: the choices it offers and the
 # words of an email address (Deepgram's Nova-3 keyterms; the local voice agent prompts Whisper).
 HOTLINE_KEYTERMS = [*(n.title() for n in VOICE_NAMES), "casual", "formal", "skip",

@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from activities.speech.deepgram import DeepgramSpeech
-from core.audio import SILENCE_BYTE, frames
+from core.audio import SILENCE_BYTE, frames, ulaw_decode
 from core.ports import SpeechUnavailable
 from core.serve import serving
 from emulators.demo_model import DEMO_NOTICE
@@ -22,6 +22,7 @@ from emulators.llm import ModelScript
 from emulators.speech import Listener, SpeechRegistry, synthesize
 from emulators.piper import CALLER, PiperSpeech, with_line_noise
 from emulators.voice_agent import VoiceAgentServer
+from emulators.voices import AgentVoices
 from emulators.whisper import MODEL_FOLDER, ModelUnavailable, model_dir
 from tests.conftest import free_port
 
@@ -320,3 +321,48 @@ async def test_a_reply_is_captioned_as_itself_while_other_calls_say_much_the_sam
     registry.spoke(mine, audio[mine])  # the same words said again: a new utterance, a new caption
     play(frames(audio[mine]))
     assert captions.count(mine) == 2 and captions[-1] == mine, captions
+
+
+async def test_piper_speaks_a_sentence_at_a_time_in_four_voices_apart(
+    model_server: tuple[str, ModelScript], tmp_path: Path,
+) -> None:
+    voices = AgentVoices(PiperSpeech(tmp_path / "piper"))
+    server = VoiceAgentServer(voices=voices)
+    port = free_port()
+    greeting = "Hi, I'm Nova. What can I do for you today?"
+    async with serving(server.app(), "127.0.0.1", port):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/agent/converse") as ws:
+            session = Session(ws)
+            await ws.send(json.dumps(settings(model_server[0] + "/chat/completions", greeting=greeting,
+                                              speak={"provider": {"type": "deepgram", "model": "aura-2-luna-en"}})))
+            await session.until("AgentAudioDone", timeout=60)
+    # Each sentence its own utterance (the caller's captions follow them), made as the last is heard.
+    listener = Listener(server.registry)
+    captions = [c for f in frames(bytes(session.audio)) if (c := listener.caption(f))]
+    assert captions == ["Hi, I'm Nova.", "What can I do for you today?"]
+    assert len(session.audio) > 8000 * 2
+
+    # The four voices of the hotline: one sentence, four pitches and paces.
+    said = {name: await voices.say("Thanks, your phone is verified.", f"aura-2-{name}-en")
+            for name in ("orion", "arcas", "thalia", "luna")}
+    await voices.close()
+    pitch = {name: _median_pitch_hz(audio) for name, audio in said.items()}
+    assert len({len(audio) for audio in said.values()}) == 4, "four paces"
+    assert pitch["orion"] < pitch["arcas"] < pitch["thalia"] < pitch["luna"], pitch
+
+
+def _median_pitch_hz(mulaw: bytes) -> float:
+    """The voice's fundamental, by autocorrelation over its loud 40 ms frames (80-400 Hz)."""
+    import numpy as np
+
+    samples = np.array(ulaw_decode(mulaw), dtype=np.float64)
+    found = []
+    for start in range(0, len(samples) - 320, 160):
+        frame = samples[start:start + 320] - samples[start:start + 320].mean()
+        if np.sqrt((frame ** 2).mean()) < 1000:
+            continue
+        correlation = np.correlate(frame, frame, "full")[319:]
+        lag = 20 + int(np.argmax(correlation[20:100]))
+        if correlation[lag] > 0.4 * correlation[0]:
+            found.append(8000 / lag)
+    return float(np.median(found))
