@@ -5,6 +5,7 @@ disconnecting revokes the grant at the provider."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript, ScriptedReply
 from tests.test_user_mcp_servers import SECRET, tool_server  # noqa: F401 (the fixture)
 from tests.voice.conftest import PHONE, UserOnPlatform, shots
+from workflows.agent_lifecycle import AgentLifecycleWorkflow, LifecycleState
+from workflows.agent_lifecycle import workflow_id as lifecycle_id
 
 ACCOUNT = "ann@example.com"
 
@@ -188,13 +191,23 @@ async def test_connect_google_and_microsoft_with_pkce_tokens_only_sealed_and_dis
 
 async def test_the_users_own_mcp_server_is_added_on_the_dashboard_and_its_tool_used_on_a_call(
     browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
-    model_server: tuple[str, ModelScript], tool_server: str, screenshots: Path,
+    model_server: tuple[str, ModelScript], tool_server: str, screenshots: Path, temporal_env: WorkflowEnvironment,
 ) -> None:
     """A small real MCP server wanting an API key: added on the Integrations page (its tool listed),
     then the user's real OpenClaw calls that tool during a call, through the platform's relay; the
     key is in no file of the platform's (agent configs included) and never reached the agent."""
     me = user_on_platform
     _, script = model_server
+    # The new user's agent is awake first (its first wake can take 20 s on a loaded machine): a
+    # server added meanwhile reaches the agent after that wake, and a call placed in between would
+    # be answered by the agent as it was. That race is the platform's ("applied later"), not this test's.
+    lifecycle = temporal_env.client.get_workflow_handle(lifecycle_id(me.user.id))
+    for _ in range(1200):
+        if await lifecycle.query(AgentLifecycleWorkflow.current_state) == LifecycleState.RUNNING:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the new user's agent never woke")
     page = await _signed_in_page(browser, me, sessions)
     await page.goto(f"{me.settings.api_base_url}/integrations#mcp-servers")
     await page.fill("input[name=name]", "notes")
