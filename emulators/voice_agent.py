@@ -203,7 +203,8 @@ class AgentSession:
         self.speaking = False
         self.playing_until = 0.0  # when the caller will have heard the agent's last words (monotonic)
         self.held: Held | None = None  # the current utterance, if it began over the agent's words
-        self.early: tuple[int, asyncio.Task[str]] | None = None  # (frames, recognition) begun at a pause
+        self.early: asyncio.Task[str] | None = None  # the recognition begun at the current pause
+        self.judging: asyncio.Task[None] | None = None  # whether speech over the agent interrupts it
         self.pending_functions: dict[str, asyncio.Future[str]] = {}
         self.closed = False
 
@@ -260,7 +261,7 @@ class AgentSession:
             pass
         finally:
             self.closed = True
-            for task in (self.responding, self.hearing, reader):
+            for task in (self.responding, self.hearing, self.judging, reader):
                 if task:
                     task.cancel()
 
@@ -386,16 +387,16 @@ class AgentSession:
             # Recognition starts at the pause, so the words are ready when the turn ends; over the
             # agent, they decide whether this was an interruption ("stop") or a backchannel.
             spoken = self.utterance[:-self.quiet_run]
-            self.early = (len(self.utterance), asyncio.create_task(self._recognise(spoken)))
+            self.early = asyncio.create_task(self._recognise(spoken))
             if self.held:
-                asyncio.create_task(self._judge(self.early[1], self.held))
+                self.judging = asyncio.create_task(self._judge(self.early, self.held))
         if self.quiet_run * FRAME_MS >= self.server.turn_end_ms:
             heard, self.utterance, self.in_speech, self.speech_run = self.utterance, [], False, 0
             early, self.early = self.early, None
             held, self.held = self.held, None
             # Apart from the audio that follows: barge-in and the next words go on meanwhile.
             # Utterances keep their order.
-            self.hearing = asyncio.create_task(self._hear(heard, early=early[1] if early else None, held=held,
+            self.hearing = asyncio.create_task(self._hear(heard, early=early, held=held,
                                                           after=self.hearing, ended=time.monotonic()))
 
     async def _recognise(self, heard: list[bytes]) -> str:
