@@ -10,7 +10,6 @@ quicker) after Piper was asked for it slower by the same factor, so only the pit
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import random
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.audio import SAMPLE_RATE, ulaw_decode, ulaw_encode
+from emulators.speech import interpolate, packaged_data
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,7 @@ class PiperVoice:
 
 
 def model_path() -> Path:
-    spec = importlib.util.find_spec(VOICE_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise PiperUnavailable(f"{VOICE_PACKAGE} is not installed (pip install -r requirements-dev.lock)")
-    return Path(spec.origin).parent / "data" / MODEL_FILE
+    return packaged_data(VOICE_PACKAGE, PiperUnavailable) / MODEL_FILE
 
 
 def sentences(text: str) -> list[str]:
@@ -121,10 +118,7 @@ def to_phone(pcm: bytes, rate: int, pitch: float) -> bytes:
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
     if len(samples) == 0:
         return b""
-    source_rate = rate * pitch
-    count = int(len(samples) * SAMPLE_RATE / source_rate)
-    at = np.arange(count) * (source_rate / SAMPLE_RATE)
-    resampled = np.interp(at, np.arange(len(samples)), samples)
+    resampled = interpolate(samples, rate * pitch, SAMPLE_RATE)
     return ulaw_encode(array("h", np.clip(resampled, -32768, 32767).astype(np.int16).tobytes()))
 
 

