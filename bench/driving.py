@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.client import WorkflowHandle
 
 from core.process import free_port
 from core.settings import Settings
 from devstack.supervisor import Supervisor
 from emulators.carrier.handset import Handset, handset
-from workflows.agent_lifecycle import AgentLifecycleWorkflow, LifecycleState
 
 log = logging.getLogger("bench")
 
@@ -242,12 +240,3 @@ class CpuMeter:
         for pid, (role, seconds) in self.last.items():
             used[role] += seconds - self.baseline.get(pid, (role, 0.0))[1]
         return used
-
-
-async def wait_state(handle: WorkflowHandle[Any, Any], state: LifecycleState, timeout: float = 120) -> None:
-    """Until an agent's lifecycle workflow is in `state` (it fails loudly after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while (now := await handle.query(AgentLifecycleWorkflow.current_state)) != state:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"agent never reached {state} (still {now})")
-        await asyncio.sleep(0.1)

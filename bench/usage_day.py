@@ -53,7 +53,8 @@ from temporalio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.driving import CpuMeter, caption, quiet, scratch_settings, start_supervised, wait_state  # noqa: E402
+from bench.driving import CpuMeter, caption, quiet, scratch_settings, start_supervised  # noqa: E402
+from tests.voice.platform import wait_state  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.temporal import connect  # noqa: E402

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from temporalio.worker import Worker  # noqa: E402
 
 from activities.runtime.gateway import GatewayProcess  # noqa: E402
-from bench.driving import wait_state  # noqa: E402
+from tests.voice.platform import wait_state  # noqa: E402
 from activities.runtime.local import LocalAgentRuntime  # noqa: E402
 from activities.runtime.openclaw_config import agent_id  # noqa: E402
 from core.db import create_engine, sessionmaker  # noqa: E402

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -36,7 +37,7 @@ from tests.conftest import retire_available_numbers, unique_area_code
 from tests.temporal_history import decoded_text
 from voice.server import voice_serving
 from workers.main import run_worker
-from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow, Thresholds
+from workflows.agent_lifecycle import AgentLifecycleInput, AgentLifecycleWorkflow, LifecycleState, Thresholds
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 from workflows.number_pool import WORKFLOW_ID as POOL_ID
 
@@ -227,3 +228,12 @@ async def next_session(agent: VoiceAgentServer, known: int, timeout: float = 60)
             return
         await asyncio.sleep(0.1)
     raise AssertionError("no new voice-agent session")
+
+
+async def wait_state(handle: WorkflowHandle[Any, Any], state: LifecycleState, timeout: float = 120) -> None:
+    """Until an agent's lifecycle workflow is in `state` (it fails loudly after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while (now := await handle.query(AgentLifecycleWorkflow.current_state)) != state:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"agent never reached {state} (still {now})")
+        await asyncio.sleep(0.1)

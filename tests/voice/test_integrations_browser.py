@@ -5,7 +5,6 @@ disconnecting revokes the grant at the provider."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Iterator
@@ -25,7 +24,8 @@ from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript, ScriptedReply
 from tests.test_user_mcp_servers import SECRET, tool_server  # noqa: F401 (the fixture)
 from tests.voice.conftest import PHONE, UserOnPlatform, shots
-from workflows.agent_lifecycle import AgentLifecycleWorkflow, LifecycleState
+from tests.voice.platform import wait_state
+from workflows.agent_lifecycle import LifecycleState
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 
 ACCOUNT = "ann@example.com"
@@ -201,13 +201,7 @@ async def test_the_users_own_mcp_server_is_added_on_the_dashboard_and_its_tool_u
     # The new user's agent is awake first (its first wake can take 20 s on a loaded machine): a
     # server added meanwhile reaches the agent after that wake, and a call placed in between would
     # be answered by the agent as it was. That race is the platform's ("applied later"), not this test's.
-    lifecycle = temporal_env.client.get_workflow_handle(lifecycle_id(me.user.id))
-    for _ in range(1200):
-        if await lifecycle.query(AgentLifecycleWorkflow.current_state) == LifecycleState.RUNNING:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the new user's agent never woke")
+    await wait_state(temporal_env.client.get_workflow_handle(lifecycle_id(me.user.id)), LifecycleState.RUNNING)
     page = await _signed_in_page(browser, me, sessions)
     await page.goto(f"{me.settings.api_base_url}/integrations#mcp-servers")
     await page.fill("input[name=name]", "notes")
