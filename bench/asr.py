@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.audio import SAMPLE_RATE  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from core.spoken import DIGIT_WORDS  # noqa: E402
 from workflows.onboarding_lines import HOTLINE_KEYTERMS  # noqa: E402
 
 SET = Path(__file__).resolve().parent / "asr_set"
@@ -54,8 +55,8 @@ SAID = {
 }
 # Digits said one at a time, for codes nobody can record ahead (tests/voice/test_hotline_by_voice.py).
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-NUMBERS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-           "seven": "7", "eight": "8", "nine": "9", "ninety": "9"}  # "ninety nine" vs "99": both 9 9
+# The hotline's own digit words (core/spoken.py), and "ninety nine" vs "99": both 9 9.
+NUMBERS = {**DIGIT_WORDS, "ninety": "9"}
 
 
 def normalised(text: str) -> list[str]:
