@@ -10,9 +10,11 @@ from __future__ import annotations
 from emulators.piper import PiperSpeech, PiperUnavailable, PiperVoice, sentences
 from emulators.speech import SpeechUnavailable, synthesize
 
-PIPER_VARIANTS = {"orion": PiperVoice(pitch=1.0, speed=1.0), "arcas": PiperVoice(pitch=1.07, speed=0.9),
-                  "thalia": PiperVoice(pitch=1.18, speed=1.05), "luna": PiperVoice(pitch=1.3, speed=0.96),
-                  "asteria": PiperVoice(pitch=1.24, speed=1.1)}
+# Two semitones (x1.12) apart: Piper varies its pitch by a few percent from one saying to the next
+# (its noise), so closer variants (7% had been tried) were heard, and measured, as one voice.
+PIPER_VARIANTS = {"orion": PiperVoice(pitch=1.0, speed=1.0), "arcas": PiperVoice(pitch=1.12, speed=0.9),
+                  "thalia": PiperVoice(pitch=1.26, speed=1.05), "luna": PiperVoice(pitch=1.41, speed=0.96),
+                  "asteria": PiperVoice(pitch=1.33, speed=1.1)}
 # Deepgram's aura voices map onto espeak's English variants: different, recognisable voices.
 ESPEAK_VARIANTS = {"thalia": "en-us+f3", "orion": "en-us+m3", "luna": "en-us+f2", "arcas": "en-us+m7",
                    "asteria": "en-us+f4"}

@@ -342,13 +342,15 @@ async def test_piper_speaks_a_sentence_at_a_time_in_four_voices_apart(
     assert captions == ["Hi, I'm Nova.", "What can I do for you today?"]
     assert len(session.audio) > 8000 * 2
 
-    # The four voices of the hotline: one sentence, four pitches and paces.
-    said = {name: await voices.say("Thanks, your phone is verified.", f"aura-2-{name}-en")
+    # The four voices of the hotline: four pitches and paces. Piper's pitch wanders by a few percent
+    # from one saying to the next (its noise), so each voice is measured over three lines.
+    lines = ("Thanks, your phone is verified.", "Which voice would you like?", "Your new number is ready.")
+    said = {name: b"".join([await voices.say(line, f"aura-2-{name}-en") for line in lines])
             for name in ("orion", "arcas", "thalia", "luna")}
     await voices.close()
     pitch = {name: _median_pitch_hz(audio) for name, audio in said.items()}
-    assert len({len(audio) for audio in said.values()}) == 4, "four paces"
     assert pitch["orion"] < pitch["arcas"] < pitch["thalia"] < pitch["luna"], pitch
+    assert len(said["arcas"]) > len(said["thalia"]), "the slowest voice takes longer than the quickest"
 
 
 def _median_pitch_hz(mulaw: bytes) -> float:
