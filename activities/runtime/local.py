@@ -159,6 +159,12 @@ class LocalAgentRuntime:
                 running.paused = True
 
     async def sleep(self, user_id: uuid.UUID) -> None:
+        await self._stop(user_id, clean_sessions=True)
+
+    async def _stop(self, user_id: uuid.UUID, *, clean_sessions: bool) -> None:
+        """The user's gateway stopped for good; `clean_sessions`: their kept state gets OpenClaw's
+        session retention first (not for a deletion: the state goes anyway, and the cleanup is an
+        OpenClaw process of its own, ~5 s of a core)."""
         async with self._lock(user_id):
             running = self._running.pop(user_id, None)
             if running is None:
@@ -166,7 +172,8 @@ class LocalAgentRuntime:
             if running.paused and running.gateway.child and running.gateway.child.running:
                 os.killpg(running.gateway.child.pid, signal.SIGCONT)  # a stopped process can't handle SIGTERM
             await running.gateway.stop()
-            await self._clean_sessions(running.gateway, user_id)
+            if clean_sessions:
+                await self._clean_sessions(running.gateway, user_id)
             await self._discard(running.gateway, user_id)
 
     async def _discard(self, gateway: GatewayProcess, user_id: uuid.UUID | None = None) -> None:
@@ -205,7 +212,7 @@ class LocalAgentRuntime:
         await self.states.restore(user_id, store, key)
 
     async def delete(self, user_id: uuid.UUID) -> None:
-        await self.sleep(user_id)
+        await self._stop(user_id, clean_sessions=False)
         self.states.delete(user_id)
 
     async def status(self, user_id: uuid.UUID) -> RuntimeState:
