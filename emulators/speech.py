@@ -76,8 +76,8 @@ def packaged_data(package: str, missing: type[Exception]) -> Path:
 
 
 def interpolate(samples: Any, src_rate: float, dst_rate: float) -> Any:
-    """A numpy array of samples at `src_rate`, linearly interpolated to `dst_rate` (the stand-ins'
-    numpy paths: Whisper's input, Piper's output)."""
+    """A numpy array of samples at `src_rate`, linearly interpolated to `dst_rate` (Piper's output,
+    brought down to the phone's rate; emulators/whisper.py brings the phone's up band-limited)."""
     import numpy as np
 
     count = int(len(samples) * dst_rate / src_rate)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.audio import SAMPLE_RATE, frames, ulaw_decode
-from emulators.speech import interpolate, is_speech, packaged_data
+from emulators.speech import is_speech, packaged_data
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ MIN_FRAMES = 1000
 STEP_FRAMES = 500
 MAX_TOKENS = 448  # Whisper's context
 TOKENS_PER_S = 8  # speech is ~3 words a second; an address spelled out takes more tokens
+BEAM_SIZE = 5  # Whisper's own default for transcribing (greedy: WER 0.102 on bench/asr.py, beam: 0.075)
+KEYTERM_MARGIN = 0.1  # nats a token (measured differences: under 0.035 where the keyterms misled, 0.12 and 0.57 where they helped)
 MAX_PROMPT = 200  # keyterms' tokens at most (the newest kept): half of the context, as Whisper's own
 NO_SPEECH = 0.6  # faster-whisper's own thresholds
 LOW_LOGPROB = -1.0
@@ -100,13 +102,16 @@ def _repetitive(text: str) -> bool:
 
 
 def phone_audio(mulaw: bytes) -> Any:
-    """8 kHz mu-law -> 16 kHz float32 in [-1, 1], as Whisper takes it."""
+    """8 kHz mu-law -> 16 kHz float32 in [-1, 1], as Whisper takes it: band-limited (by FFT), so
+    nothing is heard above the phone's 4 kHz. Linear interpolation mirrored the speech band into
+    4-8 kHz, which Whisper took for noise (bench/asr.py: WER 0.128 -> 0.075, the same decoding)."""
     import numpy as np
 
     samples = np.frombuffer(ulaw_decode(mulaw).tobytes(), dtype=np.int16).astype(np.float32) / 32768.0
     if len(samples) == 0:
         return samples
-    return interpolate(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32)
+    factor = WHISPER_RATE // SAMPLE_RATE
+    return (np.fft.irfft(np.fft.rfft(samples), n=len(samples) * factor) * factor).astype(np.float32)
 
 
 class WhisperRecognizer:
@@ -140,37 +145,48 @@ class WhisperRecognizer:
             return self._model
 
     def transcribe(self, mulaw: bytes, keyterms: Sequence[str] = ()) -> str:
-        """`keyterms`: words the caller is likely to say (Deepgram's Nova-3 keyterms), given to
-        Whisper as the text before the turn, which makes it write them as they are spelled."""
+        """`keyterms`: words the caller is likely to say (Deepgram's Nova-3 keyterms). Whisper takes
+        them as the text before the turn, which also pulls its writing towards that text ("Bob
+        underscoresmithedoutlook.com" for an address said word by word): so the turn is decoded
+        with and without them, and the keyterms' reading is taken only when it is clearly the more
+        likely one (by KEYTERM_MARGIN a token: "skip" heard as "get." without them)."""
         if not any(is_speech(frame) for frame in frames(mulaw)):
             return ""  # line noise alone: Whisper would hear "you"
         model = self.load()
-        features = model.feature_extractor(phone_audio(mulaw))
-        prompted = self._prompt
-        if keyterms:
-            terms = model.hf_tokenizer.encode(" " + ", ".join(keyterms), add_special_tokens=False).ids[-MAX_PROMPT:]
-            prompted = [self._sot_prev, *terms, *self._prompt]
-        text = self._decode(model, features, prompted)
-        if prompted is not self._prompt and _repetitive(text):
-            # A model looping on its prompt's pattern ("8, 1, 3, 3, 0, 5, 8, 1, ..."): Whisper's own
-            # remedy is to decode again differently; here, without the keyterms.
-            text = self._decode(model, features, self._prompt)
-        return text
+        windows = self._encoded(model, model.feature_extractor(phone_audio(mulaw)))
+        plain, plain_score = self._decode(model, windows, self._prompt)
+        if not keyterms:
+            return plain
+        terms = model.hf_tokenizer.encode(" " + ", ".join(keyterms), add_special_tokens=False).ids[-MAX_PROMPT:]
+        prompted, prompted_score = self._decode(model, windows, [self._sot_prev, *terms, *self._prompt])
+        # A model looping on its prompt's pattern ("8, 1, 3, 3, 0, 5, 8, 1, ...") is never taken.
+        if prompted_score > plain_score + KEYTERM_MARGIN and not _repetitive(prompted):
+            return prompted
+        return plain
 
-    def _decode(self, model: Any, features: Any, prompt: list[int]) -> str:
+    @staticmethod
+    def _encoded(model: Any, features: Any) -> list[tuple[Any, int]]:
+        """Each 30 s of the turn through the encoder once (in a window cut to the turn's length),
+        with its length in feature frames."""
         import ctranslate2
         import numpy as np
         from faster_whisper.audio import pad_or_trim
 
-        words = []
+        windows = []
         for start in range(0, max(1, features.shape[-1]), MAX_FRAMES):
             window = features[:, start:start + MAX_FRAMES]
             size = min(MAX_FRAMES, max(MIN_FRAMES, -(-window.shape[-1] // STEP_FRAMES) * STEP_FRAMES))
-            encoded = model.model.encode(ctranslate2.StorageView.from_array(
-                np.ascontiguousarray(pad_or_trim(window, size)[None])), to_cpu=False)
+            windows.append((model.model.encode(ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(pad_or_trim(window, size)[None])), to_cpu=False), window.shape[-1]))
+        return windows
+
+    def _decode(self, model: Any, windows: list[tuple[Any, int]], prompt: list[int]) -> tuple[str, float]:
+        """The words, and their mean log-probability a token."""
+        words, score, count = [], 0.0, 0
+        for encoded, length in windows:
             # About as many words as there is time for: a model looping on a short turn stops early.
-            budget = min(MAX_TOKENS, len(prompt) + 12 + int(TOKENS_PER_S * window.shape[-1] / 100))
-            result = model.model.generate(encoded, [prompt], beam_size=1, max_length=budget,
+            budget = min(MAX_TOKENS, len(prompt) + 12 + int(TOKENS_PER_S * length / 100))
+            result = model.model.generate(encoded, [prompt], beam_size=BEAM_SIZE, max_length=budget,
                                           return_no_speech_prob=True, return_scores=True, suppress_blank=True)[0]
             tokens = [t for t in result.sequences_ids[0] if t < self._eot]
             # faster-whisper's rule: no speech if the model says so and is unsure of its words (noise
@@ -178,4 +194,5 @@ class WhisperRecognizer:
             if result.no_speech_prob > NO_SPEECH and result.scores[0] / (len(tokens) + 1) < LOW_LOGPROB:
                 continue
             words.append(model.hf_tokenizer.decode(tokens).strip())
-        return " ".join(w for w in words if w)
+            score, count = score + result.scores[0], count + len(tokens) + 1
+        return " ".join(w for w in words if w), score / count if count else 0.0
