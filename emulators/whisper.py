@@ -42,7 +42,9 @@ STEP_FRAMES = 500
 MAX_TOKENS = 448  # Whisper's context
 TOKENS_PER_S = 8  # speech is ~3 words a second; an address spelled out takes more tokens
 BEAM_SIZE = 5  # Whisper's own default for transcribing (greedy: WER 0.102 on bench/asr.py, beam: 0.075)
-KEYTERM_MARGIN = 0.1  # nats a token (measured differences: under 0.035 where the keyterms misled, 0.12 and 0.57 where they helped)
+# Nats a token, of mean log-probability (bench/asr.py: the keyterms' reading was ahead by at most
+# 0.11 where it was the wrong one, by 0.48 and 1.14 where it heard a choice the plain one missed).
+KEYTERM_MARGIN = 0.25
 MAX_PROMPT = 200  # keyterms' tokens at most (the newest kept): half of the context, as Whisper's own
 NO_SPEECH = 0.6  # faster-whisper's own thresholds
 LOW_LOGPROB = -1.0
@@ -189,10 +191,13 @@ class WhisperRecognizer:
             result = model.model.generate(encoded, [prompt], beam_size=BEAM_SIZE, max_length=budget,
                                           return_no_speech_prob=True, return_scores=True, suppress_blank=True)[0]
             tokens = [t for t in result.sequences_ids[0] if t < self._eot]
+            # CTranslate2's score is the sum of the tokens' log-probabilities over their count (its
+            # length penalty, 1); faster-whisper's mean counts the end of text too.
+            total = result.scores[0] * len(tokens)
             # faster-whisper's rule: no speech if the model says so and is unsure of its words (noise
             # it would put words to, "Thank you." and the like).
-            if result.no_speech_prob > NO_SPEECH and result.scores[0] / (len(tokens) + 1) < LOW_LOGPROB:
+            if result.no_speech_prob > NO_SPEECH and total / (len(tokens) + 1) < LOW_LOGPROB:
                 continue
             words.append(model.hf_tokenizer.decode(tokens).strip())
-            score, count = score + result.scores[0], count + len(tokens) + 1
+            score, count = score + total, count + len(tokens) + 1
         return " ".join(w for w in words if w), score / count if count else 0.0
