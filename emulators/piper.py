@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.audio import SAMPLE_RATE, ulaw_decode, ulaw_encode
-from emulators.speech import interpolate, packaged_data
+from emulators.speech import packaged_data
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ def to_phone(pcm: bytes, rate: int, pitch: float) -> bytes:
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
     if len(samples) == 0:
         return b""
-    resampled = interpolate(samples, rate * pitch, SAMPLE_RATE)
+    source_rate = rate * pitch
+    count = int(len(samples) * SAMPLE_RATE / source_rate)
+    resampled = np.interp(np.arange(count) * (source_rate / SAMPLE_RATE), np.arange(len(samples)), samples)
     return ulaw_encode(array("h", np.clip(resampled, -32768, 32767).astype(np.int16).tobytes()))
 
 

@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from core.audio import SAMPLE_RATE, frames, mulaw_rms, resample, rms, ulaw_encode
 
@@ -73,15 +72,6 @@ def packaged_data(package: str, missing: type[Exception]) -> Path:
     if spec is None or spec.origin is None:
         raise missing(f"{package} is not installed (pip install -r requirements-dev.lock)")
     return Path(spec.origin).parent / "data"
-
-
-def interpolate(samples: Any, src_rate: float, dst_rate: float) -> Any:
-    """A numpy array of samples at `src_rate`, linearly interpolated to `dst_rate` (Piper's output,
-    brought down to the phone's rate; emulators/whisper.py brings the phone's up band-limited)."""
-    import numpy as np
-
-    count = int(len(samples) * dst_rate / src_rate)
-    return np.interp(np.arange(count) * (src_rate / dst_rate), np.arange(len(samples)), samples)
 
 
 def is_speech(frame: bytes) -> bool:

@@ -97,7 +97,7 @@ def _repetitive(text: str) -> bool:
     if any(len(set(words[i:i + REPEATS])) == 1 for i in range(len(words) - REPEATS + 1)):
         return True
     # Two words three times over, or a phrase of three or more twice ("3 5 0 7 8 2, 3 5 0 7 8 2"):
-    # rare in speech, and a false alarm only costs a second decoding.
+    # rare in speech, and a false alarm only costs the keyterms' reading (the plain one is kept).
     twice = any(words[i:i + n] == words[i + n:i + 2 * n] for n in range(3, len(words) // 2 + 1)
                 for i in range(len(words) - 2 * n + 1))
     return twice or any(words[i:i + 2] == words[i + 2:i + 4] == words[i + 4:i + 6] for i in range(len(words) - 5))
