@@ -17,8 +17,10 @@ TEST_DEPS := chromium
 run: bootstrap tools
 	$(BIN)/python -m devstack run
 
+# Two test processes (the machine's two cores; tests/parallel.py says what runs where). TEST_WORKERS=0: one.
+TEST_WORKERS ?= 2
 test: bootstrap tools test-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 bootstrap: system-deps $(STAMP)
 

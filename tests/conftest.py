@@ -40,7 +40,7 @@ from emulators.carrier.carrier import Carrier
 from emulators.llm import ModelScript
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
-from tests import histories
+from tests import histories, parallel
 from tests.spans import RecordedSpans, recorder
 from workers.registry import WORKFLOWS
 
@@ -242,3 +242,18 @@ async def openclaw_gateway(
     await gateway.wait_ready()
     yield gateway
     await gateway.stop()
+
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    parallel.collection_modifyitems(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    return parallel.make_scheduler(config, log)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    parallel.runtest_setup(item)

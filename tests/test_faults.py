@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -105,12 +106,13 @@ async def test_a_worker_killed_mid_work_loses_nothing_and_doubles_nothing(
     area = unique_area_code()
     settings = _settings(settings, temporal_server, local_carrier, area)
     client = await Client.connect(temporal_server.address, data_converter=PLATFORM_CONVERTER)
-    user, reminders = await _user_with_reminders(sessions, local_carrier, client, settings, [6, 7, 8])
     worker = _worker(settings, tmp_path / "worker.log")
     await worker.start()
     try:
-        # The pool has begun buying: the worker dies mid-replenishment, without any clean-up.
+        # The pool has begun buying: the worker dies mid-replenishment, without any clean-up, with
+        # reminders in flight (made now: how long a worker takes to start is no part of the test).
         await _until(lambda: _has_pool_numbers(sessions, area), "the pool buys its first number", timeout=60)
+        user, reminders = await _user_with_reminders(sessions, local_carrier, client, settings, [4, 5, 6])
         os.killpg(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
         await worker.wait()
         while datetime.now(UTC) < max(r.due_at for r in reminders):  # every reminder falls due while it is down
@@ -135,10 +137,13 @@ async def test_temporal_restarted_under_a_running_worker_loses_nothing(
 ) -> None:
     settings = _settings(settings, temporal_server, local_carrier, unique_area_code())
     client = await Client.connect(temporal_server.address, data_converter=PLATFORM_CONVERTER)
-    user, reminders = await _user_with_reminders(sessions, local_carrier, client, settings, [5, 6])
     worker = _worker(settings, tmp_path / "worker.log")
     await worker.start()
     try:
+        # Reminders made once the worker polls (its start-up, seconds on a busy machine, is no part of
+        # the test): their timers are set before they fall due.
+        await _until(lambda: _polling(settings), "the worker polls its task queue")
+        user, reminders = await _user_with_reminders(sessions, local_carrier, client, settings, [5, 6])
         await _until(lambda: _timers_started(client, reminders), "the reminders' timers are set")
         await temporal_server.stop()  # the worker stays up, its polls failing
         while datetime.now(UTC) < max(r.due_at for r in reminders):
@@ -153,6 +158,15 @@ async def test_temporal_restarted_under_a_running_worker_loses_nothing(
     finally:
         await worker.stop()
     assert _texts(local_carrier, user) == sorted(f"Reminder: {r.text}" for r in reminders), "each fired once"
+
+
+async def _polling(settings: Settings) -> bool:
+    """The worker's own health check (Kubernetes' probe): 200 once it polls its task queue."""
+    async with httpx.AsyncClient(timeout=2) as http:
+        try:
+            return (await http.get(f"http://127.0.0.1:{settings.worker_metrics_port}/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
 
 
 async def _has_pool_numbers(sessions: async_sessionmaker[AsyncSession], area: str) -> bool:

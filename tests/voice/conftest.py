@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
@@ -33,6 +32,11 @@ from tests.voice.platform import (
 from workflows.agent_lifecycle import Thresholds
 
 
+# A deleted user's number goes back to the pool after this long (days in production): the dashboard
+# test sees it come back.
+NUMBER_QUARANTINE_S = 3.0
+
+
 @dataclass
 class SharedPlatform:
     settings: Settings
@@ -40,44 +44,20 @@ class SharedPlatform:
     agent: VoiceAgentServer
 
 
-class Platforms:
-    """Platforms started for the session, one per distinct PLATFORM_SETTINGS: modules with the same
-    settings share one (starting one, with its warm spares, is most of such a module's time)."""
-
-    def __init__(self, stack: AsyncExitStack, settings_for: Callable[[dict[str, Any]], Settings]) -> None:
-        self.stack = stack
-        self.settings_for = settings_for
-        self.started: dict[str, SharedPlatform] = {}
-
-    async def get(self, overrides: dict[str, Any]) -> SharedPlatform:
-        key = repr(sorted(overrides.items()))
-        if key not in self.started:
-            settings = self.settings_for(overrides)
-            carrier, agent = await start_platform(self.stack, settings)
-            self.started[key] = SharedPlatform(settings, carrier, agent)
-        return self.started[key]
-
-
 @pytest.fixture(scope="session")
-async def platforms(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
-                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platforms]:
+async def shared_platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
+                          tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedPlatform]:
+    """The platform of the end-to-end modules that bring their own users, for the session (starting
+    one, with its warm spares, is most of such a module's time). The model stand-in answers scripted
+    words as scripted and everything else as the demo model."""
     base_url, _ = model_server
-
-    def settings_for(overrides: dict[str, Any]) -> Settings:
-        # Two warm spares: each test's user takes one, and the next test need not wait for a boot.
-        return platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                 data_dir=tmp_path_factory.mktemp("platform") / "data",
-                                 **{"local_agent_spares": 2, **overrides})
-
+    # Two warm spares: each test's user takes one, and the next test need not wait for a boot.
+    settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
+                                 data_dir=tmp_path_factory.mktemp("platform") / "data", local_agent_spares=2,
+                                 number_release_after_days=NUMBER_QUARANTINE_S / 86_400)
     async with AsyncExitStack() as stack:
-        yield Platforms(stack, settings_for)
-
-
-@pytest.fixture(scope="module")
-async def shared_platform(request: pytest.FixtureRequest, platforms: Platforms) -> SharedPlatform:
-    """The model stand-in answers scripted words as scripted and everything else as the demo model.
-    A module's PLATFORM_SETTINGS (a dict) overrides settings of its platform."""
-    return await platforms.get(getattr(request.module, "PLATFORM_SETTINGS", {}))
+        carrier, agent = await start_platform(stack, settings)
+        yield SharedPlatform(settings, carrier, agent)
 
 
 @pytest.fixture(scope="session")
@@ -107,14 +87,14 @@ class UserOnPlatform:
 
 
 @asynccontextmanager
-async def _user_on(request: pytest.FixtureRequest, platform: SharedPlatform,
+async def _user_on(thresholds: Thresholds, platform: SharedPlatform,
                    temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[UserOnPlatform]:
     await spare_ready(platform.settings)  # a first wake within the test's own waits
     engine = create_engine(database_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         user, number = await provisioned_user(stack, platform.settings, sessionmaker(engine), temporal_env.client,
-                                              thresholds=getattr(request.module, "AGENT_THRESHOLDS", Thresholds()))
+                                              thresholds=thresholds)
         yield UserOnPlatform(platform.settings, platform.carrier, platform.agent, number, user)
 
 
@@ -124,25 +104,27 @@ async def user_on_platform(request: pytest.FixtureRequest, shared_platform: Shar
     """A provisioned user of the module's platform, the test's own (their agent removed after it); a
     module's AGENT_THRESHOLDS set when their agent idles and sleeps."""
     shared_platform.agent.sessions.clear()
-    async with _user_on(request, shared_platform, temporal_env, database_url) as user:
+    async with _user_on(getattr(request.module, "AGENT_THRESHOLDS", Thresholds()), shared_platform, temporal_env,
+                        database_url) as user:
         yield user
 
 
-@pytest.fixture(scope="module")
-async def _module_user(request: pytest.FixtureRequest, shared_platform: SharedPlatform,
-                       temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[UserOnPlatform]:
-    async with _user_on(request, shared_platform, temporal_env, database_url) as user:
+@pytest.fixture(scope="session")
+async def _shared_user(shared_platform: SharedPlatform, temporal_env: WorkflowEnvironment,
+                       database_url: str) -> AsyncIterator[UserOnPlatform]:
+    async with _user_on(Thresholds(), shared_platform, temporal_env, database_url) as user:
         yield user
 
 
 @pytest.fixture
-def module_user(_module_user: UserOnPlatform) -> UserOnPlatform:
-    """One user for the module's tests that only need someone with a number and an agent: each of
-    those would otherwise take a warm OpenClaw and have another booted, most of such a test's cost.
-    Their calls open with whatever greeting the agent prepared last; tests that look at a first
-    call, or change the user (a PIN, a killed agent, opting out), take `user_on_platform`."""
-    _module_user.agent.sessions.clear()
-    return _module_user
+def shared_user(_shared_user: UserOnPlatform) -> UserOnPlatform:
+    """One user for every test that only needs someone with a number and an agent: each of those
+    would otherwise take a warm OpenClaw and have another booted (~25 s of a core). Their calls open
+    with whatever greeting the agent prepared last, and their agent remembers earlier tests; tests
+    that look at a first call, or change the user (a PIN, a killed agent, opting out), take
+    `user_on_platform`."""
+    _shared_user.agent.sessions.clear()
+    return _shared_user
 
 
 # ---- browser tests: real headless Chromium (Debian's), screenshots kept with the test run -------

@@ -55,7 +55,7 @@ Platform = UserOnPlatform
 
 @pytest.fixture
 def platform(user_on_platform: UserOnPlatform) -> UserOnPlatform:
-    """The test's own user: tests of a first call, or that change the user. The rest share `module_user`."""
+    """The test's own user: tests of a first call, or that change the user. The rest share `shared_user`."""
     return user_on_platform
 
 
@@ -159,8 +159,8 @@ async def test_a_call_is_answered_by_the_users_own_openclaw(
                                    think_token.split("/")[0]])
 
 
-async def test_a_think_url_says_nothing_and_dies_with_its_call(module_user: Platform) -> None:
-    platform = module_user
+async def test_a_think_url_says_nothing_and_dies_with_its_call(shared_user: Platform) -> None:
+    platform = shared_user
     settings = platform.settings
     question = {"messages": [{"role": "user", "content": "are you there"}]}
     async with handset(settings.carrier_url, platform.user.phone_e164) as phone:
@@ -191,9 +191,9 @@ async def test_a_think_url_says_nothing_and_dies_with_its_call(module_user: Plat
 
 
 async def test_keypad_digits_reach_the_agent_and_goodbye_hangs_up(
-    module_user: Platform, model_server: tuple[str, ModelScript],
+    shared_user: Platform, model_server: tuple[str, ModelScript],
 ) -> None:
-    platform = module_user
+    platform = shared_user
     base_url, _ = model_server
     async with httpx.AsyncClient() as http:
         await http.post(base_url[:-3] + "/control/replies",
@@ -228,14 +228,14 @@ async def asked(phone: Handset, words: str, answer: str, timeout: float = 60) ->
         raise AssertionError(f"no caption {answer!r}; the timeline: {said[-6:]}") from None
 
 
-async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(module_user: Platform) -> None:
+async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(shared_user: Platform) -> None:
     """No scripting: the local demo model turns plain words into the platform's real tools, through
     the user's real OpenClaw; the handset's timeline shows both sides as the voice agent spoke them."""
-    platform = module_user
+    platform = shared_user
 
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
         call_sid = await phone.dial(platform.number)
-        # Its greeting: "Hi, it's Nova", or the one the agent prepared after the module's last call.
+        # Its greeting: "Hi, it's Nova", or the one the agent prepared after its last call.
         greeting = await phone.wait_for("caption", lambda e: e["role"] == "agent", timeout=60)
         assert greeting["party"] == platform.number and greeting["call_sid"] == call_sid
 
@@ -267,8 +267,8 @@ async def test_the_demo_model_shows_every_tool_and_the_handset_gets_captions(mod
         await phone.hangup()
 
 
-async def test_bad_requests_are_refused_without_harm(module_user: Platform) -> None:
-    platform = module_user
+async def test_bad_requests_are_refused_without_harm(shared_user: Platform) -> None:
+    platform = shared_user
     settings = platform.settings
     async with httpx.AsyncClient() as http:
         unsigned = await http.post(f"{settings.api_base_url}/twilio/voice", data={"To": platform.number, "CallSid": "CAx"})
@@ -322,8 +322,8 @@ async def test_bad_requests_are_refused_without_harm(module_user: Platform) -> N
     await first.close()
 
 
-async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(module_user: Platform) -> None:
-    platform = module_user
+async def test_a_call_the_platform_places_uses_the_bridge_with_its_purpose(shared_user: Platform) -> None:
+    platform = shared_user
     from core.callbacks import agent_call_url
     from voice.agent_settings import SPEECH_RULES
 
@@ -455,12 +455,12 @@ async def _model_asked(script: ModelScript, words: str, timeout: float = 30) -> 
 
 
 async def test_one_trace_follows_a_call_from_the_webhook_to_openclaw(
-    module_user: Platform, spans: RecordedSpans, temporal_env: WorkflowEnvironment,
+    shared_user: Platform, spans: RecordedSpans, temporal_env: WorkflowEnvironment,
 ) -> None:
     """Twilio's webhook, the bridge's call, the think request Deepgram makes and the request to the
     user's OpenClaw are one trace (the context rides the stream's parameters and the think URL), and
     no span shows a token."""
-    platform = module_user
+    platform = shared_user
     async with handset(platform.settings.carrier_url, platform.user.phone_e164) as phone:
         call_sid = await phone.dial(platform.number)
         await phone.wait_for("caption", lambda e: e["role"] == "agent", timeout=60)  # its greeting

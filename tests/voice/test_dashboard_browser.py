@@ -3,7 +3,7 @@ OpenClaw: sign in with the code the handset receives, see the number and the age
 change the personality and find it in the system prompt the model gets next, read a call's
 transcript and a text thread, cancel a reminder, check the month's statement CSV against the
 database, export my data and delete the account, and see the number back in the pool once its
-quarantine (seconds long here; the workflow's own test skips days) is over. The agent's state on
+quarantine (NUMBER_QUARANTINE_S on the test platforms; the workflow's own test skips days) is over. The agent's state on
 the home page is live: it idles and wakes on the page without a reload. Screenshots at phone and desktop width go to the
 test run's directory (DEEPCLAW_SCREENSHOTS to keep them elsewhere)."""
 
@@ -36,9 +36,6 @@ from workflows.delete_user import workflow_id as delete_workflow_id
 
 WAIT_S = 120.0
 INSTRUCTIONS = "Always address me as Captain."
-QUARANTINE_S = 3.0
-# Its own platform (the quarantine): one warm spare is enough for the module's one user.
-PLATFORM_SETTINGS = {"number_release_after_days": QUARANTINE_S / 86_400, "local_agent_spares": 1}
 AGENT_THRESHOLDS = Thresholds(idle_after=timedelta(seconds=4))  # the home page sees it idle, then wakes it
 
 

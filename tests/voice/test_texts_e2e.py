@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.routes.twilio import HOTLINE_TEXT, TEXT_PASSED_ON
 from core.callbacks import mcp_token, media_link
-from core.models import Conversation, Delivery, Message, Reminder, UsageRecord, User
+from core.models import Conversation, Delivery, Message, Reminder, UsageRecord, User, utcnow
 from emulators.carrier.handset import Handset, handset
 from workflows.sms_conversation import workflow_id as sms_workflow_id
 from tests.spans import RecordedSpans, text_of
@@ -37,9 +38,9 @@ def texting(user_on_platform: UserOnPlatform) -> UserOnPlatform:
 
 
 @pytest.fixture
-def someone(module_user: UserOnPlatform) -> UserOnPlatform:
-    """A user the module's other tests share (each would otherwise cost an OpenClaw boot)."""
-    return module_user
+def someone(shared_user: UserOnPlatform) -> UserOnPlatform:
+    """The user other tests share too (each would otherwise cost an OpenClaw boot)."""
+    return shared_user
 
 
 async def _reply(phone: Handset, containing: str, *, after: int = 0, timeout: float = 120) -> dict[str, Any]:
@@ -232,10 +233,12 @@ async def test_stop_silences_the_platform_until_start(texting: Texting,
         await _reply(phone, "Done, I've texted you.", after=mark)
 
 
-async def _delivered(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID, count: int) -> list[Delivery]:
+async def _delivered(sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID, count: int,
+                     since: datetime) -> list[Delivery]:
+    """The user's first `count` deliveries made after `since` (the user is shared with other tests)."""
     for _ in range(600):
         async with sessions() as session:
-            rows = (await session.scalars(select(Delivery).where(Delivery.user_id == user_id)
+            rows = (await session.scalars(select(Delivery).where(Delivery.user_id == user_id, Delivery.created_at > since)
                                           .order_by(Delivery.created_at))).all()
         if len(rows) >= count and all(row.outcome != "pending" for row in rows[:count]):
             return list(rows)
@@ -247,6 +250,7 @@ async def test_the_agent_calls_with_a_reminder_texts_when_unanswered_and_follows
     someone: Texting, sessions: async_sessionmaker[AsyncSession], model_server: tuple[str, Any],
 ) -> None:
     base_url, script = model_server
+    started = utcnow()
     async with handset(someone.settings.carrier_url, someone.user.phone_e164, auto_answer=True) as phone:
         # A reminder by call: the phone rings from the user's number and the agent opens with it, in
         # its own words (the agent was asked a lead time ahead: 8 s, so its phrasing turn finishes
@@ -257,7 +261,7 @@ async def test_the_agent_calls_with_a_reminder_texts_when_unanswered_and_follows
         assert ringing["from"] == someone.number
         await agent_said(someone.agent, "Here's your reminder: water the plants")
         await phone.hangup()
-        [called] = await _delivered(sessions, someone.user.id, 1)
+        [called] = await _delivered(sessions, someone.user.id, 1, started)
         assert (called.requested, called.outcome, called.channel) == ("call", "called", "call")
 
         # Nobody picks up the next one: it ends as a text.
@@ -267,7 +271,7 @@ async def test_the_agent_calls_with_a_reminder_texts_when_unanswered_and_follows
         await _reply(phone, "I'll call you in 3 seconds: stretch", after=mark)
         fallback = await _reply(phone, "(I tried to call.)", after=mark, timeout=60)
         assert "your reminder: stretch" in fallback["body"] and fallback["from"] == someone.number
-        unanswered = (await _delivered(sessions, someone.user.id, 2))[1]
+        unanswered = (await _delivered(sessions, someone.user.id, 2, started))[1]
         assert (unanswered.outcome, unanswered.fallback_reason) == ("texted", "no-answer")
 
         # A long task the caller hangs up on: the answer comes by text.
