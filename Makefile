@@ -20,7 +20,7 @@ run: bootstrap tools
 # Two test processes (the machine's two cores; tests/parallel.py says what runs where). TEST_WORKERS=0: one.
 TEST_WORKERS ?= 2
 test: bootstrap tools test-deps
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 bootstrap: system-deps $(STAMP)
 

@@ -244,7 +244,6 @@ async def openclaw_gateway(
     await gateway.stop()
 
 
-
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     parallel.collection_modifyitems(items)

@@ -1,14 +1,15 @@
-"""The suite in two processes (pytest-xdist; pyproject's addopts): the machine has two cores and one
-process alone left a third of them idle, waiting on calls, timers and OpenClaw.
+"""The suite in two processes (pytest-xdist: `make test` runs `pytest -n 2`): the machine has two
+cores, and one process alone left a third of them idle, waiting on calls, timers and OpenClaw.
 
 Each process starts its own PostgreSQL, Temporal dev server and model stand-in (seconds), but a
 voice platform with its warm OpenClaws, or the session's OpenClaw, costs a gateway boot (~25 s of a
 core) per process that starts it. So work goes out by module, and every module that uses one of
-those shared fixtures goes to one process together (SHARED_MODULES); the fixtures refuse any other
-module (`runtest_setup`), so a new test cannot quietly start a second copy.
+those shared fixtures goes to one process together (SHARED_MODULES); a test of any other module
+that uses one fails at its setup (`runtest_setup`), so a new test cannot quietly start a second copy.
 
 xdist's own `loadgroup` marks do not work with pytest 9 (they rewrite a node id pytest no longer
-reads), hence this scheduler: xdist's module-wise one, grouping SHARED_MODULES as one unit, first.
+reads), hence this scheduler, whatever `--dist` says: xdist's module-wise one, with SHARED_MODULES as
+one unit, handed out first.
 """
 
 from __future__ import annotations
@@ -48,4 +49,5 @@ def make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
 
+    config.option.loadscopereorder = False  # units in the collection's order: the shared one first
     return SharedPlatformScheduling(config, log)

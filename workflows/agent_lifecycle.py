@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
@@ -65,6 +65,7 @@ class AgentLifecycleInput(BaseModel):
     touched: bool = False
     wake_requested: bool = False
     removing: bool = False
+    held_until: datetime | None = None
 
 
 def workflow_id(user_id: uuid.UUID) -> str:
@@ -97,12 +98,28 @@ class AgentLifecycleWorkflow:
         self.wake_failures = 0
         self.last_wake_error = ""
         self.removing = input.removing
+        self.held_until = input.held_until  # someone is waiting on the agent's answer until then
 
     # ---- handlers -------------------------------------------------------------------------
 
     @workflow.signal
     def touch(self) -> None:
         self.touched = True
+
+    @workflow.signal
+    def hold(self, seconds: float) -> None:
+        """Someone waits on an answer (a text, a reminder's phrasing): not Idle (paused, which would
+        freeze the answer) for `seconds` more, however long the answer takes; renewed while they
+        wait, released when it came (or lapsing, if they are gone)."""
+        self.touched = True
+        until = workflow.now() + timedelta(seconds=seconds)
+        self.held_until = max(self.held_until, until) if self.held_until else until
+
+    @workflow.signal
+    def release(self) -> None:
+        """The answer came: Idle after the usual quiet from now (an asker still waiting renews)."""
+        self.touched = True
+        self.held_until = None
 
     @workflow.signal
     def set_agent_number(self, number: str) -> None:
@@ -182,6 +199,9 @@ class AgentLifecycleWorkflow:
                 if await self._until(lambda: self.touched or self.wake_requested, thresholds.idle_after):
                     if self.wake_requested:
                         await self._wake()  # idempotent: re-checks the gateway, returns its endpoint
+                    continue
+                if self.held_until and workflow.now() < self.held_until:  # pausing would freeze an answer
+                    await self._until(lambda: self.touched or self.wake_requested, self.held_until - workflow.now())
                     continue
                 await self._go(LifecycleState.IDLE, RuntimeActivities.pause_agent)
             elif self.state == LifecycleState.IDLE:
@@ -290,5 +310,5 @@ class AgentLifecycleWorkflow:
         return self.input.model_copy(update={
             "spec": self.spec, "state": self.state, "archive_key": self.archive_key,
             "touched": self.touched, "wake_requested": self.wake_requested,
-            "removing": self.removing,
+            "removing": self.removing, "held_until": self.held_until,
         })

@@ -237,3 +237,33 @@ async def test_removal_waits_for_the_step_in_flight_then_deletes_the_agent(
     assert actions[-1] == "agent.deleted"
     described = await handle.describe()
     assert described.search_attributes.get(LIFECYCLE_STATE.name) == ["Deleted"]
+
+
+async def test_an_agent_held_by_someone_waiting_on_its_answer_is_not_paused(
+    worker: Client, time_skipping_env: WorkflowEnvironment, runtime: MemoryRuntime,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """An answer that takes longer than the quiet before Idle (a long task asked by text) is not
+    frozen by a pause: the asker holds the agent while it waits, and it idles as usual once released."""
+    user = await _new_user(sessions)
+    handle = await _start(worker, user)
+    await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    for _ in range(3):  # a 45-minute answer, the hold renewed less often than ten minutes: the hold, not
+        await handle.signal(AgentLifecycleWorkflow.hold, 1200.0)  # the renewal's touch, keeps it up
+        await time_skipping_env.sleep(timedelta(minutes=15))
+        assert await _state(handle) == LifecycleState.RUNNING
+    assert runtime.states[user.id] == RuntimeState.RUNNING
+    await handle.signal(AgentLifecycleWorkflow.release)
+    await time_skipping_env.sleep(timedelta(minutes=9))
+    assert await _state(handle) == LifecycleState.RUNNING, "ten quiet minutes from the answer, not from the hold"
+    await time_skipping_env.sleep(timedelta(minutes=2))
+    await _eventually(handle, LifecycleState.IDLE)
+
+    # An asker that went away without releasing: the hold lapses, and the agent idles after it.
+    await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+    await handle.signal(AgentLifecycleWorkflow.hold, 1800.0)
+    await time_skipping_env.sleep(timedelta(minutes=25))
+    assert await _state(handle) == LifecycleState.RUNNING
+    await time_skipping_env.sleep(timedelta(minutes=16))
+    await _eventually(handle, LifecycleState.IDLE)
+    await handle.terminate()
