@@ -101,7 +101,7 @@ async def _user_on(thresholds: Thresholds, platform: SharedPlatform,
 @pytest.fixture
 async def user_on_platform(request: pytest.FixtureRequest, shared_platform: SharedPlatform,
                            temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[UserOnPlatform]:
-    """A provisioned user of the module's platform, the test's own (their agent removed after it); a
+    """A provisioned user of the shared platform, the test's own (their agent removed after it); a
     module's AGENT_THRESHOLDS set when their agent idles and sleeps."""
     shared_platform.agent.sessions.clear()
     async with _user_on(getattr(request.module, "AGENT_THRESHOLDS", Thresholds()), shared_platform, temporal_env,
