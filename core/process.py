@@ -128,10 +128,20 @@ class ChildProcess:
         assert self.proc is not None
         return await self.proc.wait()
 
+    def pause(self) -> None:
+        """Freeze the whole group (SIGSTOP): memory kept, no CPU, back at once with `resume`."""
+        if self.running:
+            self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            self._signal_group(signal.SIGCONT)
+
     async def stop(self, timeout: float = 8.0) -> None:
         if self.proc is None:
             return
         if self.proc.returncode is None:
+            self.resume()  # a frozen process would handle its stop signal only once thawed
             self._signal_group(self.stop_signal)
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)

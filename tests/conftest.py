@@ -224,11 +224,20 @@ async def model_server() -> AsyncIterator[tuple[str, ModelScript]]:
         yield f"http://127.0.0.1:{port}/v1", script
 
 
+@pytest.fixture
+def openclaw_gateway(_openclaw_gateway: GatewayProcess) -> Iterator[GatewayProcess]:
+    """The session's real OpenClaw gateway, answering through the model stand-in: running for the
+    test, paused (SIGSTOP) between its tests, where an idle gateway would use ~5% of a core."""
+    assert _openclaw_gateway.child is not None
+    _openclaw_gateway.child.resume()
+    yield _openclaw_gateway
+    _openclaw_gateway.child.pause()
+
+
 @pytest.fixture(scope="session")
-async def openclaw_gateway(
+async def _openclaw_gateway(
     tools: Tools, model_server: tuple[str, ModelScript], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[GatewayProcess]:
-    """One real OpenClaw gateway for the session, answering through the model stand-in."""
     base_url, _ = model_server
     port = free_port()
     gateway = GatewayProcess(

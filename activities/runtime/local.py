@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import signal
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,15 +101,16 @@ class LocalAgentRuntime:
             if not running:
                 return
             # A paused (Idle) gateway cannot reload: it runs just long enough to load the new settings.
-            paused = running.paused and running.gateway.child is not None and running.gateway.child.running
+            child = running.gateway.child
+            paused = running.paused and child is not None and child.running
             if paused:
-                os.killpg(running.gateway.child.pid, signal.SIGCONT)  # type: ignore[union-attr]
+                child.resume()  # type: ignore[union-attr]
             try:
                 await self._load(running.gateway, spec)
                 await wait_listed(address(running.gateway), agent_id(spec.user_id))
             finally:
                 if paused:
-                    os.killpg(running.gateway.child.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+                    child.pause()  # type: ignore[union-attr]
 
     async def _load(self, gateway: GatewayProcess, spec: AgentSpec) -> None:
         """Give a gateway this user's agent: their folder behind the agent's paths, then hot reload."""
@@ -137,7 +136,7 @@ class LocalAgentRuntime:
             running = self._running.get(user_id)
             if running and running.gateway.child and running.gateway.child.running:
                 if running.paused:
-                    os.killpg(running.gateway.child.pid, signal.SIGCONT)
+                    running.gateway.child.resume()
                     running.paused = False
                 return self._endpoint(running.gateway)
             if running is not None:  # its gateway died (killed, crashed): cleared away, a fresh one instead
@@ -155,7 +154,7 @@ class LocalAgentRuntime:
         async with self._lock(user_id):
             running = self._running.get(user_id)
             if running and running.gateway.child and running.gateway.child.running and not running.paused:
-                os.killpg(running.gateway.child.pid, signal.SIGSTOP)
+                running.gateway.child.pause()
                 running.paused = True
 
     async def sleep(self, user_id: uuid.UUID) -> None:
@@ -169,9 +168,7 @@ class LocalAgentRuntime:
             running = self._running.pop(user_id, None)
             if running is None:
                 return
-            if running.paused and running.gateway.child and running.gateway.child.running:
-                os.killpg(running.gateway.child.pid, signal.SIGCONT)  # a stopped process can't handle SIGTERM
-            await running.gateway.stop()
+            await running.gateway.stop()  # (a paused one is thawed to handle it)
             if clean_sessions:
                 await self._clean_sessions(running.gateway, user_id)
             await self._discard(running.gateway, user_id)

@@ -1,11 +1,12 @@
-"""One whole platform for the end-to-end modules, shared for the session by the modules with the same
-settings (starting one, with its warm spare OpenClaws, is most of such a test's time); each test
-brings its own user, number and agent."""
+"""One whole platform for the end-to-end modules, shared for the session (starting one, with its warm
+spare OpenClaws, is most of such a test's time); a test brings its own user, number and agent, or
+takes the session's shared user."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -13,8 +14,12 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
+from activities.runtime.local import LocalAgentRuntime
+from core import composition
 from core.db import create_engine, sessionmaker
 from core.models import User
 from core.settings import Settings
@@ -24,8 +29,8 @@ from emulators.voice_agent import VoiceAgentServer
 from tests.voice.platform import (
     own_number_pool,
     platform_settings,
-    platform_settings_for,
     provisioned_user,
+    remove_agent,
     spare_ready,
     start_platform,
 )
@@ -35,6 +40,10 @@ from workflows.agent_lifecycle import Thresholds
 # A deleted user's number goes back to the pool after this long (days in production): the dashboard
 # test sees it come back.
 NUMBER_QUARANTINE_S = 3.0
+# Warm spares of the shared platform: each test's user takes one, and the next test need not wait for a boot.
+SPARES = 2
+# The fixtures that take a fresh agent (one each: a test's own user, or the caller a hotline test onboards).
+FRESH_AGENT_FIXTURES = {"user_on_platform", "hotline_platform"}
 
 
 @dataclass
@@ -42,39 +51,67 @@ class SharedPlatform:
     settings: Settings
     carrier: Carrier
     agent: VoiceAgentServer
+    runtime: LocalAgentRuntime
+    agents_to_take: int  # by the session's tests still to come: no spare is booted beyond that
+
+    async def take_spare(self) -> None:
+        """A warm agent is ready for the next wake (the test's first wake is within its own waits),
+        and the spares kept are only what later tests will take (each boot is ~25 s of a core)."""
+        await spare_ready(self.settings)
+        self.agents_to_take -= 1
+        self.runtime.spares.target = max(0, min(SPARES, self.agents_to_take))
+
+
+def _agents_to_take(session: pytest.Session) -> int:
+    uses = [set(getattr(item, "fixturenames", ())) for item in session.items]
+    return sum(bool(FRESH_AGENT_FIXTURES & used) for used in uses) + any("shared_user" in used for used in uses)
 
 
 @pytest.fixture(scope="session")
-async def shared_platform(database_url: str, temporal_env: WorkflowEnvironment, model_server: tuple[str, ModelScript],
+async def shared_platform(request: pytest.FixtureRequest, database_url: str, temporal_env: WorkflowEnvironment,
+                          model_server: tuple[str, ModelScript],
                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedPlatform]:
-    """The platform of the end-to-end modules that bring their own users, for the session (starting
-    one, with its warm spares, is most of such a module's time). The model stand-in answers scripted
-    words as scripted and everything else as the demo model."""
+    """The one platform of the end-to-end modules, for the session (starting one, with its warm
+    spares, is most of such a module's time): as `make run` has it, with a number pool (the
+    session's only one on this Temporal server) for the callers the hotline onboards. The model
+    stand-in answers scripted words as scripted and everything else as the demo model."""
     base_url, _ = model_server
-    # Two warm spares: each test's user takes one, and the next test need not wait for a boot.
-    settings = platform_settings(database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
-                                 data_dir=tmp_path_factory.mktemp("platform") / "data", local_agent_spares=2,
-                                 number_release_after_days=NUMBER_QUARANTINE_S / 86_400)
-    async with AsyncExitStack() as stack:
-        carrier, agent = await start_platform(stack, settings)
-        yield SharedPlatform(settings, carrier, agent)
-
-
-@pytest.fixture(scope="session")
-async def hotline_platform(database_url: str, temporal_env: WorkflowEnvironment,
-                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedPlatform]:
-    """The platform as `make run` has it, for the modules that onboard a caller: a number pool (the
-    session's only one on this Temporal server) and its own demo model. One for the session: each
-    start costs a warm OpenClaw booted and the pool filled."""
     engine = create_engine(database_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
-        settings = platform_settings_for(
-            database_url=database_url, data_dir=tmp_path_factory.mktemp("hotline") / "data",
-            temporal_address=temporal_env.client.service_client.config.target_host, number_pool_target=2,
+        to_take = _agents_to_take(request.session)
+        settings = platform_settings(
+            database_url=database_url, temporal_env=temporal_env, model_base_url=base_url,
+            data_dir=tmp_path_factory.mktemp("platform") / "data", local_agent_spares=min(SPARES, to_take),
+            number_release_after_days=NUMBER_QUARANTINE_S / 86_400, number_pool_target=2,
             number_pool_area_codes=await own_number_pool(stack, sessionmaker(engine), temporal_env.client))
-        carrier, agent = await start_platform(stack, settings)
-        yield SharedPlatform(settings, carrier, agent)
+        runtime = composition.agent_runtime(settings, sessionmaker(engine))
+        assert isinstance(runtime, LocalAgentRuntime)
+        carrier, agent = await start_platform(stack, settings, runtime=runtime)
+        yield SharedPlatform(settings, carrier, agent, runtime, to_take)
+
+
+@pytest.fixture
+async def hotline_platform(shared_platform: SharedPlatform, database_url: str,
+                           temporal_env: WorkflowEnvironment) -> AsyncIterator[SharedPlatform]:
+    """The shared platform, for a test that onboards callers through the hotline: the agents of the
+    users it made are removed after it (each is an OpenClaw that would run on for the session)."""
+    # A warm agent is ready, as `make run` prints its URLs only then: the caller's agent is woken
+    # within the hotline's lines, not booted on their time.
+    await shared_platform.take_spare()
+    engine = create_engine(database_url)
+    try:
+        before = await _user_ids(engine)
+        yield shared_platform
+        for user_id in await _user_ids(engine) - before:
+            await remove_agent(temporal_env.client, user_id)
+    finally:
+        await engine.dispose()
+
+
+async def _user_ids(engine: AsyncEngine) -> set[uuid.UUID]:
+    async with sessionmaker(engine)() as session:
+        return set((await session.execute(select(User.id))).scalars())
 
 
 @dataclass
@@ -89,7 +126,7 @@ class UserOnPlatform:
 @asynccontextmanager
 async def _user_on(thresholds: Thresholds, platform: SharedPlatform,
                    temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[UserOnPlatform]:
-    await spare_ready(platform.settings)  # a first wake within the test's own waits
+    await platform.take_spare()
     engine = create_engine(database_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)

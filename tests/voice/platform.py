@@ -24,7 +24,7 @@ from api.app import create_app as api_app
 from core.process import free_port
 from core.serve import serving
 from core.models import PhoneNumber, User
-from core.ports import AgentSpec
+from core.ports import AgentRuntime, AgentSpec
 from core.settings import Settings
 from emulators import llm, providers, search
 from emulators.carrier import twiml
@@ -66,10 +66,11 @@ def platform_settings_for(*, database_url: str, temporal_address: str, data_dir:
 
 
 async def start_platform(stack: AsyncExitStack, settings: Settings, *,
-                         wait_for_spare: bool = False,
-                         provider_standins: providers.Providers | None = None) -> tuple[Carrier, VoiceAgentServer]:
+                         wait_for_spare: bool = False, provider_standins: providers.Providers | None = None,
+                         runtime: AgentRuntime | None = None) -> tuple[Carrier, VoiceAgentServer]:
     """Serves every process of the platform until `stack` closes; returns the carrier and the voice agent.
-    `wait_for_spare`: return once a warm agent is ready, as `make run` does."""
+    `wait_for_spare`: return once a warm agent is ready, as `make run` does; `runtime`: the worker's
+    agent runtime, if the caller keeps a hand on it (else the configured one)."""
     speech = SpeechRegistry()
     carrier = build_carrier(settings, speech)
     agent = VoiceAgentServer(registry=speech)
@@ -84,7 +85,7 @@ async def start_platform(stack: AsyncExitStack, settings: Settings, *,
         provider_standins or providers.Providers(settings.api_base_url)), "127.0.0.1", settings.providers_port))
     await stack.enter_async_context(serving(api_app(settings), "127.0.0.1", settings.api_port))
     await stack.enter_async_context(voice_serving(settings))
-    worker = asyncio.create_task(run_worker(settings, stop))
+    worker = asyncio.create_task(run_worker(settings, stop, runtime=runtime))
     stack.push_async_callback(asyncio.wait_for, worker, 60)
     stack.callback(stop.set)
     await hotline_pointed_at_platform(carrier, settings)
@@ -113,11 +114,11 @@ async def provisioned_user(stack: AsyncExitStack, settings: Settings, sessions: 
         AgentLifecycleInput(spec=AgentSpec(user_id=user.id, agent_name=agent_name), user_phone=user.phone_e164,
                             agent_number=owned.e164, thresholds=thresholds or Thresholds()),
         id=lifecycle_id(user.id), task_queue=settings.temporal_task_queue)
-    stack.push_async_callback(_remove_agent, client, user.id)
+    stack.push_async_callback(remove_agent, client, user.id)
     return user, owned.e164
 
 
-async def _remove_agent(client: Client, user_id: uuid.UUID) -> None:
+async def remove_agent(client: Client, user_id: uuid.UUID) -> None:
     """The agent deleted (its gateway stopped) as the user's removal does it, so a shared platform
     does not keep one OpenClaw per finished test. Not waited for: the next test starts meanwhile."""
     try:

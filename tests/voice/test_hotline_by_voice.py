@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.audio import SILENCE_BYTE
+from core.fillers import FILLERS
 from emulators.carrier.handset import Handset, handset
 from emulators.voice_agent import VoiceAgentServer
 from tests.voice.conftest import SharedPlatform
@@ -73,6 +74,12 @@ def platform(hotline_platform: SharedPlatform) -> SharedPlatform:
     return hotline_platform
 
 
+def _after_fillers(line: str) -> str:
+    while filler := next((f for f in FILLERS if line.startswith(f)), None):
+        line = line[len(filler):].lstrip()
+    return line
+
+
 async def test_a_stranger_sets_up_their_agent_by_voice_alone(platform: SharedPlatform) -> None:
     settings, agent = platform.settings, platform.agent
     caller = f"+1555{uuid.uuid4().int % 10**7:07d}"
@@ -96,7 +103,8 @@ async def test_a_stranger_sets_up_their_agent_by_voice_alone(platform: SharedPla
         said = await _speak(agent, phone, _clip("call it Max"))
         assert (await _reply_after(agent, said)).startswith("Max, lovely")
         said = await _speak(agent, phone, _clip("skip"))
-        assert (await _reply_after(agent, said)).startswith("All set! Max's number is")
+        # Provisioning still at work is covered by the hotline's fillers, as any slow answer is.
+        assert _after_fillers(await _reply_after(agent, said)).startswith("All set! Max's number is")
 
         # The call goes on with the new agent, which hears a spoken question as well.
         await next_session(agent, 1, timeout=90)

@@ -24,8 +24,7 @@ from emulators.carrier.handset import Handset, handset
 from emulators.llm import ModelScript, ScriptedReply
 from tests.test_user_mcp_servers import SECRET, tool_server  # noqa: F401 (the fixture)
 from tests.voice.conftest import PHONE, UserOnPlatform, shots
-from tests.voice.platform import wait_state
-from workflows.agent_lifecycle import LifecycleState
+from workflows.agent_lifecycle import AgentLifecycleWorkflow
 from workflows.agent_lifecycle import workflow_id as lifecycle_id
 
 ACCOUNT = "ann@example.com"
@@ -96,6 +95,12 @@ async def _history_of(temporal_env: WorkflowEnvironment, user_id: object) -> byt
     return raw
 
 
+async def _greeted(phone: Handset) -> None:
+    """The agent's greeting, whichever it is: the shared user's calls open with the greeting their
+    agent prepared at the end of the last call."""
+    await phone.wait_for("caption", lambda e: e["role"] == "agent", timeout=60)
+
+
 async def _ask(phone: Handset, words: str, answer: str, timeout: float = 60) -> None:
     """The caller says `words`; the agent's caption with `answer` follows (else the timeline, failing)."""
     mark = len(phone.events)
@@ -114,7 +119,7 @@ async def _agent_uses_the_calendar_and_mail(me: UserOnPlatform) -> None:
     after the owner's own "yes" on the call, which the platform hears (a text asks too)."""
     async with handset(me.settings.carrier_url, me.user.phone_e164) as phone:
         await phone.dial(me.number)
-        await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=60)
+        await _greeted(phone)
 
         async def ask(words: str, answer: str, timeout: float = 60) -> None:
             await _ask(phone, words, answer, timeout)
@@ -142,10 +147,11 @@ async def _agent_uses_the_calendar_and_mail(me: UserOnPlatform) -> None:
 
 
 async def test_connect_google_and_microsoft_with_pkce_tokens_only_sealed_and_disconnect_revokes(
-    browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
+    browser: Browser, shared_user: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
     temporal_env: WorkflowEnvironment, screenshots: Path,
 ) -> None:
-    me = user_on_platform
+    """On the session's shared user: it ends with both providers disconnected again."""
+    me = shared_user
     page = await _signed_in_page(browser, me, sessions)
     with _every_log_line() as lines:
         await page.goto(f"{me.settings.api_base_url}/integrations")
@@ -183,25 +189,33 @@ async def test_connect_google_and_microsoft_with_pkce_tokens_only_sealed_and_dis
         await expect(page.locator("#connect-google")).to_be_visible()
     state = await _standin(me, "/control/state")
     assert state["google"]["revoked"] == [ACCOUNT] and state["google"]["live_tokens"] == 0  # type: ignore[index]
+    assert await _providers_of(sessions, me) == ["outlook"]
+    await page.click("#disconnect-outlook")
+    await expect(page.locator("#connect-outlook")).to_be_visible()
+    assert await _providers_of(sessions, me) == []
+
+
+async def _providers_of(sessions: async_sessionmaker[AsyncSession], me: UserOnPlatform) -> list[str]:
     async with sessions() as session:
-        left = (await session.execute(select(OAuthCredential.provider).where(
-            OAuthCredential.user_id == me.user.id))).scalars().all()
-    assert left == ["outlook"]
+        return list((await session.execute(select(OAuthCredential.provider).where(
+            OAuthCredential.user_id == me.user.id))).scalars().all())
 
 
 async def test_the_users_own_mcp_server_is_added_on_the_dashboard_and_its_tool_used_on_a_call(
-    browser: Browser, user_on_platform: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
+    browser: Browser, shared_user: UserOnPlatform, sessions: async_sessionmaker[AsyncSession],
     model_server: tuple[str, ModelScript], tool_server: str, screenshots: Path, temporal_env: WorkflowEnvironment,
 ) -> None:
     """A small real MCP server wanting an API key: added on the Integrations page (its tool listed),
     then the user's real OpenClaw calls that tool during a call, through the platform's relay; the
-    key is in no file of the platform's (agent configs included) and never reached the agent."""
-    me = user_on_platform
+    key is in no file of the platform's (agent configs included) and never reached the agent. On
+    the session's shared user: the server is removed on the page at the end."""
+    me = shared_user
     _, script = model_server
-    # The new user's agent is awake first (its first wake can take 20 s on a loaded machine): a
-    # server added meanwhile reaches the agent after that wake, and a call placed in between would
-    # be answered by the agent as it was. That race is the platform's ("applied later"), not this test's.
-    await wait_state(temporal_env.client.get_workflow_handle(lifecycle_id(me.user.id)), LifecycleState.RUNNING)
+    # The agent is awake first (a first wake can take 20 s on a loaded machine): a server added
+    # meanwhile reaches the agent after that wake, and a call placed in between would be answered
+    # by the agent as it was. That race is the platform's ("applied later"), not this test's.
+    await temporal_env.client.get_workflow_handle(lifecycle_id(me.user.id)).execute_update(
+        AgentLifecycleWorkflow.ensure_awake)
     page = await _signed_in_page(browser, me, sessions)
     await page.goto(f"{me.settings.api_base_url}/integrations#mcp-servers")
     await page.fill("input[name=name]", "notes")
@@ -217,7 +231,7 @@ async def test_the_users_own_mcp_server_is_added_on_the_dashboard_and_its_tool_u
         "name": "tool_call", "arguments": {"id": "notes__shout", "args": {"words": "hello from the relay"}}}))
     async with handset(me.settings.carrier_url, me.user.phone_e164) as phone:
         await phone.dial(me.number)
-        await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=60)
+        await _greeted(phone)
         await _ask(phone, "shout hello from the relay", "HELLO FROM THE RELAY", timeout=180)
         await phone.hangup()
 
@@ -227,3 +241,7 @@ async def test_the_users_own_mcp_server_is_added_on_the_dashboard_and_its_tool_u
     leaked = [path for path in me.settings.data_dir.rglob("*") if path.is_file()
               and SECRET.encode() in path.read_bytes()]
     assert not leaked, f"the server's key in {leaked}"
+
+    await page.click("#mcp-notes button.danger")
+    await expect(page.locator("main .notice")).to_contain_text("Server removed")
+    await expect(page.locator("#mcp-notes")).to_have_count(0)

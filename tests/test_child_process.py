@@ -1,0 +1,62 @@
+"""core.process.ChildProcess: pausing a process group, and stopping one that is paused (an Idle
+agent's gateway is frozen; deleting that user stops it)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from core.process import ChildProcess
+
+# Counts in a file every 20 ms; on SIGTERM writes "stopped" and exits 0.
+COUNTER = """
+import signal, sys, time
+path = sys.argv[1]
+def stop(*_):
+    open(path, "a").write("stopped\\n"); sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+n = 0
+while True:
+    n += 1
+    open(path, "w").write(str(n))
+    time.sleep(0.02)
+"""
+
+
+def _count(path: Path) -> int:
+    text = path.read_text() if path.exists() else ""
+    return int(text) if text.strip().isdigit() else 0
+
+
+async def _until_count_above(path: Path, value: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while (now := _count(path)) <= value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the process did not count past {value} in {timeout:.0f} s")
+        await asyncio.sleep(0.02)
+    return now
+
+
+async def test_a_paused_process_makes_no_progress_and_a_paused_one_still_stops_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "count"
+    child = ChildProcess("counter", [sys.executable, "-c", COUNTER, str(path)], log_path=str(tmp_path / "log"))
+    await child.start()
+    try:
+        running = await _until_count_above(path, 2)
+        child.pause()
+        paused_at = await _until_count_above(path, running - 1)  # whatever it wrote before the signal landed
+        await asyncio.sleep(0.3)  # fifteen of its ticks: a frozen process writes none
+        assert _count(path) == paused_at, "a paused process went on running"
+        child.resume()
+        await _until_count_above(path, paused_at)
+
+        child.pause()
+        started = time.monotonic()
+        await child.stop(timeout=5)
+        assert time.monotonic() - started < 3, "a paused process waited out the stop timeout"
+        assert child.proc is not None and child.proc.returncode == 0, "it handled SIGTERM (not killed)"
+        assert path.read_text().endswith("stopped\n")
+    finally:
+        await child.stop()
