@@ -2,12 +2,15 @@
 
 Spares start at low CPU priority, and replacements only a while after a claim, so that on two cores
 they never slow the user whose wake is in progress. A wake that finds none ready starts one at once
-rather than queueing behind another wake's or waiting out a replacement's delay.
+rather than queueing behind another wake's or waiting out a replacement's delay. A spare that fails
+to start is replaced after a back-off, so one failed boot does not leave the pool empty (and a wake
+waiting for it without a gateway) until the next claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +27,13 @@ from core.tokens import Keyring
 SPARE_NICE = 15
 REPLENISH_DELAY_S = 15.0
 CLAIM_TIMEOUT_S = 120.0
+# A spare that failed to start is replaced after this, doubled after each failure in a row up to
+# the maximum: a machine too busy to boot one in time, or an OpenClaw that cannot start, is not
+# asked to boot again and again (each attempt costs up to a minute of CPU).
+RETRY_DELAY_S = 5.0
+MAX_RETRY_DELAY_S = 300.0
+
+log = logging.getLogger(__name__)
 
 
 def address(gateway: GatewayProcess) -> Gateway:
@@ -48,6 +58,7 @@ class LocalSpares:
         self._starting = 0
         self._scheduled = 0
         self._claiming = 0  # wakes waiting for a gateway
+        self._failures = 0  # spares that failed to start, in a row
         self._background: set[asyncio.Task[None]] = set()
 
     def counts(self) -> dict[str, int]:
@@ -55,7 +66,10 @@ class LocalSpares:
                 "spares_target": self.target}
 
     def replenish(self, delay: float = 0.0) -> None:
-        missing = self.target - self._ready.qsize() - self._starting - self._scheduled
+        self._top_up(self.target, delay)
+
+    def _top_up(self, wanted: int, delay: float) -> None:
+        missing = wanted - self._ready.qsize() - self._starting - self._scheduled
         for _ in range(max(0, missing)):
             self._launch(delay)
 
@@ -74,13 +88,15 @@ class LocalSpares:
             await asyncio.sleep(delay)
         finally:
             self._scheduled -= 1
-        if self._ready.qsize() + self._starting >= self.target:
+        if self._ready.qsize() + self._starting >= max(self.target, self._claiming):
             return  # wakes meanwhile started what was missing
         self._starting += 1
         await self._start()
 
     async def _start(self) -> None:
-        """Counted in `_starting` by whoever launched it."""
+        """Counted in `_starting` by whoever launched it. If it fails, another is launched after a
+        back-off (a wake waiting for it gets that one)."""
+        failed = False
         try:
             port = free_port()
             home = self.folder / f"{port}-{secrets.token_hex(4)}"
@@ -99,8 +115,16 @@ class LocalSpares:
                 await asyncio.shield(self.discard(gateway))
                 raise
             await self._ready.put(gateway)
+            self._failures = 0
+        except Exception as error:
+            failed = True
+            self._failures += 1
+            log.warning("a spare gateway failed to start (%d in a row): %s", self._failures, error)
         finally:
             self._starting -= 1
+        if failed:  # as many as are kept, or as wakes are waiting for
+            backoff = min(RETRY_DELAY_S * 2 ** (self._failures - 1), MAX_RETRY_DELAY_S)
+            self._top_up(max(self.target, self._claiming), backoff)
 
     async def claim(self) -> GatewayProcess:
         self._claiming += 1

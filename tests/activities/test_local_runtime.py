@@ -52,13 +52,24 @@ def _gateways() -> list[psutil.Process]:
 
 
 async def test_sleep_wake_pause_archive_restore(
-    tools: Tools, model_server: tuple[str, ModelScript], tmp_path: Path
+    tools: Tools, model_server: tuple[str, ModelScript], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     base_url, _ = model_server
     runtime = LocalAgentRuntime(tools, tmp_path / "agents", ModelProvider(base_url=base_url, api_key="local", model=MODEL_ID),
                                  keyring=KEYRING, replenish_delay_s=NO_REPLACEMENT_S)
     user = uuid.uuid4()
     before = {p.pid for p in _gateways()}
+    # The first spare cannot start (OpenClaw refuses a config with a key it does not know): it is
+    # replaced after a back-off, and the wake waiting meanwhile gets the replacement.
+    config, broken = runtime.spares.config, []
+
+    def first_broken(port: int) -> dict[str, object]:
+        if broken:
+            return config(port)
+        broken.append(port)
+        return {**config(port), "notAnOpenClawKey": True}
+
+    runtime.spares.config = first_broken
     try:
         runtime.spares.replenish()
         await runtime.create(AgentSpec(user_id=user, agent_name="Nova", personality="formal"))
@@ -66,6 +77,7 @@ async def test_sleep_wake_pause_archive_restore(
         assert "Nova" in (runtime.user_dir(user) / "workspace" / "SOUL.md").read_text()
 
         endpoint = await runtime.wake(user)
+        assert len(broken) == 1 and "a spare gateway failed to start (1 in a row)" in caplog.text
         assert await _chat(endpoint, user, "my locker code is 4471") == f"You said: my locker code is 4471. {DEMO_NOTICE}"
 
         await runtime.pause(user)
