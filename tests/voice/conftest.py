@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from activities.runtime.local import LocalAgentRuntime
@@ -92,25 +92,21 @@ async def shared_platform(request: pytest.FixtureRequest, database_url: str, tem
 
 
 @pytest.fixture
-async def hotline_platform(shared_platform: SharedPlatform, database_url: str,
+async def hotline_platform(shared_platform: SharedPlatform, sessions: async_sessionmaker[AsyncSession],
                            temporal_env: WorkflowEnvironment) -> AsyncIterator[SharedPlatform]:
     """The shared platform, for a test that onboards callers through the hotline: the agents of the
     users it made are removed after it (each is an OpenClaw that would run on for the session)."""
     # A warm agent is ready, as `make run` prints its URLs only then: the caller's agent is woken
     # within the hotline's lines, not booted on their time.
     await shared_platform.take_spare()
-    engine = create_engine(database_url)
-    try:
-        before = await _user_ids(engine)
-        yield shared_platform
-        for user_id in await _user_ids(engine) - before:
-            await remove_agent(temporal_env.client, user_id)
-    finally:
-        await engine.dispose()
+    before = await _user_ids(sessions)
+    yield shared_platform
+    for user_id in await _user_ids(sessions) - before:
+        await remove_agent(temporal_env.client, user_id)
 
 
-async def _user_ids(engine: AsyncEngine) -> set[uuid.UUID]:
-    async with sessionmaker(engine)() as session:
+async def _user_ids(sessions: async_sessionmaker[AsyncSession]) -> set[uuid.UUID]:
+    async with sessions() as session:
         return set((await session.execute(select(User.id))).scalars())
 
 
