@@ -175,7 +175,7 @@ def percentile(values: list[float], q: float) -> float:
 ROLES = (("openclaw gateways", ("openclaw",)), ("postgres", ("postgres",)), ("temporal", ("temporal",)),
          ("stand-ins (carrier, voice agent, model)", ("core.cli standins",)), ("api", ("core.cli api",)),
          ("voice bridge", ("core.cli voice",)), ("worker", ("core.cli worker", "load.py --worker")),
-         ("agent stand-in", ("load.py --standin-gateway",)))
+         ("agent stand-in", ("load.py --standin-gateway",)), ("stand-ins' Piper voice", ("-m piper",)))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -89,6 +89,7 @@ TURNS = 3
 RAMP_S = 10.0  # calls are placed over this long, as a crowd would
 TEXT_SPREAD_S = 90.0
 ANSWER_TIMEOUT_S = 120.0  # a turn or text not answered by then is lost
+TIMELINES = 0  # the first this many owners' calls are logged event by event (--timeline)
 FIRST_TOKEN_P50_S, FIRST_TOKEN_P99_S = 0.546, 1.277  # the real gateway's, measured (module docstring)
 FIRST_TOKEN_SIGMA = math.log(FIRST_TOKEN_P99_S / FIRST_TOKEN_P50_S) / 2.326  # z of the 99th percentile
 STANDIN_URL, REAL_LIMIT = "BENCH_STANDIN_URL", "BENCH_REAL_AGENTS"  # how the driver tells its worker
@@ -190,7 +191,9 @@ def run_bench_worker() -> None:
 
     settings = Settings()
     configure_logging("worker", fmt=settings.log_format, level=settings.log_level)
-    runtime = MixedRuntime(composition.agent_runtime(settings, sessions), os.environ[STANDIN_URL], int(os.environ[REAL_LIMIT]))
+    # The engine connects on first use; the local runtime never uses it (the Kubernetes one does).
+    agents = composition.agent_runtime(settings, sessionmaker(create_engine(settings.database_url)))
+    runtime = MixedRuntime(agents, os.environ[STANDIN_URL], int(os.environ[REAL_LIMIT]))
     asyncio.run(run_worker(settings, runtime=runtime))
 
 
@@ -302,7 +305,22 @@ async def call(phone: Handset, number: str, u: int, tally: Tally) -> None:
             tally.duplicated["turns answered twice"] += 1
             log.error("user %s: turn %s answered twice: %s", u, k, [
                 (e["role"], e["text"]) for e in phone.events[mark:] if e["type"] == "caption"])
+    if u < TIMELINES:
+        log_timeline(phone, mark, u)
     await phone.hangup()
+
+
+def log_timeline(phone: Handset, mark: int, u: int) -> None:
+    """What owner `u` heard on their call, event by event from the dial on (seconds, and how many
+    audio frames came in between): where a slow turn's time went, as the caller lived it."""
+    start, frames_between = phone.received_at[mark], 0
+    for event, at in zip(phone.events[mark:], phone.received_at[mark:], strict=True):
+        if event["type"] == "audio":
+            frames_between += 1
+            continue
+        shown = {k: v for k, v in event.items() if k not in ("type", "payload", "call_sid", "party", "redirected")}
+        log.info("user %s's call at %6.2f s (+%d audio frames): %s %s", u, at - start, frames_between, event["type"], shown)
+        frames_between = 0
 
 
 async def texts(phone: Handset, number: str, u: int, count: int, tally: Tally) -> None:
@@ -459,7 +477,9 @@ async def main(calls: int, sms: int, onboardings: int, real_agents: int,
         os.environ[STANDIN_URL] = f"http://127.0.0.1:{gateway_port}"
         os.environ[REAL_LIMIT] = str(real_agents)
         settings = scratch_settings(
-            root, local_agent_spares=1, number_pool_target=onboardings + 5,
+            # A warm spare only if some users get real gateways (a run of stand-ins boots no OpenClaw).
+            root, local_agent_spares=1 if real_agents else 0, number_pool_target=onboardings + 5,
+            voice_agent_voice="espeak",  # Deepgram's voices are not on this machine in production
             inbound_text_limits="100000/minute", inbound_call_limits="100000/minute",
             agent_sms_limits="100000/minute", client_request_limits="100000/second")
         async with AsyncExitStack() as stack:
@@ -574,10 +594,15 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
           f"steps {len(tally.onboarding_step_ms)}: p50 {percentile(tally.onboarding_step_ms, 0.5):.0f} ms; "
           f"lost {dict(+tally.lost)}; duplicated {dict(+tally.duplicated)}; what turns heard back "
           f"{dict(tally.outcomes)}", flush=True)
+    def figure(values: list[float], q: float, digits: int | None = None) -> float | None:
+        """None (JSON null) when nothing of the kind was measured, as in a run without texts."""
+        value = percentile(values, q)
+        return None if math.isnan(value) else round(value, digits)
+
     return {"calls": calls, "sms": sms, "onboardings": onboardings, "real_agents": sum(woken),
-            "p50_turn_ms": round(percentile(tally.turn_ms, 0.5)), "p99_turn_ms": round(percentile(tally.turn_ms, 0.99)),
-            "p99_sms_reply_s": round(percentile(tally.sms_reply_s, 0.99), 1),
-            "p99_onboarding_step_ms": round(percentile(tally.onboarding_step_ms, 0.99)),
+            "p50_turn_ms": figure(tally.turn_ms, 0.5), "p99_turn_ms": figure(tally.turn_ms, 0.99),
+            "p99_sms_reply_s": figure(tally.sms_reply_s, 0.99, 1),
+            "p99_onboarding_step_ms": figure(tally.onboarding_step_ms, 0.99),
             "lost": sum(tally.lost.values()), "duplicated": sum(tally.duplicated.values())}
 
 
@@ -587,6 +612,10 @@ if __name__ == "__main__":
     parser.add_argument("--sms", type=int, default=TEXTS)
     parser.add_argument("--onboardings", type=int, default=ONBOARDINGS)
     parser.add_argument("--real-agents", type=int, default=REAL_AGENTS)
+    parser.add_argument("--text-spread", type=float, default=TEXT_SPREAD_S, metavar="S",
+                        help="the texts are sent at random moments over the first S seconds")
+    parser.add_argument("--timeline", type=int, default=0, metavar="N",
+                        help="log the first N owners' calls event by event (where a slow turn's time went)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the stand-ins and the voice bridge under cProfile; print where their CPU went")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the supervised worker
@@ -603,6 +632,7 @@ if __name__ == "__main__":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
         for chatty in ("httpx", "twilio"):  # a line per request from hundreds of phones
             logging.getLogger(chatty).setLevel(logging.WARNING)
+        TIMELINES, TEXT_SPREAD_S = args.timeline, args.text_spread
         summary = asyncio.run(main(args.calls, args.sms, args.onboardings, args.real_agents, args.profile))
         if args.profile is not None:
             print_profiles(args.profile)

@@ -6,7 +6,6 @@ Exact table codecs (audioop is gone from Python 3.13); the voice bridge itself n
 from __future__ import annotations
 
 import math
-import operator
 from array import array
 
 BIAS = 0x84
@@ -35,6 +34,7 @@ def _decode_byte(byte: int) -> int:
 
 
 _ENCODE = bytes(_encode_sample(s - 65536 if s >= 32768 else s) for s in range(65536))
+ULAW_TABLE = _ENCODE  # mu-law of every 16-bit sample, indexed by it as unsigned (for vectorised encoders)
 _DECODE = array("h", (_decode_byte(b) for b in range(256)))
 _SQUARE = tuple(s * s for s in _DECODE)  # each mu-law byte's energy: loudness without decoding a frame
 
@@ -47,29 +47,6 @@ def ulaw_encode(samples: array) -> bytes:
 def ulaw_decode(data: bytes) -> array:
     """mu-law bytes -> 16-bit signed linear samples."""
     return array("h", (_DECODE[b] for b in data))
-
-
-def resample(samples: array, src_rate: int, dst_rate: int) -> array:
-    """Linear interpolation; plenty for speech synthesis and recognition in the stand-ins."""
-    if src_rate == dst_rate or not samples:
-        return array("h", samples)
-    count = int(len(samples) * dst_rate / src_rate)
-    step = src_rate / dst_rate
-    last = len(samples) - 1
-    out = array("h", bytes(2 * count))
-    for i in range(count):
-        position = i * step
-        j = int(position)
-        frac = position - j
-        nxt = samples[j + 1] if j < last else samples[last]
-        out[i] = int(samples[j] + (nxt - samples[j]) * frac)
-    return out
-
-
-def rms(samples: array) -> float:
-    if not samples:
-        return 0.0
-    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples))
 
 
 def mulaw_rms(data: bytes) -> float:

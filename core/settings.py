@@ -57,6 +57,11 @@ class WebSearchAdapter(StrEnum):
     DUCKDUCKGO = "duckduckgo"  # keyless: DuckDuckGo's HTML endpoint
 
 
+class StandinVoice(StrEnum):
+    PIPER = "piper"  # the packaged natural voice: a person trying the platform hears it
+    ESPEAK = "espeak"  # espeak-ng: a line in milliseconds, for many calls at once (bench/load.py)
+
+
 class MailerAdapter(StrEnum):
     LOCAL = "local"  # an outbox table shown in the dashboard
     SMTP = "smtp"
@@ -215,6 +220,9 @@ class Settings(BaseSettings):
     # silence ends it (Deepgram decides these itself).
     voice_agent_pause_ms: int = Field(default=400, ge=100, le=2000)
     voice_agent_turn_end_ms: int = Field(default=700, ge=200, le=5000)
+    # How the voice-agent stand-in speaks. Piper makes one sentence at a time per voice, at ~0.06 of
+    # its length on a free core: right for a person, a queue of seconds under a crowd of calls.
+    voice_agent_voice: StandinVoice = StandinVoice.PIPER
 
     # Integrations (api/routes/integrations.py): OAuth clients registered with Google and Microsoft.
     # Unset: the local stand-ins above, with the same code.

@@ -20,8 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.audio import SAMPLE_RATE, ulaw_decode, ulaw_encode
-from emulators.speech import packaged_data
+from core.audio import ulaw_decode, ulaw_encode
+from emulators.speech import packaged_data, to_phone
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +109,6 @@ class _PiperProcess:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-
-
-def to_phone(pcm: bytes, rate: int, pitch: float) -> bytes:
-    """Piper's 22.05 kHz PCM -> 8 kHz mu-law, played `pitch` times faster."""
-    import numpy as np
-
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-    if len(samples) == 0:
-        return b""
-    source_rate = rate * pitch
-    count = int(len(samples) * SAMPLE_RATE / source_rate)
-    resampled = np.interp(np.arange(count) * (source_rate / SAMPLE_RATE), np.arange(len(samples)), samples)
-    return ulaw_encode(array("h", np.clip(resampled, -32768, 32767).astype(np.int16).tobytes()))
 
 
 # A person calling, for tests and benchmarks: the packaged voice lower than any of the agent's, with

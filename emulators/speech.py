@@ -17,13 +17,12 @@ import logging
 import shutil
 import subprocess
 import wave
-from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.audio import SAMPLE_RATE, frames, mulaw_rms, resample, rms, ulaw_encode
+from core.audio import SAMPLE_RATE, ULAW_TABLE, frames, mulaw_rms
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +54,40 @@ def _synthesized(espeak: str, text: str, voice: str, words_per_minute: int) -> b
         raise SpeechUnavailable(f"espeak-ng failed: {done.stderr.decode(errors='replace').strip()}")
     with wave.open(io.BytesIO(done.stdout)) as wav:
         rate = wav.getframerate()
-        samples = array("h", wav.readframes(wav.getnframes()))
-    return ulaw_encode(resample(_trim(samples), rate, SAMPLE_RATE))
+        pcm = wav.readframes(wav.getnframes())
+    return to_phone(_trim(pcm), rate)
 
 
-def _trim(samples: array, window: int = 256) -> array:
-    loud = [i for i in range(0, len(samples), window) if rms(samples[i:i + window]) > SPEECH_RMS]
-    if not loud:
-        return samples
-    return samples[loud[0]:loud[-1] + window]
+def _trim(pcm: bytes, window: int = 256) -> bytes:
+    """16-bit PCM without its leading and trailing silence (whole windows quieter than speech)."""
+    import numpy as np
+
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    padded = np.zeros(-(-len(samples) // window) * window)
+    padded[:len(samples)] = samples
+    energy = (padded * padded).reshape(-1, window).sum(axis=1)
+    counts = np.full(len(energy), window)
+    if len(samples) % window:
+        counts[-1] = len(samples) % window  # the last window is shorter
+    loud = np.flatnonzero(np.sqrt(energy / counts) > SPEECH_RMS)
+    if not len(loud):
+        return pcm
+    return pcm[loud[0] * window * 2:(loud[-1] + 1) * window * 2]
+
+
+def to_phone(pcm: bytes, rate: int, pitch: float = 1.0) -> bytes:
+    """16-bit PCM at `rate` -> 8 kHz mu-law, played `pitch` times faster. With numpy, in the
+    thread that made it: in pure Python a line took ~20 ms holding the GIL from every call's audio."""
+    import numpy as np
+
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    if len(samples) == 0:
+        return b""
+    source_rate = rate * pitch
+    count = int(len(samples) * SAMPLE_RATE / source_rate)
+    resampled = np.interp(np.arange(count) * (source_rate / SAMPLE_RATE), np.arange(len(samples)), samples)
+    linear = np.clip(resampled, -32768, 32767).astype(np.int16)
+    return np.frombuffer(ULAW_TABLE, dtype=np.uint8)[linear.view(np.uint16)].tobytes()
 
 
 def packaged_data(package: str, missing: type[Exception]) -> Path:

@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from core.serve import serving
-from core.settings import Settings
+from core.settings import Settings, StandinVoice
 from emulators import llm, providers, search
 from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.carrier import Carrier
@@ -86,7 +86,8 @@ async def run_standins(settings: Settings) -> None:
     speech = SpeechRegistry()
     carrier = build_carrier(settings, speech)
     agent = VoiceAgentServer(registry=speech, recognizer=WhisperRecognizer(settings.tools_dir),
-                             voices=AgentVoices(PiperSpeech(settings.data_dir / "piper")),
+                             voices=AgentVoices(PiperSpeech(settings.data_dir / "piper")
+                                                if settings.voice_agent_voice == StandinVoice.PIPER else None),
                              pause_ms=settings.voice_agent_pause_ms, turn_end_ms=settings.voice_agent_turn_end_ms)
     warming = asyncio.create_task(_warm_up(agent))
     host = settings.standins_host

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from picows import WSError
 
 from core.audio import SAMPLE_RATE, frames
 from core.callers import FULL_ATTESTATION
@@ -502,7 +503,7 @@ class Carrier:
                                   parameters=parameters, play=play, auth_token=self.auth_token)
         try:
             await call.stream.run()
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, WSError) as error:  # the socket could not be opened (or was refused)
             log.warning("call %s: stream to %s failed: %s", call.sid, url, error)
         finally:
             call.stream = None
