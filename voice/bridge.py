@@ -168,7 +168,7 @@ class CallBridge(MediaRelay):
         try:
             stream = await asyncio.wait_for(self._await_start(), START_TIMEOUT_S)
         except (TimeoutError, StreamRefused, CallRefused, ValueError, KeyError, TypeError) as error:
-            log.warning("media stream refused: %s", error or type(error).__name__)
+            log.warning("media stream refused: %s", str(error) or type(error).__name__)  # a timeout has no text
             WEBHOOK_REJECTIONS.labels(reason="stream_refused").inc()
             self._close_twilio(WSCloseCode.POLICY_VIOLATION)
             return

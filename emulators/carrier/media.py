@@ -45,6 +45,13 @@ class _StreamListener(WSListener):  # type: ignore[misc]  # picows is compiled, 
             transport.disconnect()
 
 
+def _close_if_opened(opening: asyncio.Future[tuple[WSTransport, WSListener]]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        transport = opening.result()[0]
+        transport.send_close(WSCloseCode.OK)
+        transport.disconnect()
+
+
 class MediaStream:
     def __init__(
         self,
@@ -92,8 +99,13 @@ class MediaStream:
         OSError, TimeoutError or picows.WSError if the socket cannot be opened."""
         # Twilio signs the upgrade request: X-Twilio-Signature over the stream URL, no parameters.
         signed = {"X-Twilio-Signature": twiml.signature(self.auth_token, self.url, {})}
-        self.ws, _ = await ws_connect(lambda: _StreamListener(self), self.url, extra_headers=signed,
-                                      websocket_handshake_timeout=10, max_frame_size=2**20)
+        opening = asyncio.ensure_future(ws_connect(lambda: _StreamListener(self), self.url, extra_headers=signed,
+                                                   websocket_handshake_timeout=10, max_frame_size=2**20))
+        try:
+            self.ws, _ = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # hung up while the socket opened: close it once open, as Twilio does
+            opening.add_done_callback(_close_if_opened)
+            raise
         self.ws.send(WSMsgType.TEXT, orjson.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         self._send({
             "event": "start",

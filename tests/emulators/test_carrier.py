@@ -311,3 +311,47 @@ async def test_bad_input_gets_twilio_errors(twilio: Client, platform: Platform) 
     with pytest.raises(TwilioRestException) as no_twiml:
         await twilio.calls.create_async(to=CALLER, from_=number)
     assert no_twiml.value.code == 21205
+
+
+async def test_a_call_hung_up_while_its_stream_opens_closes_the_socket_once_open() -> None:
+    """The platform must not be left holding a socket nobody will speak on (it would wait for a
+    `start` that never comes): the carrier closes it as soon as the upgrade is answered."""
+    import hashlib
+
+    from emulators.carrier.media import MediaStream
+
+    upgrade_seen, answer, closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    after_upgrade: list[bytes] = []
+
+    async def platform(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key"))
+        upgrade_seen.set()
+        await answer.wait()  # the call is hung up before the upgrade is answered
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        await writer.drain()
+        while chunk := await reader.read(1024):
+            after_upgrade.append(chunk)
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(platform, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def play(frame: bytes) -> None:
+        pass
+
+    stream = MediaStream(url=f"ws://127.0.0.1:{port}/media", account_sid="AC" + "0" * 32, call_sid="CA" + "0" * 32,
+                         parameters={}, play=play, auth_token="secret")
+    running = asyncio.create_task(stream.run())
+    await asyncio.wait_for(upgrade_seen.wait(), 10)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    answer.set()
+    await asyncio.wait_for(closed.wait(), 5)  # without the fix: open until the platform gives up
+    assert after_upgrade and after_upgrade[0][0] == 0x88, "a close frame, then the socket closed; nothing else sent"
+    server.close()
