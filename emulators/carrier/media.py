@@ -165,9 +165,11 @@ class MediaStream:
         self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
 
     async def _send_caller_audio(self) -> None:
-        """Every 20 ms, on a fixed schedule, like a phone network. A late event loop sends every
-        frame that is due at once (as a network delivers after a hiccup): one frame per turn of the
-        loop would fall behind for good once a turn, with many calls, lasts longer than 20 ms."""
+        """Every 20 ms, on a fixed schedule, like a phone network. A late event loop sends the
+        caller's frames that are due at once (as a network delivers after a hiccup): one frame per
+        turn of the loop would fall behind for good once a turn, with many calls, lasts longer than
+        20 ms. Silence missed while late is not made up: the caller's own audio reaches the carrier
+        late too, and a burst of silence would cut their words in two (as a jitter buffer knows)."""
         chunk = 0
         start = time.monotonic()
         while True:
@@ -176,7 +178,10 @@ class MediaStream:
                 while self.caller_audio and isinstance(self.caller_audio[0], str):
                     digit = self.caller_audio.popleft()
                     self._send({"event": "dtmf", "streamSid": self.stream_sid,
-                                      "dtmf": {"track": "inbound_track", "digit": digit}})
+                                "dtmf": {"track": "inbound_track", "digit": digit}})
+                if not self.caller_audio and chunk + 1 < due:  # late with nothing to say: move the clock
+                    start += (due - chunk - 1) * FRAME_S
+                    due = chunk + 1
                 chunk += 1
                 frame = self.caller_audio.popleft() if self.caller_audio else SILENCE
                 assert isinstance(frame, bytes)
