@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 
-_PHONE = re.compile(r"\+\d{7,15}\b|(?<![\d.])\d{11,15}(?![\d.])")
+# A bare number stands alone: digits inside an id (a Twilio sid, a trace id) are not a phone number,
+# and masking them made a call's sid unsearchable in logs and traces.
+_PHONE = re.compile(r"\+\d{7,15}\b|(?<![\w.])\d{11,15}(?![\w.])")
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\b")
 _BEARER = re.compile(r"(?i)\b(bearer|token)(\s+|=)[A-Za-z0-9._~+/=-]{8,}")
 # The platform's routes whose first path segment after them is a token (think, hotline, message, media).
