@@ -547,27 +547,15 @@ class AgentSession:
                                      "total_latency": round(time.monotonic() - started, 4),
                                      "tts_latency": round(time.monotonic() - tts_started, 4),
                                      "ttt_latency": round(think_s, 4)})
-                if not await self._stream_out(frames(audio)):  # the client gone mid-line
-                    return
+                for frame in frames(audio):
+                    if not await self._transmit(frame):  # the client gone mid-line
+                        return
+                    await asyncio.sleep(0.02 / PLAYOUT_SPEEDUP)
             await self.send({"type": "AgentAudioDone"})
         finally:
             self.speaking = False
             if not making.done():
                 making.cancel()
-
-    async def _stream_out(self, audio_frames: list[bytes]) -> bool:
-        """Frames at PLAYOUT_SPEEDUP times real time, on a clock: a late loop sends what is due at
-        once instead of one frame per turn of the loop. False if the client is gone."""
-        start, sent = time.monotonic(), 0
-        interval = FRAME_MS / 1000 / PLAYOUT_SPEEDUP
-        while sent < len(audio_frames):
-            due = min(len(audio_frames), max(sent + 1, int((time.monotonic() - start) / interval) + 1))
-            for frame in audio_frames[sent:due]:
-                if not await self._transmit(frame):
-                    return False
-            sent = due
-            await asyncio.sleep(max(0.0, start + sent * interval - time.monotonic()))
-        return True
 
     def _voice(self) -> str:
         assert self.settings is not None

@@ -8,6 +8,7 @@ from core.redact import redact
 def test_phone_numbers_and_emails_are_masked_and_url_tokens_replaced() -> None:
     assert redact("texting +15551234567 now") == "texting +•••••••••67 now"
     assert redact("caller 15551234567 called") == "caller •••••••••67 called"
+    assert redact("GET /phone/ws?number=%2B15551234567&x=1") == "GET /phone/ws?number=%2B•••••••••67&x=1"
     assert redact("mail maria.doe@example.com") == "mail m•••@example.com"
     assert redact("POST /llm/abcdefgh12345678/v1/chat/completions") == "POST /llm/<token>/v1/chat/completions"
 
