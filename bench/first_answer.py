@@ -1,7 +1,9 @@
 """From the hotline's hand-off to the new agent's first answer, and what each think turn costs.
 
 Runs the whole platform in this process on a freshly started scratch stack (embedded PostgreSQL,
-Temporal dev server): local carrier, Deepgram-protocol voice agent and instant model stand-ins,
+Temporal dev server): local carrier, Deepgram-protocol voice agent and instant model stand-ins (the
+model answers its first word at once and the rest at `WORD_INTERVAL_S`, a fast real model's pace:
+written whole, a reply would be processed to the end by OpenClaw before its first word went out),
 API, voice bridge and a worker with the local runtime (real OpenClaw, one warm spare, which the
 platform waits for as `make run` does). Then:
 
@@ -42,13 +44,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.process import free_port  # noqa: E402
+from core.serve import serving  # noqa: E402
 from devstack.scratch import scratch_stack  # noqa: E402
+from emulators import llm  # noqa: E402
 from emulators.carrier.handset import Handset, handset  # noqa: E402
 from emulators.voice_agent import VoiceAgentServer  # noqa: E402
 from tests.voice.platform import email_code, platform_settings_for, start_platform  # noqa: E402
 
 POLL_S = 0.005
 TURNS = 20
+WORD_INTERVAL_S = 0.01  # 100 words a second: faster than the hosted models we would use
 
 
 class Ear:
@@ -202,7 +208,9 @@ async def think_turns(think_url: str, timings: ProxyTimings, turns: int, idle_s:
     async with httpx.AsyncClient(timeout=120) as http:
         for n in range(turns):
             overheads.append(await one(http, n))
-            print(f"turn {n + 1:2d}: {overheads[-1]:7.1f} ms", flush=True)
+            platform, agent = timings.turns[-1] if timings.turns else (math.nan, math.nan)
+            print(f"turn {n + 1:2d}: {overheads[-1]:7.1f} ms (platform {platform:.1f} ms, OpenClaw's first token "
+                  f"{agent:.1f} ms)", flush=True)
         platform = [p for p, _ in timings.turns[-turns:]]
         await asyncio.sleep(idle_s)
         after_idle = await one(http, turns)
@@ -219,8 +227,12 @@ async def main(turns: int, idle_s: float) -> dict[str, float]:
     logging.getLogger("voice.proxy").setLevel(logging.INFO)
     with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
         async with scratch_stack(Path(tmp), "bench") as stack, AsyncExitStack() as platform:
+            model_port = free_port()
+            await platform.enter_async_context(serving(llm.create_app(word_interval_s=WORD_INTERVAL_S), "127.0.0.1",
+                                                       model_port))
             settings = platform_settings_for(database_url=stack.database_url, temporal_address=stack.temporal.address,
-                                             data_dir=Path(tmp) / "data", number_pool_target=2)  # as make run
+                                             data_dir=Path(tmp) / "data", number_pool_target=2,  # as make run
+                                             model_base_url=f"http://127.0.0.1:{model_port}/v1")
             _, agent = await start_platform(platform, settings, wait_for_spare=True)
             watch = Watch(agent)
             caller = f"+1555{uuid.uuid4().int % 10**7:07d}"

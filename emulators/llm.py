@@ -112,7 +112,8 @@ def _tool_calls(reply: ScriptedReply) -> list[dict[str, Any]]:
     return [chat_format.tool_call(reply.tool_call["name"], reply.tool_call.get("arguments", {}), index=0)]
 
 
-async def _stream(reply: ScriptedReply, completion_id: str, created: int, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(reply: ScriptedReply, completion_id: str, created: int, include_usage: bool,
+                  word_interval_s: float) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
         return chat_format.chunk(delta, model=MODEL_ID, finish_reason=finish_reason, completion_id=completion_id,
                                  created=created)
@@ -121,6 +122,8 @@ async def _stream(reply: ScriptedReply, completion_id: str, created: int, includ
     await asyncio.sleep(reply.delay_s)
     words = reply.text.split(" ") if reply.text else []
     for i, word in enumerate(words):
+        if i and word_interval_s:
+            await asyncio.sleep(word_interval_s)
         yield chunk({"content": word if i == 0 else " " + word})
     if reply.tool_call:
         yield chunk({"tool_calls": _tool_calls(reply)})
@@ -136,7 +139,10 @@ def _usage(completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": 1, "completion_tokens": completion_tokens, "total_tokens": 1 + completion_tokens}
 
 
-def create_app(script: ModelScript | None = None) -> Starlette:
+def create_app(script: ModelScript | None = None, *, word_interval_s: float = 0.0) -> Starlette:
+    """`word_interval_s`: stream a reply's words this far apart, the first at once (0: all in one go).
+    A real model generates its tokens one after another; a reply written whole lands in one read,
+    and OpenClaw then processes all of it, and ends its run, before its first word goes out."""
     script = script or ModelScript()
 
     async def completions(request: Request) -> Response:
@@ -161,7 +167,7 @@ def create_app(script: ModelScript | None = None) -> Starlette:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(
-                _stream(reply, completion_id, created, include_usage), media_type="text/event-stream"
+                _stream(reply, completion_id, created, include_usage, word_interval_s), media_type="text/event-stream"
             )
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if reply.tool_call:

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from core.process import ChildProcess
 
 # Counts in a file every 20 ms; on SIGTERM writes "stopped" and exits 0.
@@ -58,5 +60,34 @@ async def test_a_paused_process_makes_no_progress_and_a_paused_one_still_stops_c
         assert time.monotonic() - started < 3, "a paused process waited out the stop timeout"
         assert child.proc is not None and child.proc.returncode == 0, "it handled SIGTERM (not killed)"
         assert path.read_text().endswith("stopped\n")
+    finally:
+        await child.stop()
+
+
+def _group_nice(pid: int) -> int | None:
+    """The nice value of the process's autogroup ("/autogroup-42 nice 15"); None without autogroup."""
+    try:
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+    except OSError:
+        return None
+
+
+async def test_a_low_priority_child_is_low_priority_in_its_scheduling_group_too(tmp_path: Path) -> None:
+    # Each child runs in a session of its own; with autogroup scheduling a nice value alone would only
+    # weigh inside that session, and a niced spare gateway took an equal share of the CPU.
+    path = tmp_path / "count"
+    child = ChildProcess("counter", [sys.executable, "-c", COUNTER, str(path)], log_path=str(tmp_path / "log"),
+                         nice=15)
+    await child.start()
+    try:
+        assert child.pid is not None
+        assert psutil.Process(child.pid).nice() == 15
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+        if autogroup.exists() and autogroup.read_text().strip() == "1":
+            assert _group_nice(child.pid) == 15, "its session's scheduling group kept the default priority"
+        child.set_priority(0)  # a spare becoming someone's agent
+        assert psutil.Process(child.pid).nice() == 0
+        assert _group_nice(child.pid) in (0, None)
+        await _until_count_above(path, 2)
     finally:
         await child.stop()

@@ -123,15 +123,8 @@ class GatewayProcess:
 
     def set_priority(self, nice: int) -> None:
         """Renice the gateway and its children (e.g. a spare becoming a user's agent)."""
-        import psutil
-
-        if self.child and self.child.pid:
-            root = psutil.Process(self.child.pid)
-            for process in [root, *root.children(recursive=True)]:
-                try:
-                    process.nice(nice)
-                except psutil.Error:
-                    pass
+        if self.child:
+            self.child.set_priority(nice)
 
     async def stop(self) -> None:
         if self.child:

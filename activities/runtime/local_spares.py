@@ -2,7 +2,8 @@
 
 Spares start at low CPU priority, and replacements only a while after a claim, so that on two cores
 they never slow the user whose wake is in progress. A wake that finds none ready starts one at once
-rather than queueing behind another wake's or waiting out a replacement's delay. A spare that fails
+rather than queueing behind another wake's or waiting out a replacement's delay, and the spares then
+booting get full priority: someone is waiting for one. A spare that fails
 to start is replaced after a back-off, so one failed boot does not leave the pool empty (and a wake
 waiting for it without a gateway) until the next claim.
 """
@@ -60,6 +61,7 @@ class LocalSpares:
         self._claiming = 0  # wakes waiting for a gateway
         self._failures = 0  # spares that failed to start, in a row
         self._background: set[asyncio.Task[None]] = set()
+        self._booting: set[GatewayProcess] = set()  # started, not ready yet
 
     def counts(self) -> dict[str, int]:
         return {"spares_ready": self._ready.qsize(), "spares_starting": self._starting + self._scheduled,
@@ -107,13 +109,17 @@ class LocalSpares:
             gateway = GatewayProcess(self.tools, home, port=port, token=endpoint.token(self.keyring),
                                      config=self.config(port), user=user, instance=endpoint.instance,
                                      key_id=endpoint.key_id)
+            self._booting.add(gateway)
             try:
-                await gateway.start(nice=SPARE_NICE)
+                await gateway.start(nice=0 if self._waited_for() else SPARE_NICE)
                 await gateway.wait_ready()
                 await warm_up(address(gateway))
             except BaseException:  # cancelled by close() too: never leave a half-started gateway
                 await asyncio.shield(self.discard(gateway))
                 raise
+            finally:
+                self._booting.discard(gateway)
+            gateway.set_priority(SPARE_NICE)  # if a wake had raised it, another spare may have served it
             await self._ready.put(gateway)
             self._failures = 0
         except Exception as error:
@@ -133,12 +139,19 @@ class LocalSpares:
             # at all) each pays a cold start.
             for _ in range(self._claiming - self._ready.qsize() - self._starting):
                 self._launch(0.0)
+            if self._waited_for():
+                for booting in self._booting:
+                    booting.set_priority(0)
             gateway = await asyncio.wait_for(self._ready.get(), CLAIM_TIMEOUT_S)
         finally:
             self._claiming -= 1
         gateway.set_priority(0)
         self.replenish(delay=self.replenish_delay_s)
         return gateway
+
+    def _waited_for(self) -> bool:
+        """Wakes are waiting and no spare is ready for them."""
+        return self._claiming > self._ready.qsize()
 
     async def close(self) -> None:
         for task in list(self._background):

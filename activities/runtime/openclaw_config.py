@@ -28,6 +28,11 @@ SLIM_ENV = {
     "OPENCLAW_SKIP_BROWSER_CONTROL_SERVER": "1",
     "OPENCLAW_NO_AUTO_UPDATE": "1",
     "OPENCLAW_NO_RESPAWN": "1",
+    # OpenClaw records every run's "trajectory" (prompt, tool catalogue, events, each redacted and
+    # written to its SQLite database) for its own debugging exports. The platform keeps its own
+    # conversation records, and a second copy of what users say is one more to protect; it was also
+    # ~30 ms of the gateway's main thread per turn (profiled: 20-40 turns, model stand-in).
+    "OPENCLAW_TRAJECTORY": "0",
 }
 
 
