@@ -15,11 +15,13 @@ platform waits for as `make run` does). Then:
    `handoff_to_first_answer_s` is their sum: the dead air a new user meets.
 2. On that awake agent, 20 turns straight to the call's think endpoint with a growing history:
    request -> first streamed token (platform + OpenClaw), and the platform's own part of it (the
-   proxy logs, per turn, the time until it forwarded and until OpenClaw's first token).
+   proxy logs, per turn, the time until it forwarded and until OpenClaw's first token). Twice: at
+   once (the claimed spare's replacement boots meanwhile on the same two cores: reported under
+   "while_spare_boots"), and once the agent pool is ready again (the headline figures).
 3. One turn after 60 s of silence (`--idle-s`).
 
 Last line: {"handoff_to_first_answer_s", "think_overhead_p50_ms", "think_overhead_p99_ms",
-"platform_overhead_p50_ms", "after_idle_60s_ms"}.
+"platform_overhead_p50_ms", "after_idle_60s_ms", "while_spare_boots": {"p50", "p99", "platform_p50"}}.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from devstack.scratch import scratch_stack  # noqa: E402
 from emulators import llm  # noqa: E402
 from emulators.carrier.handset import Handset, handset  # noqa: E402
 from emulators.voice_agent import VoiceAgentServer  # noqa: E402
-from tests.voice.platform import email_code, platform_settings_for, start_platform  # noqa: E402
+from tests.voice.platform import email_code, platform_settings_for, spare_ready, start_platform  # noqa: E402
 
 POLL_S = 0.005
 TURNS = 20
@@ -183,17 +185,21 @@ async def _sms_code(phone: Handset) -> str:
     return re.findall(r"\d{6}", sms["body"])[0]
 
 
-async def think_turns(think_url: str, timings: ProxyTimings, turns: int, idle_s: float) -> dict[str, float]:
-    """Straight to the think endpoint: request -> first streamed token, `turns` times, then once after idling."""
-    history: list[dict[str, str]] = [{"role": "system", "content": "You are on a phone call."}]
-    overheads: list[float] = []
+class ThinkTurns:
+    """Straight to the call's think endpoint with a growing history: request -> first streamed token."""
 
-    async def one(http: httpx.AsyncClient, n: int) -> float:
-        history.append({"role": "user", "content": f"question number {n}"})
+    def __init__(self, http: httpx.AsyncClient, think_url: str, timings: ProxyTimings) -> None:
+        self.http = http
+        self.think_url = think_url
+        self.timings = timings
+        self.history: list[dict[str, str]] = [{"role": "system", "content": "You are on a phone call."}]
+
+    async def one(self) -> float:
+        self.history.append({"role": "user", "content": f"question number {len(self.history) // 2}"})
         started = time.monotonic()
         first = None
         reply = ""
-        async with http.stream("POST", think_url, json={"messages": history, "stream": True}) as answer:
+        async with self.http.stream("POST", self.think_url, json={"messages": self.history, "stream": True}) as answer:
             answer.raise_for_status()
             async for line in answer.aiter_lines():
                 if line.startswith("data: {"):
@@ -202,26 +208,45 @@ async def think_turns(think_url: str, timings: ProxyTimings, turns: int, idle_s:
                         first = first or time.monotonic()
                         reply += words
         assert first is not None, "no token came back"
-        history.append({"role": "assistant", "content": reply})
+        self.history.append({"role": "assistant", "content": reply})
         return (first - started) * 1000
 
-    async with httpx.AsyncClient(timeout=120) as http:
+    async def series(self, turns: int, label: str) -> dict[str, float]:
+        """`turns` in a row: their p50 and p99, and the platform's own part (p50)."""
+        overheads: list[float] = []
         for n in range(turns):
-            overheads.append(await one(http, n))
-            platform, agent = timings.turns[-1] if timings.turns else (math.nan, math.nan)
-            print(f"turn {n + 1:2d}: {overheads[-1]:7.1f} ms (platform {platform:.1f} ms, OpenClaw's first token "
-                  f"{agent:.1f} ms)", flush=True)
-        platform = [p for p, _ in timings.turns[-turns:]]
+            overheads.append(await self.one())
+            platform, agent = self.timings.turns[-1] if self.timings.turns else (math.nan, math.nan)
+            print(f"{label} turn {n + 1:2d}: {overheads[-1]:7.1f} ms (platform {platform:.1f} ms, OpenClaw's first "
+                  f"token {agent:.1f} ms)", flush=True)
+        platform_parts = [p for p, _ in self.timings.turns[-turns:]]
+        return {"p50": round(statistics.median(overheads), 1),
+                "p99": round(sorted(overheads)[math.ceil(len(overheads) * 0.99) - 1], 1),  # nearest rank
+                "platform_p50": round(statistics.median(platform_parts), 2) if platform_parts else -1.0}
+
+
+async def think_turns(settings: Any, think_url: str, timings: ProxyTimings, turns: int,
+                      idle_s: float) -> dict[str, Any]:
+    """`turns` right after the hand-off (the claimed spare's replacement is booting meanwhile, at low
+    priority), then, once the agent pool is back to ready, `turns` more on the settled platform (the
+    headline figures: what a call meets on a platform not starting a gateway), then one after
+    `idle_s` of silence. The call stays up throughout (its think URL is bound to it)."""
+    async with httpx.AsyncClient(timeout=120) as http:
+        think = ThinkTurns(http, think_url, timings)
+        booting = await think.series(turns, "spare booting:")
+        waited = time.monotonic()
+        await spare_ready(settings)
+        print(f"the agent pool was ready again {time.monotonic() - waited:.0f} s later", flush=True)
+        settled = await think.series(turns, "settled:")
         await asyncio.sleep(idle_s)
-        after_idle = await one(http, turns)
+        after_idle = await think.one()
     print(f"after {idle_s:.0f} s of silence: {after_idle:.1f} ms", flush=True)
-    return {"think_overhead_p50_ms": round(statistics.median(overheads), 1),
-            "think_overhead_p99_ms": round(sorted(overheads)[math.ceil(len(overheads) * 0.99) - 1], 1),  # nearest rank
-            "platform_overhead_p50_ms": round(statistics.median(platform), 2) if platform else -1.0,
-            "after_idle_60s_ms": round(after_idle, 1)}
+    return {"think_overhead_p50_ms": settled["p50"], "think_overhead_p99_ms": settled["p99"],
+            "platform_overhead_p50_ms": settled["platform_p50"], "after_idle_60s_ms": round(after_idle, 1),
+            "while_spare_boots": booting}
 
 
-async def main(turns: int, idle_s: float) -> dict[str, float]:
+async def main(turns: int, idle_s: float) -> dict[str, Any]:
     timings = ProxyTimings()
     logging.getLogger("voice.proxy").addHandler(timings)
     logging.getLogger("voice.proxy").setLevel(logging.INFO)
@@ -242,10 +267,10 @@ async def main(turns: int, idle_s: float) -> dict[str, float]:
                 first = await onboard(settings, agent, watch, phone, ear)
                 print(f"set-up took {time.monotonic() - started:.0f} s; hand-off gap {first['handoff_gap_s']:.2f} s, "
                       f"first answer {first['first_answer_s']:.2f} s", flush=True)
-                think = await think_turns(first["think_url"], timings, turns, idle_s)  # the call is still up
+                for task in (watch.task, ear.task):  # polling every 5 ms: not to be timed against OpenClaw
+                    task.cancel()
+                think = await think_turns(settings, first["think_url"], timings, turns, idle_s)  # the call is still up
                 await phone.hangup()
-            for task in (watch.task, ear.task):
-                task.cancel()
     return {"handoff_to_first_answer_s": round(first["handoff_gap_s"] + first["first_answer_s"], 2), **think}
 
 
