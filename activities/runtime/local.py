@@ -71,7 +71,8 @@ class LocalAgentRuntime:
         # still limits the agents to the model's and the platform's ports there.
         self.platform_hosts = sorted({host for url in reachable if (host := urlparse(url).hostname) in LOOPBACK})
         self.spares = LocalSpares(tools, self.root / "gateways", self.users, keyring, target=spares,
-                                  config=self._base_config, discard=self._discard, replenish_delay_s=replenish_delay_s)
+                                  config=self._base_config, discard=self._discard, replenish_delay_s=replenish_delay_s,
+                                  agents_awake=lambda: any(not running.paused for running in self._running.values()))
 
     def user_dir(self, user_id: uuid.UUID) -> Path:
         return self.states.user_dir(user_id)
@@ -138,6 +139,7 @@ class LocalAgentRuntime:
                 if running.paused:
                     running.gateway.child.resume()
                     running.paused = False
+                    self.spares.reprioritise()  # booting spares yield to it
                 return self._endpoint(running.gateway)
             if running is not None:  # its gateway died (killed, crashed): cleared away, a fresh one instead
                 log.warning("the gateway of user %s on :%s had stopped; starting another", user_id, running.gateway.port)
@@ -148,6 +150,7 @@ class LocalAgentRuntime:
                              discard=lambda gateway: self._discard(gateway, user_id))
             gateway = await wake.wake(user_id)
             self._running[user_id] = _Running(gateway)
+            self.spares.reprioritise()
             return self._endpoint(gateway)
 
     async def pause(self, user_id: uuid.UUID) -> None:
@@ -156,6 +159,7 @@ class LocalAgentRuntime:
             if running and running.gateway.child and running.gateway.child.running and not running.paused:
                 running.gateway.child.pause()
                 running.paused = True
+                self.spares.reprioritise()
 
     async def sleep(self, user_id: uuid.UUID) -> None:
         await self._stop(user_id, clean_sessions=True)
@@ -168,6 +172,7 @@ class LocalAgentRuntime:
             running = self._running.pop(user_id, None)
             if running is None:
                 return
+            self.spares.reprioritise()
             await running.gateway.stop()  # (a paused one is thawed to handle it)
             if clean_sessions:
                 await self._clean_sessions(running.gateway, user_id)

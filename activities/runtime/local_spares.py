@@ -1,9 +1,10 @@
 """The local runtime's warm spares: gateway processes booted ahead with no user, one claimed per wake.
 
-Spares start at low CPU priority, and replacements only a while after a claim, so that on two cores
-they never slow the user whose wake is in progress. A wake that finds none ready starts one at once
-rather than queueing behind another wake's or waiting out a replacement's delay, and the spares then
-booting get full priority: someone is waiting for one. A spare that fails
+Spares boot at low CPU priority while a user's agent is awake, and replacements only a while after a
+claim, so that on two cores they never slow the user whose wake or call is in progress; with no one
+to yield to, they boot at full speed (the platform waits for its first one). A wake that finds none
+ready starts one at once rather than queueing behind another wake's or waiting out a replacement's
+delay, and the spares then booting get full priority: someone is waiting for one. A spare that fails
 to start is replaced after a back-off, so one failed boot does not leave the pool empty (and a wake
 waiting for it without a gateway) until the next claim.
 """
@@ -44,9 +45,10 @@ def address(gateway: GatewayProcess) -> Gateway:
 class LocalSpares:
     def __init__(self, tools: Tools, folder: Path, users: AgentUsers, keyring: Keyring, *, target: int,
                  config: Callable[[int], dict[str, Any]], discard: Callable[[GatewayProcess], Awaitable[None]],
-                 replenish_delay_s: float = REPLENISH_DELAY_S) -> None:
+                 replenish_delay_s: float = REPLENISH_DELAY_S, agents_awake: Callable[[], bool] = lambda: True) -> None:
         """`folder`: where each spare's home goes; `config(port)`: a spare's config; `discard`: how a
-        spare that failed to start is stopped for good."""
+        spare that failed to start is stopped for good; `agents_awake()`: whether any user's agent is
+        awake (running, not paused), which booting spares yield to."""
         self.tools = tools
         self.folder = folder
         self.users = users
@@ -55,6 +57,7 @@ class LocalSpares:
         self.config = config
         self.discard = discard
         self.replenish_delay_s = replenish_delay_s
+        self.agents_awake = agents_awake
         self._ready: asyncio.Queue[GatewayProcess] = asyncio.Queue()
         self._starting = 0
         self._scheduled = 0
@@ -111,7 +114,7 @@ class LocalSpares:
                                      key_id=endpoint.key_id)
             self._booting.add(gateway)
             try:
-                await gateway.start(nice=0 if self._waited_for() else SPARE_NICE)
+                await gateway.start(nice=self._boot_priority())
                 await gateway.wait_ready()
                 await warm_up(address(gateway))
             except BaseException:  # cancelled by close() too: never leave a half-started gateway
@@ -119,7 +122,8 @@ class LocalSpares:
                 raise
             finally:
                 self._booting.discard(gateway)
-            gateway.set_priority(SPARE_NICE)  # if a wake had raised it, another spare may have served it
+            if not self._waited_for():  # a wake raised it, and another spare served that wake
+                gateway.set_priority(SPARE_NICE)
             await self._ready.put(gateway)
             self._failures = 0
         except Exception as error:
@@ -139,15 +143,22 @@ class LocalSpares:
             # at all) each pays a cold start.
             for _ in range(self._claiming - self._ready.qsize() - self._starting):
                 self._launch(0.0)
-            if self._waited_for():
-                for booting in self._booting:
-                    booting.set_priority(0)
+            self.reprioritise()
             gateway = await asyncio.wait_for(self._ready.get(), CLAIM_TIMEOUT_S)
         finally:
             self._claiming -= 1
         gateway.set_priority(0)
         self.replenish(delay=self.replenish_delay_s)
         return gateway
+
+    def reprioritise(self) -> None:
+        """The booting spares' priority after a change: a wake waiting, a user's agent awake or not."""
+        nice = self._boot_priority()
+        for booting in self._booting:
+            booting.set_priority(nice)
+
+    def _boot_priority(self) -> int:
+        return 0 if self._waited_for() or not self.agents_awake() else SPARE_NICE
 
     def _waited_for(self) -> bool:
         """Wakes are waiting and no spare is ready for them."""
