@@ -137,9 +137,16 @@ class ChildProcess:
         root = psutil.Process(self.proc.pid)
         for process in [root, *root.children(recursive=True)]:
             try:
-                process.nice(nice)
+                threads = [thread.id for thread in process.threads()]
             except psutil.Error:
-                pass
+                continue
+            # Linux keeps a nice value per thread: renicing a process's id changes its main thread
+            # only, and a gateway started low kept its worker threads (the ones a turn waits on) low.
+            for thread in threads:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, thread, nice)
+                except OSError:  # gone meanwhile, or raising it without CAP_SYS_NICE
+                    pass
         set_group_priority(self.proc.pid, nice)
         self.nice = nice
 

@@ -4,6 +4,7 @@ agent's gateway is frozen; deleting that user stops it)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ import psutil
 
 from core.process import ChildProcess
 
-# Counts in a file every 20 ms; on SIGTERM writes "stopped" and exits 0.
+# Counts in a file every 20 ms (with a second thread, idle); on SIGTERM writes "stopped" and exits 0.
 COUNTER = """
-import signal, sys, time
+import signal, sys, threading, time
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
 path = sys.argv[1]
 def stop(*_):
     open(path, "a").write("stopped\\n"); sys.exit(0)
@@ -81,13 +83,16 @@ async def test_a_low_priority_child_is_low_priority_in_its_scheduling_group_too(
     await child.start()
     try:
         assert child.pid is not None
+        await _until_count_above(path, 2)  # running, its second thread started (at nice 15 too)
         assert psutil.Process(child.pid).nice() == 15
         autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
         if autogroup.exists() and autogroup.read_text().strip() == "1":
             assert _group_nice(child.pid) == 15, "its session's scheduling group kept the default priority"
         child.set_priority(0)  # a spare becoming someone's agent
         assert psutil.Process(child.pid).nice() == 0
+        threads = [thread.id for thread in psutil.Process(child.pid).threads()]
+        assert len(threads) > 1 and {os.getpriority(os.PRIO_PROCESS, t) for t in threads} == {0}, \
+            "every thread is reniced, not just the main one"
         assert _group_nice(child.pid) in (0, None)
-        await _until_count_above(path, 2)
     finally:
         await child.stop()
