@@ -14,7 +14,7 @@ import re
 # A bare number stands alone: digits inside an id (a Twilio sid, a trace id) are not a phone number,
 # and masking them made a call's sid unsearchable in logs and traces.
 # "+" may come URL-encoded (%2B, in a logged request line).
-_PHONE = re.compile(r"(?:\+|%2[Bb])\d{7,15}\b|(?<![\w.])\d{11,15}(?![\w.])")
+_PHONE = re.compile(r"(?P<sign>\+|%2[Bb])(?P<digits>\d{7,15})\b|(?<![\w.])(?P<bare>\d{11,15})(?![\w.])")
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\b")
 _BEARER = re.compile(r"(?i)\b(bearer|token)(\s+|=)[A-Za-z0-9._~+/=-]{8,}")
 # The platform's routes whose first path segment after them is a token (think, hotline, message, media).
@@ -38,8 +38,7 @@ def redact(text: str) -> str:
     text = _PATH_TOKEN.sub(lambda m: f"/{m.group(1)}/<token>", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
     text = _EMAIL.sub(mask_email, text)
-    return _PHONE.sub(lambda m: m.group(0)[:3] + mask_phone(m.group(0)[3:]) if m.group(0)[0] == "%"
-                      else mask_phone(m.group(0)), text)
+    return _PHONE.sub(lambda m: (m["sign"] or "") + mask_phone(m["digits"] or m["bare"]), text)
 
 
 _installed = False
