@@ -46,7 +46,7 @@ SAID = {
               "chris plus deepclaw at gmail dot com", "my email is kim lee at company dot com",
               "alice ninety nine at yahoo dot com", "my email is maria at example dot com"],
     "choice": ["the second one", "casual please", "the formal one", "the first voice", "yes that's right",
-               "no", "Luna", "number three", "keep the name Nova", "call it Max", "skip"],
+               "no", "Luna", "number three", "keep the name Nova", "call it Max", "skip", "new code please"],
     "question": ["what's the weather like tomorrow", "remind me to call my mother at six",
                  "text me the address of the nearest pharmacy", "how long does it take to boil an egg",
                  "set a reminder for my dentist appointment on Friday at three pm",

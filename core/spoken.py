@@ -10,6 +10,9 @@ import re
 
 DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
                "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+# Words speech-to-text writes for a digit said alone ("To zero, zero, nine, zero, seven."): digits
+# only in a turn of nothing but digits, so "I want to say 42711" stays a sentence, not a guess.
+DIGIT_SOUNDALIKES = {"to": "2", "too": "2", "for": "4"}
 _FILLER = re.compile(r"^(?:(?:uh|um|er|so|sure|ok|okay|well|yes|yeah)[,.]?\s+)+")
 _EMAIL_LEAD = re.compile(r"^(?:my\s+)?(?:e-?mail(?:\s+address)?\s+is|it'?s|it\s+is|that'?s)\s+")
 _EMAIL = re.compile(r"^[a-z0-9](?:[a-z0-9._%+-]*[a-z0-9])?@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*\.[a-z]{2,}$")
@@ -23,20 +26,27 @@ def _words(said: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", said.lower())
 
 
-def parse_digits(said: str) -> str:
+def _digit_tokens(said: str) -> list[str]:
+    return re.findall(r"[a-z]+|\d", said.lower())
+
+
+def parse_digits(said: str, words: dict[str, str] = DIGIT_WORDS) -> str:
     """Every digit said, spoken ("four two seven…", "oh four…") or written ("427-119"), in order."""
     digits = ""
-    for token in re.findall(r"[a-z]+|\d", said.lower()):
+    for token in _digit_tokens(said):
         if token.isdigit():
             digits += token
-        elif token in DIGIT_WORDS:
-            digits += DIGIT_WORDS[token]
+        elif token in words:
+            digits += words[token]
     return digits
 
 
 def parse_code(said: str, length: int = 6) -> str | None:
     """A verification code of `length` digits, spoken or written."""
     digits = parse_digits(said)
+    if len(digits) != length and all(t.isdigit() or t in DIGIT_WORDS or t in DIGIT_SOUNDALIKES
+                                      for t in _digit_tokens(said)):
+        digits = parse_digits(said, DIGIT_WORDS | DIGIT_SOUNDALIKES)
     return digits if len(digits) == length else None
 
 

@@ -29,6 +29,9 @@ def test_every_kind_in_the_file_is_covered() -> None:
 @pytest.mark.parametrize(("parser", "said", "expect"), [
     (parse_code, "four two seven one one nine nine", None),  # seven digits: ask again
     (parse_code, "my code is 4 2 7, 1 1 9", "427119"),
+    (parse_code, "To zero, zero, nine, zero, seven.", "200907"),  # "two", as speech-to-text wrote it
+    (parse_code, "I want to say 4 2 7 1 1 9", "427119"),  # "to" is a word where the digits make a code
+    (parse_code, "I want to say 4 2 7 1 1", None),
     (parse_email, "bob at at gmail dot com", None),
     (parse_email, "dot bob at gmail dot com", None),
     (parse_confirmation, "yes, no, wait", False),

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,21 @@ async def _speak(agent: VoiceAgentServer, phone: Handset, audio: bytes) -> int:
     return said
 
 
-async def _say_code(agent: VoiceAgentServer, phone: Handset, code: str, expect: str) -> None:
-    """A misheard code is said again, a little slower, as a person would."""
-    for gap_s in (0.2, 0.3, 0.15):
-        said = await _speak(agent, phone, _digits(code, gap_s))
-        reply = await _reply_after(agent, said)
-        if expect in reply:
-            return
-        assert reply.startswith((lines.CODE_NOT_HEARD[:20], "That code isn't right")), reply
+async def _say_code(agent: VoiceAgentServer, phone: Handset, read_code: Callable[[], Awaitable[str]],
+                    expect: str) -> None:
+    """A misheard code is said again, a little slower, as a person would; after three tries they ask
+    for a new one. (Whisper base, the local recogniser, mishears a few codes at any pace: one that
+    begins "two zero zero" is written "To zero, zero", and it heard one ending in 77 as 7, 7, 7.)"""
+    for _ in range(2):
+        code = await read_code()
+        for gap_s in (0.2, 0.3, 0.15):
+            said = await _speak(agent, phone, _digits(code, gap_s))
+            reply = await _reply_after(agent, said)
+            if expect in reply:
+                return
+            assert reply.startswith((lines.CODE_NOT_HEARD[:20], "That code isn't right")), reply
+        said = await _speak(agent, phone, _clip("new code please"))
+        assert "a fresh" in await _reply_after(agent, said)
     raise AssertionError(f"the code was never heard: {_assistant_lines(agent)}")
 
 
@@ -87,14 +95,22 @@ async def test_a_stranger_sets_up_their_agent_by_voice_alone(platform: SharedPla
         await phone.dial(settings.hotline_number)
         await agent_said(agent, "Welcome to DeepClaw!")
         assert "Luna" in agent.sessions[-1].keyterms(), "the hotline tells the recogniser what it offers"
-        sms = await phone.wait_for("sms", lambda e: "Your DeepClaw code" in e["body"], timeout=30)
-        await _say_code(agent, phone, re.findall(r"\d{6}", sms["body"])[0], "your phone is verified")
+
+        async def texted_code() -> str:
+            """The newest code texted to the phone."""
+            sms = await phone.wait_for("sms", lambda e: "Your DeepClaw code" in e["body"] and e not in read,
+                                       timeout=30)
+            read.append(sms)
+            return re.findall(r"\d{6}", sms["body"])[0]
+
+        read: list[dict[str, object]] = []
+        await _say_code(agent, phone, texted_code, "your phone is verified")
 
         said = await _speak(agent, phone, _clip("my email is maria at example dot com"))
         assert "Is that right?" in await _reply_after(agent, said)
         said = await _speak(agent, phone, _clip("yes that's right"))
         assert "emailed you a six-digit code" in await _reply_after(agent, said)
-        await _say_code(agent, phone, await email_code(settings.api_base_url, "maria@example.com"),
+        await _say_code(agent, phone, lambda: email_code(settings.api_base_url, "maria@example.com"),
                         "Your email is verified")
         said = await _speak(agent, phone, _clip("the second one"))
         assert (await _reply_after(agent, said)).startswith("Orion it is")
