@@ -16,7 +16,16 @@
 //  - when the history pool has been rotated while the agent was in use (a session read in the last
 //    WARM_FOR_MS), a new worker is started at once with a harmless task, off the caller's turn, and
 //    that worker imports what the turns' tasks import as it starts (workers started on demand are
-//    left as OpenClaw makes them).
+//    left as OpenClaw makes them);
+//  - the worker-placement sweep runs every 30 min instead of every minute. Under steady use the
+//    rebuild above was still on someone's turn once a minute per agent: the sweep's own read runs
+//    on a new worker and rotates it again, and on two busy cores each rebuild took 2-6 s
+//    (bench/sms.py, 4 agents: one answer a minute per agent 4-9 s late). Standby workers built
+//    ahead (tried) helped one agent's texts, but with four agents their builds cost more CPU than
+//    they saved (answers p50 2.4 -> 3.8 s). What the sweep looks
+//    after (worker environments' placements, their disk space, GitHub publications) serves cloud
+//    workers and nodes, which no DeepClaw agent has; it still runs, and on the events OpenClaw
+//    triggers it on. Nothing else's timer changes.
 // Anything not shaped as expected leaves the gateway untouched and says so on stderr.
 
 import { readdirSync, readFileSync, realpathSync } from "node:fs";
@@ -34,6 +43,21 @@ const HOUSEKEEPING_KINDS = new Set(["session-target-inventory", "session-identit
 let respawning = false; // set while the history pool is being given a worker off anyone's turn
 
 const say = (message) => process.stderr.write(`deepclaw warmth: ${message}\n`);
+
+const PLACEMENT_SWEEP = { name: "sweepActivePlacements", everyMs: 60_000 }; // as OpenClaw starts it
+const PLACEMENT_SWEEP_EVERY_MS = 30 * 60_000;
+
+/** The worker-placement sweep's timer, stretched; other timers are left as they are. */
+function stretchPlacementSweep() {
+  const setIntervalAsGiven = globalThis.setInterval;
+  globalThis.setInterval = function setInterval(callback, ms, ...args) {
+    if (typeof callback === "function" && callback.name === PLACEMENT_SWEEP.name && ms === PLACEMENT_SWEEP.everyMs) {
+      ms = PLACEMENT_SWEEP_EVERY_MS;
+      say(`worker-placement sweep every ${ms / 1000} s`);
+    }
+    return setIntervalAsGiven.call(this, callback, ms, ...args);
+  };
+}
 
 function gatewayDist() {
   if (!isMainThread || !process.argv[1]) return undefined;
@@ -127,6 +151,7 @@ if (dist) {
     if (refused) say(`left alone (${refused})`);
     else {
       preloadHistoryWorkers();
+      stretchPlacementSweep();
       say("keeping worker threads warm");
     }
   } catch (error) {
