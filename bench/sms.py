@@ -64,7 +64,9 @@ async def where_the_time_went(client: Client, workflow_ids: list[str]) -> None:
     (scheduled -> started) and the run (started -> closed), p50 / max in ms."""
     waits: dict[str, list[float]] = defaultdict(list)
     runs: dict[str, list[float]] = defaultdict(list)
+    first_asks = []  # each conversation's first turns: a fresh SMS session's cost shows here
     for workflow_id in workflow_ids:
+        asks_before = len(runs["ask_agent"])
         scheduled: dict[int, tuple[str, datetime]] = {}
         started: dict[int, datetime] = {}
         history = await client.get_workflow_handle(workflow_id).fetch_history()
@@ -88,10 +90,13 @@ async def where_the_time_went(client: Client, workflow_ids: list[str]) -> None:
                               else event.workflow_task_completed_event_attributes)
                 name, _ = scheduled[attributes.scheduled_event_id]
                 runs[name].append((when - started[attributes.scheduled_event_id]).total_seconds() * 1000)
+        first_asks.append(runs["ask_agent"][asks_before:asks_before + 3])
     for name in sorted(runs):
         print(f"{name:>18}: n={len(runs[name])} wait p50 {statistics.median(waits[name]):.0f} max "
               f"{max(waits[name]):.0f} ms; run p50 {statistics.median(runs[name]):.0f} max {max(runs[name]):.0f} ms",
               flush=True)
+    print("first three ask_agent runs of each conversation (ms):",
+          "; ".join(" ".join(f"{ms:.0f}" for ms in asks) for asks in first_asks), flush=True)
 
 
 class Inbox:
