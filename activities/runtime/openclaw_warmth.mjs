@@ -25,7 +25,13 @@
 //    they saved (answers p50 2.4 -> 3.8 s). What the sweep looks
 //    after (worker environments' placements, their disk space, GitHub publications) serves cloud
 //    workers and nodes, which no DeepClaw agent has; it still runs, and on the events OpenClaw
-//    triggers it on. Nothing else's timer changes.
+//    triggers it on;
+//  - an agent's database execution, which OpenClaw closes a minute after the agent's last run,
+//    stays open for 10 min (when an unused agent goes Idle and is frozen anyway). Reopening it
+//    was most of a turn after a minute of silence: a lone gateway, 90 s after its last turn,
+//    answered in 1.5-2.0 s with it closed and 0.3-0.4 s with it open (0.25-0.4 s warm); texts,
+//    unlike calls (voice/keep_warm.py), have no warm-up runs between them.
+// Nothing else's timer changes.
 // Anything not shaped as expected leaves the gateway untouched and says so on stderr.
 
 import { readdirSync, readFileSync, realpathSync } from "node:fs";
@@ -46,6 +52,25 @@ const say = (message) => process.stderr.write(`deepclaw warmth: ${message}\n`);
 
 const PLACEMENT_SWEEP = { name: "sweepActivePlacements", everyMs: 60_000 }; // as OpenClaw starts it
 const PLACEMENT_SWEEP_EVERY_MS = 30 * 60_000;
+
+// OpenClaw closes an agent's database execution a minute after its last run (IDLE_EXECUTION_MS, a
+// module constant); reopening it is most of what a turn after a minute of silence pays.
+const EXECUTION_IDLE = { ms: 60_000, closes: "owner.closeIdle()" }; // as OpenClaw arms it
+const EXECUTION_IDLE_MS = 10 * 60_000; // an agent unused this long goes Idle (frozen) anyway
+
+/** The idle agent database execution's timer, stretched; other timers are left as they are. */
+function stretchExecutionIdle() {
+  const setTimeoutAsGiven = globalThis.setTimeout;
+  let said = false;
+  globalThis.setTimeout = function setTimeout(callback, ms, ...args) {
+    if (ms === EXECUTION_IDLE.ms && typeof callback === "function" && String(callback).includes(EXECUTION_IDLE.closes)) {
+      ms = EXECUTION_IDLE_MS;
+      if (!said) say(`idle agent database kept open ${ms / 1000} s`);
+      said = true;
+    }
+    return setTimeoutAsGiven.call(this, callback, ms, ...args);
+  };
+}
 
 /** The worker-placement sweep's timer, stretched; other timers are left as they are. */
 function stretchPlacementSweep() {
@@ -152,6 +177,7 @@ if (dist) {
     else {
       preloadHistoryWorkers();
       stretchPlacementSweep();
+      stretchExecutionIdle();
       say("keeping worker threads warm");
     }
   } catch (error) {
