@@ -27,7 +27,7 @@
 //    workers and nodes, which no DeepClaw agent has; it still runs, and on the events OpenClaw
 //    triggers it on;
 //  - an agent's database execution, which OpenClaw closes a minute after the agent's last run,
-//    stays open for 10 min (when an unused agent goes Idle and is frozen anyway). Reopening it
+//    stays open for 5 min (closed before an unused agent goes Idle at 10 min). Reopening it
 //    was most of a turn after a minute of silence: a lone gateway, 90 s after its last turn,
 //    answered in 1.5-2.0 s with it closed and 0.3-0.4 s with it open (0.25-0.4 s warm); texts,
 //    unlike calls (voice/keep_warm.py), have no warm-up runs between them.
@@ -56,7 +56,8 @@ const PLACEMENT_SWEEP_EVERY_MS = 30 * 60_000;
 // OpenClaw closes an agent's database execution a minute after its last run (IDLE_EXECUTION_MS, a
 // module constant); reopening it is most of what a turn after a minute of silence pays.
 const EXECUTION_IDLE = { ms: 60_000, closes: "owner.closeIdle()" }; // as OpenClaw arms it
-const EXECUTION_IDLE_MS = 10 * 60_000; // an agent unused this long goes Idle (frozen) anyway
+// Closed well before an unused agent goes Idle (10 min), where Kubernetes saves its state.
+const EXECUTION_IDLE_MS = 5 * 60_000;
 
 /** The idle agent database execution's timer, stretched; other timers are left as they are. */
 function stretchExecutionIdle() {

@@ -12,7 +12,7 @@ from activities.runtime.wake import Gateway, warm_up
 
 INSTALLED = "deepclaw warmth: keeping worker threads warm"
 STRETCHED = "deepclaw warmth: worker-placement sweep every 1800 s"
-KEPT_OPEN = "deepclaw warmth: idle agent database kept open 600 s"  # said after the first run
+KEPT_OPEN = "deepclaw warmth: idle agent database kept open 300 s"  # said after the first run
 
 
 async def test_the_local_gateway_runs_with_the_preload(openclaw_gateway: GatewayProcess) -> None:
