@@ -1,10 +1,11 @@
 """SmsConversationWorkflow (`sms-<user id>`): the user's texts to their agent, answered in the order
 they arrived; texts that came in while the agent was answering are read together, in one turn (as
-a person reads several texts at once), so a burst never builds a queue of turns. The SMS webhook signals it with signal-with-start; a retried webhook's
-MessageSid is dropped here, and the database (each MessageSid recorded once, each reply part sent
-once) makes that hold across runs too. An answer that takes longer than WORKING_ON_IT_AFTER gets one
-short "working on it" text first, never a second answer. Quiet for IDLE_END, the workflow ends; the
-next text starts it again."""
+a person reads several texts at once), so a burst never builds a queue of turns, and texts that
+come in before the agent is asked join the turn being prepared. The SMS webhook signals it with
+signal-with-start; a retried webhook's MessageSid is dropped here, and the database (each MessageSid
+recorded once, each reply part sent once) makes that hold across runs too. An answer that takes
+longer than WORKING_ON_IT_AFTER gets one short "working on it" text first, never a second answer.
+Quiet for IDLE_END, the workflow ends; the next text starts it again."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.texts import AgentQuestion, InboundText, OutgoingText, TextActivities, sms_session_key
+    from activities.texts import (
+        AgentQuestion,
+        InboundText,
+        OutgoingText,
+        Recorded,
+        TextActivities,
+        sms_session_key,
+    )
     from core.temporal import SMS_REPLY_SECONDS, USER_ID
     from core.texts import split_reply
     from workflows.agent_lifecycle import AgentLifecycleWorkflow
@@ -35,6 +43,9 @@ MAX_TOGETHER = 10  # texts read in one turn at most
 # A turn's texts are recorded, and marked answered, in one activity each (not one per text: each
 # costs a round trip through Temporal, ~0.1 s under load). Runs begun before replay the old way.
 RECORDED_TOGETHER = "texts-recorded-together"
+# Texts that come in while a turn's texts are recorded (a pair sent back to back, a photo and its
+# caption) join that turn before the agent is asked: one answer, no wait for a turn of their own.
+LATE_TEXTS_JOIN = "late-texts-join-the-turn"
 
 RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
 SEND = {"start_to_close_timeout": timedelta(seconds=30),
@@ -87,27 +98,37 @@ class SmsConversationWorkflow:
                     return
             texts = [self.queue.popleft() for _ in range(min(len(self.queue), MAX_TOGETHER))]
             self.answering = texts[-1].message_sid
-            await self._answer(texts)
+            answered += await self._answer(texts)
             self.answering = None
-            answered += len(texts)
             if answered >= TEXTS_PER_RUN or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(SmsConversationInput(user_id=input.user_id, pending=list(self.queue),
                                                               seen=list(self.seen)))
 
-    async def _answer(self, texts: list[InboundText]) -> None:
-        """One answer to `texts` (the ones not answered already), as a reply to the last of them."""
-        together = workflow.patched(RECORDED_TOGETHER)
+    async def _record(self, texts: list[InboundText], together: bool) -> list[tuple[InboundText, Recorded]]:
+        """Records `texts`; those not answered already, with their records."""
         if together:
             recorded = await workflow.execute_activity_method(TextActivities.record_inbound_texts, texts, **RECORD)
         else:
             recorded = [await workflow.execute_activity_method(TextActivities.record_inbound, text, **RECORD)
                         for text in texts]
-        fresh = [(text, record) for text, record in zip(texts, recorded, strict=True) if not record.answered]
+        return [(text, record) for text, record in zip(texts, recorded, strict=True) if not record.answered]
+
+    async def _answer(self, texts: list[InboundText]) -> int:
+        """One answer to `texts` (the ones not answered already), as a reply to the last of them;
+        how many texts it took (late ones join)."""
+        together = workflow.patched(RECORDED_TOGETHER)
+        fresh = await self._record(texts, together)
         if not fresh:
-            return
+            return len(texts)
+        await self._keep_agent_busy(fresh[-1][0].user_id)
+        if workflow.patched(LATE_TEXTS_JOIN):
+            while self.queue and len(texts) < MAX_TOGETHER:
+                late = [self.queue.popleft() for _ in range(min(len(self.queue), MAX_TOGETHER - len(texts)))]
+                texts = [*texts, *late]
+                self.answering = late[-1].message_sid
+                fresh += await self._record(late, together)
         last, last_record = fresh[-1]
-        await self._keep_agent_busy(last.user_id)
 
         def reply(part: int, body: str) -> OutgoingText:
             return OutgoingText(reply_to=last_record.message_id, conversation_id=last_record.conversation_id, part=part,
@@ -138,6 +159,7 @@ class SmsConversationWorkflow:
         else:
             for _, record in fresh:
                 await workflow.execute_activity_method(TextActivities.mark_answered, record.message_id, **RECORD)
+        return len(texts)
 
     async def _keep_agent_busy(self, user_id: uuid.UUID) -> None:
         """A text is activity: the agent's idle timers start again (its wake is ask_agent's)."""
