@@ -50,39 +50,40 @@ let respawning = false; // set while the history pool is being given a worker of
 
 const say = (message) => process.stderr.write(`deepclaw warmth: ${message}\n`);
 
-const PLACEMENT_SWEEP = { name: "sweepActivePlacements", everyMs: 60_000 }; // as OpenClaw starts it
-const PLACEMENT_SWEEP_EVERY_MS = 30 * 60_000;
+// Timers OpenClaw arms with a fixed delay (module constants), picked out by their callback.
+const STRETCHED_TIMERS = [
+  { // the worker-placement sweep: every 30 min instead of every minute
+    timer: "setInterval", ms: 60_000, callback: (f) => f.name === "sweepActivePlacements",
+    stretchedMs: 30 * 60_000, says: "worker-placement sweep every",
+  },
+  { // an agent's idle database execution (IDLE_EXECUTION_MS), whose reopening is most of what a turn
+    // after a minute of silence pays: closed after 5 min, well before an unused agent goes Idle
+    // (10 min), where Kubernetes saves its state
+    timer: "setTimeout", ms: 60_000, callback: (f) => String(f).includes("owner.closeIdle()"),
+    stretchedMs: 5 * 60_000, says: "idle agent database kept open",
+  },
+];
 
-// OpenClaw closes an agent's database execution a minute after its last run (IDLE_EXECUTION_MS, a
-// module constant); reopening it is most of what a turn after a minute of silence pays.
-const EXECUTION_IDLE = { ms: 60_000, closes: "owner.closeIdle()" }; // as OpenClaw arms it
-// Closed well before an unused agent goes Idle (10 min), where Kubernetes saves its state.
-const EXECUTION_IDLE_MS = 5 * 60_000;
-
-/** The idle agent database execution's timer, stretched; other timers are left as they are. */
-function stretchExecutionIdle() {
-  const setTimeoutAsGiven = globalThis.setTimeout;
-  let said = false;
-  globalThis.setTimeout = function setTimeout(callback, ms, ...args) {
-    if (ms === EXECUTION_IDLE.ms && typeof callback === "function" && String(callback).includes(EXECUTION_IDLE.closes)) {
-      ms = EXECUTION_IDLE_MS;
-      if (!said) say(`idle agent database kept open ${ms / 1000} s`);
-      said = true;
-    }
-    return setTimeoutAsGiven.call(this, callback, ms, ...args);
-  };
-}
-
-/** The worker-placement sweep's timer, stretched; other timers are left as they are. */
-function stretchPlacementSweep() {
-  const setIntervalAsGiven = globalThis.setInterval;
-  globalThis.setInterval = function setInterval(callback, ms, ...args) {
-    if (typeof callback === "function" && callback.name === PLACEMENT_SWEEP.name && ms === PLACEMENT_SWEEP.everyMs) {
-      ms = PLACEMENT_SWEEP_EVERY_MS;
-      say(`worker-placement sweep every ${ms / 1000} s`);
-    }
-    return setIntervalAsGiven.call(this, callback, ms, ...args);
-  };
+/** The global timer functions, giving the timers above their stretched delay (said once each);
+ * every other timer is left as it is. */
+function stretchTimers() {
+  for (const name of new Set(STRETCHED_TIMERS.map((t) => t.timer))) {
+    const given = globalThis[name];
+    const mine = STRETCHED_TIMERS.filter((t) => t.timer === name);
+    const said = new Set();
+    const stretching = function (callback, ms, ...args) {
+      const found = typeof callback === "function" && mine.find((t) => t.ms === ms && t.callback(callback));
+      if (found) {
+        ms = found.stretchedMs;
+        if (!said.has(found)) say(`${found.says} ${ms / 1000} s`);
+        said.add(found);
+      }
+      return given.call(this, callback, ms, ...args);
+    };
+    // What the function carries stays (util.promisify's custom form of setTimeout, its name).
+    Object.defineProperties(stretching, Object.getOwnPropertyDescriptors(given));
+    globalThis[name] = stretching;
+  }
 }
 
 function gatewayDist() {
@@ -177,8 +178,7 @@ if (dist) {
     if (refused) say(`left alone (${refused})`);
     else {
       preloadHistoryWorkers();
-      stretchPlacementSweep();
-      stretchExecutionIdle();
+      stretchTimers();
       say("keeping worker threads warm");
     }
   } catch (error) {

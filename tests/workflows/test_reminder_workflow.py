@@ -17,10 +17,10 @@ from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
 from activities.reminders import ReminderActivities
-from core.models import Delivery, PhoneNumber, Reminder, User
+from core.models import Delivery, Reminder, User
 from core.settings import Settings
 from emulators.demo_model import answer_words
-from tests.conftest import LocalCarrier, unique_area_code
+from tests.conftest import LocalCarrier
 from workflows.delivery import DeliveryWorkflow
 from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
 
@@ -31,15 +31,8 @@ class DemoAgent:
 
 
 @pytest.fixture
-async def user(sessions: async_sessionmaker[AsyncSession], local_carrier: LocalCarrier) -> User:
-    [number] = await local_carrier.telephony.search_numbers(area_code=unique_area_code(), limit=1)
-    owned = await local_carrier.telephony.buy_number(number, voice_url="http://127.0.0.1:9/voice", sms_url="")
-    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova")
-    async with sessions() as session, session.begin():
-        session.add(user)
-        await session.flush()
-        session.add(PhoneNumber(e164=owned.e164, provider_sid=owned.sid, state="assigned", user_id=user.id))
-    return user
+def user(owner: tuple[User, str]) -> User:
+    return owner[0]
 
 
 async def _reminder(sessions: async_sessionmaker[AsyncSession], user: User, text: str, due: datetime,

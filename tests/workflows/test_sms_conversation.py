@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -18,9 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.texts import InboundText, Recorded, TextActivities
-from core.models import Conversation, Message, PhoneNumber, User
+from core.models import Conversation, Message, User
 from core.settings import Settings
-from tests.conftest import LocalCarrier, unique_area_code
+from tests.conftest import LocalCarrier
 from workflows.sms_conversation import SmsConversationInput, SmsConversationWorkflow, workflow_id
 
 
@@ -55,18 +54,6 @@ async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: f
     while not await condition():
         assert asyncio.get_running_loop().time() < deadline, f"not within {timeout:.0f} s: {what}"
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def owner(sessions: async_sessionmaker[AsyncSession], local_carrier: LocalCarrier) -> tuple[User, str]:
-    [number] = await local_carrier.telephony.search_numbers(area_code=unique_area_code(), limit=1)
-    owned = await local_carrier.telephony.buy_number(number, voice_url="http://127.0.0.1:9/voice", sms_url="")
-    user = User(phone_e164=f"+1555{uuid.uuid4().int % 10**7:07d}", agent_name="Nova")
-    async with sessions() as session, session.begin():
-        session.add(user)
-        await session.flush()
-        session.add(PhoneNumber(e164=owned.e164, provider_sid=owned.sid, state="assigned", user_id=user.id))
-    return user, owned.e164
 
 
 async def test_a_text_that_comes_in_while_the_first_is_recorded_joins_its_turn(
