@@ -64,7 +64,7 @@ async def where_the_time_went(client: Client, workflow_ids: list[str]) -> None:
     (scheduled -> started) and the run (started -> closed), p50 / max in ms."""
     waits: dict[str, list[float]] = defaultdict(list)
     runs: dict[str, list[float]] = defaultdict(list)
-    first_asks = []  # each conversation's first turns: a fresh SMS session's cost shows here
+    first_asks = []  # each conversation's first turns: an agent left unused a while shows here
     for workflow_id in workflow_ids:
         asks_before = len(runs["ask_agent"])
         scheduled: dict[int, tuple[str, datetime]] = {}

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from core.process import ChildProcess, free_port
 from core.settings import Settings
 from devstack.temporal import TemporalDevServer
 from tests.conftest import PLATFORM_CONVERTER, LocalCarrier, unique_area_code
+from tests.polling import until
 from workflows.reminder import ReminderInput, ReminderWorkflow, workflow_id
 
 POOL_TARGET = 3
@@ -76,12 +77,8 @@ async def _user_with_reminders(sessions: async_sessionmaker[AsyncSession], carri
     return user, reminders
 
 
-async def _until(condition, what: str, timeout: float = 60) -> None:  # noqa: ANN001
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        await asyncio.sleep(0.2)
+async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
+    await until(condition, what, timeout, every=0.2)
 
 
 async def _all_fired(client: Client, reminders: list[Reminder]) -> None:

@@ -11,9 +11,8 @@ import contextlib
 import json
 import secrets
 import tarfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from core.serve import serving
 from core.tokens import Keyring
 from emulators.kubelet import PodRun, SimulatedKubelet
 from tests.conftest import s3_store
+from tests.polling import until
 
 IMAGE = "registry.digitalocean.com/deepclaw/agent@sha256:" + "a" * 64
 KEYRING = Keyring.of("test-platform-secret")
@@ -185,14 +185,6 @@ class Cluster:
 
 async def _count(cluster: Cluster, pool: str, state: PodState, count: int) -> bool:
     return sum(1 for row in await cluster.rows(pool) if row.state == state) >= count
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never came true: {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

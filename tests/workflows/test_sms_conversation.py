@@ -20,6 +20,7 @@ from activities.texts import InboundText, Recorded, TextActivities
 from core.models import Conversation, Message, User
 from core.settings import Settings
 from tests.conftest import LocalCarrier
+from tests.polling import until
 from workflows.sms_conversation import SmsConversationInput, SmsConversationWorkflow, workflow_id
 
 
@@ -49,13 +50,6 @@ class GatedTexts(TextActivities):
         return await super().record_inbound_texts(texts)
 
 
-async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {timeout:.0f} s: {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_text_that_comes_in_while_the_first_is_recorded_joins_its_turn(
         temporal_env: WorkflowEnvironment, settings: Settings, sessions: async_sessionmaker[AsyncSession],
         local_carrier: LocalCarrier, owner: tuple[User, str]) -> None:
@@ -80,9 +74,9 @@ async def test_a_text_that_comes_in_while_the_first_is_recorded_joins_its_turn(
         try:
             await asyncio.wait_for(texts.recording.wait(), 30)
             await handle.signal(SmsConversationWorkflow.text_received, text("what's on today?"))
-            await _until(lambda: _waiting(handle, 1), "the second text in the queue")
+            await until(lambda: _waiting(handle, 1), "the second text in the queue")
             texts.go_on.set()
-            await _until(lambda: _answered_both(answered), "both texts marked answered")
+            await until(lambda: _answered_both(answered), "both texts marked answered")
         finally:
             await handle.terminate()
     assert agent.asked == ["are you there?\nwhat's on today?"], "one turn for both texts"
