@@ -15,7 +15,7 @@ runtime creates are run by a simulated kubelet (emulators/kubelet.py): the real 
 real OpenClaw gateway. It then prints the wake broken into its measured parts and the parts this
 host cannot show, named as assumptions with their sources, and estimates the wake on DOKS from both.
 The last line is one JSON object: {"runtime", "wake_from_sleeping_s", "wake_from_idle_s",
-"wake_from_archived_s", "rss_mb_per_agent", ...} (kubernetes-sim adds "breakdown_s", "state_bytes",
+"wake_from_archived_s", "rss_mb_per_agent", "breakdown_s", ...} (kubernetes-sim adds "state_bytes",
 "estimate_doks_sleeping_s" and "assumptions").
 """
 
@@ -120,9 +120,8 @@ class WakeLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage().startswith("woke user") and isinstance(record.args, tuple):
-            _, total, claim, state, listed, first = record.args
-            self.wakes.append({"total": total, "claim": claim, "state": state, "agent_listed": listed,
-                               "first_turn": first})
+            _, total, claim, state, listed = record.args
+            self.wakes.append({"total": total, "claim": claim, "state": state, "agent_listed": listed})
         elif "loaded user" in record.msg and isinstance(record.args, tuple):
             self.state_bytes.append(int(record.args[2] or 0))
 
@@ -151,11 +150,12 @@ async def measure(client, sessions, runtime: AgentRuntime, rounds: int,  # type:
                 await asyncio.sleep(0.2)
         started = time.monotonic()
         awake = await handle.execute_update(AgentLifecycleWorkflow.ensure_awake)
+        woken = time.monotonic() - started
         answer = await chat(awake, user.id, label)
         took = time.monotonic() - started
         nonlocal rss
         rss = max(rss, rss_of(awake))
-        print(f"wake from {state.value} ({label}): {took:.2f} s ({answer[:40]!r})", flush=True)
+        print(f"wake from {state.value} ({label}): {took:.2f} s (awake after {woken:.2f} s; {answer[:40]!r})", flush=True)
         return took
 
     idle, sleeping, archived = [], [], []
@@ -202,11 +202,11 @@ async def run_worker(settings: Settings, sessions, runtime: AgentRuntime | None,
             return await measure(client, sessions, parts.runtime, rounds, rss_of(parts.runtime))
 
 
-async def main_local(rounds: int) -> dict[str, Any]:
+async def main_local(rounds: int, wakes: WakeLog) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="deepclaw-bench-") as tmp:
         async with platform(Path(tmp)) as (settings, sessions):
             figures = await run_worker(settings, sessions, None, rounds, local_rss)  # type: ignore[arg-type]
-    return {"runtime": "local", **figures}
+    return {"runtime": "local", **figures, "breakdown_s": breakdown(wakes)}
 
 
 # The Kubernetes API emulator in a process of its own, as an API server would be (in the bench's
@@ -293,17 +293,23 @@ async def main_kubernetes_sim(rounds: int, wakes: WakeLog) -> dict[str, Any]:
     return {"runtime": "kubernetes-sim", **figures, **estimate(figures, wakes)}
 
 
-def estimate(figures: dict[str, float], wakes: WakeLog) -> dict[str, Any]:
-    """The measured parts of the Sleeping wakes (the first, cold one left out), and the wake on DOKS:
-    the simulated wake plus the assumed latencies of the real API server's PATCH and of fetching the
-    state from Spaces, on top of what the emulators took on loopback (so an upper bound)."""
+def breakdown(wakes: WakeLog) -> dict[str, float]:
+    """The measured parts of the Sleeping wakes (the first, cold one left out), printed."""
     warm = wakes.wakes[1:] or wakes.wakes
     parts = {key: round(statistics.median(w[key] for w in warm), 3) for key in warm[0]} if warm else {}
+    for line in (f"  {key}: {value:.3f} s (measured)" for key, value in parts.items()):
+        print(line)
+    return parts
+
+
+def estimate(figures: dict[str, float], wakes: WakeLog) -> dict[str, Any]:
+    """The wake on DOKS: the simulated wake plus the assumed latencies of the real API server's PATCH
+    and of fetching the state from Spaces, on top of what the emulators took on loopback (so an
+    upper bound)."""
+    parts = breakdown(wakes)
     state_bytes = max(wakes.state_bytes, default=0)
     spaces = ASSUMPTIONS["spaces_first_byte_s"]["value"] + state_bytes / 2**20 / ASSUMPTIONS["spaces_mb_per_s"]["value"]
     doks = figures["wake_from_sleeping_s"] + ASSUMPTIONS["k8s_api_patch_s"]["value"] + spaces
-    for line in (f"  {key}: {value:.3f} s (measured)" for key, value in parts.items()):
-        print(line)
     print(f"  state per user: {state_bytes} bytes (largest fetched)")
     for key, item in ASSUMPTIONS.items():
         print(f"  {key}: {item['value']} (assumed: {item['source']})")
@@ -323,7 +329,7 @@ if __name__ == "__main__":
         logging.getLogger(name).setLevel(logging.INFO)  # each wake's breakdown
         logging.getLogger(name).addHandler(wake_log)
     if arguments.runtime == "local":
-        result = asyncio.run(main_local(arguments.rounds))
+        result = asyncio.run(main_local(arguments.rounds, wake_log))
     else:
         result = asyncio.run(main_kubernetes_sim(arguments.rounds, wake_log))
     print(json.dumps(result), flush=True)

@@ -42,7 +42,8 @@ from activities.runtime import k8s_manifests as manifests
 from activities.runtime.k8s_manifests import ClusterSettings, UserNames
 from activities.runtime.openclaw_config import GATEWAY_PORT, ModelProvider, agent_id, render_config, with_agent, with_mcp_servers
 from activities.runtime.pod_claims import Claim, PodClaims, PodState
-from activities.runtime.wake import Gateway, SpareFailed, SpareWake, personality_prompt, spare_config, wait_listed, warm_up
+from activities.runtime.wake import (Gateway, LaterWarmUps, SpareFailed, SpareWake, personality_prompt, spare_config,
+                                     wait_listed, warm_up)
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState, archive_key
 from core.tokens import Keyring
 
@@ -181,6 +182,7 @@ class KubernetesAgentRuntime:
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._warming: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self.warm_ups = LaterWarmUps()
         self._keeper: asyncio.Task[None] | None = None
         self._replenishing: asyncio.Task[None] | None = None
         self._pool_counts: dict[str, int] = {}
@@ -280,6 +282,7 @@ class KubernetesAgentRuntime:
                 "spares_target": self.cluster.spares}
 
     async def close(self) -> None:
+        await self.warm_ups.close()
         tasks = [t for t in (self._keeper, *self._background) if t is not None]
         for task in tasks:
             task.cancel()
@@ -408,7 +411,7 @@ class KubernetesAgentRuntime:
                      result.get("state_ms"))
 
         wake = SpareWake(claim=claim, load=load, gateway=lambda got: self._gateway(got.name, got.key_id),
-                         discard=lambda got: self._remove(got.name))
+                         discard=lambda got: self._remove(got.name), warm_ups=self.warm_ups)
         try:
             woken = await wake.wake(user_id)
         except _ClaimedElsewhere:

@@ -32,7 +32,7 @@ from activities.runtime.local_spares import REPLENISH_DELAY_S, SPARE_NICE, Local
 from activities.runtime.local_state import LocalStates
 from activities.runtime.openclaw_config import ModelProvider, agent_id, render_config, with_agent, with_mcp_servers
 from activities.runtime.tools import Tools
-from activities.runtime.wake import SpareWake, spare_config, wait_listed
+from activities.runtime.wake import LaterWarmUps, SpareWake, spare_config, wait_listed
 from core.ports import AgentEndpoint, AgentSpec, ArchiveStore, RuntimeState
 from core.process import grant_traverse
 from core.tokens import Keyring
@@ -60,6 +60,7 @@ class LocalAgentRuntime:
         self.states = LocalStates(self.root)
         self._running: dict[uuid.UUID, _Running] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self.warm_ups = LaterWarmUps()
         for folder in (self.root, self.states.folder, self.root / "gateways"):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o711)  # gateways reach their own folders inside; nobody lists them
@@ -147,7 +148,7 @@ class LocalAgentRuntime:
                 await self._discard(running.gateway, user_id)
             spec = self.states.spec(user_id)
             wake = SpareWake(claim=self.spares.claim, load=lambda gateway: self._load(gateway, spec), gateway=address,
-                             discard=lambda gateway: self._discard(gateway, user_id))
+                             discard=lambda gateway: self._discard(gateway, user_id), warm_ups=self.warm_ups)
             gateway = await wake.wake(user_id)
             self._running[user_id] = _Running(gateway)
             self.spares.reprioritise()
@@ -224,6 +225,7 @@ class LocalAgentRuntime:
         return RuntimeState.STOPPED if self.states.has_agent(user_id) else RuntimeState.ABSENT
 
     async def close(self) -> None:
+        await self.warm_ups.close()
         await self.spares.close()
         for user_id in list(self._running):
             await self.sleep(user_id)

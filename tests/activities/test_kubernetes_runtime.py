@@ -31,7 +31,7 @@ from activities.archive.stores import S3ArchiveStore
 from activities.runtime import k8s_manifests as manifests
 from activities.runtime.k8s_manifests import ClusterSettings, UserNames
 from activities.runtime.kubernetes import KubeApi, KubernetesAgentRuntime, PodAddress
-from activities.runtime.openclaw_config import WARMTH_PRELOAD, ModelProvider, agent_id
+from activities.runtime.openclaw_config import WARM_UP_PROMPT, WARMTH_PRELOAD, ModelProvider, agent_id
 from activities.runtime.pod_claims import PodClaims, PodState
 from activities.runtime.tools import Tools
 from core.models import AgentPod
@@ -246,7 +246,14 @@ async def test_wake_sleep_and_wake_again_carry_the_state_through_the_store(clust
     assert endpoint.instance == spare and endpoint.key_id == KEYRING.kid
     assert await _chat(endpoint.base_url, endpoint.token(KEYRING), user) == "ok"
     assert endpoint.token(KEYRING) not in endpoint.model_dump_json(), "the endpoint (kept in history) has no token"
-    assert cluster.gateways[spare].turns[1][0] == f"openclaw/{agent_id(user)}", "the agent's first turn is paid in the wake"
+    turns = cluster.gateways[spare].turns
+    assert turns[1][0] == f"openclaw/{agent_id(user)}", "the caller's question is the agent's first turn"
+
+    async def warmed_up() -> bool:
+        return len(turns) > 2
+
+    await until(warmed_up, "a warm-up turn a moment after the wake")
+    assert turns[2] == (f"openclaw/{agent_id(user)}", WARM_UP_PROMPT)
     pod = await cluster.api.read("Pod", spare)
     assert pod.metadata.labels[manifests.USER] == user.hex and pod.metadata.labels[manifests.ROLE] == "agent"
     config = json.loads(_run(cluster, spare).config_path.read_text())
@@ -305,9 +312,16 @@ async def test_two_wakes_racing_for_one_user_share_one_pod(cluster: Cluster) -> 
     rows = await cluster.rows(settings.pool)
     assert [r.name for r in rows if r.user_id == spec.user_id] == [a.instance]
     assert sum(1 for r in rows if r.user_id is not None) == 1, "the other spare was not taken"
-    loads = [name for name, gateway in cluster.gateways.items() if any(m.endswith(agent_id(spec.user_id))
-                                                                         for m, _ in gateway.turns)]
-    assert loads == [a.instance], "only one pod ever loaded the agent"
+
+    async def loaded() -> list[str]:
+        return [name for name, gateway in cluster.gateways.items()
+                if any(m.endswith(agent_id(spec.user_id)) for m, _ in gateway.turns)]
+
+    async def warmed_up() -> bool:
+        return bool(await loaded())
+
+    await until(warmed_up, "the woken agent's warm-up turn")
+    assert await loaded() == [a.instance], "only one pod ever loaded the agent (and was warmed up)"
 
 
 async def test_a_spare_dying_mid_claim_is_discarded_and_another_serves(cluster: Cluster) -> None:

@@ -21,6 +21,8 @@ from core.ports import AgentEndpoint, AgentSpec, RuntimeState
 from core.tokens import Keyring
 from activities.runtime.tools import Tools
 from emulators.llm import MODEL_ID, ModelScript
+from tests.activities.test_openclaw_warmth import CHECK_LATER, FORKED_AHEAD, REUSED, integrity_checks_ahead
+from tests.polling import until
 
 
 KEYRING = Keyring.of("test-platform-secret")
@@ -45,6 +47,11 @@ NO_REPLACEMENT_S = 3600.0
 def _checksums(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _gateway_log(tmp_path: Path, endpoint: AgentEndpoint) -> Path:
+    [log] = (tmp_path / "agents" / "gateways").glob(f"{httpx.URL(endpoint.base_url).port}-*/gateway.log")
+    return log  # (in each gateway's home)
 
 
 def _gateways() -> list[psutil.Process]:
@@ -79,6 +86,8 @@ async def test_sleep_wake_pause_archive_restore(
         endpoint = await runtime.wake(user)
         assert len(broken) == 1 and "a spare gateway failed to start (1 in a row)" in caplog.text
         assert await _chat(endpoint, user, "my locker code is 4471") == f"You said: my locker code is 4471. {DEMO_NOTICE}"
+        # The agent's database opened in the thread the spare's warm-up had used (the warmth preload).
+        assert REUSED in _gateway_log(tmp_path, endpoint).read_text(errors="replace")
 
         await runtime.pause(user)
         assert await runtime.status(user) == RuntimeState.PAUSED
@@ -90,9 +99,8 @@ async def test_sleep_wake_pause_archive_restore(
         assert (await _chat(endpoint, user, "still there?")).startswith("You said: still there?")
 
         # Sleep frees the process and keeps the state; archiving takes it away, restoring gives it back
-        # byte for byte; the next wake is another gateway (started at once: the replacement scheduled
-        # after the first wake is an hour away), and the memory came along. One wake proves both: each
-        # costs a gateway's boot.
+        # byte for byte; the next wake is another gateway, and the memory came along. One wake proves
+        # both: each costs a gateway's boot.
         await runtime.sleep(user)
         assert await runtime.status(user) == RuntimeState.STOPPED
         state = _checksums(runtime.user_dir(user))
@@ -103,9 +111,22 @@ async def test_sleep_wake_pause_archive_restore(
         await runtime.restore(user, store, key)
         assert _checksums(runtime.user_dir(user)) == state, "restore gives back byte-identical state"
         assert await runtime.status(user) == RuntimeState.STOPPED
+        # A spare ready with its integrity-check process forked ahead, as one is some seconds after boot
+        # (the replacement scheduled after the first wake is an hour away: one more is kept instead).
+        runtime.spares.target = 2
+        runtime.spares.replenish()
+
+        async def spare_forked_ahead() -> bool:
+            return any(integrity_checks_ahead(p.pid) for p in _gateways() if p.pid not in before)
+
+        await until(spare_forked_ahead, "a spare with its integrity check forked ahead", timeout=120, every=0.5)
         woken = await runtime.wake(user)
         assert woken.base_url != endpoint.base_url
         assert await _chat(woken, user, "what did I say?") == "Earlier you said: still there?"
+        # Its first turn checked the returning user's database in that process, and left the
+        # spare's own database's quick check for later.
+        woken_log = _gateway_log(tmp_path, woken).read_text(errors="replace")
+        assert FORKED_AHEAD in woken_log and CHECK_LATER in woken_log
 
         await runtime.delete(user)
         assert await runtime.status(user) == RuntimeState.ABSENT
