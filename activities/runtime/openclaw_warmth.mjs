@@ -74,6 +74,8 @@ let watched;
 const watching = new Promise((resolve) => { watched = resolve; }); // once the gateway watches its config
 
 const say = (message) => process.stderr.write(`deepclaw warmth: ${message}\n`);
+const said = new Set();
+const sayOnce = (message) => { if (!said.has(message)) say(message); said.add(message); };
 
 // Timers OpenClaw arms with a fixed delay (module constants), picked out by their callback and given
 // another delay.
@@ -107,14 +109,12 @@ function retimeTimers() {
   for (const name of new Set(RETIMED_TIMERS.map((t) => t.timer))) {
     const given = globalThis[name];
     const mine = RETIMED_TIMERS.filter((t) => t.timer === name);
-    const said = new Set();
     const seen = new Set();
     const retiming = function (callback, ms, ...args) {
       const found = typeof callback === "function" && mine.find((t) => t.ms === ms && t.callback(callback));
       if (found && (seen.has(found) || !found.firstAsIs)) {
         ms = found.becomes;
-        if (!said.has(found)) say(`${found.says} ${ms / 1000} s`);
-        said.add(found);
+        sayOnce(`${found.says} ${ms / 1000} s`);
       }
       if (found) seen.add(found);
       return given.call(this, callback, ms, ...args);
@@ -147,7 +147,6 @@ function preloadingWorkerUrl(href) {
 
 /** A database worker OpenClaw retired, kept for the next one it starts (see recycleDatabaseWorker). */
 let kept; // { worker, key, timer, terminate }
-let reuseSaid = false;
 
 function takeKept(key) {
   if (!kept || kept.key !== key) return undefined;
@@ -205,8 +204,7 @@ function patchWorkers() {
       const key = database ? `${href} ${JSON.stringify(options ?? {})}` : undefined;
       const reused = database && takeKept(key);
       if (reused) { // (a subclass may construct another object instead of itself)
-        if (!reuseSaid) say("a database worker thread kept from closed databases serves the next");
-        reuseSaid = true;
+        sayOnce("a database worker thread kept from closed databases serves the next");
         return reused;
       }
       const warming = respawning && href.startsWith("file:") && href.endsWith(HISTORY_WORKER);
@@ -237,7 +235,6 @@ function forkIntegrityChecksAhead(dist) {
   };
   let ahead; // { child, key }
   let timer;
-  let said = false;
   const forkLater = (delay = FORK_AHEAD_AFTER_MS) => {
     clearTimeout(timer);
     timer = setTimeout(() => {
@@ -267,8 +264,7 @@ function forkIntegrityChecksAhead(dist) {
         const deadline = setTimeout(kill, options.timeout);
         child.once("exit", () => clearTimeout(deadline));
       }
-      if (!said) say("an integrity check process forked ahead serves the next check");
-      said = true;
+      sayOnce("an integrity check process forked ahead serves the next check");
     } else {
       child = fork.apply(this, arguments);
     }
