@@ -128,23 +128,24 @@ class Pool:
 
 
 def droplet_fit(inputs: Inputs, family: str, need_gb: float, need_vcpu: float) -> tuple[str, int, float]:
-    """The node size of `family` with the lowest price per pod of (need_gb, need_vcpu): its slug, how
-    many such pods it takes (memory, CPU and pods per node all counted), and the share of the pods-per-
-    node limit its memory and CPU alone would fill."""
+    """The node size of `family` with the lowest price per pod of (need_gb, need_vcpu), the larger on
+    a tie (fewer nodes for the same money: fewer DaemonSet pods, further from a cluster's node limit):
+    its slug, how many such pods it takes (memory, CPU and pods per node all counted), and the share of
+    the pods-per-node limit its memory and CPU alone would fill."""
     pods_cap = inputs.assumption("max_pods_per_node") - inputs.assumption("system_pods_per_node")
     share = inputs.assumption("allocatable_memory_share")
-    best: tuple[float, str, int, float] | None = None
+    best: tuple[float, int, str, float] | None = None  # (price per pod, -pods per node, slug, share)
     for slug, size in inputs.prices["digitalocean"]["droplets"].items():
         if not isinstance(size, dict) or not slug.startswith(family):
             continue
         room = min(size["memory_gb"] * share // need_gb, size["vcpu"] // need_vcpu if need_vcpu else math.inf)
         fits = int(min(pods_cap, room))
-        if fits >= 1 and (best is None or size["usd"] / fits < best[0]):
-            best = (size["usd"] / fits, slug, fits, room / pods_cap)
+        if fits >= 1 and (best is None or (size["usd"] / fits, -fits) < best[:2]):
+            best = (size["usd"] / fits, -fits, slug, room / pods_cap)
     if best is None:
         raise SystemExit(f"no {family} Droplet holds a pod of {need_gb:.1f} GB, {need_vcpu:.2f} vCPU")
-    inputs.price("digitalocean", "droplets", best[1])
-    return best[1], best[2], best[3]
+    inputs.price("digitalocean", "droplets", best[2])
+    return best[2], -best[1], best[3]
 
 
 def next_power_of_two(n: float) -> int:

@@ -36,11 +36,12 @@ import math
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -218,6 +219,12 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)  # what each turn said on a call heard back
     owed: list[tuple[Handset, int, str]] = field(default_factory=list)  # turns whose answer was promised by text
     calls_peak: int = 0
+    real_users: int = 0  # owners 0..real_users-1 have a real OpenClaw agent
+    # Turn and text figures apart for real agents and stand-ins ("turn real", "text stand-in", ...).
+    by_agent: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def agent(self, u: int) -> str:
+        return "real" if u < self.real_users else "stand-in"
 
 
 def answer_to(tag: str) -> re.Pattern[str]:
@@ -266,6 +273,7 @@ async def ask(phone: Handset, u: int, k: int, tally: Tally) -> bool:
             # Its caption comes just ahead of it (audio before that may be an earlier line still playing).
             voice = await phone.wait_for("audio", after=index)
             tally.turn_ms.append((arrived(phone, voice, index) - done) * 1000)
+            tally.by_agent[f"turn {tally.agent(u)}"].append(tally.turn_ms[-1])
             tally.answer_caption_ms.append((phone.received_at[index] - done) * 1000)
             return True
         if outcome == "by text":
@@ -354,6 +362,7 @@ def text_answers(phones: list[Handset], tally: Tally) -> None:
     for tag, when in text_answers_heard(phones):
         if tag in tally.sms_sent and not seen[tag]:
             tally.sms_reply_s.append(when - tally.sms_sent[tag])
+            tally.by_agent[f"text {tally.agent(int(tag.split()[1]))}"].append(tally.sms_reply_s[-1] * 1000)
         seen[tag] += 1
     tally.lost["texts never answered"] = sum(1 for tag in tally.sms_sent if not seen[tag])
     tally.duplicated["texts answered twice"] = sum(1 for tag in tally.sms_sent if seen[tag] > 1)
@@ -470,7 +479,7 @@ def print_profiles(folder: Path, top: int = 25) -> None:
 
 
 async def main(calls: int, sms: int, onboardings: int, real_agents: int,
-               profile: Path | None = None) -> dict[str, Any]:
+               profile: Path | None = None, keep_logs: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="deepclaw-load-") as tmp:
         root = Path(tmp)
         gateway_port = free_port()
@@ -496,7 +505,13 @@ async def main(calls: int, sms: int, onboardings: int, real_agents: int,
             supervisor, settings = await start_supervised(settings, commands=commands)
             stack.push_async_callback(supervisor.stop)
             print(f"platform ready in {time.monotonic() - started:.0f} s", flush=True)
-            return await run(stack, settings, calls, sms, onboardings, real_agents)
+            try:
+                return await run(stack, settings, calls, sms, onboardings, real_agents)
+            finally:  # the run's folder goes with it; its processes' logs, once they stopped, need not
+                if keep_logs is not None:
+                    await stack.aclose()
+                    shutil.copytree(root / "data" / "logs", keep_logs, dirs_exist_ok=True)
+                    print(f"the platform's logs are in {keep_logs}", flush=True)
     raise AssertionError("unreachable")
 
 
@@ -535,7 +550,7 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
         await asyncio.sleep(1)
     print(f"number pool: {available} available", flush=True)
 
-    tally = Tally()
+    tally = Tally(real_users=sum(woken))
     phones = [await stack.enter_async_context(handset(settings.carrier_url, user.phone_e164)) for user, _ in users]
     strangers = [f"+1555{uuid.uuid4().int % 10**7:07d}" for _ in range(onboardings)]
     per_user = [sms // calls + (1 if u < sms % calls else 0) for u in range(calls)]
@@ -594,6 +609,9 @@ async def run(stack: AsyncExitStack, settings: Settings, calls: int, sms: int, o
           f"steps {len(tally.onboarding_step_ms)}: p50 {percentile(tally.onboarding_step_ms, 0.5):.0f} ms; "
           f"lost {dict(+tally.lost)}; duplicated {dict(+tally.duplicated)}; what turns heard back "
           f"{dict(tally.outcomes)}", flush=True)
+    for kind, values in sorted(tally.by_agent.items()):  # which agents the time went to
+        print(f"  {kind} agents' {len(values)}: p50 {percentile(values, 0.5):.0f} ms, p99 "
+              f"{percentile(values, 0.99):.0f} ms", flush=True)
     def figure(values: list[float], q: float, digits: int | None = None) -> float | None:
         """None (JSON null) when nothing of the kind was measured, as in a run without texts."""
         value = percentile(values, q)
@@ -618,6 +636,7 @@ if __name__ == "__main__":
                         help="log the first N owners' calls event by event (where a slow turn's time went)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the stand-ins and the voice bridge under cProfile; print where their CPU went")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy the platform's logs to DIR at the end")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the supervised worker
     parser.add_argument("--profiled", nargs=3, help=argparse.SUPPRESS)  # OUT core.cli NAME: a profiled service
     parser.add_argument("--standin-gateway", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -633,7 +652,8 @@ if __name__ == "__main__":
         for chatty in ("httpx", "twilio"):  # a line per request from hundreds of phones
             logging.getLogger(chatty).setLevel(logging.WARNING)
         TIMELINES, TEXT_SPREAD_S = args.timeline, args.text_spread
-        summary = asyncio.run(main(args.calls, args.sms, args.onboardings, args.real_agents, args.profile))
+        summary = asyncio.run(main(args.calls, args.sms, args.onboardings, args.real_agents, args.profile,
+                                   args.keep_logs))
         if args.profile is not None:
             print_profiles(args.profile)
         print(json.dumps(summary), flush=True)

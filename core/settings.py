@@ -155,7 +155,9 @@ class Settings(BaseSettings):
     # Calls
     max_call_s: float = 1800.0  # hang up after 30 minutes
     voice_drain_s: float = 570.0  # on SIGTERM the bridge lets calls in progress finish this long
-    silent_caller_hangup_s: float = 120.0  # say goodbye after two minutes without a word
+    # Say goodbye after two minutes without a word from the caller, counted from the end of the agent's
+    # own words when those came later (a slow answer is not the caller's silence).
+    silent_caller_hangup_s: float = 120.0
     # A turn whose answer has not started this long after it reached the user's OpenClaw is given up
     # on the call (an apology, fillers until then); the agent finishes it and texts the answer.
     think_timeout_s: float = Field(default=60.0, gt=0)

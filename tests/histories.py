@@ -5,8 +5,11 @@ shape is recorded as the next version, the old file kept.
 
 Recording: `DEEPCLAW_RECORD_HISTORIES=1 make test` (or a subset of the suite that runs the types
 wanted); at the end of the session, for each workflow type without a history yet, the longest
-history the session's Temporal dev server holds is written. Payloads are encrypted with the test
-settings' key (the development key every test derives), which the replay uses too."""
+history the session's Temporal dev server holds is written. After a patched change, name the types
+instead of 1 (`DEEPCLAW_RECORD_HISTORIES=SmsConversationWorkflow`, comma-separated) and run, in one
+process (`-p no:xdist`), the tests that take the new path: each named type gets its next version,
+once. Payloads are encrypted with the test settings' key (the development key every test derives),
+which the replay uses too."""
 
 from __future__ import annotations
 
@@ -21,7 +24,11 @@ from temporalio.client import Client, Interceptor, OutboundInterceptor, StartWor
 from temporalio.service import RPCError
 
 FOLDER = Path(__file__).parent / "histories"
-RECORD = os.environ.get("DEEPCLAW_RECORD_HISTORIES") == "1"
+_ASKED = os.environ.get("DEEPCLAW_RECORD_HISTORIES", "").strip()
+RECORD = _ASKED not in ("", "0")
+# The types whose next version is recorded (after a patched change); "1" asks for missing ones only.
+NEXT_VERSIONS = frozenset() if _ASKED in ("", "0", "1") else frozenset(t.strip() for t in _ASKED.split(",") if t.strip())
+_written: set[str] = set()  # types given a version by this process: one new version per session
 _FILE = re.compile(r"^(?P<type>[A-Za-z]+)\.v(?P<version>\d+)\.json$")
 
 
@@ -64,11 +71,12 @@ async def _workflow_ids(client: Client, kind: str, started: StartedWorkflows | N
 
 async def record_missing(client: Client, workflow_types: list[str], started: StartedWorkflows | None = None
                          ) -> list[Path]:
-    """Writes version 1 of every type in `workflow_types` that has none, from the server's histories."""
+    """Writes version 1 of every type in `workflow_types` that has none, and the next version of the
+    types in NEXT_VERSIONS, from the server's longest history of the type."""
     have = recorded()
     written = []
     for kind in workflow_types:
-        if kind in have:
+        if kind in _written or (kind in have and kind not in NEXT_VERSIONS):
             continue
         best: tuple[int, str, str] | None = None
         for workflow_id in await _workflow_ids(client, kind, started):
@@ -78,7 +86,9 @@ async def record_missing(client: Client, workflow_types: list[str], started: Sta
         if best is None:
             continue
         FOLDER.mkdir(exist_ok=True)
-        path = FOLDER / f"{kind}.v1.json"
+        versions = [int(_FILE.match(p.name)["version"]) for p in have.get(kind, [])]  # type: ignore[index]
+        path = FOLDER / f"{kind}.v{max(versions, default=0) + 1}.json"
         path.write_text(json.dumps({"workflow_id": best[1], "history": json.loads(best[2])}, indent=1) + "\n")
         written.append(path)
+        _written.add(kind)
     return written

@@ -109,6 +109,8 @@ class CallBridge(MediaRelay):
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.recorder: CallRecorder | None = None
         self.started = time.monotonic()
+        # The caller's silence counts from their last words, or from the end of the agent's last
+        # words when those came later: a slow answer is the agent's silence, not theirs.
         self.last_caller_words = time.monotonic()
         self.dtmf: list[str] = []
         self.dtmf_task: asyncio.Task[None] | None = None
@@ -434,6 +436,7 @@ class CallBridge(MediaRelay):
                                 "name": call.get("name"), "content": "ok"})
         elif kind == "AgentAudioDone":
             self.agent_speaking = False
+            self.last_caller_words = time.monotonic()  # their turn to speak begins now
             pending, self.after_speech = self.after_speech, []
             for work in pending:
                 self._spawn(work())
@@ -524,7 +527,7 @@ class CallBridge(MediaRelay):
             if now - self.started > self.settings.max_call_s:
                 await self._say_goodbye_and_hang_up(TIME_UP_GOODBYE, "max call length")
                 return
-            if now - self.last_caller_words > self.settings.silent_caller_hangup_s:
+            if not self.agent_speaking and now - self.last_caller_words > self.settings.silent_caller_hangup_s:
                 await self._say_goodbye_and_hang_up(SILENT_GOODBYE, "silent caller")
                 return
         # end_call hung up: give Twilio a moment to send stop, then close.

@@ -5,9 +5,9 @@ The wake follows the design both runtimes share (activities/runtime/wake.py). He
   per node pool by every worker's replenisher, each with a gateway token of its own. A row per pod in
   `agent_pods` says what it is (pod_claims.py).
 - Wake: claim a ready spare in PostgreSQL (FOR UPDATE SKIP LOCKED, one user per pod, once), label
-  the pod as the user's (their NetworkPolicy now applies), then its loader sidecar fetches the
-  user's state from the archive store by a presigned URL, writes their agent's config, and OpenClaw
-  hot-reloads it. A spare that fails on the way is deleted and the next one tried.
+  the pod as the user's (their NetworkPolicy now applies) while its loader sidecar fetches the
+  user's state from the archive store by a presigned URL and writes their agent's config, which
+  OpenClaw hot-reloads. A spare that fails on the way is deleted and the next one tried.
 - Idle: pods cannot be frozen; the agent's state is checkpointed to the store (a pod lost while
   Idle loses nothing) and the pod keeps running until Sleep.
 - Sleep: the loader saves the state to the store, then the pod is deleted. A sleeping user holds no
@@ -402,11 +402,22 @@ class KubernetesAgentRuntime:
                 await asyncio.sleep(0.2)
 
         async def load(got: Claim) -> None:
-            if not await self.api.patch("Pod", got.name, manifests.claimed_labels(user_id)):
+            # The labels (their NetworkPolicy) and the state's fetch go side by side: the spares'
+            # policy allows what a user's does (k8s_manifests._policy, a test ties them), so the
+            # order changes nothing the pod may reach, and the wake saves an API round trip. Nobody
+            # reaches the agent before both are done (the wake has not returned it yet).
+            labelled, result = await asyncio.gather(
+                self.api.patch("Pod", got.name, manifests.claimed_labels(user_id)),
+                self._loader(got.name, got.key_id, "/load", {
+                    "agent": agent_id(user_id), "config": self._agent_config(spec, got.name),
+                    "files": self._agent_files(spec), "state_url": self.urls.state_url(archive_key(user_id), upload=False)}),
+                return_exceptions=True)
+            if isinstance(result, BaseException):
+                raise result
+            if isinstance(labelled, BaseException):
+                raise labelled
+            if labelled is False:
                 raise SpareFailed(f"pod {got.name} is gone")
-            result = await self._loader(got.name, got.key_id, "/load", {
-                "agent": agent_id(user_id), "config": self._agent_config(spec, got.name), "files": self._agent_files(spec),
-                "state_url": self.urls.state_url(archive_key(user_id), upload=False)})
             log.info("pod %s loaded user %s's state (%s bytes) in %s ms", got.name, user_id, result.get("bytes"),
                      result.get("state_ms"))
 

@@ -91,6 +91,9 @@ def test_every_manifest_is_valid_and_hardened() -> None:
     assert by_name[manifests.SPARES_POLICY]["spec"]["podSelector"] == {"matchLabels": {manifests.ROLE: "spare"}}
     policy = by_name[UserNames(user).base]["spec"]
     assert policy["podSelector"] == {"matchLabels": {manifests.USER: user.hex}}
+    # The wake fetches the user's state while the labels are patched: a spare may reach what its user may.
+    spares = by_name[manifests.SPARES_POLICY]["spec"]
+    assert {**spares, "podSelector": None} == {**policy, "podSelector": None}
     assert manifests.claimed_labels(user)["metadata"]["labels"] == {manifests.ROLE: "agent", manifests.USER: user.hex}
     loader_in = policy["ingress"][1]
     assert loader_in["ports"] == [{"protocol": "TCP", "port": manifests.LOADER_PORT}]

@@ -24,7 +24,7 @@ from emulators.carrier.app import create_app as carrier_app
 from emulators.carrier.handset import handset
 from emulators.speech import SpeechRegistry
 from emulators.standins import build_carrier
-from emulators.voice_agent import VoiceAgentServer
+from emulators.voice_agent import AgentSession, VoiceAgentServer
 from tests.conftest import unique_area_code
 from voice.server import voice_serving
 from api.routes.twilio import LINE_LOST
@@ -76,6 +76,31 @@ async def test_the_bridge_says_goodbye_and_hangs_up(
             assert ended["call_sid"] == call_sid
         said = [e["content"] for e in agent.sessions[-1].events if e["type"] == "ConversationText"]
         assert goodbye in said, said
+
+
+async def test_a_caller_listening_to_a_long_answer_is_not_silent(
+    database_url: str, temporal_env: WorkflowEnvironment, sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller's silence counts from the end of the agent's words: an answer that takes longer
+    to say than the silence limit is heard whole, and the goodbye comes only after it."""
+    async def long_answer(self: AgentSession) -> str:
+        return " ".join(["Here is a long answer, told slowly so that it takes a while to say."] * 4)
+
+    monkeypatch.setattr(AgentSession, "think", long_answer)  # the stand-in's model step: no agent needed
+    settings = _settings(database_url, temporal_env, tmp_path, silent_caller_hangup_s=2.0)
+    async with _line(settings, sessions) as (number, caller, agent):
+        async with handset(settings.carrier_url, caller) as phone:
+            await phone.dial(number)
+            await phone.wait_for("caption", lambda e: e["role"] == "agent" and "Hi, it's Nova" in e["text"], timeout=30)
+            await phone.say("tell me something long")
+            await phone.wait_for("call_state", lambda e: e["state"] == "completed", timeout=60)
+        sent = agent.sessions[-1].events
+        kinds = [e["type"] if e["type"] != "ConversationText" else e["content"][:20] for e in sent]
+        answer = next(i for i, e in enumerate(sent) if e["type"] == "ConversationText" and "long answer" in e["content"])
+        goodbye = next(i for i, e in enumerate(sent) if e["type"] == "ConversationText" and e["content"] == SILENT_GOODBYE)
+        assert "AgentAudioDone" in [e["type"] for e in sent[answer:goodbye]], kinds
+        assert not any(e["type"] == "Warning" for e in sent), kinds  # no goodbye pushed in while it spoke
 
 
 async def test_a_dropped_voice_agent_is_reopened_or_the_caller_hears_an_apology(
