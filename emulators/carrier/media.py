@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 FRAME_S = 0.02
 SILENCE = b"\xff" * FRAME_BYTES
+# A late loop makes up the silence it missed only once the caller has said nothing for this long:
+# right after their words, more of them may still be on the way (read late too).
+QUIET_S = 0.3
 
 
 class _StreamListener(WSListener):  # type: ignore[misc]  # picows is compiled, without type information
@@ -71,6 +74,7 @@ class MediaStream:
         self.play = play  # delivers platform audio to the caller's handset
         self.stream_sid = new_sid("MZ")
         self.caller_audio: deque[bytes | str] = deque()  # frames and DTMF digits, kept in order
+        self.caller_active_at = 0.0  # when a frame or digit of the caller's last came in or went out
         self.playback: deque[bytes | str] = deque()  # audio frames and mark names, in order
         self.queued = asyncio.Event()  # playback has something: an idle call does not poll every 20 ms
         self.ws: Any = None
@@ -90,9 +94,11 @@ class MediaStream:
 
     def caller_frame(self, frame: bytes) -> None:
         self.caller_audio.append(frame)
+        self.caller_active_at = time.monotonic()
 
     def dtmf(self, digit: str) -> None:
         self.caller_audio.append(digit)
+        self.caller_active_at = time.monotonic()
 
     async def run(self) -> None:
         """Until the platform closes the socket; cancel to end it from the carrier's side (sends `stop`).
@@ -168,8 +174,11 @@ class MediaStream:
         """Every 20 ms, on a fixed schedule, like a phone network. A late event loop sends the
         caller's frames that are due at once (as a network delivers after a hiccup): one frame per
         turn of the loop would fall behind for good once a turn, with many calls, lasts longer than
-        20 ms. Silence missed while late is not made up: the caller's own audio reaches the carrier
-        late too, and a burst of silence would cut their words in two (as a jitter buffer knows)."""
+        20 ms. Silence missed while late is made up only as far as the caller was quiet for QUIET_S
+        before it: right after their words, more may still be on the way (a late loop reads them late
+        too), and a burst of silence would cut their words in two (as a jitter buffer knows). Past
+        that the line goes on in real time: the platform hears their turn end when it did, not one
+        frame per late turn of the loop (which made a turn's end seconds late under load)."""
         chunk = 0
         start = time.monotonic()
         while True:
@@ -179,12 +188,16 @@ class MediaStream:
                     digit = self.caller_audio.popleft()
                     self._send({"event": "dtmf", "streamSid": self.stream_sid,
                                 "dtmf": {"track": "inbound_track", "digit": digit}})
-                if not self.caller_audio and chunk + 1 < due:  # late with nothing to say: move the clock
-                    start += (due - chunk - 1) * FRAME_S
-                    due = chunk + 1
+                if not self.caller_audio and chunk + 1 < due:  # late with nothing to say
+                    quiet = int((time.monotonic() - self.caller_active_at - QUIET_S) / FRAME_S)
+                    skipped = due - chunk - 1 - min(due - chunk - 1, max(0, quiet))
+                    start += skipped * FRAME_S  # the clock moves on over what is not made up
+                    due -= skipped
                 chunk += 1
                 frame = self.caller_audio.popleft() if self.caller_audio else SILENCE
                 assert isinstance(frame, bytes)
+                if frame is not SILENCE:
+                    self.caller_active_at = time.monotonic()
                 self._send({
                     "event": "media",
                     "streamSid": self.stream_sid,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from twilio.rest import Client
 
 from core.serve import serving
 from emulators.carrier.app import create_app
+from emulators.carrier.media import FRAME_BYTES, FRAME_S, QUIET_S, SILENCE, MediaStream
 from emulators.carrier.carrier import Carrier
 from emulators.carrier.handset import handset
 from tests.conftest import free_port
@@ -355,3 +357,59 @@ async def test_a_call_hung_up_while_its_stream_opens_closes_the_socket_once_open
     await asyncio.wait_for(closed.wait(), 5)  # without the fix: open until the platform gives up
     assert after_upgrade and after_upgrade[0][0] == 0x88, "a close frame, then the socket closed; nothing else sent"
     server.close()
+
+
+class _Recorder:
+    """Stands in for a Media Stream's socket: what the carrier sends, and when."""
+
+    is_disconnected = False
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, dict[str, Any]]] = []
+
+    def send(self, _: Any, data: bytes) -> None:
+        self.sent.append((time.monotonic(), json.loads(data)))
+
+    def caller_frames_since(self, moment: float) -> list[bytes]:
+        return [base64.b64decode(e["media"]["payload"]) for at, e in self.sent if at >= moment and e["event"] == "media"]
+
+
+async def test_a_late_carrier_keeps_the_line_in_real_time_but_never_cuts_the_callers_words() -> None:
+    """A stalled event loop (many calls): once the caller has been quiet a while, the silence it
+    missed goes out at once, so the platform hears the turn end when it did; right after their words
+    it is not made up (more words may still be on the way) and never lands inside them."""
+    stream = MediaStream(url="ws://unused", account_sid="AC", call_sid="CA", parameters={}, play=_no_play,
+                         auth_token="token")
+    stream.ws = recorder = _Recorder()
+    sender = asyncio.create_task(stream._send_caller_audio())  # noqa: SLF001
+    try:
+        await asyncio.sleep(0.1)
+        time.sleep(1.0)  # the loop stalls with the caller long quiet
+        resumed = time.monotonic()
+        await asyncio.sleep(0.01)
+        made_up = len(recorder.caller_frames_since(resumed))
+        assert made_up >= 45, f"{made_up} frames of the stalled second went out at once"
+
+        words = [bytes([n]) * FRAME_BYTES for n in range(25)]  # half a second of speech, queued at once
+        for frame in words:
+            stream.caller_frame(frame)
+        await asyncio.sleep(0.6)  # the words go out in real time, then 0.1 s of silence
+        time.sleep(1.0)  # a stall right after them
+        resumed = time.monotonic()
+        await asyncio.sleep(0.01)
+        after_words = len(recorder.caller_frames_since(resumed))
+        # Of the 1.1 s quiet, the first QUIET_S is not made up (a stall as long as that inside their
+        # words leaves no silence in them).
+        assert after_words <= (1.1 - QUIET_S) / FRAME_S + 3, f"{after_words}: only the silence past QUIET_S"
+        more = [bytes([100 + n]) * FRAME_BYTES for n in range(10)]  # more words, read late
+        for frame in more:
+            stream.caller_frame(frame)
+        await asyncio.sleep(0.3)
+        sent = [base64.b64decode(e["media"]["payload"]) for _, e in recorder.sent if e["event"] == "media"]
+        assert [frame for frame in sent if frame != SILENCE] == words + more, "every word, in order"
+    finally:
+        sender.cancel()
+
+
+async def _no_play(_: bytes) -> None:
+    return None
