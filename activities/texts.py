@@ -6,7 +6,7 @@ once, whatever retries."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import case, select, update
@@ -23,6 +23,9 @@ from core.ports import Telephony
 from core.recall import recall_note
 from core.settings import Settings
 from core.texts import with_attachments
+
+
+CARRIER_CLOCK_MARGIN = timedelta(minutes=1)
 
 
 class InboundText(BaseModel):
@@ -133,18 +136,23 @@ class TextActivities:
     async def send_text(self, text: OutgoingText) -> str | None:
         """Sends one part of an answer unless it was sent already (then None). Its row is written
         first and named in the status callback's URL, so a delivery callback that beats the send's
-        own reply still finds it."""
+        own reply still finds it. A retry first asks the carrier whether an earlier attempt sent it
+        (the message made, its reply lost: a connection reset): the user gets it once."""
         async with transaction(self.sessions) as session:
             await session.execute(insert(Message).values(
                 id=uuid.uuid4(), conversation_id=text.conversation_id, role="agent", content=text.body,
                 status="pending", reply_to=text.reply_to, part=text.part, created_at=utcnow(),
             ).on_conflict_do_nothing(constraint="uq_messages_reply_part"))
-            row = (await session.execute(select(Message.id, Message.provider_sid).where(
+            row = (await session.execute(select(Message.id, Message.provider_sid, Message.created_at).where(
                 Message.reply_to == text.reply_to, Message.part == text.part))).one()
         if row.provider_sid is not None:
             return None
-        sid = await self.telephony.send_sms(to=text.to, from_=text.from_, body=text.body,
-                                            status_callback=f"{self.status_callback}?message={row.id}")
+        sid = await self._sent_before(text, row.created_at) if activity.info().attempt > 1 else None
+        if sid is not None:
+            activity.logger.info("a text part was sent by an earlier attempt whose reply was lost: %s", sid)
+        else:
+            sid = await self.telephony.send_sms(to=text.to, from_=text.from_, body=text.body,
+                                                status_callback=f"{self.status_callback}?message={row.id}")
         async with transaction(self.sessions) as session:
             await session.execute(update(Message).where(Message.id == row.id).values(
                 provider_sid=sid, status=case((Message.status == "pending", "queued"), else_=Message.status)))
@@ -155,6 +163,19 @@ class TextActivities:
                                    quantity=sms_segments(text.body), source=f"sms:{sid}",
                                    conversation_id=text.conversation_id)
         return sid
+
+    async def _sent_before(self, text: OutgoingText, since: datetime) -> str | None:
+        """A message of this text's body, to and from its numbers, sent since its row was written and
+        recorded for no other row: the one an earlier attempt sent. (The margin is for the carrier's
+        clock; a message Twilio still holds queued has no date sent yet and is sent again.)"""
+        candidates = await self.telephony.sent_sms(to=text.to, from_=text.from_, body=text.body,
+                                                   since=since - CARRIER_CLOCK_MARGIN)
+        if not candidates:
+            return None
+        async with self.sessions() as session:
+            recorded = set((await session.execute(select(Message.provider_sid).where(
+                Message.provider_sid.in_(candidates)))).scalars())
+        return next((sid for sid in candidates if sid not in recorded), None)
 
     @activity.defn
     async def mark_answered(self, message_id: uuid.UUID) -> None:

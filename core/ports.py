@@ -4,7 +4,7 @@ chosen by settings (see activities/adapters.py); activities depend on these, nev
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +66,7 @@ class Telephony(Protocol):
     async def configure_number(self, sid: str, *, voice_url: str, sms_url: str) -> None: ...
     async def release_number(self, sid: str) -> None: ...
     async def send_sms(self, *, to: str, from_: str, body: str, status_callback: str | None = None) -> str: ...
+    async def sent_sms(self, *, to: str, from_: str, body: str, since: datetime) -> list[str]: ...  # their sids
     async def place_call(self, *, to: str, from_: str, twiml: str | None = None, url: str | None = None,
                          status_callback: str | None = None, machine_detection: bool = False,
                          ring_timeout_s: int | None = None) -> str: ...

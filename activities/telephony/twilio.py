@@ -4,6 +4,7 @@ so tests run exactly this code."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 import httpx
 from twilio.base.exceptions import TwilioRestException
@@ -95,6 +96,11 @@ class TwilioTelephony:
         kwargs = {"status_callback": status_callback} if status_callback else {}
         message = await self.client.messages.create_async(to=to, from_=from_, body=body, **kwargs)
         return message.sid
+
+    async def sent_sms(self, *, to: str, from_: str, body: str, since: datetime) -> list[str]:
+        """The messages sent from `from_` to `to` with this body since `since` (to the second)."""
+        found = await self.client.messages.list_async(to=to, from_=from_, date_sent_after=since.replace(microsecond=0))
+        return [message.sid for message in found if message.body == body]
 
     async def place_call(self, *, to: str, from_: str, twiml: str | None = None, url: str | None = None,
                          status_callback: str | None = None, machine_detection: bool = False,

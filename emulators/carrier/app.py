@@ -8,6 +8,7 @@ import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -100,8 +101,13 @@ def create_app(carrier: Carrier, *, extra_routes: list[Any] | None = None) -> St
         return item.resource(carrier.account_sid)
 
     async def messages(request: Request) -> dict[str, Any]:
-        if request.method == "GET":
-            items = [m.resource(carrier.account_sid) for m in carrier.messages.values()]
+        if request.method == "GET":  # Twilio's filters: To, From, DateSent> (sent at or after, to the second)
+            query = request.query_params
+            after = datetime.strptime(query["DateSent>"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) \
+                if "DateSent>" in query else None
+            items = [m.resource(carrier.account_sid) for m in carrier.messages.values()
+                     if query.get("To", m.to) == m.to and query.get("From", m.from_) == m.from_
+                     and (after is None or m.created.replace(microsecond=0) >= after)]
             return _page("messages", items, str(request.url.path))
         form = await request.form()
         message = await carrier.send_message(to=str(form.get("To", "")), from_=str(form.get("From", "")),
