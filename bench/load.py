@@ -435,7 +435,8 @@ async def agent_latencies(sessions: async_sessionmaker[AsyncSession]) -> str:
     async with sessions() as session:
         records = (await session.execute(select(Conversation.latency).where(
             Conversation.kind == "call", Conversation.latency.is_not(None)))).scalars().all()
-    turns = [turn for record in records for turn in record.get("turns", []) if turn.get("ttt_latency")]
+    # A JSON null passes IS NOT NULL (a call that ended before any answer was timed).
+    turns = [turn for record in records if record for turn in record.get("turns", []) if turn.get("ttt_latency")]
     if not turns:
         return "none recorded"
     figures = []
