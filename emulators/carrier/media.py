@@ -189,8 +189,9 @@ class MediaStream:
                     self._send({"event": "dtmf", "streamSid": self.stream_sid,
                                 "dtmf": {"track": "inbound_track", "digit": digit}})
                 if not self.caller_audio and chunk + 1 < due:  # late with nothing to say
+                    missed = due - chunk - 1
                     quiet = int((time.monotonic() - self.caller_active_at - QUIET_S) / FRAME_S)
-                    skipped = due - chunk - 1 - min(due - chunk - 1, max(0, quiet))
+                    skipped = max(0, missed - max(0, quiet))
                     start += skipped * FRAME_S  # the clock moves on over what is not made up
                     due -= skipped
                 chunk += 1
