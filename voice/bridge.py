@@ -111,7 +111,7 @@ class CallBridge(MediaRelay):
         self.started = time.monotonic()
         # The caller's silence counts from their last words, or from the end of the agent's last
         # words when those came later: a slow answer is the agent's silence, not theirs.
-        self.last_caller_words = time.monotonic()
+        self.caller_silent_since = time.monotonic()
         self.dtmf: list[str] = []
         self.dtmf_task: asyncio.Task[None] | None = None
         self.agent_speaking = False
@@ -400,7 +400,7 @@ class CallBridge(MediaRelay):
         if not digit:
             return
         self.dtmf.append(digit)
-        self.last_caller_words = time.monotonic()
+        self.caller_silent_since = time.monotonic()
         if self.dtmf_task:
             self.dtmf_task.cancel()
         self.dtmf_task = asyncio.create_task(self._send_digits())
@@ -415,11 +415,11 @@ class CallBridge(MediaRelay):
     async def _on_agent_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "UserStartedSpeaking":  # Twilio's playback was cleared in the callback already
-            self.last_caller_words = time.monotonic()
+            self.caller_silent_since = time.monotonic()
             self.clears += 1
         elif kind == "ConversationText":
             if event.get("role") == "user":
-                self.last_caller_words = time.monotonic()
+                self.caller_silent_since = time.monotonic()
             assert self.recorder is not None
             await self.recorder.turn(str(event.get("role")), str(event.get("content", "")))
         elif kind == "AgentStartedSpeaking":
@@ -436,7 +436,7 @@ class CallBridge(MediaRelay):
                                 "name": call.get("name"), "content": "ok"})
         elif kind == "AgentAudioDone":
             self.agent_speaking = False
-            self.last_caller_words = time.monotonic()  # their turn to speak begins now
+            self.caller_silent_since = time.monotonic()  # their turn to speak begins now
             pending, self.after_speech = self.after_speech, []
             for work in pending:
                 self._spawn(work())
@@ -527,7 +527,7 @@ class CallBridge(MediaRelay):
             if now - self.started > self.settings.max_call_s:
                 await self._say_goodbye_and_hang_up(TIME_UP_GOODBYE, "max call length")
                 return
-            if not self.agent_speaking and now - self.last_caller_words > self.settings.silent_caller_hangup_s:
+            if not self.agent_speaking and now - self.caller_silent_since > self.settings.silent_caller_hangup_s:
                 await self._say_goodbye_and_hang_up(SILENT_GOODBYE, "silent caller")
                 return
         # end_call hung up: give Twilio a moment to send stop, then close.

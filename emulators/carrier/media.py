@@ -74,7 +74,7 @@ class MediaStream:
         self.play = play  # delivers platform audio to the caller's handset
         self.stream_sid = new_sid("MZ")
         self.caller_audio: deque[bytes | str] = deque()  # frames and DTMF digits, kept in order
-        self.caller_active_at = 0.0  # when a frame or digit of the caller's last came in or went out
+        self.caller_active_at = 0.0  # when the caller's last frame or digit went out (queued ones are due anyway)
         self.playback: deque[bytes | str] = deque()  # audio frames and mark names, in order
         self.queued = asyncio.Event()  # playback has something: an idle call does not poll every 20 ms
         self.ws: Any = None
@@ -94,11 +94,9 @@ class MediaStream:
 
     def caller_frame(self, frame: bytes) -> None:
         self.caller_audio.append(frame)
-        self.caller_active_at = time.monotonic()
 
     def dtmf(self, digit: str) -> None:
         self.caller_audio.append(digit)
-        self.caller_active_at = time.monotonic()
 
     async def run(self) -> None:
         """Until the platform closes the socket; cancel to end it from the carrier's side (sends `stop`).
@@ -188,6 +186,7 @@ class MediaStream:
                     digit = self.caller_audio.popleft()
                     self._send({"event": "dtmf", "streamSid": self.stream_sid,
                                 "dtmf": {"track": "inbound_track", "digit": digit}})
+                    self.caller_active_at = time.monotonic()
                 if not self.caller_audio and chunk + 1 < due:  # late with nothing to say
                     missed = due - chunk - 1
                     quiet = int((time.monotonic() - self.caller_active_at - QUIET_S) / FRAME_S)
